@@ -16,6 +16,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from compute.h5flags import clear_write_flags
+
 FORMAT = "lca-bundle"
 FORMAT_VERSION = 1
 LCA_CHUNK = (8, 32768)  # 1 MiB float32 chunks: a row read touches P/32768 chunks
@@ -181,7 +183,12 @@ class BundleWriter:
 
     @classmethod
     def reopen(cls, path: str | Path, T: int, flush_seconds: float = 2.0) -> BundleWriter:
-        """Reopen a bundle to resume at iteration ``T``, dropping anything written after it."""
+        """Reopen a bundle to resume at iteration ``T``, dropping anything written after it.
+
+        The caller must make sure no other process is still writing it: a writer killed with
+        SIGKILL leaves the superblock's "open for writing" flags set, and we clear them.
+        """
+        clear_write_flags(path)
         f = h5py.File(path, "r+", libver="latest")
         stride = int(f.attrs["lca_stride"])
         done_T = int(f["progress"][0])

@@ -98,8 +98,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(precision_check(cfg))
                 return 0
             name = f"{cfg.net}_{cfg.dataset}_{cfg.optimizer}_s{cfg.seed}.h5"
-            out = args.out or Path("runs") / name
-            out.parent.mkdir(parents=True, exist_ok=True)
+            out = args.out
+            if out is None:
+                out = Path("runs") / name
+                out.parent.mkdir(exist_ok=True)
             path = train.run_lca(cfg, out, progress=not args.no_progress)
     except (ConfigError, FileNotFoundError, train.RunFailed, pickle.UnpicklingError) as e:
         print(f"lca-run: error: {e}", file=sys.stderr)

@@ -119,8 +119,8 @@ class _State:
 def _checkpoint(path: Path, T: int, run: Run, state: _State) -> None:
     """Atomically replace the checkpoint (a kill mid-write leaves the previous one)."""
     tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save({"T": T, "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
-                "state": state.state_dict()}, tmp)
+    torch.save({"T": T, "pid": os.getpid(), "model": run.model.state_dict(),
+                "optimizer": run.optimizer.state_dict(), "state": state.state_dict()}, tmp)
     os.replace(tmp, path)
 
 
@@ -197,7 +197,7 @@ def run_lca(cfg: RunConfig | None, out: str | Path, *, resume: bool = False,
         cfg, writer, run, state, T0 = _resume(out, ckpt_path)
     else:
         cfg.validate()
-        if not out.parent.exists() or not os.access(out.parent, os.W_OK):
+        if not out.parent.is_dir() or not os.access(out.parent, os.W_OK):
             raise ConfigError(f"cannot write the bundle: directory {out.parent} is missing or "
                               "not writable")
         run = build_run(cfg)
@@ -274,6 +274,18 @@ def _append_row(ds, row) -> None:
     ds[-1] = row
 
 
+def _alive(pid: int) -> bool:
+    if pid <= 0 or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _resume(out: Path, ckpt_path: Path):
     """Rebuild a run from its bundle config and last checkpoint."""
     import json
@@ -283,9 +295,12 @@ def _resume(out: Path, ckpt_path: Path):
     if not ckpt_path.exists():
         raise ConfigError(f"--resume: no checkpoint {ckpt_path} (the run finished or was made "
                           "without checkpoints)")
-    with h5py.File(out, "r", locking=False) as f:
+    with h5py.File(out, "r", swmr=True, locking=False) as f:  # swmr: flags of a killed writer
         cfg = RunConfig.from_dict(json.loads(f.attrs["config"]))
     ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    if _alive(int(ckpt.get("pid", 0))):
+        raise ConfigError(f"--resume: process {ckpt['pid']} that wrote {out} is still running; "
+                          "stop it first (or wait for it to finish)")
     run = build_run(cfg)
     run.model.load_state_dict(ckpt["model"])
     run.optimizer.load_state_dict(ckpt["optimizer"])
