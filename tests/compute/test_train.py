@@ -187,3 +187,13 @@ def test_unwritable_output_directory(tmp_path, capsys):
     code = lca_run(["--dataset", "synthetic", "--train-size", "100", "--iters", "2",
                     "--no-progress", "--out", str(not_a_dir / "x.h5")])
     assert code == 2 and "cannot write the bundle" in capsys.readouterr().err
+
+
+def test_precision_check_reports_float32_against_float64(capsys):
+    code = lca_run(["--precision-check", "--dataset", "synthetic", "--train-size", "400",
+                    "--batch-size", "50", "--chunk-size", "128"])
+    out = capsys.readouterr().out
+    assert code == 0 and "float32 vs float64" in out
+    errors = [float(line.split("error ")[1].split(",")[0]) for line in out.splitlines()
+              if "relative L2 error" in line]
+    assert len(errors) == 3 and max(errors) < 1e-4 and out.rstrip().splitlines()[-1][:4] == "PASS"

@@ -1,0 +1,128 @@
+"""Engine cost, measured side by side in one process.
+
+    python benchmarks/bench_engine.py [--net mnist_fc] [--dataset mnist] [--iters 20]
+                                      [--device cpu] [--repeats 5] [--skip naive,adaptive]
+
+Prints (medians over repeats):
+  * floor: seconds of 2 full-dataset gradients (what rk4 with endpoint reuse must pay);
+  * rk4 iteration of lca-run (train step + LCA + bundle write) and its ratio to the floor;
+  * per-class overhead: rk4 with per-class LCA / without;
+  * naive baseline: θ_t written to disk every iteration, then a second pass with 3 gradients
+    per iteration and no reuse; speed ratio and disk bytes vs ours;
+  * adaptive: splits per iteration, time and residual for tolerances 1e-2 … 1e-5.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+
+from compute.config import RunConfig
+from compute.params import flat_params
+from compute.train import build_run, run_lca, train_step
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def floor_seconds(cfg: RunConfig, repeats: int) -> float:
+    """Median time of two full-dataset gradient evaluations."""
+    run = build_run(cfg)
+    obj, theta = run.train_lca.objective, flat_params(run.model)
+    obj.evaluate(theta)  # warm-up
+    times = []
+    for _ in range(repeats):
+        _sync(cfg.device)
+        t0 = time.perf_counter()
+        obj.evaluate(theta)
+        obj.evaluate(theta)
+        _sync(cfg.device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def lca_run_seconds(cfg: RunConfig, workdir: Path, name: str) -> tuple[float, dict]:
+    """Median seconds per iteration of a real lca-run (from the bundle's timing)."""
+    out = run_lca(cfg, workdir / f"{name}.h5", progress=False)
+    with h5py.File(out, "r") as f:
+        sec = f["timing/seconds"][1:]  # skip the first (warm-up) iteration
+        info = {"residual_max": float(np.abs(f["lca_residual"][:]).max()),
+                "splits_mean": float(f["splits"][:].mean()),
+                "bytes": out.stat().st_size}
+    return float(np.median(sec)), info
+
+
+def naive_seconds(cfg: RunConfig, workdir: Path) -> tuple[float, int]:
+    """Store θ_t every iteration, then a second pass with 3 gradients per iteration."""
+    run = build_run(cfg)
+    obj = run.train_lca.objective
+    t0 = time.perf_counter()
+    np.save(workdir / "theta_0.npy", flat_params(run.model).cpu().numpy())
+    for t in range(cfg.iters):
+        train_step(run, t)
+        np.save(workdir / f"theta_{t + 1}.npy", flat_params(run.model).cpu().numpy())
+    disk = sum(p.stat().st_size for p in workdir.glob("theta_*.npy"))
+    dev = run.layer_idx.device
+    for t in range(cfg.iters):
+        a = torch.from_numpy(np.load(workdir / f"theta_{t}.npy")).to(dev)
+        b = torch.from_numpy(np.load(workdir / f"theta_{t + 1}.npy")).to(dev)
+        g = [obj.evaluate(a + s * (b - a)).grad for s in (0.0, 0.5, 1.0)]
+        lca = (b - a) * (g[0] + 4 * g[1] + g[2]) / 6
+        float(lca.sum())
+    _sync(cfg.device)
+    return (time.perf_counter() - t0) / cfg.iters, disk
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--net", default="mnist_fc")
+    ap.add_argument("--dataset", default="mnist")
+    ap.add_argument("--rgb32", action="store_true")
+    ap.add_argument("--iters", type=int, default=20)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--chunk-size", type=int, default=5000)
+    ap.add_argument("--skip", default="")
+    a = ap.parse_args()
+    skip = set(a.skip.split(","))
+    base = RunConfig(net=a.net, dataset=a.dataset, rgb32=a.rgb32, iters=a.iters, device=a.device,
+                     chunk_size=a.chunk_size, lr=0.01, momentum=0.9, batch_size=250,
+                     checkpoint_every=10**6)
+    dev = torch.cuda.get_device_name() if a.device.startswith("cuda") else "cpu"
+    print(f"# bench_engine: {a.net} on {a.dataset}, {a.iters} iterations, device {dev}, "
+          f"torch {torch.__version__}, threads {torch.get_num_threads()}")
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        plain = RunConfig(**{**vars(base), "per_class": False})
+        fl = floor_seconds(plain, a.repeats)
+        rk, info = lca_run_seconds(plain, work, "rk4")
+        print(f"floor (2 full gradients)      {fl:8.3f} s")
+        print(f"rk4 iteration (lca-run)       {rk:8.3f} s   ratio to floor {rk / fl:5.2f}")
+        pc, _ = lca_run_seconds(base, work, "rk4_class")
+        print(f"rk4 + per-class iteration     {pc:8.3f} s   per-class overhead {pc / rk:5.2f}x")
+        if "naive" not in skip:
+            (work / "naive").mkdir()
+            nv, disk = naive_seconds(plain, work / "naive")
+            print(f"naive (disk + 3 grads/iter)   {nv:8.3f} s   ours is {nv / rk:5.2f}x faster; "
+                  f"disk {disk / 1e6:.1f} MB vs bundle {info['bytes'] / 1e6:.1f} MB "
+                  f"(~{disk / a.iters / 1e3:.0f} kB/iter of theta)")
+        if "adaptive" not in skip:
+            print("adaptive: tol   splits/iter  s/iter   max|residual|")
+            for tol in (1e-2, 1e-3, 1e-4, 1e-5):
+                cfg = RunConfig(**{**vars(plain), "method": "adaptive", "tol": tol})
+                s, inf = lca_run_seconds(cfg, work, f"ad{tol}")
+                print(f"          {tol:6.0e}  {inf['splits_mean']:8.2f}  {s:8.3f}  "
+                      f"{inf['residual_max']:.2e}")
+
+
+if __name__ == "__main__":
+    main()
