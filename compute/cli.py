@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import pickle
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from compute.config import DATASETS, NETS, OPTIMIZERS, PRECISIONS, ConfigError, RunConfig
@@ -83,11 +85,23 @@ def config_from_args(a: argparse.Namespace) -> RunConfig:
         device=a.device, precision=a.precision, checkpoint_every=a.checkpoint_every)
 
 
+class Terminated(Exception):
+    """SIGTERM arrived (e.g. torchrun stopping the survivors after a rank died)."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated("terminated by SIGTERM")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_sigterm)  # close the bundle as failed, not mid-write
     from compute import train  # torch import after argument parsing: fast --help
+    from compute.distributed import init_from_env, shutdown
 
     try:
+        init_from_env(args.device)
         if args.resume:
             path = train.run_lca(None, args.resume, resume=True, progress=not args.no_progress)
         else:
@@ -109,7 +123,10 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:  # e.g. a corrupt dataset file
         print(f"lca-run: error: {e}", file=sys.stderr)
         return 2
-    print(f"wrote {path}")
+    finally:
+        shutdown()
+    if path is not None:
+        print(f"wrote {path}")
     return 0
 
 

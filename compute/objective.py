@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from compute.distributed import all_reduce_, world
 from compute.params import flat_grads, load_flat_params
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (outputs, y) -> (n,) losses
@@ -100,7 +101,9 @@ class FullDatasetObjective:
         self.per_class = per_class
         self.loss_fn = loss_fn
         self.classify = not self.y.is_floating_point()  # accuracy only makes sense for labels
-        self.chunks = self._make_chunks(chunk_size)
+        rank, size = world()
+        self.all_chunks = self._make_chunks(chunk_size)
+        self.chunks = self.all_chunks[rank::size]  # this process's shard of the partition
 
     def _make_chunks(self, chunk_size: int) -> list[tuple[int, int, int]]:
         """(start, stop, class or -1) for each chunk; class-pure ones never straddle classes."""
@@ -124,10 +127,24 @@ class FullDatasetObjective:
             self.set_theta(theta)
         if not grad:
             with torch.no_grad():
-                return self._forward_only()
-        if self.per_class and self.chunking == "mixed":
-            return self._masked_class_pass()
-        return self._chunked_pass()
+                ev = self._forward_only()
+        elif self.per_class and self.chunking == "mixed":
+            ev = self._masked_class_pass()
+        else:
+            ev = self._chunked_pass()
+        return self._reduce(ev)
+
+    def _reduce(self, ev: Evaluation) -> Evaluation:
+        """Sum the shards of all processes (nothing to do in a single process)."""
+        if world()[1] == 1:
+            return ev
+        all_reduce_(ev.loss, ev.correct)
+        if ev.class_grad is not None:
+            all_reduce_(ev.class_grad)
+            ev.grad = ev.class_grad.sum(0)
+        elif ev.grad is not None:
+            all_reduce_(ev.grad)
+        return ev
 
     def _forward_only(self) -> Evaluation:
         loss = torch.zeros((), dtype=torch.float64, device=self.y.device)
@@ -156,8 +173,8 @@ class FullDatasetObjective:
                 self._zero_grad()
         if class_grads is None:
             return Evaluation(loss, correct, flat_grads(self.model))
-        cg = torch.zeros((self.n_classes, class_grads[0][1].numel()), dtype=class_grads[0][1].dtype,
-                         device=class_grads[0][1].device)
+        cg = torch.zeros((self.n_classes, sum(p.numel() for p in self.params)),
+                         dtype=self.params[0].dtype, device=self.y.device)
         for c, g in class_grads:
             cg[c] = g
         return Evaluation(loss, correct, cg.sum(0), cg)

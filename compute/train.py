@@ -18,6 +18,7 @@ from compute import __version__
 from compute.bundle_writer import BundleWriter, IterationRecord, LayoutInfo
 from compute.config import ConfigError, RunConfig
 from compute.data import load_splits
+from compute.distributed import broadcast_, is_main, world
 from compute.lca import LCAIntegrator, LCAStep, layer_sums
 from compute.models import build_model
 from compute.objective import FullDatasetObjective
@@ -94,9 +95,21 @@ def _layout(run: Run, cfg: RunConfig) -> LayoutInfo:
                    if cfg.device.startswith("cuda") else f"cpu ({platform.processor() or 'x86'})")
     software = {"lca_explorer": __version__, "python": platform.python_version(),
                 "torch": torch.__version__, "numpy": np.__version__, "h5py": h5py.__version__}
+    rank, size = world()
+    config = {**cfg.to_dict(), "world_size": size,
+              "backend": torch.distributed.get_backend() if size > 1 else None}
     return LayoutInfo(t.names, t.shapes, t.offsets, t.layer, t.module_type, t.layer_names,
-                      run.class_names, cfg.to_dict(), cfg.method, cfg.lca_stride, cfg.iters,
+                      run.class_names, config, cfg.method, cfg.lca_stride, cfg.iters,
                       cfg.per_class, cfg.val_lca, cfg.save_trajectory, device_name, software)
+
+
+class NullWriter:
+    """Stands in for the bundle writer on ranks other than 0."""
+
+    path = None
+
+    def __getattr__(self, name):
+        return lambda *args, **kwargs: None
 
 
 class _State:
@@ -118,6 +131,8 @@ class _State:
 
 def _checkpoint(path: Path, T: int, run: Run, state: _State) -> None:
     """Atomically replace the checkpoint (a kill mid-write leaves the previous one)."""
+    if not is_main():
+        return
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save({"T": T, "pid": os.getpid(), "model": run.model.state_dict(),
                 "optimizer": run.optimizer.state_dict(), "state": state.state_dict()}, tmp)
@@ -136,6 +151,10 @@ def train_step(run: Run, t: int) -> float:
     run.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     run.optimizer.step()
+    if world()[1] > 1:  # keep every rank on exactly rank 0's θ (GPU kernels may differ in bits)
+        with torch.no_grad():
+            for p in run.model.parameters():
+                broadcast_(p.data)
     return loss.item()
 
 
@@ -205,7 +224,7 @@ def run_lca(cfg: RunConfig | None, out: str | Path, *, resume: bool = False,
         theta = flat_params(run.model)
         e0 = run.train_lca.start(theta)
         v0 = run.val_lca.start(theta) if run.val_lca else None
-        writer = BundleWriter.create(
+        writer = NullWriter() if not is_main() else BundleWriter.create(
             out, _layout(run, cfg), theta0=theta.cpu().numpy(), loss_train0=float(e0.loss),
             acc_train0=int(e0.correct) / len(run.y),
             loss_val0=float(v0.loss) if v0 else None,
@@ -216,12 +235,14 @@ def run_lca(cfg: RunConfig | None, out: str | Path, *, resume: bool = False,
 
 
 def _loop(cfg, run, writer, state, T0, ckpt_path, progress, stop_after) -> Path:
-    bar = tqdm(total=cfg.iters, initial=T0, disable=not progress, unit="it", desc="LCA")
+    bar = tqdm(total=cfg.iters, initial=T0, disable=not (progress and is_main()), unit="it",
+               desc="LCA")
     cum_res, cum_dl = 0.0, 0.0
     try:
         for t in range(T0, cfg.iters):
             if stop_after is not None and t - T0 >= stop_after:
-                writer.f.close()  # simulate a kill: no final status, no last checkpoint
+                if is_main():
+                    writer.f.close()  # simulate a kill: no final status, no last checkpoint
                 return writer.path
             start = time.perf_counter()
             mb_loss = train_step(run, t)
@@ -245,12 +266,13 @@ def _loop(cfg, run, writer, state, T0, ckpt_path, progress, stop_after) -> Path:
                 _checkpoint(ckpt_path, t + 1, run, state)
         if cfg.iters % cfg.lca_stride:  # the last, partial stride window
             writer.append_lca_row(state.window.cpu().numpy())
-            if state.window_val is not None:
+            if state.window_val is not None and is_main():
                 _append_row(writer.f["lca_val"], state.window_val.cpu().numpy())
         writer.set_param_counters(state.help_iters.cpu().numpy(),
                                   state.nonzero_iters.cpu().numpy())
         writer.close("complete")
-        ckpt_path.unlink(missing_ok=True)
+        if is_main():
+            ckpt_path.unlink(missing_ok=True)
         return writer.path
     except RunFailed as e:
         writer.close("failed", str(e))
@@ -265,6 +287,10 @@ def _loop(cfg, run, writer, state, T0, ckpt_path, progress, stop_after) -> Path:
             pass
         raise RunFailed(f"could not write {writer.path}: {e}; the bundle keeps the iterations "
                         f"up to the last flush; resume with: lca-run --resume {writer.path}") from e
+    except Exception as e:  # e.g. a peer process died (torch.distributed error): record why
+        writer.close("failed", f"{type(e).__name__}: {e}")
+        raise RunFailed(f"run stopped at a {type(e).__name__}: {e}; resume with: "
+                        f"lca-run --resume {writer.path}") from e
     finally:
         bar.close()
 
@@ -307,7 +333,7 @@ def _resume(out: Path, ckpt_path: Path):
     state = _State(run.table.n_params, run.y.device, cfg.val_lca)
     state.load(ckpt["state"])
     T0 = int(ckpt["T"])
-    writer = BundleWriter.reopen(out, T0)
+    writer = BundleWriter.reopen(out, T0) if is_main() else NullWriter()
     theta = flat_params(run.model)
     run.train_lca.start(theta)
     if run.val_lca:
