@@ -20,6 +20,7 @@ from compute.h5flags import clear_write_flags
 
 FORMAT = "lca-bundle"
 FORMAT_VERSION = 1
+MAX_BUFFER_BYTES = 256 * 2**20  # flush early rather than buffer more than this
 LCA_CHUNK = (8, 32768)  # 1 MiB float32 chunks: a row read touches P/32768 chunks
 _STR = h5py.string_dtype()
 
@@ -98,6 +99,8 @@ class BundleWriter:
         self.T = int(f["progress"][0])
         self.R = int(f["progress"][1])
         self._running_total = self._recover_running_total()  # (P,) float64
+        self._buffer: dict[str, list[np.ndarray]] = {}  # rows not yet written
+        self._buffered_bytes = 0
         self._last_flush = time.monotonic()
 
     # -- construction ---------------------------------------------------------------------
@@ -175,7 +178,9 @@ class BundleWriter:
             _append(f["loss/val"], loss_val0)
             _append(f["accuracy/val"], acc_val0)
         if layout.save_trajectory:
-            _append(f["trajectory"], theta0.astype(np.float32))
+            if theta0 is None:
+                raise ValueError("save_trajectory needs theta0")
+            _append(f["trajectory"], np.asarray(theta0, np.float32))
         f["progress"][:] = [0, 0]
         f.swmr_mode = True
         f.flush()
@@ -215,40 +220,49 @@ class BundleWriter:
 
     # -- appending ------------------------------------------------------------------------
     def append(self, rec: IterationRecord) -> None:
-        """Write iteration ``self.T``; publishes it at the next flush."""
-        f = self.f
-        _append(f["loss/train"], rec.loss_train)
-        _append(f["accuracy/train"], rec.acc_train)
-        _append(f["loss/minibatch"], rec.loss_minibatch)
-        _append(f["lca_residual"], rec.residual)
-        _append(f["splits"], rec.splits)
-        _append(f["lca_layer"], rec.lca_layer)
-        _append(f["help_count"], rec.help_count)
-        _append(f["hurt_count"], rec.hurt_count)
-        _append(f["timing/seconds"], rec.seconds)
-        if "lca_class_layer" in f:
-            _append(f["lca_class_layer"], rec.lca_class_layer)
-        if "trajectory" in f:
-            _append(f["trajectory"], rec.theta.astype(np.float32))
-        if "lca_val" in f:
-            _append(f["loss/val"], rec.loss_val)
-            _append(f["accuracy/val"], rec.acc_val)
-            _append(f["lca_val_layer"], rec.lca_val_layer)
-            _append(f["lca_val_residual"], rec.val_residual)
+        """Buffer iteration ``self.T``; it is written and published at the next flush."""
+        add = self._add
+        add("loss/train", rec.loss_train)
+        add("accuracy/train", rec.acc_train)
+        add("loss/minibatch", rec.loss_minibatch)
+        add("lca_residual", rec.residual)
+        add("splits", rec.splits)
+        add("lca_layer", rec.lca_layer)
+        add("help_count", rec.help_count)
+        add("hurt_count", rec.hurt_count)
+        add("timing/seconds", rec.seconds)
+        if "lca_class_layer" in self.f:
+            add("lca_class_layer", rec.lca_class_layer)
+        if "trajectory" in self.f:
+            add("trajectory", rec.theta.astype(np.float32))
+        if "lca_val" in self.f:
+            add("loss/val", rec.loss_val)
+            add("accuracy/val", rec.acc_val)
+            add("lca_val_layer", rec.lca_val_layer)
+            add("lca_val_residual", rec.val_residual)
             if rec.lca_val_row is not None:
-                _append(f["lca_val"], rec.lca_val_row.astype(np.float32))
+                self.append_lca_row(rec.lca_val_row, "lca_val")
         self.T += 1
         if rec.lca_row is not None:
             self.append_lca_row(rec.lca_row)
-        if time.monotonic() - self._last_flush >= self.flush_seconds:
+        due = time.monotonic() - self._last_flush >= self.flush_seconds
+        if due or self._buffered_bytes > MAX_BUFFER_BYTES:
             self.flush()
 
-    def append_lca_row(self, row: np.ndarray) -> None:
-        _append(self.f["lca"], row.astype(np.float32))
+    def append_lca_row(self, row: np.ndarray, name: str = "lca") -> None:
+        """Buffer one stored row of ``lca`` (or ``lca_val``): an exact stride-window sum."""
+        self._add(name, row.astype(np.float32))
+        if name != "lca":
+            return
         self._running_total += row
         self.R += 1
         if self.R % self.every == 0:
-            _append(self.f["lca_cumsum"], self._running_total.astype(np.float32))
+            self._add("lca_cumsum", self._running_total.astype(np.float32))
+
+    def _add(self, name: str, value) -> None:
+        value = np.asarray(value)
+        self._buffer.setdefault(name, []).append(value)
+        self._buffered_bytes += value.nbytes
 
     def set_param_counters(self, help_iters: np.ndarray, nonzero_iters: np.ndarray) -> None:
         """Overwrite the per-parameter counters (P,) with the engine's current totals."""
@@ -256,7 +270,15 @@ class BundleWriter:
         self.f["param_nonzero_iters"][:] = nonzero_iters
 
     def flush(self) -> None:
-        """Flush data, then publish progress (so readers never see unwritten rows)."""
+        """Write the buffered rows (one resize and one block write per dataset), flush, then
+        publish progress, so readers never see rows that are not on disk."""
+        for name, values in self._buffer.items():
+            ds = self.f[name]
+            n = ds.shape[0]
+            ds.resize(n + len(values), axis=0)
+            ds[n:] = np.stack(values)
+        self._buffer.clear()
+        self._buffered_bytes = 0
         self.f.flush()
         self.f["progress"][:] = [self.T, self.R]
         self.f.flush()

@@ -265,9 +265,9 @@ def _loop(cfg, run, writer, state, T0, ckpt_path, progress, stop_after) -> Path:
                 writer.flush()
                 _checkpoint(ckpt_path, t + 1, run, state)
         if cfg.iters % cfg.lca_stride:  # the last, partial stride window
-            writer.append_lca_row(state.window.cpu().numpy())
-            if state.window_val is not None and is_main():
-                _append_row(writer.f["lca_val"], state.window_val.cpu().numpy())
+            writer.append_lca_row(_host(state.window))
+            if state.window_val is not None:
+                writer.append_lca_row(_host(state.window_val), "lca_val")
         writer.set_param_counters(state.help_iters.cpu().numpy(),
                                   state.nonzero_iters.cpu().numpy())
         writer.close("complete")
@@ -293,11 +293,6 @@ def _loop(cfg, run, writer, state, T0, ckpt_path, progress, stop_after) -> Path:
                         f"lca-run --resume {writer.path}") from e
     finally:
         bar.close()
-
-
-def _append_row(ds, row) -> None:
-    ds.resize(ds.shape[0] + 1, axis=0)
-    ds[-1] = row
 
 
 def _alive(pid: int) -> bool:

@@ -1,0 +1,100 @@
+"""``lcaviz summary RUN.h5 [--json]``: every analysis of one run, as text or JSON.
+
+``lcaviz.cli`` dispatches the ``summary`` subcommand here. Exit codes: 0 done, 2 unreadable
+bundle or bad arguments (the message names the file and the problem; no traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from lcaviz.bundle import BundleError
+
+
+def _fmt(x, spec: str = ".4g") -> str:
+    return "n/a" if x is None else format(x, spec)
+
+
+def _weibull_line(label: str, w: dict) -> str:
+    return (f"  {label:<6} k = {_fmt(w['k'])}, λ = {_fmt(w['scale'])}, "
+            f"KS = {_fmt(w['ks'], '.3f')}, best by AIC: {w['best'] or 'n/a'} (n = {w['n']})")
+
+
+def format_report(s: dict) -> str:
+    """Human-readable report of a :func:`lcaviz.analysis.summarize` result."""
+    r, h, t = s["run"], s["helping"], s["tail"]
+    out = [
+        f"run      {r['path']}",
+        f"         {r['net']} on {r['dataset']}, {r['optimizer']}, method {r['method']}, "
+        f"status {r['status']}" + (f" ({r['status_reason']})" if r["status_reason"] else ""),
+        f"size     T = {r['n_iters']} iterations, P = {r['n_params']:,} parameters, "
+        f"L = {r['n_layers']} layers, C = {r['n_classes']} classes, stride {r['stride']}",
+        f"loss     {_fmt(r['initial_loss'])} -> {_fmt(r['final_loss'])} "
+        f"(ΣLCA = {_fmt(r['lca_total'])}, max |residual| = {_fmt(r['residual_abs_max'])})",
+        "",
+        f"helping  {_fmt(h['pct_help'], '.2f')} % of nonzero LCA help per iteration "
+        f"(Table 1 definition), {_fmt(h['pct_zero'], '.2f')} % of parameters exactly zero",
+        f"tails    {_fmt(t['frac_beyond'], '.3%')} of values beyond 3σ vs "
+        f"{_fmt(t['gaussian_frac'], '.3%')} for a Gaussian ({_fmt(t['ratio'], '.2f')}x); "
+        f"their share of Σ|LCA| is {_fmt(t['contribution_ratio'], '.2f')}x the Gaussian's",
+        "weibull  (|LCA|, loc = 0)",
+        _weibull_line("help", s["weibull"]["help"]),
+        _weibull_line("hurt", s["weibull"]["hurt"]),
+        "",
+        f"{'layer':<16}{'size':>12}{'total LCA':>14}{'per param':>12}{'% help':>9}"
+        f"{'% zero':>9}{'k help':>8}{'k hurt':>8}",
+    ]
+    for lay, w in zip(s["layers"], s["weibull"]["layers"], strict=True):
+        flag = "  hurts" if lay["hurts"] else ""
+        out.append(f"{lay['name']:<16}{lay['size']:>12,}{_fmt(lay['total'], '.4g'):>14}"
+                   f"{_fmt(lay['per_param'], '.3g'):>12}{_fmt(lay['pct_help'], '.2f'):>9}"
+                   f"{_fmt(lay['pct_zero'], '.2f'):>9}{_fmt(w['help']['k'], '.3f'):>8}"
+                   f"{_fmt(w['hurt']['k'], '.3f'):>8}{flag}")
+    o = s.get("oscillation")
+    out.append("")
+    if o:
+        out.append(f"moves    weights change direction once every "
+                   f"{_fmt(o['iters_per_change'], '.2f')} iterations (mean run "
+                   f"{_fmt(o['mean_run_length'], '.2f')}); {o['gradient_note']}")
+    else:
+        out.append("moves    no trajectory stored (run with --save-trajectory)")
+    y = s.get("synchrony")
+    if y:
+        out.append(f"sync     top-{y['k']} learning moments ({y['source']}): "
+                   f"{_fmt(y['actual_mean_per_class'], '.2f')} aligned per class vs "
+                   f"{_fmt(y['baseline_mean_per_class'], '.2f')} when layers are shifted by up to "
+                   f"±{y['max_shift']} (N = {y['n_resamples']}), p = {_fmt(y['p_value'], '.3g')}")
+    return "\n".join(out)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``lcaviz summary``; returns the exit code."""
+    ap = argparse.ArgumentParser(prog="lcaviz summary",
+                                 description="Summarise the LCA analyses of one run bundle.")
+    ap.add_argument("bundle", help="run bundle (.h5)")
+    ap.add_argument("--json", action="store_true", help="print JSON instead of a report")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--weibull-sample", type=int, default=200_000)
+    ap.add_argument("--sync-k", type=int, default=20)
+    ap.add_argument("--shift-resamples", type=int, default=1000)
+    try:
+        args = ap.parse_args(argv)
+    except SystemExit as e:  # argparse already printed the usage message
+        return int(e.code or 0) and 2
+    from lcaviz.analysis.summary import summarize  # scipy import only when needed
+
+    try:
+        s = summarize(args.bundle, weibull_sample=args.weibull_sample, sync_k=args.sync_k,
+                      shift_resamples=args.shift_resamples, seed=args.seed)
+    except BundleError as e:
+        print(f"lcaviz summary: error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(s, indent=1, allow_nan=False) if args.json else format_report(s))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
