@@ -1,0 +1,86 @@
+"""The Dash application: ``create_app(runs_dir)`` builds a multi-page dashboard.
+
+Pages are registered explicitly (``pages_folder=""``) and their callbacks are attached to this
+app object only, so creating several apps in one process (tests) never mixes their state.
+Assets (CSS) are served from ``lcaviz/assets`` and all JS is served locally: no CDN, works
+offline.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dash
+from dash import dcc, html
+
+from lcaviz import __version__
+from lcaviz.pages import compare, run, runs
+from lcaviz.state import AppState
+
+ASSETS = Path(__file__).with_name("assets")
+STATE_KEY = "LCAVIZ_STATE"
+
+
+def _shell() -> html.Div:
+    """Top bar + page container shared by all pages."""
+    return html.Div([
+        html.Header([
+            dcc.Link([html.Span("LCA", className="logo-mark"), " explorer"], href="/",
+                     className="logo"),
+            html.Nav([dcc.Link("Runs", href="/")], id="nav"),
+            html.Span(f"v{__version__}", className="muted version"),
+        ], className="topbar"),
+        html.Main(dash.page_container, className="container"),
+    ])
+
+
+def create_app(runs_dir: str | Path, *, debug: bool = False) -> dash.Dash:
+    """Build the dashboard for the bundles under ``runs_dir``.
+
+    Args:
+        runs_dir: directory scanned (recursively) for ``*.h5`` run bundles.
+        debug: Dash debug mode (dev tools, tracebacks in the browser); keep off unless needed.
+
+    Returns:
+        The :class:`dash.Dash` app; its Flask server is ``app.server``.
+
+    Raises:
+        FileNotFoundError: ``runs_dir`` is not an existing directory.
+    """
+    root = Path(runs_dir).expanduser()
+    if not root.is_dir():
+        raise FileNotFoundError(f"runs directory does not exist: {root}")
+    state = AppState(runs_dir=root.resolve())
+    app = dash.Dash(
+        __name__, use_pages=True, pages_folder="", assets_folder=str(ASSETS),
+        serve_locally=True, external_stylesheets=[], external_scripts=[],
+        suppress_callback_exceptions=True, title="LCA explorer",
+        update_title=None,
+    )
+    app.config.suppress_callback_exceptions = True
+    app.server.config[STATE_KEY] = state
+    _register_pages()
+    app.layout = _shell()
+    runs.register_callbacks(app, state)
+    run.register_callbacks(app, state)
+    compare.register_callbacks(app, state)
+    app.enable_dev_tools(debug=debug, dev_tools_ui=debug, dev_tools_props_check=debug,
+                         dev_tools_hot_reload=False)
+    return app
+
+
+def _register_pages() -> None:
+    """(Re-)register the pages; the registry is global in Dash, the layouts are stateless."""
+    dash.register_page("lcaviz.pages.runs", path="/", name="Runs", title="Runs · LCA explorer",
+                       layout=runs.layout)
+    dash.register_page("lcaviz.pages.run", path="/run", name="Run", title="Run · LCA explorer",
+                       layout=run.layout)
+    dash.register_page("lcaviz.pages.run_path", path_template="/run/<run_id>", name="Run ",
+                       title="Run · LCA explorer", layout=run.layout)
+    dash.register_page("lcaviz.pages.compare", path="/compare", name="Compare",
+                       title="Compare · LCA explorer", layout=compare.layout)
+
+
+def get_state(app: dash.Dash) -> AppState:
+    """The :class:`AppState` of an app made by :func:`create_app` (for tests/benchmarks)."""
+    return app.server.config[STATE_KEY]

@@ -1,0 +1,160 @@
+"""Export figures (PNG/SVG/PDF via Kaleido, CSV of the underlying data) and HTML reports.
+
+(A GIF of the heatmap animation is not offered: it would need Pillow and one Kaleido render
+per frame; the HTML report and per-frame PNGs cover the use.)
+
+Kaleido 1.x drives a headless Chrome/Chromium found on PATH or named by ``BROWSER_PATH``; the
+Debian ``chromium`` is used when nothing else is configured. Kaleido is not thread-safe, so
+all image exports are serialised with one lock, and a persistent Kaleido server is started on
+first use (a cold start costs seconds, a warm export ~0.2 s).
+"""
+
+from __future__ import annotations
+
+import atexit
+import base64
+import csv
+import io
+import os
+import shutil
+import threading
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+import plotly.io as pio
+
+from lcaviz.figures.theme import EXPORT_HEIGHT, EXPORT_WIDTH
+
+IMAGE_FORMATS = ("png", "svg", "pdf")
+_LOCK = threading.Lock()
+_server_started = False
+
+
+def _ensure_browser() -> None:
+    """Point Kaleido at the system Chromium unless the user chose a browser already."""
+    if os.environ.get("BROWSER_PATH"):
+        return
+    for name in ("chromium", "chromium-browser", "google-chrome", "chrome"):
+        found = shutil.which(name)
+        if found:
+            os.environ["BROWSER_PATH"] = found
+            return
+
+
+def _start_server() -> None:
+    global _server_started
+    if _server_started:
+        return
+    import kaleido
+
+    try:
+        kaleido.start_sync_server(silence_warnings=True)
+        atexit.register(_stop_server)
+        _server_started = True
+    except Exception:  # noqa: BLE001 - fall back to one browser per export
+        _server_started = False
+
+
+def _stop_server() -> None:
+    try:
+        import kaleido
+
+        kaleido.stop_sync_server(silence_warnings=True)
+    except Exception:  # noqa: BLE001 - interpreter shutdown
+        pass
+
+
+def figure_image(fig: go.Figure, fmt: str = "png", *, width: int | None = None,
+                 height: int | None = None, scale: float = 2.0) -> bytes:
+    """Render ``fig`` as PNG, SVG or PDF bytes.
+
+    Args:
+        fig: the figure.
+        fmt: ``"png"``, ``"svg"`` or ``"pdf"``.
+        width: pixels (default: the figure's width or ``EXPORT_WIDTH``).
+        height: pixels (default: the figure's height or ``EXPORT_HEIGHT``).
+        scale: pixel density for PNG.
+
+    Raises:
+        ValueError: unknown format.
+        RuntimeError: no Chrome/Chromium is available to Kaleido.
+    """
+    if fmt not in IMAGE_FORMATS:
+        raise ValueError(f"unsupported image format {fmt!r}")
+    _ensure_browser()
+    width = width or fig.layout.width or EXPORT_WIDTH
+    height = height or fig.layout.height or EXPORT_HEIGHT
+    with _LOCK:
+        _start_server()
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return pio.to_image(fig, format=fmt, width=width, height=height, scale=scale)
+
+
+def _column(v) -> np.ndarray | None:
+    if v is None:
+        return None
+    if isinstance(v, dict) and "bdata" in v:  # a typed-array spec
+        arr = np.frombuffer(base64.b64decode(v["bdata"]), np.dtype(v["dtype"]))
+        shape = v.get("shape")
+        return arr.reshape([int(s) for s in str(shape).split(",")]) if shape else arr
+    return np.asarray(v)
+
+
+def figure_rows(fig: go.Figure) -> Iterable[list]:
+    """Long-form rows ``[trace, x, y, z]`` of every trace's data (header first).
+
+    A heatmap contributes one row per cell with its full-resolution pixel coordinates; a line
+    or bar one row per point. This is the data behind the picture, not a screenshot of it.
+    """
+    yield ["trace", "x", "y", "value"]
+    for k, tr in enumerate(fig.data):
+        name = tr.name or f"trace{k}"
+        if tr.type == "heatmap" and tr.z is not None:
+            z = np.atleast_2d(_column(tr.z))
+            x0, dx = tr.x0 or 0, tr.dx or 1
+            y0, dy = tr.y0 or 0, tr.dy or 1
+            for i in range(z.shape[0]):
+                for j in range(z.shape[1]):
+                    yield [name, x0 + j * dx, y0 + i * dy, float(z[i, j])]
+            continue
+        xs, ys = _column(getattr(tr, "x", None)), _column(getattr(tr, "y", None))
+        if ys is None and xs is None:
+            continue
+        if ys is None:
+            ys = np.full(len(xs), np.nan)
+        if xs is None:
+            xs = np.arange(len(ys))
+        for x, y in zip(xs.tolist(), ys.tolist(), strict=False):
+            if x is None and y is None:
+                continue
+            yield [name, x, y, ""]
+
+
+def figure_csv(fig: go.Figure) -> str:
+    """CSV text of :func:`figure_rows`."""
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    for row in figure_rows(fig):
+        w.writerow(row)
+    return buf.getvalue()
+
+
+def html_report(title: str, figures: Sequence[go.Figure], *, intro: str = "") -> str:
+    """A self-contained HTML page (plotly.js inlined, works offline) of ``figures``."""
+    parts = []
+    for k, fig in enumerate(figures):
+        parts.append(pio.to_html(fig, full_html=False, include_plotlyjs=(k == 0),
+                                 config={"displaylogo": False}))
+    esc = (title.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;"))
+    intro_html = intro.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    body = "\n".join(f"<section>{p}</section>" for p in parts)
+    return (
+        "<!DOCTYPE html><html><head><meta charset='utf-8'>"
+        f"<title>{esc}</title><style>body{{font-family:Helvetica,Arial,sans-serif;"
+        "max-width:1100px;margin:24px auto;color:#222}section{margin:18px 0}</style>"
+        f"</head><body><h1>{esc}</h1><p>{intro_html}</p>{body}</body></html>"
+    )

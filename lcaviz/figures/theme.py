@@ -1,0 +1,120 @@
+"""Shared look of every dashboard figure: colours, fonts and export-friendly sizes.
+
+One place decides the palette so that a layer has the same colour in every view and helping /
+hurting always read green / red, as in the paper's figures.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import plotly.graph_objects as go
+import plotly.io as pio
+
+HELP_COLOR = "#1a9850"  # negative LCA: the parameter decreased the loss
+HURT_COLOR = "#d73027"  # positive LCA: the parameter increased the loss
+ZERO_COLOR = "#9e9e9e"
+LOSS_COLOR = "#222222"
+VAL_COLOR = "#1f77b4"
+MARKER_COLOR = "#444444"
+
+# Green (helps) - white (zero) - red (hurts); symmetric so that white is exactly zero.
+DIVERGING = [
+    [0.0, "#00441b"],
+    [0.2, "#238b45"],
+    [0.4, "#a1d99b"],
+    [0.5, "#ffffff"],
+    [0.6, "#fcae91"],
+    [0.8, "#de2d26"],
+    [1.0, "#67000d"],
+]
+
+# Colour-blind friendly, high-contrast categorical palette (Okabe-Ito + extras).
+LAYER_PALETTE = [
+    "#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442",
+    "#000000", "#7f7f7f", "#8c564b", "#17becf", "#bcbd22",
+]
+
+FONT_FAMILY = "Helvetica Neue, Helvetica, Arial, sans-serif"
+EXPORT_WIDTH = 900
+EXPORT_HEIGHT = 500
+
+
+TEMPLATE_NAME = "lcaviz"
+
+
+def _register_template() -> None:
+    """Register the ``lcaviz`` Plotly template once (simple_white + our fonts and margins)."""
+    if TEMPLATE_NAME in pio.templates:
+        return
+    t = copy.deepcopy(pio.templates["simple_white"])
+    t.layout.update(
+        font={"family": FONT_FAMILY, "size": 12, "color": "#222"},
+        paper_bgcolor="white", plot_bgcolor="white",
+        margin={"l": 60, "r": 20, "t": 48, "b": 48},
+        legend={"bgcolor": "rgba(255,255,255,0.7)", "font": {"size": 11}},
+        hoverlabel={"font": {"family": FONT_FAMILY}},
+        colorway=LAYER_PALETTE,
+    )
+    pio.templates[TEMPLATE_NAME] = t
+
+
+_register_template()
+
+
+def layer_color(index: int) -> str:
+    """Colour of layer ``index``, identical across all views and runs."""
+    return LAYER_PALETTE[int(index) % len(LAYER_PALETTE)]
+
+
+def run_color(index: int) -> str:
+    """Colour of the ``index``-th run on the compare page."""
+    return ["#0072B2", "#D55E00", "#009E73", "#CC79A7"][int(index) % 4]
+
+
+def style(fig: go.Figure, title: str = "", *, height: int | None = None,
+          xlabel: str | None = None, ylabel: str | None = None,
+          legend: bool = True) -> go.Figure:
+    """Apply the paper-friendly white theme in place and return ``fig``.
+
+    Args:
+        fig: the figure to restyle.
+        title: figure title (left aligned).
+        height: pixel height; the width follows the container (and ``EXPORT_WIDTH`` on export).
+        xlabel: x-axis title, if any.
+        ylabel: y-axis title, if any.
+        legend: whether to show the legend.
+    """
+    fig.update_layout(
+        template=TEMPLATE_NAME,
+        title={"text": title, "x": 0.01, "xanchor": "left", "font": {"size": 15}},
+        showlegend=legend,
+    )
+    if height:
+        fig.update_layout(height=height)
+    if xlabel is not None:
+        fig.update_xaxes(title_text=xlabel)
+    if ylabel is not None:
+        fig.update_yaxes(title_text=ylabel)
+    return fig
+
+
+def empty_figure(message: str, height: int = 300) -> go.Figure:
+    """A blank figure carrying a centred message (no data, loading, errors)."""
+    fig = go.Figure()
+    fig.add_annotation(text=message, x=0.5, y=0.5, xref="paper", yref="paper",
+                       showarrow=False, font={"size": 14, "color": "#666"})
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    return style(fig, height=height, legend=False)
+
+
+def add_time_marker(fig: go.Figure, x: float | None, **kw) -> go.Figure:
+    """Draw a dashed vertical line at iteration ``x`` (the slider position).
+
+    Always the figure's first shape (hidden when ``x`` is None), so that the dashboard can move
+    it with a tiny ``Patch`` of ``layout.shapes[0]`` instead of re-sending the figure.
+    """
+    fig.add_vline(x=float(x or 0), line={"color": MARKER_COLOR, "dash": "dot", "width": 1},
+                  visible=x is not None, **kw)
+    return fig

@@ -1,0 +1,88 @@
+"""Every component id used by the dashboard, in one place (pages import these constants)."""
+
+from __future__ import annotations
+
+# -- shell -------------------------------------------------------------------------------
+NAV = "nav"
+
+# -- runs page ---------------------------------------------------------------------------
+RUNS_TABLE = "runs-table"
+RUNS_INTERVAL = "runs-interval"
+RUNS_ERRORS = "runs-errors"
+RUNS_COUNT = "runs-count"
+RUNS_OPEN = "runs-open"
+RUNS_COMPARE = "runs-compare"
+RUNS_HINT = "runs-hint"
+RUNS_LOCATION = "runs-location"
+
+# -- run page ----------------------------------------------------------------------------
+RUN_ID = "run-id"  # dcc.Store with the (validated) run id
+RUN_HEADER = "run-header"
+RUN_ERROR = "run-error"
+RUN_META = "run-meta"  # dcc.Store: layer/class names, stride, T, R, flags
+SLIDER = "run-slider"
+SLIDER_LABEL = "run-slider-label"
+PLAY = "run-play"
+PLAY_INTERVAL = "run-play-interval"
+SPEED = "run-speed"
+LOOP = "run-loop"
+MODE = "run-mode"  # row | cumulative | window
+WINDOW = "run-window"
+LAYER = "run-layer"
+RANGE_MODE = "run-range-mode"  # fixed | frame
+RESOLUTION = "run-resolution"  # auto | full
+HEATMAP = "run-heatmap"
+HEATMAP_PLAN = "run-heatmap-plan"  # dcc.Store: plan of the drawn heatmap (click mapping)
+HEATMAP_INFO = "run-heatmap-info"
+ZOOM_RESET = "run-zoom-reset"
+ZOOM = "run-zoom"  # dcc.Store: zoom region of the heatmap
+DRILL = "run-drill"
+DRILL_INFO = "run-drill-info"
+LAYER_BARS = "run-layer-bars"
+BARS_SCOPE = "run-bars-scope"  # total | upto
+BARS_NORM = "run-bars-norm"  # raw | per_param
+LAYER_CURVES = "run-layer-curves"
+CURVES_CUMULATIVE = "run-curves-cumulative"
+LOSS = "run-loss"
+LOSS_LOG = "run-loss-log"
+RESIDUAL = "run-residual"
+RESIDUAL_LOG = "run-residual-log"
+HELP_TIME = "run-help-time"
+HELP_HIST = "run-help-hist"
+HELP_LAYER = "run-help-layer"
+HELP_FRACTION = "run-help-fraction"
+WEIBULL = "run-weibull"
+WEIBULL_GROUP = "run-weibull-group"
+WEIBULL_STATUS = "run-weibull-status"
+WEIBULL_INTERVAL = "run-weibull-interval"
+SCAN_START = "run-scan-start"  # button: stream a large run once for histograms and fits
+SYNC_CLASS = "run-sync-class"
+SYNC_K = "run-sync-k"
+SYNC_SHIFT = "run-sync-shift"
+SYNC_RESAMPLES = "run-sync-resamples"
+SYNC_RUN = "run-sync-run"
+SYNC_PEAKS = "run-sync-peaks"
+SYNC_TEST = "run-sync-test"
+SYNC_STATUS = "run-sync-status"
+SYNC_INTERVAL = "run-sync-interval"
+REPORT_BTN = "run-report"
+REPORT_DOWNLOAD = "run-report-download"
+
+# -- compare page ------------------------------------------------------------------------
+CMP_IDS = "cmp-ids"
+CMP_HEADER = "cmp-header"
+CMP_ERROR = "cmp-error"
+CMP_SLIDER = "cmp-slider"
+CMP_SLIDER_LABEL = "cmp-slider-label"
+CMP_LAYER = "cmp-layer"
+CMP_MODE = "cmp-mode"
+CMP_HEATMAPS = "cmp-heatmaps"
+CMP_LOSS = "cmp-loss"
+CMP_LAYER_TOTALS = "cmp-layer-totals"
+CMP_HELP = "cmp-help"
+CMP_XAXIS = "cmp-xaxis"  # iteration | fraction
+
+# -- export (pattern-matching ids: one button per graph and format) ------------------------
+EXPORT = "export"  # {"type": EXPORT, "graph": <graph id>, "fmt": "png"|"svg"|"pdf"|"csv"}
+EXPORT_DOWNLOAD = "export-download"  # {"type": EXPORT_DOWNLOAD, "page": "run"|"compare"}
+EXPORT_FORMATS = ("png", "svg", "pdf", "csv")

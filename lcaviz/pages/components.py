@@ -1,0 +1,58 @@
+"""Small layout helpers shared by the pages (cards, export buttons, labelled controls)."""
+
+from __future__ import annotations
+
+from dash import dcc, html
+
+from lcaviz import ids
+
+GRAPH_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2},
+                "modeBarButtonsToRemove": ["lasso2d", "select2d"]}
+
+
+def export_buttons(graph_id: str, page: str) -> html.Div:
+    """PNG / SVG / PDF / CSV download buttons for one graph (pattern-matching ids)."""
+    return html.Div(
+        [html.Span("export", className="export-label")] + [
+            html.Button(fmt.upper(), id={"type": ids.EXPORT, "page": page, "graph": graph_id,
+                                         "fmt": fmt},
+                        n_clicks=0, className="export-btn", title=f"Download as {fmt.upper()}")
+            for fmt in ids.EXPORT_FORMATS],
+        className="export-bar")
+
+
+def graph_card(graph_id: str, title: str, *, controls=None, height: int | None = None,
+               footer=None, loading: bool = True, page: str = "run") -> html.Div:
+    """A titled card with optional controls, a graph, and export buttons."""
+    graph = dcc.Graph(id=graph_id, config=GRAPH_CONFIG,
+                      style={"height": f"{height}px"} if height else None)
+    body = dcc.Loading(graph, type="dot", delay_show=400) if loading else graph
+    return html.Div([
+        html.Div([html.H3(title), export_buttons(graph_id, page)], className="card-head"),
+        html.Div(controls, className="card-controls") if controls else None,
+        body,
+        footer,
+    ], className="card", id=f"{graph_id}-card")
+
+
+def labelled(label: str, component, width: str | None = None) -> html.Div:
+    """A control with a small label above it."""
+    return html.Div([html.Label(label), component], className="control",
+                    style={"minWidth": width} if width else None)
+
+
+def radio(id_: str, options: list[tuple[str, str]], value: str) -> dcc.RadioItems:
+    """Inline radio items from ``(value, label)`` pairs."""
+    return dcc.RadioItems(id=id_, options=[{"value": v, "label": lab} for v, lab in options],
+                          value=value, inline=True, className="radio")
+
+
+def error_card(message: str, title: str = "Cannot open this run") -> html.Div:
+    """A red card with an error message (unreadable bundles, bad ids)."""
+    return html.Div([html.Strong(title), html.Pre(message, className="error-text")],
+                    className="error-card")
+
+
+def section(title: str, children, sid: str | None = None) -> html.Section:
+    kw = {"id": sid} if sid else {}
+    return html.Section([html.H2(title), *children], className="section", **kw)

@@ -1,0 +1,166 @@
+"""Run page (``/run?id=REL_PATH`` or ``/run/REL_PATH``): one run, scrubbed through training.
+
+The layout is static; everything that depends on the bundle is filled in by callbacks
+(:mod:`lcaviz.pages.run_callbacks`) once the run id store is set, so the page can also show a
+clean error card for a bad id or an unreadable bundle.
+"""
+
+from __future__ import annotations
+
+import dash
+from dash import dcc, html
+
+from lcaviz import ids
+from lcaviz.pages import run_callbacks
+from lcaviz.pages.components import graph_card, labelled, radio, section
+from lcaviz.pages.run_analysis import GROUPS
+from lcaviz.state import AppState
+
+PLAY_MS = 600
+SPEEDS = [1, 2, 5, 10, 25]
+
+
+def _player() -> html.Div:
+    """Play/pause, slider and frame controls (sticky at the top of the page)."""
+    return html.Div([
+        html.Div([
+            html.Button("▶ Play", id=ids.PLAY, n_clicks=0, className="btn play"),
+            html.Div(dcc.Slider(id=ids.SLIDER, min=0, max=1, step=1, value=0, marks=None,
+                                updatemode="mouseup", tooltip=None), className="slider"),
+            html.Span(id=ids.SLIDER_LABEL, className="slider-label"),
+        ], className="player-row"),
+        html.Div([
+            labelled("speed (rows / step)", dcc.Dropdown(
+                id=ids.SPEED, options=[{"label": f"{s}×", "value": s} for s in SPEEDS],
+                value=1, clearable=False, searchable=False), "110px"),
+            dcc.Checklist(id=ids.LOOP, options=[{"label": " loop", "value": "loop"}],
+                          value=["loop"], className="check"),
+            labelled("frame", radio(ids.MODE, [("row", "this iteration"),
+                                               ("cumulative", "cumulative up to t"),
+                                               ("window", "sum over last W rows")], "row")),
+            labelled("W", dcc.Input(id=ids.WINDOW, type="number", min=1, step=1, value=10,
+                                    debounce=True, className="num")),
+        ], className="player-row controls-row"),
+        dcc.Interval(id=ids.PLAY_INTERVAL, interval=PLAY_MS, disabled=True, n_intervals=0),
+    ], className="player card sticky")
+
+
+def _heatmap_section() -> html.Section:
+    controls = [
+        labelled("layer", dcc.Dropdown(id=ids.LAYER, options=[], value=0, clearable=False),
+                 "220px"),
+        labelled("colour range", radio(ids.RANGE_MODE, [("fixed", "fixed over run"),
+                                                       ("frame", "per frame")], "fixed")),
+        labelled("resolution", radio(ids.RESOLUTION, [("auto", "block sums"),
+                                                     ("full", "full")], "auto")),
+        html.Button("reset zoom", id=ids.ZOOM_RESET, n_clicks=0, className="btn small"),
+    ]
+    return section("Per-parameter LCA (green helps, red hurts)", [
+        graph_card(ids.HEATMAP, "Heatmap", controls=controls, loading=False,
+                   footer=html.P(id=ids.HEATMAP_INFO, className="muted small")),
+        graph_card(ids.DRILL, "Selected parameter",
+                   footer=html.P(id=ids.DRILL_INFO, className="muted small")),
+    ], sid="sec-heatmap")
+
+
+def _layers_section() -> html.Section:
+    bars_ctl = [labelled("scope", radio(ids.BARS_SCOPE, [("total", "whole run"),
+                                                        ("upto", "up to t")], "total")),
+                labelled("scale", radio(ids.BARS_NORM, [("raw", "total"),
+                                                       ("per_param", "per parameter")], "raw"))]
+    curve_ctl = [dcc.Checklist(id=ids.CURVES_CUMULATIVE, className="check",
+                               options=[{"label": " cumulative", "value": "cum"}], value=[])]
+    return section("Layers", [html.Div([
+        graph_card(ids.LAYER_BARS, "LCA per layer", controls=bars_ctl),
+        graph_card(ids.LAYER_CURVES, "LCA per layer over time", controls=curve_ctl),
+    ], className="grid2")], sid="sec-layers")
+
+
+def _loss_section() -> html.Section:
+    loss_ctl = [dcc.Checklist(id=ids.LOSS_LOG, className="check",
+                              options=[{"label": " log scale", "value": "log"}], value=[])]
+    res_ctl = [dcc.Checklist(id=ids.RESIDUAL_LOG, className="check",
+                             options=[{"label": " log |residual|", "value": "log"}], value=[])]
+    return section("Loss and conservation", [html.Div([
+        graph_card(ids.LOSS, "Loss", controls=loss_ctl),
+        graph_card(ids.RESIDUAL, "Residual ΔL − ΣLCA", controls=res_ctl),
+    ], className="grid2")], sid="sec-loss")
+
+
+def _helping_section() -> html.Section:
+    wb_ctl = [radio(ids.WEIBULL_GROUP, list(GROUPS), "sign"),
+              html.Button("Compute", id=ids.SCAN_START, n_clicks=0, className="btn small",
+                          title="stream every LCA value once (histograms of (b) and the fits)"),
+              html.Span(id=ids.WEIBULL_STATUS, className="muted small status")]
+    return section("Helping and hurting (paper Fig. 3)", [
+        html.Div([
+            graph_card(ids.HELP_TIME, "(a) % helping / hurting / zero over time"),
+            graph_card(ids.HELP_HIST, "(b) distribution of helping and hurting LCA"),
+            graph_card(ids.HELP_LAYER, "(c) % helping per layer"),
+            graph_card(ids.HELP_FRACTION, "(d) fraction of iterations each parameter helped"),
+        ], className="grid2"),
+        graph_card(ids.WEIBULL, "Heavy tails: |LCA| with Weibull fits", controls=wb_ctl),
+        dcc.Interval(id=ids.WEIBULL_INTERVAL, interval=700, disabled=True),
+        dcc.Store(id="run-scan-job"),
+    ], sid="sec-helping")
+
+
+def _sync_section() -> html.Section:
+    def num(id_, value, lo, hi):
+        return dcc.Input(id=id_, type="number", min=lo, max=hi, step=1, value=value,
+                         debounce=True, className="num")
+
+    ctl = [
+        labelled("class", dcc.Dropdown(id=ids.SYNC_CLASS, options=[], value=0,
+                                       clearable=False), "160px"),
+        labelled("top k peaks", num(ids.SYNC_K, 20, 1, 200)),
+        labelled("shift ± s", num(ids.SYNC_SHIFT, 2, 1, 50)),
+        labelled("resamples", num(ids.SYNC_RESAMPLES, 1000, 10, 20000)),
+        html.Button("Run shift test", id=ids.SYNC_RUN, n_clicks=0, className="btn small"),
+        html.Span(id=ids.SYNC_STATUS, className="muted small status"),
+    ]
+    return section("Synchronised learning across layers (paper Fig. 6)", [
+        graph_card(ids.SYNC_PEAKS, "Per-class learning moments by layer", controls=ctl),
+        graph_card(ids.SYNC_TEST, "Random-shift test"),
+        dcc.Interval(id=ids.SYNC_INTERVAL, interval=700, disabled=True),
+        dcc.Store(id="run-sync-job"),
+    ], sid="sec-sync")
+
+
+def layout(id: str | None = None, run_id: str | None = None, **_query) -> html.Div:  # noqa: A002
+    """Run page layout; ``id`` (query) or ``run_id`` (path) names the bundle."""
+    rid = id or run_id or ""
+    if isinstance(rid, list):
+        rid = rid[0] if rid else ""
+    return html.Div([
+        dcc.Store(id=ids.RUN_ID, data=rid),
+        dcc.Store(id=ids.RUN_META),
+        dcc.Store(id=ids.HEATMAP_PLAN),
+        dcc.Store(id=ids.ZOOM),
+        dcc.Store(id="run-drill-param"),
+        dcc.Download(id={"type": ids.EXPORT_DOWNLOAD, "page": "run"}),
+        dcc.Download(id=ids.REPORT_DOWNLOAD),
+        dcc.Interval(id="run-refresh", interval=5_000),
+        html.Div([
+            html.Div([html.H1(id=ids.RUN_HEADER, children=rid or "Run"),
+                      html.Div(id="run-subtitle", className="muted")]),
+            html.Div([html.Button("Download HTML report", id=ids.REPORT_BTN, n_clicks=0,
+                                  className="btn"),
+                      dcc.Link("← all runs", href="/", className="btn ghost")],
+                     className="toolbar"),
+        ], className="page-head"),
+        html.Div(id=ids.RUN_ERROR),
+        html.Div([
+            _player(),
+            _heatmap_section(),
+            _layers_section(),
+            _loss_section(),
+            _helping_section(),
+            _sync_section(),
+        ], id="run-body"),
+    ])
+
+
+def register_callbacks(app: dash.Dash, state: AppState) -> None:
+    """Wire the run page (delegates to :mod:`lcaviz.pages.run_callbacks`)."""
+    run_callbacks.register(app, state)

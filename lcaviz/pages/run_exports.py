@@ -1,0 +1,122 @@
+"""Run-page downloads: any figure as PNG/SVG/PDF/CSV, the whole page as an HTML report.
+
+Figures are rebuilt server-side from the current control values with the same builders as
+the live view (nothing large is uploaded from the browser), then rendered by Kaleido.
+"""
+
+from __future__ import annotations
+
+import dash
+from dash import ALL, Input, Output, State, ctx, dcc
+
+from lcaviz import ids
+from lcaviz.export import figure_csv, figure_image, html_report
+from lcaviz.figures.theme import empty_figure
+from lcaviz.pages import run_analysis, run_sync, run_views
+from lcaviz.pages.run_views import Controls
+from lcaviz.security import safe_filename
+from lcaviz.state import AppState
+
+# (Controls field, component id, property) of every control the builders read
+CONTROL_STATES = [
+    ("run_id", ids.RUN_ID, "data"), ("row", ids.SLIDER, "value"), ("mode", ids.MODE, "value"),
+    ("window", ids.WINDOW, "value"), ("layer", ids.LAYER, "value"),
+    ("range_mode", ids.RANGE_MODE, "value"), ("resolution", ids.RESOLUTION, "value"),
+    ("zoom", ids.ZOOM, "data"), ("bars_scope", ids.BARS_SCOPE, "value"),
+    ("bars_norm", ids.BARS_NORM, "value"), ("curves_cumulative", ids.CURVES_CUMULATIVE, "value"),
+    ("loss_log", ids.LOSS_LOG, "value"), ("residual_log", ids.RESIDUAL_LOG, "value"),
+    ("weibull_group", ids.WEIBULL_GROUP, "value"), ("sync_class", ids.SYNC_CLASS, "value"),
+    ("sync_k", ids.SYNC_K, "value"), ("sync_shift", ids.SYNC_SHIFT, "value"),
+    ("sync_resamples", ids.SYNC_RESAMPLES, "value"), ("drill", "run-drill-param", "data"),
+]
+_BOOL = {"curves_cumulative", "loss_log", "residual_log"}
+JOB_TIMEOUT = 120.0
+
+
+def controls_from_values(values: list) -> Controls:
+    """Controls from the States of :data:`CONTROL_STATES`, in that order."""
+    d = {}
+    for (name, _, _), v in zip(CONTROL_STATES, values, strict=True):
+        d[name] = bool(v) if name in _BOOL else v
+    return Controls.from_dict(d)
+
+
+def build_figure(state: AppState, graph: str, c: Controls):
+    """Rebuild the figure shown in ``graph`` (waits for background jobs, bounded)."""
+    simple = {ids.LAYER_BARS: "layer_bars", ids.LAYER_CURVES: "layer_curves",
+              ids.LOSS: "loss", ids.RESIDUAL: "residual", ids.HELP_TIME: "help_time",
+              ids.HELP_LAYER: "help_layer", ids.HELP_FRACTION: "help_fraction",
+              ids.DRILL: "drill"}
+    if graph == ids.HEATMAP:
+        return run_views.heatmap(state, c)[0]
+    if graph in simple:
+        return getattr(run_views, simple[graph])(state, c)
+    if graph in (ids.HELP_HIST, ids.WEIBULL):
+        st, key = run_analysis.scan_status(state, c.run_id)
+        st = state.jobs.wait(tuple(key), JOB_TIMEOUT) if st.state == "running" else st
+        if st.state != "done":
+            return empty_figure(f"not available: {st.error or st.state}")
+        if graph == ids.HELP_HIST:
+            return run_analysis.histogram_figure(st.result)
+        return run_analysis.weibull_view(st.result, c.weibull_group)
+    if graph == ids.SYNC_PEAKS:
+        return run_sync.peaks_view(state, c.run_id, c.sync_class, c.sync_k)
+    if graph == ids.SYNC_TEST:
+        st, key = run_sync.sync_status(state, c.run_id, c.sync_k, c.sync_shift,
+                                       c.sync_resamples)
+        st = state.jobs.wait(tuple(key), JOB_TIMEOUT) if st.state == "running" else st
+        return run_sync.test_view(st.result if st.state == "done" else None, c.sync_class)
+    raise KeyError(f"unknown graph {graph!r}")
+
+
+def export_figure(state: AppState, trigger: dict | None, values: list):
+    """``dcc.Download`` payload for the clicked export button (or no_update)."""
+    if not trigger or not isinstance(trigger, dict) or not ctx_clicked():
+        return dash.no_update
+    graph, fmt = trigger.get("graph"), trigger.get("fmt")
+    if fmt not in ids.EXPORT_FORMATS:
+        return dash.no_update
+    c = controls_from_values(values)
+    fig = build_figure(state, graph, c)
+    name = safe_filename(f"{c.run_id.rsplit('.', 1)[0]}-{graph}", fmt)
+    if fmt == "csv":
+        return dcc.send_string(figure_csv(fig), name)
+    return dcc.send_bytes(figure_image(fig, fmt), name)
+
+
+def ctx_clicked() -> bool:
+    """True unless the callback fired for a button that was only (re)created (n_clicks 0)."""
+    try:
+        trig = ctx.triggered
+    except Exception:  # noqa: BLE001 - called outside a Dash request (tests)
+        return True
+    return any(t.get("value") for t in trig)
+
+
+def report(state: AppState, values: list):
+    """The whole run page as one self-contained HTML file (plotly.js inlined)."""
+    c = controls_from_values(values)
+    b, _ = state.open(c.run_id)
+    graphs = [ids.HEATMAP, ids.LAYER_BARS, ids.LAYER_CURVES, ids.LOSS, ids.RESIDUAL,
+              ids.HELP_TIME, ids.HELP_HIST, ids.HELP_LAYER, ids.HELP_FRACTION, ids.WEIBULL,
+              ids.SYNC_PEAKS]
+    figs = [build_figure(state, g, c) for g in graphs]
+    from lcaviz.pages.run_callbacks import subtitle
+    from lcaviz.queries import run_meta
+
+    html_text = html_report(f"LCA report — {c.run_id}", figs, intro=subtitle(run_meta(b)))
+    return dcc.send_string(html_text, safe_filename(f"{c.run_id.rsplit('.', 1)[0]}-report",
+                                                    "html"))
+
+
+def register_exports(app: dash.Dash, state: AppState) -> None:
+    states = [State(cid, prop) for _, cid, prop in CONTROL_STATES]
+    app.callback(
+        Output({"type": ids.EXPORT_DOWNLOAD, "page": "run"}, "data"),
+        Input({"type": ids.EXPORT, "page": "run", "graph": ALL, "fmt": ALL}, "n_clicks"), *states,
+        prevent_initial_call=True,
+    )(lambda _clicks, *vals: export_figure(state, ctx.triggered_id, list(vals)))
+    app.callback(
+        Output(ids.REPORT_DOWNLOAD, "data"), Input(ids.REPORT_BTN, "n_clicks"), *states,
+        prevent_initial_call=True,
+    )(lambda n, *vals: report(state, list(vals)) if n else dash.no_update)

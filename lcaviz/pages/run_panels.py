@@ -1,0 +1,158 @@
+"""Run-page panels other than the heatmap: the cheap views, the time-marker patches and the
+background analyses (value scan + Weibull fits, shift test), as plain functions plus wiring.
+"""
+
+from __future__ import annotations
+
+import dash
+from dash import Input, Output, Patch, State, ctx
+
+from lcaviz import ids
+from lcaviz.bundle import BundleError
+from lcaviz.figures.theme import empty_figure
+from lcaviz.pages import run_analysis, run_sync, run_views
+from lcaviz.pages.run_views import Controls
+from lcaviz.security import RunPathError
+from lcaviz.state import AppState
+
+NU = dash.no_update
+_OPEN_ERRORS = (RunPathError, BundleError, OSError)
+
+
+def simple_view(state: AppState, name: str, run_id, meta, **controls):
+    """Any cheap run view by builder name; an empty figure when the run is not loaded."""
+    if not run_id or not meta:
+        return empty_figure("")
+    try:
+        return getattr(run_views, name)(state, Controls.from_dict({"run_id": run_id,
+                                                                   **controls}))
+    except _OPEN_ERRORS as e:
+        return empty_figure(str(e))
+
+
+def move_markers(meta, row, mode, window):
+    """Patch the time marker (``layout.shapes[0]``) of the four time-axis figures."""
+    if not meta or not meta.get("R"):
+        return NU, NU, NU, NU
+    r = min(int(row or 0), meta["R"] - 1)
+    r1 = r + 1
+    t = min(r1 * meta["stride"], meta["T"])
+    patches = []
+    for _ in range(4):
+        p = Patch()
+        p["layout"]["shapes"][0]["x0"] = t
+        p["layout"]["shapes"][0]["x1"] = t
+        p["layout"]["shapes"][0]["visible"] = True
+        patches.append(p)
+    return tuple(patches)
+
+
+def scan_views(state: AppState, trigger, run_id, meta, group, job_key):
+    """Fig. 3b and the Weibull figure from the background value scan (start or poll).
+
+    Returns:
+        ``(hist figure, weibull figure, status text, interval disabled, job key)``.
+    """
+    if not run_id or not meta:
+        return NU, NU, "", True, None
+    polling = trigger in (ids.WEIBULL_INTERVAL, ids.WEIBULL_GROUP) and job_key
+    auto = meta["R"] * meta["P"] <= run_analysis.AUTO_SCAN_CELLS
+    try:
+        if not (polling or auto or trigger == ids.SCAN_START):
+            st, key = run_analysis.scan_peek(state, run_id)
+            if st is None:  # a large run: streaming all of it waits for the button
+                msg = empty_figure(f"{meta['R'] * meta['P']:,} LCA values: press “Compute” "
+                                   "to stream them once for the histograms and fits.")
+                return msg, msg, "", True, None
+        else:
+            st, key = run_analysis.scan_status(state, run_id, job_key if polling else None)
+    except _OPEN_ERRORS as e:
+        return empty_figure(str(e)), empty_figure(str(e)), "", True, None
+    text = run_analysis.status_text(st, "value histograms and Weibull fits")
+    if st.state == "running":
+        wait = empty_figure("Computing… (scrubbing stays responsive meanwhile)")
+        return (wait if trigger != ids.WEIBULL_INTERVAL else NU,
+                wait if trigger != ids.WEIBULL_INTERVAL else NU, text, False, key)
+    if st.state == "error":
+        return empty_figure(text), empty_figure(text), text, True, key
+    return (run_analysis.histogram_figure(st.result),
+            run_analysis.weibull_view(st.result, group or "sign"), text, True, key)
+
+
+def sync_views(state: AppState, trigger, run_id, meta, cls, k, shift, resamples, job_key):
+    """Shift-test figure: starts on the button, polls on the interval, re-slices on class.
+
+    Returns:
+        ``(test figure, status text, interval disabled, job key)``.
+    """
+    if not run_id or not meta:
+        return NU, "", True, None
+    c = Controls.from_dict({"sync_class": cls or 0, "sync_k": k or 20,
+                            "sync_shift": shift or 2, "sync_resamples": resamples or 1000})
+    if trigger != ids.SYNC_RUN and not job_key:
+        return run_sync.test_view(None, 0), "", True, None
+    try:
+        st, key = run_sync.sync_status(state, run_id, c.sync_k, c.sync_shift,
+                                       c.sync_resamples,
+                                       None if trigger == ids.SYNC_RUN else job_key)
+    except _OPEN_ERRORS as e:
+        return empty_figure(str(e)), "", True, None
+    text = run_analysis.status_text(st, "shift test")
+    if st.state == "running":
+        return NU if trigger == ids.SYNC_INTERVAL else empty_figure("Computing…"), text, \
+            False, key
+    if st.state == "error":
+        return empty_figure(text), text, True, key
+    return run_sync.test_view(st.result, c.sync_class), text, True, key
+
+
+def register_views(app: dash.Dash, state: AppState) -> None:
+    """Attach the panel callbacks to ``app``."""
+    cb = app.callback
+    meta_in, rid_st = Input(ids.RUN_META, "data"), State(ids.RUN_ID, "data")
+    frame_st = (State(ids.SLIDER, "value"), State(ids.MODE, "value"), State(ids.WINDOW, "value"))
+
+    def view(name, **kw):
+        return lambda meta, rid, r, m, w, *extra: simple_view(
+            state, name, rid, meta, row=r, mode=m, window=w,
+            **{k: f(x) for (k, f), x in zip(kw.items(), extra, strict=True)})
+
+    cb(Output(ids.LAYER_BARS, "figure"), meta_in, rid_st, Input(ids.SLIDER, "value"),
+       Input(ids.MODE, "value"), Input(ids.WINDOW, "value"), Input(ids.BARS_SCOPE, "value"),
+       Input(ids.BARS_NORM, "value"))(view("layer_bars", bars_scope=str, bars_norm=str))
+    cb(Output(ids.LAYER_CURVES, "figure"), meta_in, rid_st, *frame_st,
+       Input(ids.CURVES_CUMULATIVE, "value"))(view("layer_curves", curves_cumulative=bool))
+    cb(Output(ids.LOSS, "figure"), meta_in, rid_st, *frame_st,
+       Input(ids.LOSS_LOG, "value"))(view("loss", loss_log=bool))
+    cb(Output(ids.RESIDUAL, "figure"), meta_in, rid_st, *frame_st,
+       Input(ids.RESIDUAL_LOG, "value"))(view("residual", residual_log=bool))
+    cb(Output(ids.HELP_TIME, "figure"), meta_in, rid_st, *frame_st)(view("help_time"))
+    cb(Output(ids.HELP_LAYER, "figure"), meta_in, rid_st, *frame_st)(view("help_layer"))
+    cb(Output(ids.HELP_FRACTION, "figure"), meta_in, rid_st, *frame_st)(view("help_fraction"))
+    cb(Output(ids.LOSS, "figure", allow_duplicate=True),
+       Output(ids.RESIDUAL, "figure", allow_duplicate=True),
+       Output(ids.LAYER_CURVES, "figure", allow_duplicate=True),
+       Output(ids.HELP_TIME, "figure", allow_duplicate=True),
+       Input(ids.SLIDER, "value"), Input(ids.MODE, "value"), Input(ids.WINDOW, "value"),
+       State(ids.RUN_META, "data"), prevent_initial_call=True,
+       )(lambda r, m, w, meta: move_markers(meta, r, m, w))
+    cb(Output(ids.HELP_HIST, "figure"), Output(ids.WEIBULL, "figure"),
+       Output(ids.WEIBULL_STATUS, "children"), Output(ids.WEIBULL_INTERVAL, "disabled"),
+       Output("run-scan-job", "data"),
+       meta_in, Input(ids.WEIBULL_GROUP, "value"), Input(ids.WEIBULL_INTERVAL, "n_intervals"),
+       Input(ids.SCAN_START, "n_clicks"), rid_st, State("run-scan-job", "data"),
+       )(lambda meta, g, _n, _c, rid, jk: scan_views(state, ctx.triggered_id, rid, meta, g,
+                                                      jk))
+    cb(Output(ids.SYNC_PEAKS, "figure"), meta_in, Input(ids.SYNC_CLASS, "value"),
+       Input(ids.SYNC_K, "value"), rid_st,
+       )(lambda meta, c, k, rid: run_sync.peaks_view(state, rid, c or 0, int(k or 20))
+         if rid and meta else empty_figure(""))
+    cb(Output(ids.SYNC_TEST, "figure"), Output(ids.SYNC_STATUS, "children"),
+       Output(ids.SYNC_INTERVAL, "disabled"), Output("run-sync-job", "data"),
+       meta_in, Input(ids.SYNC_RUN, "n_clicks"), Input(ids.SYNC_INTERVAL, "n_intervals"),
+       Input(ids.SYNC_CLASS, "value"), rid_st, State(ids.SYNC_K, "value"),
+       State(ids.SYNC_SHIFT, "value"), State(ids.SYNC_RESAMPLES, "value"),
+       State("run-sync-job", "data"),
+       )(lambda meta, _b, _n, c, rid, k, s, n, jk: sync_views(state, ctx.triggered_id, rid,
+                                                             meta, c, k, s, n, jk))
+

@@ -1,0 +1,193 @@
+"""Figure builders of the run page: ``(state, Controls) -> go.Figure``.
+
+The same builders serve the live callbacks, the PNG/SVG/PDF/CSV exports and the HTML report, so
+an exported figure is exactly what is on screen. Each builder reads only what it draws.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+import numpy as np
+import plotly.graph_objects as go
+
+from lcaviz.analysis import helping, layers
+from lcaviz.figures import curves
+from lcaviz.figures import helping as fhelp
+from lcaviz.figures.heatmap import downsample_label, layer_heatmap
+from lcaviz.figures.theme import empty_figure
+from lcaviz.queries import (
+    fixed_limit,
+    iterations_of_rows,
+    layer_frame,
+    layer_tensors,
+    layer_weights,
+    make_plan,
+    rows_for,
+    series,
+    split_frames,
+)
+from lcaviz.state import AppState
+
+MODE_LABEL = {"row": "LCA at", "cumulative": "Cumulative LCA,", "window": "Window sum,"}
+
+
+@dataclass
+class Controls:
+    """Everything the run page's controls say (defaults = the page's initial state)."""
+
+    run_id: str = ""
+    row: int = 0
+    mode: str = "row"
+    window: int = 10
+    layer: int = 0
+    range_mode: str = "fixed"
+    resolution: str = "auto"
+    zoom: list | None = None
+    bars_scope: str = "total"
+    bars_norm: str = "raw"
+    curves_cumulative: bool = False
+    loss_log: bool = False
+    residual_log: bool = False
+    weibull_group: str = "sign"
+    sync_class: int = 0
+    sync_k: int = 20
+    sync_shift: int = 2
+    sync_resamples: int = 1000
+    drill: dict | None = field(default=None)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Controls:
+        """Build from a (partial, browser-supplied) dict, ignoring unknown keys and Nones."""
+        names = {f.name for f in fields(cls)}
+        c = cls(**{k: v for k, v in d.items() if k in names and v is not None})
+        c.row, c.layer, c.window = int(c.row or 0), int(c.layer or 0), max(1, int(c.window))
+        c.sync_class, c.sync_k = int(c.sync_class), max(1, min(int(c.sync_k), 200))
+        c.sync_shift = max(1, min(int(c.sync_shift), 50))
+        c.sync_resamples = max(10, min(int(c.sync_resamples), 20_000))
+        return c
+
+
+def t_marker(b, c: Controls) -> int:
+    """Iteration marked on time axes: the end of the frame's window."""
+    r0, r1 = rows_for(b, c.row, c.mode, c.window)
+    return iterations_of_rows(b, r0, r1)[1]
+
+
+def heatmap(state: AppState, c: Controls) -> tuple[go.Figure, list[dict], str]:
+    """The per-parameter heatmap of the chosen layer and frame.
+
+    Returns:
+        ``(figure, plan, info text)``; the plan maps clicks back to parameters.
+    """
+    b, key = state.open(c.run_id)
+    layer = min(max(c.layer, 0), b.n_layers - 1)
+    if b.n_rows == 0:
+        return empty_figure("No per-parameter LCA rows written yet."), [], ""
+    tensors = layer_tensors(b, layer)
+    plan = make_plan(tensors, full_resolution=c.resolution == "full", region=c.zoom)
+    values = layer_frame(state, key, b, layer, c.row, c.mode, c.window)
+    r0, r1 = rows_for(b, c.row, c.mode, c.window)
+    weights = layer_weights(b, layer, r1 - 1) if c.mode == "row" else None
+    frames = split_frames(tensors, plan, values, weights)
+    zmax = None
+    if c.range_mode == "fixed":
+        zmax = fixed_limit(state, key, b, layer, plan, tensors, c.mode, c.window)
+    a, e = iterations_of_rows(b, r0, r1)
+    when = f"iteration {a:,}" if e - a == 1 else f"iterations {a:,}–{e - 1:,}"
+    title = f"{b.layer_names[layer]} — {MODE_LABEL.get(c.mode, '')} {when}"
+    fig = layer_heatmap(frames, plan, zmax=zmax, title=title)
+    fig.update_layout(uirevision=f"{c.run_id}|{layer}|{c.zoom}")
+    total = float(np.sum(values, dtype=np.float64))
+    note = downsample_label(plan)
+    info = (f"{int(b.layer_sizes[layer]):,} parameters · layer LCA {total:.4g} · colour range "
+            f"±{fig.layout.meta['zmax']:.3g} ({'fixed over run' if zmax else 'this frame'})"
+            + (f" · {note}: each cell is the exact sum of its block; zoom in (drag a box) or "
+               "choose full resolution for single parameters" if note else ""))
+    return fig, plan, info
+
+
+def layer_bars(state: AppState, c: Controls) -> go.Figure:
+    """Per-layer LCA totals (whole run, or up to the slider), raw or per parameter."""
+    b, key = state.open(c.run_id)
+    if b.n_iters == 0:
+        return empty_figure("No iterations yet.")
+    per = c.bars_norm == "per_param"
+    if c.bars_scope == "upto":
+        cum = state.cached(("cumlayer", key), lambda: layers.cumulative_layer_lca(b))
+        t = max(1, t_marker(b, c))
+        totals, scope = cum[t - 1], f"up to iteration {t - 1:,}"
+    else:
+        totals = state.cached(("totals", key), lambda: layers.layer_totals(b))["total"]
+        totals, scope = totals.to_numpy(), "whole run"
+    title = f"LCA per layer{' per parameter' if per else ''} — {scope}"
+    return curves.layer_bars_figure(totals, b.layer_sizes, b.layer_names, per_param=per,
+                                    title=title)
+
+
+def layer_curves(state: AppState, c: Controls) -> go.Figure:
+    b, key = state.open(c.run_id)
+    return curves.layer_curves_figure(series(state, key, b, "lca_layer"), b.layer_names,
+                                      cumulative=c.curves_cumulative, t_marker=t_marker(b, c))
+
+
+def loss(state: AppState, c: Controls) -> go.Figure:
+    b, key = state.open(c.run_id)
+    return curves.loss_figure(series(state, key, b, "loss_train"),
+                              loss_val=series(state, key, b, "loss_val"),
+                              loss_minibatch=series(state, key, b, "loss_minibatch"),
+                              t_marker=t_marker(b, c), log_y=c.loss_log)
+
+
+def residual(state: AppState, c: Controls) -> go.Figure:
+    b, key = state.open(c.run_id)
+    return curves.residual_figure(series(state, key, b, "residual"), log_abs=c.residual_log,
+                                  t_marker=t_marker(b, c))
+
+
+def help_time(state: AppState, c: Controls) -> go.Figure:
+    """Fig. 3a from ``help_count`` / ``hurt_count`` (exact for every iteration)."""
+    b, key = state.open(c.run_id)
+    s = state.cached(("help_series", key), lambda: helping.help_series(b))
+    return fhelp.help_hurt_time_figure(s["frac_help"].to_numpy(), s["frac_hurt"].to_numpy(),
+                                       s["frac_zero"].to_numpy(),
+                                       loss=series(state, key, b, "loss_train"),
+                                       t_marker=t_marker(b, c))
+
+
+def help_layer(state: AppState, c: Controls) -> go.Figure:
+    """Fig. 3c: mean % helping (of nonzero) per layer."""
+    b, key = state.open(c.run_id)
+    df = state.cached(("layer_helping", key), lambda: helping.layer_helping(b))
+    return fhelp.help_per_layer_figure(df["pct_help"].to_numpy(), b.layer_names,
+                                       title="Average % helping per layer (of nonzero LCA)")
+
+
+def help_fraction(state: AppState, c: Controls) -> go.Figure:
+    """Fig. 3d from the per-parameter counters."""
+    b, key = state.open(c.run_id)
+    counts, edges = state.cached(("help_frac", key),
+                                 lambda: helping.param_help_histogram(b, bins=40))
+    fig = fhelp.help_fraction_hist_figure(counts, edges)
+    if b.status == "running":
+        fig.update_layout(title_text=fig.layout.title.text + " (as of the last counter flush)")
+    return fig
+
+
+def drill(state: AppState, c: Controls) -> go.Figure:
+    """One parameter over time (LCA per row, cumulative, weight if a trajectory exists)."""
+    if not c.drill:
+        return empty_figure("Click a heatmap cell to follow that parameter through training.",
+                            height=260)
+    b, key = state.open(c.run_id)
+    flat = int(c.drill["flat"])
+    if not 0 <= flat < b.n_params:
+        return empty_figure("Parameter index out of range.", height=260)
+    lca = state.cached(("param", key, flat), lambda: b.param_curve(flat))
+    w = state.cached(("traj", key, flat), lambda: b.trajectory_param(flat)) \
+        if b.has_trajectory else None
+    name = c.drill.get("label", f"#{flat}")
+    if c.drill.get("block"):
+        name += " (centre of the clicked block)"
+    return curves.param_drill_figure(np.arange(len(lca)) * b.stride, lca, name=name, weights=w,
+                                     stride=b.stride, t_marker=t_marker(b, c))

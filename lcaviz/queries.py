@@ -1,0 +1,201 @@
+"""Bundle reads the dashboard needs, shaped for the figure functions and cached.
+
+Only the slices on screen are read: one layer's row (or cumulative / window sum) per frame, one
+parameter's column for the drill-down, per-iteration series that are O(T·L). Results are
+memoised in :class:`lcaviz.state.AppState` under keys that include the file stamp.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from lcaviz.figures.heatmap import TensorFrame, panel_values, plan_layer
+from lcaviz.figures.layout2d import symmetric_limit
+from lcaviz.state import AppState
+
+MODES = ("row", "cumulative", "window")
+RANGE_SAMPLES = 8
+
+
+@dataclass(frozen=True)
+class Tensor:
+    """One parameter tensor of a layer."""
+
+    name: str
+    shape: tuple[int, ...]
+    offset: int
+    size: int
+
+
+def run_meta(b) -> dict:
+    """JSON-able summary of a bundle for the page (names, sizes, flags, config)."""
+    cfg = b.config
+    return {
+        "layers": list(b.layer_names), "layer_sizes": [int(s) for s in b.layer_sizes],
+        "classes": list(b.class_names), "stride": int(b.stride), "T": int(b.n_iters),
+        "R": int(b.n_rows), "P": int(b.n_params), "status": b.status,
+        "status_reason": b.status_reason, "method": b.method,
+        "has_trajectory": bool(b.has_trajectory), "has_val": bool(b.has_val),
+        "has_class_layer": bool(b.has_class_layer),
+        "net": str(cfg.get("net", "")), "dataset": str(cfg.get("dataset", "")),
+        "optimizer": str(cfg.get("optimizer", "")), "lr": cfg.get("lr"),
+    }
+
+
+def layer_tensors(b, layer: int) -> list[Tensor]:
+    """Tensors of ``layer`` in bundle order."""
+    df = b.params
+    df = df[df["layer"] == int(layer)]
+    return [Tensor(str(r.name), tuple(int(s) for s in r.shape), int(r.offset), int(r.size))
+            for r in df.itertuples(index=False)]
+
+
+def rows_for(b, r: int, mode: str, window: int) -> tuple[int, int]:
+    """Half-open range of lca rows summed by a frame at slider row ``r``."""
+    r = int(min(max(r, 0), max(b.n_rows - 1, 0)))
+    if mode == "cumulative":
+        return 0, r + 1
+    if mode == "window":
+        return max(0, r - max(1, int(window)) + 1), r + 1
+    return r, r + 1
+
+
+def iterations_of_rows(b, r0: int, r1: int) -> tuple[int, int]:
+    """Iterations ``[start, end)`` covered by rows ``r0:r1``."""
+    return r0 * b.stride, min(r1 * b.stride, b.n_iters)
+
+
+def _layer_values(b, layer: int, r: int, mode: str, window: int) -> np.ndarray:
+    """The layer's flat LCA values for one frame (float64 for sums)."""
+    cols = b.layer_columns(layer)
+    if b.n_rows == 0:
+        return np.zeros(int(b.layer_sizes[layer]), np.float32)
+    r0, r1 = rows_for(b, r, mode, window)
+    if mode == "cumulative":
+        return b.cumulative(r1 - 1, cols)
+    if r1 - r0 == 1:
+        return b.row(r0, cols)
+    return b.window_sum(r0, r1, cols)
+
+
+def layer_frame(state: AppState, key: tuple, b, layer: int, r: int, mode: str,
+                window: int) -> np.ndarray:
+    """Cached :func:`_layer_values`; a sum whose neighbour frame is cached is updated
+    incrementally (one or two row reads), which keeps playback in cumulative / window mode
+    as cheap as in row mode."""
+    r0, r1 = rows_for(b, r, mode, window)
+    fkey = ("frame", key, layer)
+    hit = state.arrays.get((*fkey, r0, r1))
+    if hit is not None:
+        return hit
+    cols = b.layer_columns(layer)
+    value = None
+    if r1 - r0 > 1:
+        prev = state.arrays.get((*fkey, r0, r1 - 1))  # same start, one row shorter
+        if prev is not None:
+            value = np.add(prev, b.row(r1 - 1, cols), dtype=np.float64)
+        elif r0 > 0 and (prev := state.arrays.get((*fkey, r0 - 1, r1 - 1))) is not None:
+            value = np.add(prev, b.row(r1 - 1, cols), dtype=np.float64)
+            value -= b.row(r0 - 1, cols)
+    if value is None:
+        value = _layer_values(b, layer, r, mode, window)
+    state.arrays.put((*fkey, r0, r1), value)
+    return value
+
+
+def layer_weights(b, layer: int, r: int) -> np.ndarray | None:
+    """θ at the end of row ``r`` for the layer's columns, if the bundle has a trajectory."""
+    if not b.has_trajectory:
+        return None
+    t = min((int(r) + 1) * b.stride, b.n_iters)
+    return b.trajectory_row(t, b.layer_columns(layer))
+
+
+def split_frames(tensors: list[Tensor], plan: list[dict], values: np.ndarray,
+                 weights: np.ndarray | None) -> list[TensorFrame]:
+    """Cut the layer's flat values into per-tensor frames in plan order."""
+    base = tensors[0].offset if tensors else 0
+    by_name = {t.name: t for t in tensors}
+    out = []
+    for p in plan:
+        t = by_name[p["name"]]
+        sl = slice(t.offset - base, t.offset - base + t.size)
+        out.append(TensorFrame(t.name, t.shape, values[sl],
+                               None if weights is None else weights[sl]))
+    return out
+
+
+def make_plan(tensors: list[Tensor], *, full_resolution: bool, region) -> list[dict]:
+    """Heatmap plan with each item's global column offset attached (for clicks)."""
+    plan = plan_layer([(t.name, t.shape) for t in tensors], full_resolution=full_resolution,
+                      region=tuple(region) if region else None)
+    offsets = {t.name: t.offset for t in tensors}
+    for p in plan:
+        p["offset"] = offsets[p["name"]]
+    # images first, so that the main image always owns the first x/y axes
+    return sorted(plan, key=lambda p: p["kind"] != "image")
+
+
+def fixed_limit(state: AppState, key: tuple, b, layer: int, plan: list[dict],
+                tensors: list[Tensor], mode: str, window: int) -> float:
+    """Colour limit fixed over the run: high percentile of |shown values| over sampled frames.
+
+    Sampling the frames as they are drawn (same block sums, same mode) keeps the limit
+    meaningful for block sums and cumulative totals alike.
+    """
+    sig = tuple((p["name"], p["r0"], p["c0"], p["nrows"], p["ncols"], p["by"], p["bx"])
+                for p in plan)
+
+    def compute() -> float:
+        R = b.n_rows
+        if R == 0:
+            return 1.0
+        rows = np.unique(np.linspace(0, R - 1, min(R, RANGE_SAMPLES)).round().astype(int))
+        shown = []
+        for r in rows:
+            vals = _layer_values(b, layer, int(r), mode, window)
+            for p, f in zip(plan, split_frames(tensors, plan, vals, None), strict=True):
+                z = panel_values(p, f.values).ravel()
+                shown.append(z[:: max(1, z.size // 50_000)])
+        return symmetric_limit(np.concatenate(shown), 99.5)
+
+    return state.cached(("limit", key, layer, sig, mode, int(window)), compute)
+
+
+def param_label(tensor: str, index) -> str:
+    """``"fc1.weight[3, 17]"``."""
+    return f"{tensor}[{', '.join(str(int(i)) for i in index)}]" if len(index) else tensor
+
+
+def series(state: AppState, key: tuple, b, name: str):
+    """Cached per-iteration series by accessor name (``loss_train``, ``lca_layer`` ...)."""
+    return state.cached(("series", key, name), lambda: getattr(b, name)())
+
+
+def slider_marks(b, n_marks: int = 6) -> dict:
+    """A few slider marks labelled with iterations (rows are windows of S iterations)."""
+    R = max(b.n_rows, 1)
+    rows = np.unique(np.linspace(0, R - 1, min(R, n_marks)).round().astype(int))
+    return {int(r): {"label": f"{int(r) * b.stride:,}"} for r in rows}
+
+
+def slider_label(b, r: int, mode: str, window: int) -> str:
+    """Human description of the frame, e.g. ``"iterations 40–49 (row 4 of 20)"``."""
+    if b.n_rows == 0:
+        return "no LCA rows yet"
+    r0, r1 = rows_for(b, r, mode, window)
+    a, e = iterations_of_rows(b, r0, r1)
+    span = f"iteration {a:,}" if e - a == 1 else f"iterations {a:,}–{e - 1:,}"
+    prefix = {"row": "", "cumulative": "cumulative, ", "window": f"sum of {r1 - r0} rows, "}
+    return f"{prefix.get(mode, '')}{span} (row {min(r, b.n_rows - 1) + 1:,} of {b.n_rows:,})"
+
+
+def human_size(n: float) -> str:
+    """``1.2 MB``-style size."""
+    if n <= 0:
+        return "0 B"
+    k = min(int(math.log(n, 1024)), 4)
+    return f"{n / 1024 ** k:.1f} {['B', 'KB', 'MB', 'GB', 'TB'][k]}"

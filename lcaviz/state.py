@@ -1,0 +1,65 @@
+"""Server-side state of one dashboard app: the runs directory and its bounded caches.
+
+Everything the browser sends is untrusted; the runs directory lives only here, and run ids
+from URLs go through :func:`lcaviz.security.resolve_run` before any file is touched.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lcaviz.cache import LRU, BundleCache, file_stamp
+from lcaviz.jobs import JobRunner
+from lcaviz.security import resolve_run, run_id_of
+
+
+@dataclass
+class AppState:
+    """Shared by all callbacks of one app (thread-safe pieces only)."""
+
+    runs_dir: Path
+    # Bounds chosen so that the server stays well under 500 MB whatever the bundle size: a
+    # frame of a 1 M-parameter layer is 4-8 MB, each open bundle holds h5py chunk caches.
+    bundles: BundleCache = field(default_factory=lambda: BundleCache(max_open=4))
+    arrays: LRU = field(default_factory=lambda: LRU(max_entries=256, max_bytes=96 * 2**20))
+    jobs: JobRunner = field(default_factory=lambda: JobRunner(max_workers=2))
+    scan_cache: dict = field(default_factory=dict)
+
+    def open(self, run_id: str) -> tuple[Any, tuple]:
+        """Open (cached) the bundle of an untrusted ``run_id``.
+
+        Returns:
+            ``(bundle, key)`` where ``key = (path, mtime_ns, size)`` identifies this version of
+            the file for every cache.
+
+        Raises:
+            lcaviz.security.RunPathError: bad run id.
+            lcaviz.bundle.BundleError: unreadable bundle.
+        """
+        path = resolve_run(self.runs_dir, run_id)
+        bundle, stamp = self.bundles.get(path)
+        return bundle, (str(path), *stamp)
+
+    def cached(self, key: tuple, fn) -> Any:
+        """``fn()`` memoised in the bounded array cache."""
+        return self.arrays.get_or_compute(key, fn)
+
+    def run_id(self, path: str | Path) -> str:
+        return run_id_of(self.runs_dir, path)
+
+    def dir_stamp(self) -> tuple:
+        """Cheap fingerprint of every ``.h5`` under the runs dir (names, mtimes, sizes)."""
+        items = []
+        for root, dirs, files in os.walk(self.runs_dir):
+            dirs.sort()
+            for name in sorted(files):
+                if name.endswith((".h5", ".hdf5")):
+                    p = os.path.join(root, name)
+                    try:
+                        items.append((p, *file_stamp(p)))
+                    except OSError:
+                        continue
+        return tuple(items)

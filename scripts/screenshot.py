@@ -1,0 +1,114 @@
+"""Screenshot of the run page in headless Chromium, for the README.
+
+    python scripts/screenshot.py [--runs-dir DIR --run-id REL_PATH] [--row 20]
+                                 [--out assets/screenshot-run.png] [--size 1400,1000]
+
+Without ``--runs-dir`` a synthetic MNIST-FC-like run (784-100-50-10, planted synchronous
+peaks, trajectory) is written to a temporary directory. The dashboard is served on a free
+loopback port in a background thread; selenium drives /usr/bin/chromium + chromedriver.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import socket
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _driver(size: str):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--disable-quic", "--no-first-run", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--hide-scrollbars",
+                f"--user-data-dir={tempfile.mkdtemp(prefix='lcaviz-shot-')}",
+                f"--window-size={size}"):
+        opts.add_argument(arg)
+    opts.binary_location = "/usr/bin/chromium"
+    return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
+
+
+def _wait(fn, timeout: float = 30.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            v = fn()
+            if v:
+                return v
+        except Exception:  # noqa: BLE001 - the page is still rendering
+            pass
+        time.sleep(0.2)
+    raise TimeoutError("page did not render in time")
+
+
+def synthetic_runs() -> tuple[Path, str]:
+    from compute.synthetic_bundle import write_synthetic_bundle
+
+    d = Path(tempfile.mkdtemp(prefix="lcaviz-shot-runs-")) / "mnist"
+    d.mkdir()
+    write_synthetic_bundle(d / "fc-sgd.h5", n_iters=240, sync_peaks=6, save_trajectory=True,
+                           seed=7)
+    return d.parent, "mnist/fc-sgd.h5"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description="screenshot of the run page")
+    ap.add_argument("--runs-dir", type=Path)
+    ap.add_argument("--run-id")
+    ap.add_argument("--row", type=int, default=20)
+    ap.add_argument("--out", type=Path, default=ROOT / "assets" / "screenshot-run.png")
+    ap.add_argument("--size", default="1400,1000")
+    args = ap.parse_args(argv)
+    runs_dir, run_id = (args.runs_dir, args.run_id) if args.runs_dir else synthetic_runs()
+
+    from urllib.parse import quote
+
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from werkzeug.serving import make_server
+
+    from lcaviz.app import create_app
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    port = _free_port()
+    srv = make_server("127.0.0.1", port, create_app(runs_dir).server, threaded=True)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    d = _driver(args.size)
+    try:
+        d.get(f"http://127.0.0.1:{port}/run?id={quote(run_id)}")
+        drawn = "var g=document.querySelector('#run-heatmap .js-plotly-plot');" \
+                "return g && g.data && g.data.length > 0;"
+        _wait(lambda: d.execute_script(drawn))
+        box = d.find_element(By.CSS_SELECTOR, "#run-slider input")
+        box.send_keys(Keys.CONTROL, "a")
+        box.send_keys(str(args.row), Keys.TAB)  # the box commits on blur
+        _wait(lambda: f"row {args.row + 1} of" in d.execute_script(
+            "return document.body.innerText"))
+        time.sleep(1.5)  # let Plotly finish drawing
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        d.save_screenshot(str(args.out))
+    finally:
+        d.quit()
+        srv.shutdown()
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
