@@ -53,10 +53,11 @@ def run_rows(summary: dict, config: dict, name: str) -> tuple[str, str]:
         f"| {lay['name']} | {lay['size']:,} | {lay['total']:.4g} | {lay['pct_help']:.2f} | "
         f"{lay['pct_zero']:.1f} |" for lay in summary["layers"])
     osc = summary.get("oscillation")
+    n = config.get("train_size")
+    subset = f" (first {n} training images)" if n else ""
     detail = (
         f"### {name}\n\n"
-        f"`{config.get('net')}` on `{config.get('dataset')}`"
-        f"{' (first ' + str(config['train_size']) + ' training images)' if config.get('train_size') else ''}"
+        f"`{config.get('net')}` on `{config.get('dataset')}`{subset}"
         f", {r['n_iters']} iterations, method `{r['method']}`, per-parameter stride "
         f"{r['stride']}. Loss {r['initial_loss']:.4f} → {r['final_loss']:.4f}; "
         f"ΣLCA = {r['lca_total']:.4f}; max |residual| per iteration "
