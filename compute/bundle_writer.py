@@ -141,7 +141,7 @@ class BundleWriter:
         _make(f.create_group("classes"), "names", (C,), _STR, "class labels",
               data=layout.class_names)
 
-        rows_chunk = (LCA_CHUNK[0], min(P, LCA_CHUNK[1]))
+        rows_chunk = lca_chunks(P, layout.iters_planned, layout.lca_stride)
         _make(f, "lca", (0, P), np.float32, "per-parameter LCA, exact sums over stride windows",
               maxshape=(None, P), chunks=rows_chunk)
         f["lca"].attrs["lca_stride"] = int(layout.lca_stride)
@@ -170,7 +170,7 @@ class BundleWriter:
             _growing(f, "lca_val_residual", (), np.float64, "validation conservation error")
         if layout.save_trajectory:
             _make(f, "trajectory", (0, P), np.float32, "theta_t", maxshape=(None, P),
-                  chunks=rows_chunk)
+                  chunks=lca_chunks(P, layout.iters_planned + 1, 1))
 
         _append(f["loss/train"], loss_train0)
         _append(f["accuracy/train"], acc_train0)
@@ -308,6 +308,17 @@ class BundleWriter:
 _T_DATASETS = ("loss/minibatch", "lca_residual", "splits", "lca_layer", "help_count",
                "hurt_count", "timing/seconds", "lca_class_layer", "lca_val_layer",
                "lca_val_residual")
+
+
+def lca_chunks(P: int, iters: int, stride: int) -> tuple[int, int]:
+    """Chunk shape of (rows, P) datasets: at most LCA_CHUNK, split as evenly as possible so edge
+    chunks waste little (a run with 2 stored rows would otherwise allocate 8-row chunks, 4x the
+    bytes, and P = 84,060 would pad to 3 x 32,768 columns)."""
+    expected = -(-iters // stride) if iters > 0 else LCA_CHUNK[0]
+    n_chunks = -(-expected // LCA_CHUNK[0])
+    height = -(-expected // n_chunks)  # as even as possible: 20 rows -> 3 chunks of 7, not 8
+    width = -(-P // -(-P // LCA_CHUNK[1])) if P > 0 else 1  # same for the columns
+    return max(1, height), max(1, width)
 
 
 def _append(ds: h5py.Dataset, value) -> None:
