@@ -117,7 +117,7 @@ def main() -> None:
                   f"(~{disk / a.iters / 1e3:.0f} kB/iter of theta)")
         if "adaptive" not in skip:
             print("adaptive: tol   splits/iter  s/iter   max|residual|")
-            for tol in (1e-2, 1e-3, 1e-4, 1e-5):
+            for tol in (1e-2, 1e-3, 1e-4, 1e-5, 1e-6, 1e-7):
                 cfg = RunConfig(**{**vars(plain), "method": "adaptive", "tol": tol})
                 s, inf = lca_run_seconds(cfg, work, f"ad{tol}")
                 print(f"          {tol:6.0e}  {inf['splits_mean']:8.2f}  {s:8.3f}  "
