@@ -11,6 +11,8 @@ import h5py
 import numpy as np
 import pytest
 
+from tests.compute.test_train import _progress
+
 ROOT = Path(__file__).parents[2]
 ARGS = ["--net", "mnist_fc", "--dataset", "synthetic", "--train-size", "600", "--batch-size",
         "50", "--iters", "6", "--chunk-size", "100", "--seed", "5", "--precision", "float64",
@@ -114,10 +116,3 @@ def test_a_dead_rank_stops_the_run_cleanly_and_it_resumes(tmp_path):
     for k in ref:
         np.testing.assert_allclose(got[k], ref[k], rtol=1e-9, atol=1e-15, err_msg=k)
 
-
-def _progress(path) -> int:
-    try:
-        with h5py.File(path, "r", swmr=True, locking=False) as f:
-            return int(f["progress"][0])
-    except (OSError, KeyError):
-        return -1
