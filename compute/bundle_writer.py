@@ -288,8 +288,20 @@ class BundleWriter:
         """Flush, leave SWMR and record the final status."""
         if not self.f.id.valid:
             return
-        self.flush()
+        try:
+            self.flush()
+        except BaseException as e:  # e.g. disk full: never leave the file open in this process
+            self._buffer.clear()
+            self.f.close()
+            try:  # rows up to the last good flush stay published; say why the rest is missing
+                self._set_status("failed", reason if status == "failed" else f"write error: {e}")
+            except Exception:  # noqa: BLE001 - the disk may refuse this too; keep the cause
+                pass
+            raise
         self.f.close()
+        self._set_status(status, reason)
+
+    def _set_status(self, status: str, reason: str) -> None:
         with h5py.File(self.path, "r+", libver="latest") as f:
             f.attrs["status"], f.attrs["status_reason"] = status, reason
 

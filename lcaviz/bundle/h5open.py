@@ -58,6 +58,11 @@ def superblock_flags(path: Path) -> int | None:
     return None
 
 
+_T_SERIES = ("loss/minibatch", "lca_residual", "splits", "lca_layer", "help_count",
+             "hurt_count", "timing/seconds", "lca_class_layer", "lca_val_layer")
+_T1_SERIES = ("loss/train", "accuracy/train", "loss/val", "trajectory")
+
+
 def _text(v) -> str:
     return v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
 
@@ -138,6 +143,23 @@ class _BundleFile:
         self._columns_cache: dict[int, slice | np.ndarray] = {}
         self._check_layout()
 
+    def _clamp_live(self, T: int, R: int, S: int) -> tuple[int, int]:
+        """Progress of a live run, limited to what this handle's datasets show.
+
+        HDF5 shares one open file (and its cached dataset shapes) among all opens of a path in
+        a process, so a second handle on a live run can read a newer ``progress`` than the
+        shapes it sees. The rows it sees are complete, so we show that (slightly older) prefix.
+        """
+        f = self._f
+        per_t = [f[n].shape[0] for n in _T_SERIES if n in f]
+        per_t1 = [f[n].shape[0] - 1 for n in _T1_SERIES if n in f]
+        rows = [f[n].shape[0] for n in ("lca", "lca_val") if n in f]
+        T = min([T, *per_t, *per_t1])
+        R = min([R, *rows, -(-T // S)])
+        T = min(T, R * S + S - 1)
+        self.n_iters, self.n_rows = T, R
+        return T, R
+
     def _check_layout(self) -> None:
         """Cross-check shapes; any inconsistency means a damaged or half-written file."""
         f, p = self._f, self.path
@@ -162,6 +184,8 @@ class _BundleFile:
         if int(self._attrs.get("n_classes", len(self.class_names))) != len(self.class_names):
             problems.append("n_classes attribute disagrees with classes/names")
         S = int(self._attrs.get("lca_stride", 1))
+        if self.live and S >= 1:
+            T, R = self._clamp_live(T, R, S)
         if S < 1 or T < 0 or not T // S <= R <= -(-T // S):
             problems.append(f"progress [T={T}, R={R}] is impossible for stride {S}")
         lengths = {"lca": R, "loss/train": T + 1, "accuracy/train": T + 1, "loss/minibatch": T,

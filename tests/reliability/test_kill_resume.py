@@ -14,9 +14,10 @@ import numpy as np
 
 from compute.train import checkpoint_path
 from lcaviz.bundle import BundleError, RunBundle
+from tests.compute.test_train import _progress
 
 ROOT = Path(__file__).parents[2]
-SETTINGS = dict(net="mnist_fc", dataset="synthetic", train_size=400, batch_size=40, iters=40,
+SETTINGS = dict(net="mnist_fc", dataset="synthetic", train_size=400, batch_size=40, iters=60,
                 chunk_size=100, checkpoint_every=2, seed=11)
 KILL_POINTS = 12
 
@@ -49,8 +50,13 @@ def test_sigkill_at_many_points_then_resume_equals_uninterrupted(tmp_path):
             break
         resume = checkpoint_path(out).exists()
         proc = subprocess.Popen(_args(out, resume), env=env, stderr=subprocess.DEVNULL)
-        # let it start (torch import ~1-2 s), then kill at a random moment, often mid-iteration
-        time.sleep(1.5 + rng.uniform(0.0, 1.5))
+        # kill at a random moment after the run has moved on (a new flush), whatever the
+        # machine's speed: often mid-iteration or mid-write
+        start = _progress(out) if resume else -1
+        deadline = time.time() + 60
+        while time.time() < deadline and proc.poll() is None and _progress(out) <= start + 1:
+            time.sleep(0.02)
+        time.sleep(rng.uniform(0.0, 0.3))
         if proc.poll() is not None:  # it finished before we could kill it
             break
         proc.send_signal(signal.SIGKILL)

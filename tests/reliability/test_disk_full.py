@@ -1,0 +1,115 @@
+"""Disk full mid-run: the bundle writer starts failing with ENOSPC after some successful writes.
+
+lca-run must stop with a clear ``RunFailed`` (naming the write error and ``--resume``), the
+bundle on disk must stay readable by the app's reader with every published iteration
+consistent, and ``--resume`` once space is back must finish the run exactly as an uninterrupted
+one would have.
+"""
+
+from __future__ import annotations
+
+import errno
+
+import h5py
+import numpy as np
+import pytest
+
+from compute import bundle_writer
+from compute.config import RunConfig
+from compute.train import RunFailed, checkpoint_path, run_lca
+from lcaviz.bundle import RunBundle
+
+SETTINGS = dict(net="mnist_fc", dataset="synthetic", train_size=300, batch_size=30, iters=20,
+                chunk_size=100, checkpoint_every=2, seed=5)
+KEYS = ("lca", "lca_layer", "lca_class_layer", "loss/train", "loss/minibatch", "lca_residual",
+        "help_count", "hurt_count", "param_help_iters", "param_nonzero_iters")
+
+
+def _read(path) -> dict:
+    with h5py.File(path, "r") as f:
+        out = {k: f[k][()] for k in KEYS}
+        out["status"] = str(f.attrs["status"])
+    return out
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ref") / "ref.h5"
+    run_lca(RunConfig(**SETTINGS), out, progress=False)
+    return _read(out)
+
+
+def _enospc():
+    return OSError(errno.ENOSPC, "No space left on device")
+
+
+class _DiskFull:
+    """Wraps a function so that every call after the first ``ok_calls`` raises ENOSPC (the disk
+    stays full until the test lifts the patch)."""
+
+    def __init__(self, fn, ok_calls: int):
+        self.fn, self.ok_calls, self.calls, self.failures = fn, ok_calls, 0, 0
+
+    def __call__(self, *args, **kwargs):
+        self.calls += 1
+        if self.calls > self.ok_calls:
+            self.failures += 1
+            raise _enospc()
+        return self.fn(*args, **kwargs)
+
+
+# "flush": the whole BundleWriter.flush fails (nothing of the batch written);
+# "resize": h5py's Dataset.resize fails inside a flush, after some datasets already grew, so
+# the file holds rows beyond the published progress.
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("where,ok_calls", [("flush", 4), ("resize", 70)])
+def test_disk_full_mid_run_fails_cleanly_and_resume_equals_uninterrupted(
+        tmp_path, monkeypatch, reference, where, ok_calls):
+    out = tmp_path / "run.h5"
+    with monkeypatch.context() as m:
+        if where == "flush":
+            patch = _DiskFull(bundle_writer.BundleWriter.flush, ok_calls)
+            m.setattr(bundle_writer.BundleWriter, "flush", lambda self: patch(self))
+        else:
+            patch = _DiskFull(h5py.Dataset.resize, ok_calls)
+            m.setattr(h5py.Dataset, "resize", lambda self, *a, **k: patch(self, *a, **k))
+        with pytest.raises(RunFailed) as exc:
+            run_lca(RunConfig(**SETTINGS), out, progress=False)
+        assert patch.failures >= 1, "the simulated disk-full error was never hit"
+    msg = str(exc.value)
+    assert "No space left on device" in msg and "--resume" in msg and str(out) in msg
+    assert isinstance(exc.value.__cause__, OSError)
+    assert exc.value.__cause__.errno == errno.ENOSPC
+
+    # the bundle is readable by the app, every published iteration is complete and correct
+    with RunBundle.open(out) as b:
+        T = b.n_iters
+        assert b.status in ("failed", "running")
+        assert 0 < T < SETTINGS["iters"], f"progress T={T} should be mid-run"
+        assert len(b.loss_train()) == T + 1 and b.rows().shape[0] == b.n_rows == T
+        for name in ("loss_minibatch", "residual", "splits", "lca_layer", "help_count",
+                     "hurt_count", "seconds", "lca_class_layer"):
+            assert len(getattr(b, name)()) == T, name
+        np.testing.assert_allclose(b.rows(), reference["lca"][:T], rtol=1e-6, atol=1e-9)
+        np.testing.assert_allclose(b.loss_train(), reference["loss/train"][: T + 1], rtol=1e-6)
+        np.testing.assert_allclose(b.lca_layer(), reference["lca_layer"][:T], rtol=1e-6,
+                                   atol=1e-12)
+        assert b.status == "failed" and "No space left on device" in b.status_reason
+        assert not b.live  # the failed writer closed the file
+    if where == "resize":  # the failed flush grew some datasets: rows the reader must ignore
+        with h5py.File(out, "r") as f:
+            assert f["loss/train"].shape[0] > T + 1
+    # the checkpoint never runs ahead of what the bundle published
+    import torch
+
+    ckpt_T = int(torch.load(checkpoint_path(out), weights_only=True)["T"])
+    assert ckpt_T <= T
+    print(f"[{where}] write failed after {patch.calls - patch.failures} good calls: bundle "
+          f"published T={T}, checkpoint at {ckpt_T}")
+
+    # space is back: resume finishes and equals the uninterrupted run
+    run_lca(None, out, resume=True, progress=False)
+    got = _read(out)
+    assert got["status"] == "complete" and not checkpoint_path(out).exists()
+    for key in KEYS:
+        np.testing.assert_allclose(got[key], reference[key], rtol=1e-6, atol=1e-9, err_msg=key)
