@@ -13,6 +13,8 @@ import argparse
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from lcaviz.analysis.summary import summarize
 
 BEGIN, END = "<!-- BEGIN sample-runs -->", "<!-- END sample-runs -->"
@@ -79,18 +81,57 @@ HEADER = ("| run | setup | % helping (ours) | % helping (paper, Table 1) | % zer
           "aligned peaks per class vs shift baseline |\n|---|---|---|---|---|---|---|---|---|")
 
 
-def section(runs_dir: Path, label: str) -> str:
-    """Markdown for every bundle in ``runs_dir`` (sorted by name)."""
+def summarize_dir(runs_dir: Path) -> list[tuple[str, dict, dict]]:
+    """(name, summary, config) for every bundle in ``runs_dir``, sorted by name."""
     from lcaviz.bundle import RunBundle
 
-    rows, details = [], []
+    out = []
     for path in sorted(runs_dir.glob("*.h5")):
         with RunBundle.open(path) as b:
-            summary, config = summarize(b), b.config
-        row, detail = run_rows(summary, config, path.stem)
+            out.append((path.stem, summarize(b), b.config))
+    return out
+
+
+def section(runs: list[tuple[str, dict, dict]], label: str) -> str:
+    """Markdown headline table and detail blocks for summarised runs."""
+    rows, details = [], []
+    for name, summary, config in runs:
+        row, detail = run_rows(summary, config, name)
         rows.append(row)
         details.append(detail)
     return f"Bundles in `{label}`.\n\n{HEADER}\n" + "\n".join(rows) + "\n\n" + "\n".join(details)
+
+
+SETUP_KEYS = ("net", "dataset", "train_size", "optimizer", "lr", "momentum", "batch_size", "iters",
+              "method")
+
+
+def seeds_table(runs: list[tuple[str, dict, dict]]) -> str:
+    """Table-1 style mean ± std over seeds, for setups run with two or more seeds."""
+    groups: dict[tuple, list[tuple[int, dict]]] = {}
+    for _, summary, config in runs:
+        key = tuple(config.get(k) if k != "momentum" or config.get("optimizer") == "sgd"
+                    else None for k in SETUP_KEYS)
+        groups.setdefault(key, []).append((config.get("seed"), summary))
+    lines = []
+    for key, members in sorted(groups.items(), key=lambda kv: str(kv[0])):
+        seeds = sorted({s for s, _ in members})
+        if len(seeds) < 2:
+            continue
+        helping = np.array([m["helping"]["pct_help"] for _, m in members])
+        zero = np.array([m["helping"]["pct_zero"] for _, m in members])
+        cfg = dict(zip(SETUP_KEYS, key, strict=True))
+        lines.append(f"| {cfg['net']}, {cfg['optimizer']}"
+                     + (f" m={cfg['momentum']}" if cfg["optimizer"] == "sgd" else "")
+                     + f", lr {cfg['lr']}, {cfg['iters']} it | {len(members)} "
+                     f"(seeds {', '.join(map(str, seeds))}) | {helping.mean():.2f} ± "
+                     f"{helping.std(ddof=1):.2f} | {_paper_helping(cfg)} | {zero.mean():.1f} ± "
+                     f"{zero.std(ddof=1):.1f} |")
+    if not lines:
+        return ""
+    return ("Across seeds (all bundles above and in the sample runs; std over runs, ddof 1).\n\n"
+            "| setup | runs | % helping | paper | % zero |\n|---|---|---|---|---|\n"
+            + "\n".join(lines) + "\n\n")
 
 
 def replace_between(text: str, begin: str, end: str, body: str) -> str:
@@ -107,9 +148,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=Path("docs/reproduction.md"))
     a = ap.parse_args(argv)
     text = a.out.read_text() if a.out.exists() else "# Reproduction\n"
-    text = replace_between(text, BEGIN, END, section(a.runs, a.runs.as_posix()))
+    sample = summarize_dir(a.runs)
+    text = replace_between(text, BEGIN, END, section(sample, a.runs.as_posix()))
     if a.extra is not None:
-        text = replace_between(text, EXTRA_BEGIN, EXTRA_END, section(a.extra, a.extra.name))
+        extra = summarize_dir(a.extra)
+        body = seeds_table(sample + extra) + section(extra, a.extra.name)
+        text = replace_between(text, EXTRA_BEGIN, EXTRA_END, body)
     a.out.write_text(text)
     print(f"wrote {a.out}")
     return 0
