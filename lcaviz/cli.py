@@ -31,6 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
     m = sub.add_parser("summary", help="print a run's summary statistics")
     m.add_argument("bundle", type=Path)
     m.add_argument("--json", action="store_true", help="machine-readable JSON output")
+    a = sub.add_parser("animate", add_help=False,
+                       help="animated GIF of one tensor's LCA (lcaviz animate --help)")
+    a.add_argument("args", nargs=argparse.REMAINDER)
     return ap
 
 
@@ -79,6 +82,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "serve":
         return serve(args)
+    if args.command == "animate":
+        from lcaviz import animation
+
+        return animation.main(args.args)
     return summary(args)
 
 
