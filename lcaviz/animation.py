@@ -55,8 +55,8 @@ def tensor_frames(bundle: RunBundle, tensor: str, *, max_frames: int = 100,
     return frames, [int(r) for r in rows], limit
 
 
-def write_gif(frames: list[np.ndarray], limit: float, out: Path, *, fps: float = 8,
-              scale: int | None = None) -> Path:
+def write_gif(frames: list[np.ndarray], limit: float, out, *, fps: float = 8,
+              scale: int | None = None):
     """Colour and upscale the frames (nearest neighbour) and write an animated, looping GIF."""
     from PIL import Image
 
@@ -64,7 +64,7 @@ def write_gif(frames: list[np.ndarray], limit: float, out: Path, *, fps: float =
     scale = scale or max(1, min(8, 400 // max(h, w, 1)))
     images = [Image.fromarray(colorize(f, limit)).resize((w * scale, h * scale), Image.NEAREST)
               for f in frames]
-    images[0].save(out, save_all=True, append_images=images[1:], loop=0,
+    images[0].save(out, format="GIF", save_all=True, append_images=images[1:], loop=0,
                    duration=int(1000 / fps), optimize=False)
     return out
 

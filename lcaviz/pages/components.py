@@ -10,25 +10,27 @@ GRAPH_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", 
                 "modeBarButtonsToRemove": ["lasso2d", "select2d"]}
 
 
-def export_buttons(graph_id: str, page: str) -> html.Div:
-    """PNG / SVG / PDF / CSV download buttons for one graph (pattern-matching ids)."""
+def export_buttons(graph_id: str, page: str, extra: tuple[str, ...] = ()) -> html.Div:
+    """PNG / SVG / PDF / CSV (plus ``extra`` formats) download buttons for one graph."""
     return html.Div(
         [html.Span("export", className="export-label")] + [
             html.Button(fmt.upper(), id={"type": ids.EXPORT, "page": page, "graph": graph_id,
                                          "fmt": fmt},
                         n_clicks=0, className="export-btn", title=f"Download as {fmt.upper()}")
-            for fmt in ids.EXPORT_FORMATS],
+            for fmt in (*ids.EXPORT_FORMATS, *extra)],
         className="export-bar")
 
 
 def graph_card(graph_id: str, title: str, *, controls=None, height: int | None = None,
-               footer=None, loading: bool = True, page: str = "run") -> html.Div:
+               footer=None, loading: bool = True, page: str = "run",
+               extra_exports: tuple[str, ...] = ()) -> html.Div:
     """A titled card with optional controls, a graph, and export buttons."""
     graph = dcc.Graph(id=graph_id, config=GRAPH_CONFIG,
                       style={"height": f"{height}px"} if height else None)
     body = dcc.Loading(graph, type="dot", delay_show=400) if loading else graph
     return html.Div([
-        html.Div([html.H3(title), export_buttons(graph_id, page)], className="card-head"),
+        html.Div([html.H3(title), export_buttons(graph_id, page, extra_exports)],
+                 className="card-head"),
         html.Div(controls, className="card-controls") if controls else None,
         body,
         footer,

@@ -56,7 +56,7 @@ def _heatmap_section() -> html.Section:
         html.Button("reset zoom", id=ids.ZOOM_RESET, n_clicks=0, className="btn small"),
     ]
     return section("Per-parameter LCA (green helps, red hurts)", [
-        graph_card(ids.HEATMAP, "Heatmap", controls=controls, loading=False,
+        graph_card(ids.HEATMAP, "Heatmap", controls=controls, loading=False, extra_exports=("gif",),
                    footer=html.P(id=ids.HEATMAP_INFO, className="muted small")),
         graph_card(ids.DRILL, "Selected parameter",
                    footer=html.P(id=ids.DRILL_INFO, className="muted small")),

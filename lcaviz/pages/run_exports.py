@@ -74,14 +74,32 @@ def export_figure(state: AppState, trigger: dict | None, values: list):
     if not trigger or not isinstance(trigger, dict) or not ctx_clicked():
         return dash.no_update
     graph, fmt = trigger.get("graph"), trigger.get("fmt")
+    c = controls_from_values(values)
+    if fmt == "gif" and graph == ids.HEATMAP:
+        return heatmap_gif(state, c)
     if fmt not in ids.EXPORT_FORMATS:
         return dash.no_update
-    c = controls_from_values(values)
     fig = build_figure(state, graph, c)
     name = safe_filename(f"{c.run_id.rsplit('.', 1)[0]}-{graph}", fmt)
     if fmt == "csv":
         return dcc.send_string(figure_csv(fig), name)
     return dcc.send_bytes(figure_image(fig, fmt), name)
+
+
+def heatmap_gif(state: AppState, c: Controls):
+    """Animated GIF of the chosen layer's first tensor over all stored rows (lcaviz.animation)."""
+    import io
+
+    from lcaviz.animation import tensor_frames, write_gif
+    from lcaviz.queries import layer_tensors
+
+    b, _ = state.open(c.run_id)
+    tensor = layer_tensors(b, min(max(int(c.layer or 0), 0), b.n_layers - 1))[0].name
+    frames, _, limit = tensor_frames(b, tensor, max_frames=100)
+    buf = io.BytesIO()
+    write_gif(frames, limit, buf)
+    return dcc.send_bytes(buf.getvalue(), safe_filename(
+        f"{c.run_id.rsplit('.', 1)[0]}-{tensor}", "gif"))
 
 
 def ctx_clicked() -> bool:

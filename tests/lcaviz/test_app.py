@@ -287,6 +287,11 @@ def test_exports_csv_png_and_report(state):
         assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 1000
     assert run_exports.export_figure(state, {"graph": ids.LOSS, "fmt": "exe"}, values) \
         is dash.no_update
+    gif = run_exports.export_figure(state, {"graph": ids.HEATMAP, "fmt": "gif"}, values)
+    data = base64.b64decode(gif["content"])
+    assert gif["filename"].endswith(".gif") and data[:6] == b"GIF89a" and len(data) > 200
+    assert run_exports.export_figure(state, {"graph": ids.LOSS, "fmt": "gif"}, values) \
+        is dash.no_update  # animations exist for the heatmap only
     rep = run_exports.report(state, values)
     html = rep["content"]
     assert rep["filename"] == "fc-report.html" and html.count("<section>") == 11
