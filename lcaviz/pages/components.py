@@ -49,6 +49,12 @@ def radio(id_: str, options: list[tuple[str, str]], value: str) -> dcc.RadioItem
                           value=value, inline=True, className="radio")
 
 
+def toggle(id_: str, label: str, value: str) -> dcc.Checklist:
+    """A single on/off checkbox; the component's value is ``[value]`` when ticked."""
+    return dcc.Checklist(id=id_, className="check", options=[{"label": f" {label}",
+                                                               "value": value}], value=[])
+
+
 def error_card(message: str, title: str = "Cannot open this run") -> html.Div:
     """A red card with an error message (unreadable bundles, bad ids)."""
     return html.Div([html.Strong(title), html.Pre(message, className="error-text")],

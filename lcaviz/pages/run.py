@@ -12,7 +12,7 @@ from dash import dcc, html
 
 from lcaviz import ids
 from lcaviz.pages import run_callbacks
-from lcaviz.pages.components import graph_card, labelled, radio, section
+from lcaviz.pages.components import graph_card, labelled, radio, section, toggle
 from lcaviz.pages.run_analysis import GROUPS
 from lcaviz.state import AppState
 
@@ -68,8 +68,7 @@ def _layers_section() -> html.Section:
                                                         ("upto", "up to t")], "total")),
                 labelled("scale", radio(ids.BARS_NORM, [("raw", "total"),
                                                        ("per_param", "per parameter")], "raw"))]
-    curve_ctl = [dcc.Checklist(id=ids.CURVES_CUMULATIVE, className="check",
-                               options=[{"label": " cumulative", "value": "cum"}], value=[])]
+    curve_ctl = [toggle(ids.CURVES_CUMULATIVE, "cumulative", "cum")]
     return section("Layers", [html.Div([
         graph_card(ids.LAYER_BARS, "LCA per layer", controls=bars_ctl),
         graph_card(ids.LAYER_CURVES, "LCA per layer over time", controls=curve_ctl),
@@ -77,10 +76,8 @@ def _layers_section() -> html.Section:
 
 
 def _loss_section() -> html.Section:
-    loss_ctl = [dcc.Checklist(id=ids.LOSS_LOG, className="check",
-                              options=[{"label": " log scale", "value": "log"}], value=[])]
-    res_ctl = [dcc.Checklist(id=ids.RESIDUAL_LOG, className="check",
-                             options=[{"label": " log |residual|", "value": "log"}], value=[])]
+    loss_ctl = [toggle(ids.LOSS_LOG, "log scale", "log")]
+    res_ctl = [toggle(ids.RESIDUAL_LOG, "log |residual|", "log")]
     return section("Loss and conservation", [html.Div([
         graph_card(ids.LOSS, "Loss", controls=loss_ctl),
         graph_card(ids.RESIDUAL, "Residual ΔL − ΣLCA", controls=res_ctl),
