@@ -9,7 +9,15 @@ import sys
 import threading
 from pathlib import Path
 
-from compute.config import DATASETS, NETS, OPTIMIZERS, PRECISIONS, ConfigError, RunConfig
+from compute.config import (
+    DATASETS,
+    MEMORY_FORMATS,
+    NETS,
+    OPTIMIZERS,
+    PRECISIONS,
+    ConfigError,
+    RunConfig,
+)
 from compute.lca import METHODS
 
 
@@ -62,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--device", default=d.device, help="cpu, cuda or cuda:N")
     p.add_argument("--precision", choices=PRECISIONS, default=d.precision)
+    p.add_argument("--memory-format", choices=MEMORY_FORMATS, default=d.memory_format,
+                   help="conv activation layout; channels_last is faster but run "
+                   "--precision-check first (fp32 BatchNorm loses precision on CPU)")
     p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
     p.add_argument("--out", type=Path, default=None, help="bundle path (default runs/NAME.h5)")
     p.add_argument("--resume", type=Path, default=None, metavar="RUN.h5",
@@ -82,7 +93,8 @@ def config_from_args(a: argparse.Namespace) -> RunConfig:
         per_class=a.per_class, val_lca=a.val_lca, lca_stride=a.lca_stride,
         save_trajectory=a.save_trajectory, layer_lr=dict(a.layer_lr),
         layer_momentum=dict(a.layer_momentum), freeze=list(a.freeze), seed=a.seed,
-        device=a.device, precision=a.precision, checkpoint_every=a.checkpoint_every)
+        device=a.device, precision=a.precision, memory_format=a.memory_format,
+        checkpoint_every=a.checkpoint_every)
 
 
 class Terminated(Exception):

@@ -11,6 +11,7 @@ NETS = ("mnist_fc", "lenet", "allcnn", "resnet20")
 DATASETS = ("mnist", "fashion-mnist", "cifar10", "synthetic")
 OPTIMIZERS = ("sgd", "adam")
 PRECISIONS = ("float32", "float64")
+MEMORY_FORMATS = ("contiguous", "channels_last")
 
 
 class ConfigError(ValueError):
@@ -49,6 +50,9 @@ class RunConfig:
     seed: int = 0
     device: str = "cpu"
     precision: str = "float32"
+    # channels_last (NHWC) is opt-in: faster convs, but on CPU its fp32 BatchNorm loses ~100×
+    # precision (ResNet20 per-parameter LCA 1e-3 off fp64); check with --precision-check.
+    memory_format: str = "contiguous"
     checkpoint_every: int = 50  # iterations between resumable checkpoints
 
     def to_dict(self) -> dict:
@@ -70,6 +74,7 @@ class RunConfig:
         _choice("optimizer", self.optimizer, OPTIMIZERS)
         _choice("method", self.method, METHODS)
         _choice("precision", self.precision, PRECISIONS)
+        _choice("memory-format", self.memory_format, MEMORY_FORMATS)
         if self.chunking is not None:
             _choice("chunking", self.chunking, ("class", "mixed"))
         _positive("lr", self.lr)
@@ -97,6 +102,13 @@ class RunConfig:
         if self.device != "cpu" and not self.device.startswith("cuda"):
             raise ConfigError(f"--device must be 'cpu' or 'cuda[:N]', got {self.device!r}")
         return self
+
+
+def check_memory_format(requested: str, input_shape: tuple[int, ...]) -> None:
+    """channels_last only makes sense for (C, H, W) image inputs."""
+    if requested == "channels_last" and len(input_shape) != 3:
+        raise ConfigError(f"--memory-format channels_last needs image inputs (C, H, W), "
+                          f"got input shape {input_shape}")
 
 
 def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:

@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from compute import __version__
 from compute.bundle_writer import BundleWriter, IterationRecord, LayoutInfo
-from compute.config import ConfigError, RunConfig
+from compute.config import ConfigError, RunConfig, check_memory_format
 from compute.data import load_splits
 from compute.distributed import broadcast_, is_main, world
 from compute.lca import LCAIntegrator, LCAStep, layer_sums
@@ -61,18 +61,24 @@ def build_run(cfg: RunConfig) -> Run:
                           f"({len(train)} examples)")
     model = build_model(cfg.net, train.input_shape, train.n_classes, seed=cfg.seed)
     model = model.to(device=device, dtype=dtype)
+    check_memory_format(cfg.memory_format, train.input_shape)
+    nhwc = cfg.memory_format == "channels_last"
+    layout = torch.channels_last if nhwc else torch.contiguous_format
+    model = model.to(memory_format=layout)  # flat θ keeps the logical order either way
     optimizer = build_optimizer(model, cfg)
     table = param_table(model)
 
     def integrator(ds) -> LCAIntegrator:
-        obj = FullDatasetObjective(model, ds.x.to(dtype), ds.y, n_classes=train.n_classes,
+        obj = FullDatasetObjective(model, ds.x.to(dtype, memory_format=layout), ds.y,
+                                   n_classes=train.n_classes,
                                    chunk_size=cfg.chunk_size, per_class=cfg.per_class,
                                    chunking=cfg.chunking)
         return LCAIntegrator(obj, cfg.method, tol=cfg.tol, max_halvings=cfg.max_halvings)
 
     return Run(cfg, model, optimizer, table,
                torch.as_tensor(table.param_layer_index(), device=device),
-               train.x.to(device=device, dtype=dtype), train.y.to(device), train.class_names,
+               train.x.to(device=device, dtype=dtype, memory_format=layout),
+               train.y.to(device), train.class_names,
                integrator(train), integrator(splits.val) if cfg.val_lca else None)
 
 

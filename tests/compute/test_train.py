@@ -210,3 +210,18 @@ def test_resnet20_batchnorm_run_conserves_and_splits_by_class(tmp_path):
     assert np.abs(b["lca_residual"]).max() < 1e-2 * np.abs(dL).max() and np.abs(dL).min() > 1e-4
     np.testing.assert_allclose(b["lca_class_layer"].sum(1), b["lca_layer"], rtol=1e-5,
                                atol=1e-7 * np.abs(b["lca_layer"]).max())
+
+
+def test_channels_last_gives_the_same_lca_and_is_recorded(tmp_path):
+    # NHWC activations only change the kernels' summation order: float64 LCA must agree to
+    # round-off (rtol 1e-10), and the bundle must say which layout was used.
+    kw = dict(net="lenet", precision="float64", iters=3, train_size=200, batch_size=50)
+    nhwc = _read(_run(tmp_path, "nhwc.h5", memory_format="channels_last", **kw))
+    nchw = _read(_run(tmp_path, "nchw.h5", **kw))
+    assert json.loads(nhwc["attrs"]["config"])["memory_format"] == "channels_last"
+    assert json.loads(nchw["attrs"]["config"])["memory_format"] == "contiguous"
+    np.testing.assert_allclose(nhwc["lca"], nchw["lca"], rtol=1e-10,
+                               atol=1e-12 * np.abs(nchw["lca"]).max())
+    np.testing.assert_allclose(nhwc["loss/train"], nchw["loss/train"], rtol=1e-12)
+    with pytest.raises(ConfigError, match="memory-format"):
+        RunConfig(memory_format="nhwc").validate()
