@@ -1,10 +1,12 @@
 """Generate docs/reproduction.md: the paper's headline measurements, on our own bundles.
 
     python -m lcaviz.reproduction [--runs sample_runs] [--extra runs/] [--out docs/reproduction.md]
+                                  [--last-layer runs/last_layer]
 
 The committed section is made from ``--runs`` (the repository's sample runs) and is regenerated
 by the test suite, which checks that the file on disk is exactly what the bundles give. Runs in
-``--extra`` (kept outside the repository) add a second section.
+``--extra`` (kept outside the repository) add a second section, and ``--last-layer`` the
+runs of ``scripts/make_last_layer_runs.py`` a third (see :mod:`lcaviz.layer_experiments`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from lcaviz.analysis.summary import summarize
 
 BEGIN, END = "<!-- BEGIN sample-runs -->", "<!-- END sample-runs -->"
 EXTRA_BEGIN, EXTRA_END = "<!-- BEGIN extra-runs -->", "<!-- END extra-runs -->"
+LAST_BEGIN, LAST_END = "<!-- BEGIN last-layer -->", "<!-- END last-layer -->"
 
 # Table 1 of Lan et al. (2019): % helping among nonzero LCA, mean ± std over 3 runs.
 PAPER_HELPING = {
@@ -145,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="regenerate docs/reproduction.md from bundles")
     ap.add_argument("--runs", type=Path, default=Path("sample_runs"))
     ap.add_argument("--extra", type=Path, default=None, help="bundles kept outside the repo")
+    ap.add_argument("--last-layer", type=Path, default=None,
+                    help="runs made by scripts/make_last_layer_runs.py")
     ap.add_argument("--out", type=Path, default=Path("docs/reproduction.md"))
     a = ap.parse_args(argv)
     text = a.out.read_text() if a.out.exists() else "# Reproduction\n"
@@ -154,6 +159,11 @@ def main(argv: list[str] | None = None) -> int:
         extra = summarize_dir(a.extra)
         body = seeds_table(sample + extra) + section(extra, a.extra.name)
         text = replace_between(text, EXTRA_BEGIN, EXTRA_END, body)
+    if a.last_layer is not None:
+        from lcaviz import layer_experiments as lx
+
+        body = lx.section(lx.load_runs(a.last_layer), a.last_layer.as_posix())
+        text = replace_between(text, LAST_BEGIN, LAST_END, body)
     a.out.write_text(text)
     print(f"wrote {a.out}")
     return 0
