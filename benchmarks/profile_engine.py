@@ -1,0 +1,101 @@
+"""Where an lca-run iteration spends its time, phase by phase.
+
+    python benchmarks/profile_engine.py [--net mnist_fc] [--dataset mnist] [--rgb32]
+        [--train-size N] [--iters 20] [--device cpu] [--per-class] [--chunk-size 5000]
+
+Wraps the run's own functions with timers (no change to what runs): the optimizer step on the
+minibatch, the full-dataset gradient evaluations inside the LCA step (and, of those, the
+forward+backward passes vs flattening the gradients), the rest of the LCA step (quadrature
+arithmetic), the per-iteration record (per-layer sums, host copies) and the bundle append.
+Prints milliseconds per iteration and shares of the whole, skipping the first iteration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+
+import compute.lca
+import compute.objective
+import compute.train
+from compute.bundle_writer import BundleWriter
+from compute.config import RunConfig
+from compute.objective import FullDatasetObjective
+
+TOTALS: dict[str, list[float]] = defaultdict(list)
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def _timed(name: str, fn, device: str):
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        _sync(device)
+        t0 = time.perf_counter()
+        out = fn(*args, **kwargs)
+        _sync(device)
+        TOTALS[name].append(time.perf_counter() - t0)
+        return out
+    return wrapper
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--net", default="mnist_fc")
+    ap.add_argument("--dataset", default="mnist")
+    ap.add_argument("--rgb32", action="store_true")
+    ap.add_argument("--train-size", type=int, default=None)
+    ap.add_argument("--iters", type=int, default=20)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--per-class", action="store_true")
+    ap.add_argument("--chunk-size", type=int, default=5000)
+    a = ap.parse_args()
+    d = a.device
+    compute.train.train_step = _timed("optimizer step (minibatch)", compute.train.train_step, d)
+    compute.train._record = _timed("record (layer sums, host copies)", compute.train._record, d)
+    BundleWriter.append = _timed("bundle append", BundleWriter.append, d)
+    compute.lca.LCAIntegrator.step = _timed("LCA step (all)", compute.lca.LCAIntegrator.step, d)
+    FullDatasetObjective.evaluate = _timed("  full-dataset gradients",
+                                           FullDatasetObjective.evaluate, d)
+    compute.objective.flat_grads = _timed("    flatten .grad", compute.objective.flat_grads, d)
+    compute.objective.FullDatasetObjective.set_theta = _timed(
+        "    load θ into the model", FullDatasetObjective.set_theta, d)
+    cfg = RunConfig(net=a.net, dataset=a.dataset, rgb32=a.rgb32, train_size=a.train_size,
+                    iters=a.iters + 1, device=d, per_class=a.per_class, chunk_size=a.chunk_size,
+                    lr=0.01, momentum=0.9, batch_size=250, checkpoint_every=10**6)
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        compute.train.run_lca(cfg, Path(tmp) / "p.h5", progress=False)
+        wall = time.perf_counter() - t0
+    n = a.iters
+    step = sum(TOTALS["optimizer step (minibatch)"][1:]) + sum(TOTALS["LCA step (all)"][1:]) \
+        + sum(TOTALS["record (layer sums, host copies)"][1:]) + sum(TOTALS["bundle append"][1:])
+    dev = torch.cuda.get_device_name() if d.startswith("cuda") else "cpu"
+    print(f"# profile_engine: {a.net} on {a.dataset} (N={a.train_size or 'all'}), device {dev}, "
+          f"threads {torch.get_num_threads()}, per-class {a.per_class}, {n} iterations "
+          f"(first skipped); whole run incl. setup {wall:.1f} s")
+    evals_per_step = len(TOTALS["  full-dataset gradients"]) / (a.iters + 1)
+    order = ["optimizer step (minibatch)", "LCA step (all)", "  full-dataset gradients",
+             "    load θ into the model", "    flatten .grad", "record (layer sums, host copies)",
+             "bundle append"]
+    for name in order:
+        ts = TOTALS[name]
+        # gradients inside start() are not part of an iteration: keep the last n·k calls
+        k = len(ts) // (a.iters + 1) or 1
+        per_it = sum(ts[-n * k:]) / n
+        print(f"{name:40s} {1e3 * per_it:9.2f} ms/it  {100 * per_it * n / step:6.1f} %")
+    print(f"{'sum of phases':40s} {1e3 * step / n:9.2f} ms/it   (gradient evaluations per "
+          f"iteration: {evals_per_step:.2f})")
+
+
+if __name__ == "__main__":
+    main()
