@@ -13,8 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import plotly.graph_objects as go
 
 from lcaviz.bundle import RunBundle
+from lcaviz.figures.compare import layer_totals_figure
 
 
 @dataclass
@@ -156,3 +158,13 @@ def section(runs: Sequence[LayerRun], label: str) -> str:
     lines += [f"| {n} | " + " | ".join(f"{r.totals[i]:+.3g}" for r in runs) + " |"
               for i, n in enumerate(names)]
     return "\n".join(lines) + "\n"
+
+
+def figure(runs: Sequence[LayerRun]) -> go.Figure:
+    """The paper's Fig. 4 layout: total LCA per layer, one bar series per run."""
+    fig = layer_totals_figure([(f"{r.name} ({r.treatment})", r.layer_names, r.totals)
+                               for r in runs],
+                              title="Total LCA per layer (negative = helped)")
+    fig.update_layout(width=1100, height=440, legend={"orientation": "h", "y": -0.45})
+    fig.update_xaxes(tickangle=-45)
+    return fig

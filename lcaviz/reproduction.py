@@ -12,6 +12,7 @@ runs of ``scripts/make_last_layer_runs.py`` a third (see :mod:`lcaviz.layer_expe
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -150,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--extra", type=Path, default=None, help="bundles kept outside the repo")
     ap.add_argument("--last-layer", type=Path, default=None,
                     help="runs made by scripts/make_last_layer_runs.py")
+    ap.add_argument("--last-layer-figure", type=Path, default=None,
+                    help="also write the last-layer runs' per-layer bars as PNG here")
     ap.add_argument("--out", type=Path, default=Path("docs/reproduction.md"))
     a = ap.parse_args(argv)
     text = a.out.read_text() if a.out.exists() else "# Reproduction\n"
@@ -162,7 +165,15 @@ def main(argv: list[str] | None = None) -> int:
     if a.last_layer is not None:
         from lcaviz import layer_experiments as lx
 
-        body = lx.section(lx.load_runs(a.last_layer), a.last_layer.as_posix())
+        runs = lx.load_runs(a.last_layer)
+        body = lx.section(runs, a.last_layer.as_posix())
+        if a.last_layer_figure is not None and runs:
+            from lcaviz.export import figure_image
+
+            a.last_layer_figure.parent.mkdir(parents=True, exist_ok=True)
+            a.last_layer_figure.write_bytes(figure_image(lx.figure(runs), "png"))
+            rel = os.path.relpath(a.last_layer_figure, a.out.parent)
+            body += f"\n![Total LCA per layer, one bar series per run]({rel})\n"
         text = replace_between(text, LAST_BEGIN, LAST_END, body)
     a.out.write_text(text)
     print(f"wrote {a.out}")

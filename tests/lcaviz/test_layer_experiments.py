@@ -57,3 +57,11 @@ def test_reproduction_writes_the_last_layer_section(runs_dir, tmp_path):
     assert "| b_frozen | frozen |" in body and "Linear fit" in body
     assert "Last layer frozen: final loss" in body
     assert body.count("| fc2 |") == 1  # per-layer table, one row per layer
+
+
+def test_figure_has_one_bar_series_per_run_in_layer_order(runs_dir):
+    runs = lx.load_runs(runs_dir)
+    fig = lx.figure(runs)
+    assert [t.name for t in fig.data] == [f"{r.name} ({r.treatment})" for r in runs]
+    frozen = next(t for t in fig.data if "frozen" in t.name)
+    assert list(frozen.x) == ["fc1", "fc2", "fc3"] and frozen.y[-1] == 0.0
