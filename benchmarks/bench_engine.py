@@ -87,6 +87,8 @@ def main() -> None:
     ap.add_argument("--net", default="mnist_fc")
     ap.add_argument("--dataset", default="mnist")
     ap.add_argument("--rgb32", action="store_true")
+    ap.add_argument("--data-root", default=None)
+    ap.add_argument("--train-size", type=int, default=None)
     ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--repeats", type=int, default=5)
@@ -94,7 +96,8 @@ def main() -> None:
     ap.add_argument("--skip", default="")
     a = ap.parse_args()
     skip = set(a.skip.split(","))
-    base = RunConfig(net=a.net, dataset=a.dataset, rgb32=a.rgb32, iters=a.iters, device=a.device,
+    base = RunConfig(net=a.net, dataset=a.dataset, rgb32=a.rgb32, data_root=a.data_root,
+                     train_size=a.train_size, iters=a.iters, device=a.device,
                      chunk_size=a.chunk_size, lr=0.01, momentum=0.9, batch_size=250,
                      checkpoint_every=10**6)
     dev = torch.cuda.get_device_name() if a.device.startswith("cuda") else "cpu"

@@ -53,6 +53,7 @@ def main() -> None:
     ap.add_argument("--net", default="mnist_fc")
     ap.add_argument("--dataset", default="mnist")
     ap.add_argument("--rgb32", action="store_true")
+    ap.add_argument("--data-root", default=None)
     ap.add_argument("--train-size", type=int, default=None)
     ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--device", default="cpu")
@@ -70,6 +71,7 @@ def main() -> None:
     compute.objective.FullDatasetObjective.set_theta = _timed(
         "    load θ into the model", FullDatasetObjective.set_theta, d)
     cfg = RunConfig(net=a.net, dataset=a.dataset, rgb32=a.rgb32, train_size=a.train_size,
+                    data_root=a.data_root,
                     iters=a.iters + 1, device=d, per_class=a.per_class, chunk_size=a.chunk_size,
                     lr=0.01, momentum=0.9, batch_size=250, checkpoint_every=10**6)
     with tempfile.TemporaryDirectory() as tmp:
