@@ -18,6 +18,8 @@ import plotly.graph_objects as go
 from lcaviz.bundle import RunBundle
 from lcaviz.figures.compare import layer_totals_figure
 
+EARLY = 10  # "start of training": the paper notes the last layer's LCA is high in the first few
+
 
 @dataclass
 class LayerRun:
@@ -28,6 +30,7 @@ class LayerRun:
     delay: float | None  # momentum delay of the last layer (None for Adam)
     layer_names: list[str]
     totals: np.ndarray  # (L,) LCA summed over all iterations
+    early: np.ndarray  # (L,) LCA summed over the first EARLY iterations
     loss0: float
     loss_final: float
     residual_pct: float  # |Σ residual| / |ΔL| in %
@@ -62,8 +65,9 @@ def load_runs(runs_dir: Path) -> list[LayerRun]:
             loss = b.loss_train()
             treatment, delay = classify(cfg, names[-1])
             d_loss = float(loss[-1] - loss[0])
-            out.append(LayerRun(path.stem, treatment, delay, names,
-                                b.lca_layer().sum(0), float(loss[0]), float(loss[-1]),
+            per_iter = b.lca_layer()  # (T, L)
+            out.append(LayerRun(path.stem, treatment, delay, names, per_iter.sum(0),
+                                per_iter[:EARLY].sum(0), float(loss[0]), float(loss[-1]),
                                 100 * abs(float(b.residual().sum())) / max(abs(d_loss), 1e-30),
                                 cfg))
     return out
@@ -128,12 +132,13 @@ def section(runs: Sequence[LayerRun], label: str) -> str:
     first, last = runs[0].layer_names[0], runs[0].layer_names[-1]
     lines = [f"Bundles in `{label}`: {_setup_line(runs[0])}", ""]
     lines += ["| run | last layer | final train loss | first layer (`" + first + "`) | "
-              "last layer (`" + last + "`) | other layers | ΣLCA | cum. residual | layers that "
-              "hurt |", "|---|---|---|---|---|---|---|---|---|"]
+              "last layer (`" + last + f"`) | last layer, first {EARLY} it | other layers | ΣLCA "
+              "| cum. residual | layers that hurt |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in runs:
         hurt = [n for n, v in zip(r.layer_names, r.totals, strict=True) if v > 0]
         lines.append(f"| {r.name} | {r.treatment} | {r.loss_final:.4f} | {r.totals[0]:+.4g} | "
-                     f"{r.totals[-1]:+.4g} | {r.totals[1:-1].sum():+.4g} | {r.totals.sum():+.4g} "
+                     f"{r.totals[-1]:+.4g} | {r.early[-1]:+.4g} | {r.totals[1:-1].sum():+.4g} | "
+                     f"{r.totals.sum():+.4g} "
                      f"| {r.residual_pct:.2f} % | {', '.join(hurt) or 'none'} |")
     lines += [""] + [f"- {v}" for v in _verdicts(runs)]
     sweep = sorted((r for r in runs if r.delay is not None

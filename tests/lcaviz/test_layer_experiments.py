@@ -35,6 +35,7 @@ def test_runs_are_classified_by_what_they_do_to_the_last_layer(runs_dir):
     assert runs["a_regular"].totals[-1] != 0.0
     for r in runs.values():  # layer totals add up to the loss change (up to the residual)
         assert r.totals.sum() == pytest.approx(r.loss_final - r.loss0, rel=1e-2)
+        assert np.array_equal(r.early, r.totals)  # 4 iterations < EARLY: the same window
 
 
 def test_delay_fit_uses_only_the_momentum_sweep(runs_dir):
