@@ -33,6 +33,7 @@ class LayerRun:
     early: np.ndarray  # (L,) LCA summed over the first EARLY iterations
     loss0: float
     loss_final: float
+    loss_mean: float  # mean full-dataset loss over the run (area under the curve / T)
     residual_pct: float  # |Σ residual| / |ΔL| in %
     config: dict
 
@@ -68,6 +69,7 @@ def load_runs(runs_dir: Path) -> list[LayerRun]:
             per_iter = b.lca_layer()  # (T, L)
             out.append(LayerRun(path.stem, treatment, delay, names, per_iter.sum(0),
                                 per_iter[:EARLY].sum(0), float(loss[0]), float(loss[-1]),
+                                float(loss[1:].mean()),
                                 100 * abs(float(b.residual().sum())) / max(abs(d_loss), 1e-30),
                                 cfg))
     return out
@@ -116,12 +118,14 @@ def _verdicts(runs: Sequence[LayerRun]) -> list[str]:
         others = (fr.totals[:-1].sum(), reg.totals[:-1].sum())
         out.append(f"Last layer frozen: final loss {fr.loss_final:.4f} vs {reg.loss_final:.4f} "
                    f"regular ({'lower' if fr.loss_final < reg.loss_final else 'not lower'}; "
-                   f"paper: lower); the other layers together {others[0]:+.4g} vs {others[1]:+.4g} "
-                   f"({'help less' if others[0] > others[1] else 'help more'}; paper: help less).")
+                   f"paper: lower), mean loss over the run {fr.loss_mean:.4f} vs "
+                   f"{reg.loss_mean:.4f}; all other layers together {others[0]:+.4g} vs "
+                   f"{others[1]:+.4g} ({'help less' if others[0] > others[1] else 'help more'}; "
+                   "paper: help less).")
     for t, r in by.items():
         if t.startswith("lr "):
             out.append(f"Last layer at {t}: its LCA {r.totals[-1]:+.4g}, final loss "
-                       f"{r.loss_final:.4f} (paper: behaves like the frozen run).")
+                       f"{r.loss_final:.4f}, mean {r.loss_mean:.4f} (paper: like the frozen run).")
     return out
 
 
@@ -131,12 +135,14 @@ def section(runs: Sequence[LayerRun], label: str) -> str:
         return f"No bundles in `{label}`.\n"
     first, last = runs[0].layer_names[0], runs[0].layer_names[-1]
     lines = [f"Bundles in `{label}`: {_setup_line(runs[0])}", ""]
-    lines += ["| run | last layer | final train loss | first layer (`" + first + "`) | "
-              "last layer (`" + last + f"`) | last layer, first {EARLY} it | other layers | ΣLCA "
-              "| cum. residual | layers that hurt |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines += ["| run | last layer | final / mean train loss | first layer (`" + first + "`) | "
+              "last layer (`" + last + f"`) | last layer, first {EARLY} it | middle layers | "
+              "ΣLCA | cum. residual | layers that hurt |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in runs:
         hurt = [n for n, v in zip(r.layer_names, r.totals, strict=True) if v > 0]
-        lines.append(f"| {r.name} | {r.treatment} | {r.loss_final:.4f} | {r.totals[0]:+.4g} | "
+        lines.append(f"| {r.name} | {r.treatment} | {r.loss_final:.4f} / {r.loss_mean:.4f} | "
+                     f"{r.totals[0]:+.4g} | "
                      f"{r.totals[-1]:+.4g} | {r.early[-1]:+.4g} | {r.totals[1:-1].sum():+.4g} | "
                      f"{r.totals.sum():+.4g} "
                      f"| {r.residual_pct:.2f} % | {', '.join(hurt) or 'none'} |")
@@ -147,10 +153,11 @@ def section(runs: Sequence[LayerRun], label: str) -> str:
     if sweep:
         lines += ["", "Momentum-delay sweep of the last layer (momentum = d / (d + 1); the rest "
                   "keep the regular momentum):", "",
-                  "| delay d | last-layer momentum | last-layer LCA | other layers | final loss |",
-                  "|---|---|---|---|---|"]
+                  "| delay d | last-layer momentum | last-layer LCA | all other layers | "
+                  "final / mean loss |", "|---|---|---|---|---|"]
         lines += [f"| {r.delay:.3g} | {r.delay / (r.delay + 1):.3g} | {r.totals[-1]:+.4g} | "
-                  f"{r.totals[:-1].sum():+.4g} | {r.loss_final:.4f} |" for r in sweep]
+                  f"{r.totals[:-1].sum():+.4g} | {r.loss_final:.4f} / {r.loss_mean:.4f} |"
+                  for r in sweep]
         fit = delay_fit(runs)
         if fit:
             lines += ["", f"Linear fit: last-layer LCA = {fit[0]:+.4g} {fit[1]:+.4g}·d, "
