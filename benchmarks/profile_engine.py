@@ -85,7 +85,8 @@ def main() -> None:
     print(f"# profile_engine: {a.net} on {a.dataset} (N={a.train_size or 'all'}), device {dev}, "
           f"threads {torch.get_num_threads()}, per-class {a.per_class}, {n} iterations "
           f"(first skipped); whole run incl. setup {wall:.1f} s")
-    evals_per_step = len(TOTALS["  full-dataset gradients"]) / (a.iters + 1)
+    # one evaluation happens in start(), before the first iteration
+    evals_per_step = (len(TOTALS["  full-dataset gradients"]) - 1) / (a.iters + 1)
     order = ["optimizer step (minibatch)", "LCA step (all)", "  full-dataset gradients",
              "    load θ into the model", "    flatten .grad", "record (layer sums, host copies)",
              "bundle append"]

@@ -30,6 +30,9 @@ DIVERGING = [
 ]
 
 # Colour-blind friendly, high-contrast categorical palette (Okabe-Ito + extras).
+# the compare page's first four stay as they were; reports with more runs get the rest
+RUN_PALETTE = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000",
+               "#F0E442"]
 LAYER_PALETTE = [
     "#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442",
     "#000000", "#7f7f7f", "#8c564b", "#17becf", "#bcbd22",
@@ -68,8 +71,8 @@ def layer_color(index: int) -> str:
 
 
 def run_color(index: int) -> str:
-    """Colour of the ``index``-th run on the compare page."""
-    return ["#0072B2", "#D55E00", "#009E73", "#CC79A7"][int(index) % 4]
+    """Colour of the ``index``-th run (compare page, reports): 8 distinct Okabe–Ito colours."""
+    return RUN_PALETTE[int(index) % len(RUN_PALETTE)]
 
 
 def style(fig: go.Figure, title: str = "", *, height: int | None = None,
