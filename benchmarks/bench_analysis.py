@@ -26,6 +26,20 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
+def _peak_rss_mib() -> float:
+    """This process's peak RSS. Not ``ru_maxrss``: Linux carries the parent's high-water mark
+    across fork+exec into it, so a child started by a parent that had just written a big bundle
+    reported the parent's peak (718 MiB) instead of its own (388 MiB). VmHWM belongs to the
+    process's own address space."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB → MiB
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def _child(path: str) -> None:
     """Summarise ``path`` and print timing and peak RSS as JSON (runs in a fresh process)."""
     from lcaviz.analysis import summarize
@@ -33,7 +47,7 @@ def _child(path: str) -> None:
     start = time.perf_counter()
     s = summarize(path)
     wall = time.perf_counter() - start
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux → MiB
+    rss = _peak_rss_mib()
     print(json.dumps({"wall_s": wall, "peak_rss_mib": rss,
                       "pct_help": s["helping"]["pct_help"],
                       "weibull_k_help": s["weibull"]["help"]["k"],
