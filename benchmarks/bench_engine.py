@@ -4,6 +4,7 @@
                                       [--device cpu] [--repeats 5]
                                       [--skip perclass,naive,adaptive] [--train-size N]
                                       [--rgb32] [--data-root DIR] [--memory-format channels_last]
+                                      [--compile]
 
 Prints (medians over repeats):
   * floor: seconds of 2 full-dataset gradients (what rk4 with endpoint reuse must pay);
@@ -111,6 +112,7 @@ def main() -> None:
     ap.add_argument("--data-root", default=None)
     ap.add_argument("--train-size", type=int, default=None)
     ap.add_argument("--memory-format", default="contiguous")
+    ap.add_argument("--compile", action="store_true", help="torch.compile the gradient passes")
     ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--repeats", type=int, default=5)
@@ -120,12 +122,14 @@ def main() -> None:
     skip = set(a.skip.split(","))
     base = RunConfig(net=a.net, dataset=a.dataset, rgb32=a.rgb32, data_root=a.data_root,
                      train_size=a.train_size, memory_format=a.memory_format,
+                     compile=a.compile,
                      iters=a.iters, device=a.device,
                      chunk_size=a.chunk_size, lr=0.01, momentum=0.9, batch_size=250,
                      checkpoint_every=10**6)
     dev = torch.cuda.get_device_name() if a.device.startswith("cuda") else "cpu"
     print(f"# bench_engine: {a.net} on {a.dataset} (N={a.train_size or 'all'}, "
-          f"{a.memory_format}), {a.iters} iterations, device {dev}, "
+          f"{a.memory_format}{', compiled' if a.compile else ''}), {a.iters} iterations, "
+          f"device {dev}, "
           f"torch {torch.__version__}, threads {torch.get_num_threads()}")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)

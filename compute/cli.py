@@ -73,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--memory-format", choices=MEMORY_FORMATS, default=d.memory_format,
                    help="conv activation layout; channels_last is faster but run "
                    "--precision-check first (fp32 BatchNorm loses precision on CPU)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the full-dataset gradient passes (slow first iteration)")
     p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
     p.add_argument("--out", type=Path, default=None, help="bundle path (default runs/NAME.h5)")
     p.add_argument("--resume", type=Path, default=None, metavar="RUN.h5",
@@ -94,6 +96,7 @@ def config_from_args(a: argparse.Namespace) -> RunConfig:
         save_trajectory=a.save_trajectory, layer_lr=dict(a.layer_lr),
         layer_momentum=dict(a.layer_momentum), freeze=list(a.freeze), seed=a.seed,
         device=a.device, precision=a.precision, memory_format=a.memory_format,
+        compile=a.compile,
         checkpoint_every=a.checkpoint_every)
 
 

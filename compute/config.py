@@ -53,6 +53,7 @@ class RunConfig:
     # channels_last (NHWC) is opt-in: faster convs, but on CPU its fp32 BatchNorm loses ~100×
     # precision (ResNet20 per-parameter LCA 1e-3 off fp64); check with --precision-check.
     memory_format: str = "contiguous"
+    compile: bool = False  # torch.compile the full-dataset passes (opt-in; see --precision-check)
     checkpoint_every: int = 50  # iterations between resumable checkpoints
 
     def to_dict(self) -> dict:

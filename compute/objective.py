@@ -75,16 +75,21 @@ class FullDatasetObjective:
             ``None`` picks ``"class"`` for per-class runs of models without BatchNorm and
             ``"mixed"`` otherwise.
         loss_fn: per-example loss, default cross-entropy.
+        compile: run the probe's forward (and so its backward) through ``torch.compile``.
+            Same parameters, same loss definition; only kernels and fusion change, so check
+            the precision with ``lca-run --precision-check --compile``.
     """
 
     def __init__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, n_classes: int,
                  chunk_size: int = 1000, per_class: bool = False, chunking: str | None = None,
-                 loss_fn: LossFn = per_example_cross_entropy):
+                 loss_fn: LossFn = per_example_cross_entropy, compile: bool = False):
         if chunk_size <= 0:
             raise ValueError(f"chunk_size must be positive, got {chunk_size}")
         if len(x) != len(y) or len(x) == 0:
             raise ValueError(f"need as many labels as inputs (got {len(x)} and {len(y)})")
         self.model = _probe_copy(model)
+        # the compiled wrapper shares the probe's parameters, so set_theta reaches both
+        self.forward = torch.compile(self.model) if compile else self.model
         self.params = list(self.model.parameters())
         ref = self.params[0]
         self.chunking = chunking or (
@@ -150,7 +155,7 @@ class FullDatasetObjective:
         loss = torch.zeros((), dtype=torch.float64, device=self.y.device)
         correct = torch.zeros((), dtype=torch.int64, device=self.y.device)
         for s, e, _ in self.chunks:
-            out = self.model(self.x[s:e])
+            out = self.forward(self.x[s:e])
             loss += self.loss_fn(out, self.y[s:e]).sum().double()
             correct += self._correct(out, self.y[s:e])
         return Evaluation(loss / self.n, correct)
@@ -162,7 +167,7 @@ class FullDatasetObjective:
         class_grads = [] if self.per_class else None
         self._zero_grad()
         for k, (s, e, c) in enumerate(self.chunks):
-            out = self.model(self.x[s:e])
+            out = self.forward(self.x[s:e])
             chunk_loss = self.loss_fn(out, self.y[s:e]).sum() / self.n
             chunk_loss.backward()
             loss += chunk_loss.detach().double()
@@ -186,7 +191,7 @@ class FullDatasetObjective:
         P = sum(p.numel() for p in self.params)
         cg = torch.zeros((self.n_classes, P), dtype=self.params[0].dtype, device=self.y.device)
         for s, e, _ in self.chunks:
-            out = self.model(self.x[s:e])
+            out = self.forward(self.x[s:e])
             losses = self.loss_fn(out, self.y[s:e]) / self.n  # (n,)
             loss += losses.detach().sum().double()
             correct += self._correct(out, self.y[s:e])

@@ -21,7 +21,7 @@ from compute.data import load_splits
 from compute.distributed import broadcast_, is_main, world
 from compute.lca import LCAIntegrator, LCAStep, layer_sums
 from compute.models import build_model
-from compute.objective import FullDatasetObjective
+from compute.objective import FullDatasetObjective, has_batchnorm
 from compute.optim import build_optimizer
 from compute.params import ParamTable, flat_params, param_table
 
@@ -65,6 +65,11 @@ def build_run(cfg: RunConfig) -> Run:
     nhwc = cfg.memory_format == "channels_last"
     layout = torch.channels_last if nhwc else torch.contiguous_format
     model = model.to(memory_format=layout)  # flat θ keeps the logical order either way
+    mixed = cfg.chunking == "mixed" or (cfg.chunking is None and has_batchnorm(model))
+    if cfg.compile and cfg.per_class and mixed:
+        raise ConfigError("--compile cannot split per class in mixed chunks (BatchNorm nets): "
+                          "its compiled backward cannot be retained for one pass per class; "
+                          "add --no-per-class (or --chunking class for nets without BatchNorm)")
     optimizer = build_optimizer(model, cfg)
     table = param_table(model)
 
@@ -72,7 +77,7 @@ def build_run(cfg: RunConfig) -> Run:
         obj = FullDatasetObjective(model, ds.x.to(dtype, memory_format=layout), ds.y,
                                    n_classes=train.n_classes,
                                    chunk_size=cfg.chunk_size, per_class=cfg.per_class,
-                                   chunking=cfg.chunking)
+                                   chunking=cfg.chunking, compile=cfg.compile)
         return LCAIntegrator(obj, cfg.method, tol=cfg.tol, max_halvings=cfg.max_halvings)
 
     return Run(cfg, model, optimizer, table,

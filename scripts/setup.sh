@@ -17,6 +17,7 @@ if command -v apt-get >/dev/null; then
   command -v chromium >/dev/null || need+=(chromium)
   command -v chromedriver >/dev/null || need+=(chromium-driver)
   command -v npm >/dev/null || need+=(npm)
+  command -v g++ >/dev/null || need+=(g++)  # torch.compile (lca-run --compile) on CPU
   [[ -d /usr/share/datasets/fashion-mnist ]] || need+=(dataset-fashion-mnist)
   if (( ${#need[@]} )); then
     $SUDO apt-get update -qq

@@ -225,3 +225,17 @@ def test_channels_last_gives_the_same_lca_and_is_recorded(tmp_path):
     np.testing.assert_allclose(nhwc["loss/train"], nchw["loss/train"], rtol=1e-12)
     with pytest.raises(ConfigError, match="memory-format"):
         RunConfig(memory_format="nhwc").validate()
+
+
+def test_compiled_passes_give_the_same_lca(tmp_path):
+    # torch.compile only changes kernels: float64 LCA and its per-class split agree to 1e-10
+    kw = dict(precision="float64", iters=2, train_size=300, batch_size=50, chunk_size=128)
+    comp = _read(_run(tmp_path, "comp.h5", compile=True, **kw))
+    eager = _read(_run(tmp_path, "eager.h5", **kw))
+    assert json.loads(comp["attrs"]["config"])["compile"] is True
+    for key in ("lca", "lca_class_layer", "loss/train"):
+        np.testing.assert_allclose(comp[key], eager[key], rtol=1e-10,
+                                   atol=1e-13 * np.abs(eager[key]).max())
+    # mixed chunks split per class with one retained backward per class: not compilable
+    with pytest.raises(ConfigError, match="--no-per-class"):
+        _run(tmp_path, "mixed.h5", compile=True, chunking="mixed", **kw)
