@@ -32,10 +32,13 @@ case "$step" in
     python benchmarks/bench_engine.py --net resnet20 "${data[@]}" --device cuda --iters 20 \
       --repeats 5 --chunk-size 1000 --skip adaptive 2>&1 | log ;;
   precision)
-    for fmt in contiguous channels_last; do
+    for extra in "--memory-format contiguous" "--memory-format channels_last" "--compile"; do
+      # shellcheck disable=SC2086  # $extra is two words on purpose
       python -m compute.cli --net resnet20 "${data[@]}" --device cuda --lr 0.1 --iters 3 \
-        --chunk-size 1000 --memory-format "$fmt" --precision-check 2>&1 | log
-    done ;;
+        --chunk-size 1000 $extra --precision-check 2>&1 | log
+    done
+    python benchmarks/bench_engine.py --net resnet20 "${data[@]}" --device cuda --iters 20 \
+      --repeats 5 --chunk-size 1000 --skip perclass,adaptive,naive --compile 2>&1 | log ;;
   profile)
     python benchmarks/profile_engine.py --net resnet20 "${data[@]}" --device cuda --iters 20 \
       --chunk-size 1000 2>&1 | log ;;
