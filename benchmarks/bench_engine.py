@@ -104,8 +104,8 @@ def naive_seconds(cfg: RunConfig, workdir: Path) -> tuple[float, int]:
     return (time.perf_counter() - t0) / cfg.iters, disk
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
+def add_run_args(ap: argparse.ArgumentParser) -> None:
+    """The run settings the engine benchmarks share (see :func:`run_config`)."""
     ap.add_argument("--net", default="mnist_fc")
     ap.add_argument("--dataset", default="mnist")
     ap.add_argument("--rgb32", action="store_true")
@@ -115,17 +115,26 @@ def main() -> None:
     ap.add_argument("--compile", action="store_true", help="torch.compile the gradient passes")
     ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--chunk-size", type=int, default=5000)
+
+
+def run_config(a: argparse.Namespace, **overrides) -> RunConfig:
+    """The benchmarked run: SGD lr 0.01 momentum 0.9, batch 250, no checkpoints."""
+    settings = dict(net=a.net, dataset=a.dataset, rgb32=a.rgb32, data_root=a.data_root,
+                    train_size=a.train_size, memory_format=a.memory_format, compile=a.compile,
+                    iters=a.iters, device=a.device, chunk_size=a.chunk_size, lr=0.01,
+                    momentum=0.9, batch_size=250, checkpoint_every=10**6)
+    return RunConfig(**{**settings, **overrides})
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    add_run_args(ap)
+    ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--skip", default="")
     a = ap.parse_args()
     skip = set(a.skip.split(","))
-    base = RunConfig(net=a.net, dataset=a.dataset, rgb32=a.rgb32, data_root=a.data_root,
-                     train_size=a.train_size, memory_format=a.memory_format,
-                     compile=a.compile,
-                     iters=a.iters, device=a.device,
-                     chunk_size=a.chunk_size, lr=0.01, momentum=0.9, batch_size=250,
-                     checkpoint_every=10**6)
+    base = run_config(a)
     dev = torch.cuda.get_device_name() if a.device.startswith("cuda") else "cpu"
     print(f"# bench_engine: {a.net} on {a.dataset} (N={a.train_size or 'all'}, "
           f"{a.memory_format}{', compiled' if a.compile else ''}), {a.iters} iterations, "

@@ -2,6 +2,7 @@
 
     python benchmarks/profile_engine.py [--net mnist_fc] [--dataset mnist] [--rgb32]
         [--train-size N] [--iters 20] [--device cpu] [--per-class] [--chunk-size 5000]
+        [--data-root DIR] [--memory-format channels_last] [--compile]
 
 Wraps the run's own functions with timers (no change to what runs): the optimizer step on the
 minibatch, the full-dataset gradient evaluations inside the LCA step (and, of those, the
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import sys
 import tempfile
 import time
 from collections import defaultdict
@@ -21,19 +23,16 @@ from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_engine import _sync, add_run_args, run_config  # noqa: E402
+
 import compute.lca
 import compute.objective
 import compute.train
 from compute.bundle_writer import BundleWriter
-from compute.config import RunConfig
 from compute.objective import FullDatasetObjective
 
 TOTALS: dict[str, list[float]] = defaultdict(list)
-
-
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
 
 
 def _timed(name: str, fn, device: str):
@@ -50,15 +49,8 @@ def _timed(name: str, fn, device: str):
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--net", default="mnist_fc")
-    ap.add_argument("--dataset", default="mnist")
-    ap.add_argument("--rgb32", action="store_true")
-    ap.add_argument("--data-root", default=None)
-    ap.add_argument("--train-size", type=int, default=None)
-    ap.add_argument("--iters", type=int, default=20)
-    ap.add_argument("--device", default="cpu")
+    add_run_args(ap)
     ap.add_argument("--per-class", action="store_true")
-    ap.add_argument("--chunk-size", type=int, default=5000)
     a = ap.parse_args()
     d = a.device
     compute.train.train_step = _timed("optimizer step (minibatch)", compute.train.train_step, d)
@@ -70,10 +62,7 @@ def main() -> None:
     compute.objective.flat_grads = _timed("    flatten .grad", compute.objective.flat_grads, d)
     compute.objective.FullDatasetObjective.set_theta = _timed(
         "    load θ into the model", FullDatasetObjective.set_theta, d)
-    cfg = RunConfig(net=a.net, dataset=a.dataset, rgb32=a.rgb32, train_size=a.train_size,
-                    data_root=a.data_root,
-                    iters=a.iters + 1, device=d, per_class=a.per_class, chunk_size=a.chunk_size,
-                    lr=0.01, momentum=0.9, batch_size=250, checkpoint_every=10**6)
+    cfg = run_config(a, iters=a.iters + 1, per_class=a.per_class)
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         compute.train.run_lca(cfg, Path(tmp) / "p.h5", progress=False)

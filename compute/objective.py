@@ -43,6 +43,12 @@ def has_batchnorm(model: nn.Module) -> bool:
     return any(isinstance(m, _BN_TYPES) for m in model.modules())
 
 
+def resolve_chunking(chunking: str | None, per_class: bool, model: nn.Module) -> str:
+    """The chunking a :class:`FullDatasetObjective` uses: ``chunking``, or by default
+    ``"class"`` for per-class runs of models without BatchNorm and ``"mixed"`` otherwise."""
+    return chunking or ("class" if per_class and not has_batchnorm(model) else "mixed")
+
+
 def _probe_copy(model: nn.Module) -> nn.Module:
     """A copy whose forward is a pure function of θ and the chunk (see module docstring)."""
     probe = copy.deepcopy(model)
@@ -92,8 +98,7 @@ class FullDatasetObjective:
         self.forward = torch.compile(self.model) if compile else self.model
         self.params = list(self.model.parameters())
         ref = self.params[0]
-        self.chunking = chunking or (
-            "class" if per_class and not has_batchnorm(model) else "mixed")
+        self.chunking = resolve_chunking(chunking, per_class, model)
         if self.chunking not in ("class", "mixed"):
             raise ValueError(f"chunking must be 'class' or 'mixed', got {self.chunking!r}")
         order = torch.argsort(y, stable=True) if self.chunking == "class" else None

@@ -21,7 +21,7 @@ from compute.data import load_splits
 from compute.distributed import broadcast_, is_main, world
 from compute.lca import LCAIntegrator, LCAStep, layer_sums
 from compute.models import build_model
-from compute.objective import FullDatasetObjective, has_batchnorm
+from compute.objective import FullDatasetObjective, resolve_chunking
 from compute.optim import build_optimizer
 from compute.params import ParamTable, flat_params, param_table
 
@@ -65,8 +65,7 @@ def build_run(cfg: RunConfig) -> Run:
     nhwc = cfg.memory_format == "channels_last"
     layout = torch.channels_last if nhwc else torch.contiguous_format
     model = model.to(memory_format=layout)  # flat θ keeps the logical order either way
-    mixed = cfg.chunking == "mixed" or (cfg.chunking is None and has_batchnorm(model))
-    if cfg.compile and cfg.per_class and mixed:
+    if cfg.compile and cfg.per_class and resolve_chunking(cfg.chunking, True, model) == "mixed":
         raise ConfigError("--compile cannot split per class in mixed chunks (BatchNorm nets): "
                           "its compiled backward cannot be retained for one pass per class; "
                           "add --no-per-class (or --chunking class for nets without BatchNorm)")
@@ -178,11 +177,12 @@ def _record(run: Run, st: LCAStep, vst: LCAStep | None, state: _State, mb_loss: 
             theta: torch.Tensor, t: int, seconds: float) -> IterationRecord:
     L, n = run.table.n_layers, len(run.y)
     state.window += st.lca
-    state.help_iters += (st.lca < 0).int()
+    helps, hurts = st.lca < 0, st.lca > 0  # (P,) each, computed once
+    state.help_iters += helps.int()
     state.nonzero_iters += (st.lca != 0).int()
     close = (t + 1) % run.cfg.lca_stride == 0
     # one (3, L) reduction and one device→host copy instead of three (matters on a GPU)
-    per_layer = layer_sums(torch.stack([st.lca, (st.lca < 0).double(), (st.lca > 0).double()]),
+    per_layer = layer_sums(torch.stack([st.lca, helps.double(), hurts.double()]),
                            run.layer_idx, L).cpu().numpy()  # (3, L): LCA, helping, hurting
     rec = IterationRecord(
         loss_train=st.loss_after, acc_train=st.correct_after / n, loss_minibatch=mb_loss,

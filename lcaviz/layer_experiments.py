@@ -75,15 +75,20 @@ def load_runs(runs_dir: Path) -> list[LayerRun]:
     return out
 
 
+def momentum_sweep(runs: Sequence[LayerRun]) -> list[LayerRun]:
+    """Runs whose last layer differs at most in momentum (regular and delay runs), by delay."""
+    return sorted((r for r in runs if r.delay is not None
+                   and (r.treatment == "regular" or r.treatment.startswith("delay"))),
+                  key=lambda r: r.delay)
+
+
 def delay_fit(runs: Sequence[LayerRun]) -> tuple[float, float, float] | None:
     """Least-squares last-layer LCA = a + b·d over runs whose last layer only changes momentum.
 
     Returns:
         (a, b, R²), or None with fewer than three distinct delays.
     """
-    pts = sorted({(r.delay, r.totals[-1]) for r in runs
-                  if r.delay is not None and (r.treatment == "regular"
-                                              or r.treatment.startswith("delay"))})
+    pts = sorted({(r.delay, r.totals[-1]) for r in momentum_sweep(runs)})
     if len({d for d, _ in pts}) < 3:
         return None
     d, y = np.array(pts).T
@@ -147,9 +152,7 @@ def section(runs: Sequence[LayerRun], label: str) -> str:
                      f"{r.totals.sum():+.4g} "
                      f"| {r.residual_pct:.2f} % | {', '.join(hurt) or 'none'} |")
     lines += [""] + [f"- {v}" for v in _verdicts(runs)]
-    sweep = sorted((r for r in runs if r.delay is not None
-                    and (r.treatment == "regular" or r.treatment.startswith("delay"))),
-                   key=lambda r: r.delay)
+    sweep = momentum_sweep(runs)
     if sweep:
         lines += ["", "Momentum-delay sweep of the last layer (momentum = d / (d + 1); the rest "
                   "keep the regular momentum):", "",
