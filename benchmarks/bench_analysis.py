@@ -77,7 +77,7 @@ def main() -> int:
         _child(args.child)
         return 0
 
-    from compute.synthetic_bundle import layers_for_params, write_synthetic_bundle
+    from lcaviz.bundle.synthetic import layers_for_params, write_synthetic_bundle
 
     tmp = None if args.path else Path(tempfile.mkdtemp(prefix="lca-bench-"))
     path = args.path or tmp / "bench.h5"

@@ -2,8 +2,8 @@
 
     python benchmarks/bench_bundle.py [--params 1000000] [--iters 200]
 
-Writes a synthetic bundle through the real writer (compute.bundle_writer via
-compute.synthetic_bundle) and prints: bytes per stored LCA value, write throughput, and the
+Writes a synthetic bundle through the real writer (lcaviz.bundle.writer via
+lcaviz.bundle.synthetic) and prints: bytes per stored LCA value, write throughput, and the
 median latency of reading one row, one 100,000-parameter layer over a 100-row window, one
 parameter's whole curve, and cumulative LCA up to a row, through lcaviz.bundle.RunBundle.
 """
@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from compute.synthetic_bundle import write_synthetic_bundle
 from lcaviz.bundle import RunBundle
+from lcaviz.bundle.synthetic import write_synthetic_bundle
 
 
 def _median_ms(fn, repeats: int = 15) -> float:

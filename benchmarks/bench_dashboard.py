@@ -10,7 +10,7 @@ Measures (targets in brackets):
   each at rows never seen before (no cache hit);
 * server RSS after scrubbing the large bundle (< 500 MB for a 5 GB bundle).
 
-The large bundle is synthetic (compute.synthetic_bundle) with a 1000×1000 layer plus an
+The large bundle is synthetic (lcaviz.bundle.synthetic) with a 1000×1000 layer plus an
 MNIST-like 100×784 layer; ``--bundle-gb`` sets its size on disk (default 1 GB so it runs on a
 small machine; use 5 for the full target). Free disk space is checked first.
 """
@@ -31,10 +31,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from compute.synthetic_bundle import write_synthetic_bundle  # noqa: E402  (small runs)
 from lcaviz.app import create_app, get_state  # noqa: E402
-from lcaviz.pages import run_analysis, run_sync, runs  # noqa: E402
-from lcaviz.pages import run_callbacks as rc  # noqa: E402
+from lcaviz.app.pages import run_analysis, run_sync, runs  # noqa: E402
+from lcaviz.app.pages import run_callbacks as rc  # noqa: E402
+from lcaviz.bundle.synthetic import write_synthetic_bundle  # noqa: E402  (small runs)
 
 BIG_LAYERS = (("big", (1000, 1000)), ("fc", (100, 784)), ("out", (10, 100)))
 SMALL_LAYERS = (("fc1", (32, 64)), ("fc2", (10, 32)))
@@ -88,7 +88,7 @@ def make_big(root: Path, gb: float) -> Path:
     print(f"writing {p.name}: {P:,} parameters × {iters} iterations …", flush=True)
     t = time.perf_counter()
     # in a child process, so that the writer's memory does not count in the server's RSS
-    code = ("import sys; from compute.synthetic_bundle import write_synthetic_bundle as w; "
+    code = ("import sys; from lcaviz.bundle.synthetic import write_synthetic_bundle as w; "
             f"w({str(p)!r}, n_iters={iters}, layers={BIG_LAYERS!r}, n_classes=10, seed=0, "
             "sync_peaks=3, counters_every=1000)")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)

@@ -28,10 +28,10 @@ import h5py
 import numpy as np
 import torch
 
-from compute.bundle_writer import BundleWriter
 from compute.config import RunConfig
 from compute.params import flat_params
 from compute.train import build_run, run_lca, train_step
+from lcaviz.bundle.writer import BundleWriter
 
 
 def _sync(device: str) -> None:

@@ -29,8 +29,8 @@ from bench_engine import _sync, add_run_args, run_config  # noqa: E402
 import compute.lca
 import compute.objective
 import compute.train
-from compute.bundle_writer import BundleWriter
 from compute.objective import FullDatasetObjective
+from lcaviz.bundle.writer import BundleWriter
 
 TOTALS: dict[str, list[float]] = defaultdict(list)
 

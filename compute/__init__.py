@@ -1,7 +1,7 @@
 """lca-explorer compute: reference networks, online exact LCA and HDF5 run bundles.
 
-torch is imported lazily so that the torch-free modules (``compute.bundle_writer``,
-``compute.synthetic_bundle``) can be used without it.
+torch is imported lazily so that the torch-free modules (``lcaviz.bundle.writer``,
+``lcaviz.bundle.synthetic``) can be used without it.
 """
 
 from __future__ import annotations

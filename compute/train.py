@@ -15,7 +15,6 @@ import torch
 from tqdm import tqdm
 
 from compute import __version__
-from compute.bundle_writer import BundleWriter, IterationRecord, LayoutInfo
 from compute.config import ConfigError, RunConfig, check_memory_format
 from compute.data import load_splits
 from compute.distributed import broadcast_, is_main, world
@@ -24,6 +23,7 @@ from compute.models import build_model
 from compute.objective import FullDatasetObjective, resolve_chunking
 from compute.optim import build_optimizer
 from compute.params import ParamTable, flat_params, param_table
+from lcaviz.bundle.writer import BundleWriter, IterationRecord, LayoutInfo
 
 
 class RunFailed(RuntimeError):

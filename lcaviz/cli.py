@@ -70,8 +70,8 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def summary(args: argparse.Namespace) -> int:
-    """Delegate to :mod:`lcaviz.summary_cli` (written with the analyses)."""
-    from lcaviz import summary_cli
+    """Delegate to :mod:`lcaviz.reports.summary_cli` (written with the analyses)."""
+    from lcaviz.reports import summary_cli
 
     argv = [str(args.bundle)] + (["--json"] if args.json else [])
     return int(summary_cli.main(argv) or 0)
@@ -83,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "serve":
         return serve(args)
     if args.command == "animate":
-        from lcaviz import animation
+        from lcaviz.reports import animation
 
         return animation.main(args.args)
     return summary(args)

@@ -9,7 +9,7 @@ last layer only (momentum = d / (d + 1); d = 9 is the regular run). CIFAR-10 can
 here, so the data are MNIST padded to 3×32×32 (the paper's MNIST–ResNet also showed a hurting
 last layer). The defaults fit a 2-core CPU (about 5 s per rk4 iteration on 1,000 images); on a
 GPU use ``--device cuda --train-size 45000 --iters 4500`` for the paper's length. The report is
-``python -m lcaviz.reproduction --runs runs`` (section "Last-layer experiments").
+``python -m lcaviz.reports.reproduction --runs runs`` (section "Last-layer experiments").
 """
 
 from __future__ import annotations

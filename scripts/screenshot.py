@@ -58,7 +58,7 @@ def _wait(fn, timeout: float = 30.0):
 
 
 def synthetic_runs() -> tuple[Path, str]:
-    from compute.synthetic_bundle import write_synthetic_bundle
+    from lcaviz.bundle.synthetic import write_synthetic_bundle
 
     d = Path(tempfile.mkdtemp(prefix="lcaviz-shot-runs-")) / "mnist"
     d.mkdir()

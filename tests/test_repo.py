@@ -15,7 +15,7 @@ def test_ruff_is_clean():
 
 def test_lcaviz_never_imports_torch():
     code = ("import sys, lcaviz.app, lcaviz.cli, lcaviz.analysis, lcaviz.bundle, "
-            "lcaviz.reproduction, compute.bundle_writer, compute.synthetic_bundle; "
+            "lcaviz.reports.reproduction, lcaviz.bundle.writer, lcaviz.bundle.synthetic; "
             "assert 'torch' not in sys.modules, 'torch was imported'")
     res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr[-3000:]

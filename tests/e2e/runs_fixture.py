@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from compute.synthetic_bundle import write_synthetic_bundle
+from lcaviz.bundle.synthetic import write_synthetic_bundle
 
 FC_LAYERS = (("fc1", (20, 30)), ("fc2", (10, 20)))
 CONV_LAYERS = (("conv1", (4, 2, 3, 3)), ("fc", (5, 16)))

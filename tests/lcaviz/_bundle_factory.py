@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from compute.bundle_writer import BundleWriter, IterationRecord, LayoutInfo, layer_stats
+from lcaviz.bundle.writer import BundleWriter, IterationRecord, LayoutInfo, layer_stats
 
 SMALL_LAYERS = (("fc1", (24, 30)), ("fc2", (12, 24)), ("fc3", (10, 12)))
 

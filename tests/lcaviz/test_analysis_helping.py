@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from compute.synthetic_bundle import write_synthetic_bundle
 from lcaviz.analysis import (
     help_series,
     layer_helping,
@@ -14,6 +13,7 @@ from lcaviz.analysis import (
     param_help_histogram,
 )
 from lcaviz.bundle import RunBundle
+from lcaviz.bundle.synthetic import write_synthetic_bundle
 from tests.lcaviz._bundle_factory import SMALL_LAYERS, matrix_bundle
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from compute.synthetic_bundle import write_synthetic_bundle
 from lcaviz.analysis import compare_runs, cumulative_layer_lca, layer_totals
 from lcaviz.bundle import RunBundle
+from lcaviz.bundle.synthetic import write_synthetic_bundle
 from tests.lcaviz._bundle_factory import SMALL_LAYERS, matrix_bundle
 
 

@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from compute.synthetic_bundle import write_synthetic_bundle
 from lcaviz.analysis import direction_changes, movement_oscillation
 from lcaviz.bundle import RunBundle
+from lcaviz.bundle.synthetic import write_synthetic_bundle
 from tests.lcaviz._bundle_factory import SMALL_LAYERS, matrix_bundle
 
 # columns: ++--++ (2 changes), constant, +0+-0- (zero moves ignored: 1 change), +-+-+- (5)

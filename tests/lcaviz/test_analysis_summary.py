@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from compute.synthetic_bundle import write_synthetic_bundle
 from lcaviz.analysis import summarize, summary_frame
 from lcaviz.bundle import RunBundle
-from lcaviz.summary_cli import main
+from lcaviz.bundle.synthetic import write_synthetic_bundle
+from lcaviz.reports.summary_cli import main
 from tests.lcaviz._bundle_factory import SMALL_LAYERS
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from compute.synthetic_bundle import write_synthetic_bundle
 from lcaviz.analysis import peak_table, shift_test, synchrony, top_peaks
 from lcaviz.analysis.synchrony import _aligned_counts, _alignment_table
 from lcaviz.bundle import RunBundle
+from lcaviz.bundle.synthetic import write_synthetic_bundle
 from tests.lcaviz._bundle_factory import SMALL_LAYERS
 
 

@@ -3,11 +3,11 @@
 import numpy as np
 from PIL import Image
 
-from compute.synthetic_bundle import write_synthetic_bundle
-from lcaviz.animation import colorize, tensor_frames
 from lcaviz.bundle import RunBundle
+from lcaviz.bundle.synthetic import write_synthetic_bundle
 from lcaviz.cli import main as lcaviz_main
 from lcaviz.figures.layout2d import tensor_image
+from lcaviz.reports.animation import colorize, tensor_frames
 
 
 def test_colorize_is_green_white_red_and_symmetric():

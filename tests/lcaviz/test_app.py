@@ -13,12 +13,11 @@ import numpy as np
 import plotly.graph_objects as go
 import pytest
 
-from compute.synthetic_bundle import write_synthetic_bundle
-from lcaviz import ids
-from lcaviz.app import create_app, get_state
+from lcaviz.app import create_app, get_state, ids, queries
+from lcaviz.app.pages import compare, run_callbacks, run_exports, runs
+from lcaviz.app.pages.run_views import Controls
 from lcaviz.bundle import RunBundle
-from lcaviz.pages import compare, run_callbacks, run_exports, runs
-from lcaviz.pages.run_views import Controls
+from lcaviz.bundle.synthetic import write_synthetic_bundle
 from tests.e2e.runs_fixture import FC_LAYERS, make_runs_dir
 
 
@@ -53,7 +52,7 @@ def test_create_app_twice_and_serve_pages(runs_dir):
 
 
 def test_page_layouts_build_for_any_query():
-    from lcaviz.pages import run
+    from lcaviz.app.pages import run
 
     for layout in (runs.layout(), run.layout(), run.layout(id="fc.h5"),
                    run.layout(run_id="a/b.h5"), run.layout(id=["x", "y"]), compare.layout(),
@@ -119,7 +118,7 @@ def test_running_bundle_shows_status_and_grows(tmp_path):
     assert rows[0]["status"] == "running"
     meta = run_callbacks.init_run(st, "live.h5")[0]
     assert meta["status"] == "running" and meta["R"] == 3 and "running" in \
-        run_callbacks.subtitle(meta)
+        queries.subtitle(meta)
     assert run_callbacks.refresh_live(st, 1, "live.h5", meta) == (dash.no_update,) * 4
     stale = {**meta, "R": 1}  # the page saw an older version of the file
     new_meta, smax, marks, sub = run_callbacks.refresh_live(st, 1, "live.h5", stale)
@@ -264,7 +263,7 @@ def test_background_scan_and_shift_test(state):
         fig, text, disabled, jkey = run_callbacks.sync_views(state, ids.SYNC_INTERVAL, "fc.h5",
                                                              meta, 0, 5, 2, 200, jkey)
     assert "p = " in fig.layout.title.text and fig.data[0].type == "histogram"
-    from lcaviz.pages import run_sync
+    from lcaviz.app.pages import run_sync
 
     peaks = run_sync.peaks_view(state, "fc.h5", 1, 5)
     assert "aligned" in peaks.layout.title.text

@@ -26,7 +26,7 @@ def runs_dir(tmp_path_factory) -> Path:
     "missing.h5", "nested", "x" * 2000, "nested/conv.txt",
 ])
 def test_resolve_run_rejects(runs_dir, bad):
-    from lcaviz.security import RunPathError, resolve_run
+    from lcaviz.app.security import RunPathError, resolve_run
 
     (runs_dir / "nested" / "conv.txt").write_text("x")
     with pytest.raises(RunPathError):
@@ -34,7 +34,7 @@ def test_resolve_run_rejects(runs_dir, bad):
 
 
 def test_resolve_run_accepts_inside_paths_and_inner_symlinks(runs_dir):
-    from lcaviz.security import resolve_run, run_id_of
+    from lcaviz.app.security import resolve_run, run_id_of
 
     assert resolve_run(runs_dir, "fc.h5") == (runs_dir / "fc.h5").resolve()
     assert resolve_run(runs_dir, "nested/conv.h5").name == "conv.h5"
@@ -46,7 +46,7 @@ def test_resolve_run_accepts_inside_paths_and_inner_symlinks(runs_dir):
 
 
 def test_safe_filename():
-    from lcaviz.security import safe_filename
+    from lcaviz.app.security import safe_filename
 
     assert safe_filename("../../etc/passwd", "png") == "etc_passwd.png"
     assert safe_filename("run a/b:c", "csv") == "run_a_b_c.csv"
@@ -57,7 +57,7 @@ def test_safe_filename():
 
 # -- caches and jobs ---------------------------------------------------------------------
 def test_lru_is_bounded_by_entries_and_bytes():
-    from lcaviz.cache import LRU
+    from lcaviz.app.cache import LRU
 
     c = LRU(max_entries=3, max_bytes=10_000)
     for k in range(5):
@@ -71,7 +71,7 @@ def test_lru_is_bounded_by_entries_and_bytes():
 
 
 def test_bundle_cache_reopens_on_change_and_evicts(tmp_path):
-    from lcaviz.cache import BundleCache
+    from lcaviz.app.cache import BundleCache
 
     opened = []
     cache = BundleCache(max_open=2, opener=lambda p: opened.append(p) or object())
@@ -89,7 +89,7 @@ def test_bundle_cache_reopens_on_change_and_evicts(tmp_path):
 
 
 def test_job_runner_reports_errors():
-    from lcaviz.jobs import JobRunner
+    from lcaviz.app.jobs import JobRunner
 
     jr = JobRunner(max_workers=1)
 
@@ -105,7 +105,7 @@ def test_job_runner_reports_errors():
 
 
 def test_export_helpers():
-    from lcaviz.export import figure_csv, html_report
+    from lcaviz.figures.export import figure_csv, html_report
 
     fig = go.Figure(go.Heatmap(z=np.arange(6).reshape(2, 3), x0=10, dx=2, name="h"))
     lines = figure_csv(fig).splitlines()
@@ -148,18 +148,19 @@ def test_cli_summary_dispatches(monkeypatch):
     from lcaviz import cli
 
     seen = {}
-    fake = types.ModuleType("lcaviz.summary_cli")
+    fake = types.ModuleType("lcaviz.reports.summary_cli")
     fake.main = lambda argv: seen.setdefault("argv", argv) and 0
-    monkeypatch.setitem(sys.modules, "lcaviz.summary_cli", fake)
-    import lcaviz
+    monkeypatch.setitem(sys.modules, "lcaviz.reports.summary_cli", fake)
+    import lcaviz.reports
 
-    monkeypatch.setattr(lcaviz, "summary_cli", fake, raising=False)
+    monkeypatch.setattr(lcaviz.reports, "summary_cli", fake, raising=False)
     assert cli.main(["summary", "run.h5", "--json"]) == 0
     assert seen["argv"] == ["run.h5", "--json"]
 
 
 def test_lcaviz_never_imports_torch():
-    code = ("import sys; import lcaviz.app, lcaviz.cli, lcaviz.export, lcaviz.pages.run; "
+    code = ("import sys; import lcaviz.app, lcaviz.cli, lcaviz.figures.export, "
+            "lcaviz.app.pages.run; "
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, cwd=Path(__file__).resolve().parents[2])

@@ -15,7 +15,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from compute.synthetic_bundle import write_synthetic_bundle
 from lcaviz.bundle import (
     BundleError,
     BundleNotFoundError,
@@ -25,6 +24,7 @@ from lcaviz.bundle import (
     UnsupportedVersionError,
     scan_runs,
 )
+from lcaviz.bundle.synthetic import write_synthetic_bundle
 from tests.lcaviz._bundle_factory import SMALL_LAYERS, matrix_bundle
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -205,7 +205,7 @@ def test_flipped_metadata_in_the_middle(tmp_path, synthetic):
 
 _WRITER = textwrap.dedent("""
     import sys
-    from compute.synthetic_bundle import SyntheticRun
+    from lcaviz.bundle.synthetic import SyntheticRun
     run = SyntheticRun(layers=(("a", (6, 5)), ("b", (3, 6))), n_iters=40, stride=3)
     w = run.create_writer(sys.argv[1], flush_seconds=0.0)
     it = run.records()
@@ -305,7 +305,7 @@ def test_fuzz_reader_raises_only_bundle_errors(tmp_path, tiny_bytes, data):
 
 
 def test_generator_cli_and_block_sizing(tmp_path, capsys):
-    from compute.synthetic_bundle import main as gen_main
+    from lcaviz.bundle.synthetic import main as gen_main
 
     out = tmp_path / "cli.h5"
     assert gen_main([str(out), "--iters", "7", "--params", "4000", "--layers", "2",

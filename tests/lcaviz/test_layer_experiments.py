@@ -7,8 +7,8 @@ import pytest
 
 from compute.config import RunConfig
 from compute.train import run_lca
-from lcaviz import layer_experiments as lx
-from lcaviz.reproduction import LAST_BEGIN, LAST_END, main
+from lcaviz.reports import layer_experiments as lx
+from lcaviz.reports.reproduction import LAST_BEGIN, LAST_END, main
 
 BASE = dict(net="mnist_fc", dataset="synthetic", train_size=300, val_size=50, batch_size=50,
             iters=4, chunk_size=150, per_class=False, lr=0.05, momentum=0.9, seed=1)

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from lcaviz.reproduction import BEGIN, END, main, replace_between
+from lcaviz.reports.reproduction import BEGIN, END, main, replace_between
 
 ROOT = Path(__file__).parents[2]
 

@@ -13,9 +13,8 @@ from pathlib import Path
 
 from werkzeug.serving import WSGIRequestHandler, make_server
 
-from compute.synthetic_bundle import write_synthetic_bundle
-from lcaviz import ids
-from lcaviz.app import create_app
+from lcaviz.app import create_app, ids
+from lcaviz.bundle.synthetic import write_synthetic_bundle
 
 HEATMAP_OUTPUT = f"..{ids.HEATMAP}.figure...{ids.HEATMAP_PLAN}.data...{ids.HEATMAP_INFO}.children.."
 LAYERS = (("fc1", (40, 60)), ("fc2", (20, 40)), ("fc3", (5, 20)))

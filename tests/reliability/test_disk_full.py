@@ -14,10 +14,10 @@ import h5py
 import numpy as np
 import pytest
 
-from compute import bundle_writer
 from compute.config import RunConfig
 from compute.train import RunFailed, checkpoint_path, run_lca
 from lcaviz.bundle import RunBundle
+from lcaviz.bundle import writer as bundle_writer
 
 SETTINGS = dict(net="mnist_fc", dataset="synthetic", train_size=300, batch_size=30, iters=20,
                 chunk_size=100, checkpoint_every=2, seed=5)

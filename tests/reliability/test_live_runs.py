@@ -25,7 +25,7 @@ N_ITERS, STRIDE, SLEEP = 60, 2, 0.03
 
 _WRITER = textwrap.dedent(f"""
     import json, sys, time
-    from compute.synthetic_bundle import SyntheticRun
+    from lcaviz.bundle.synthetic import SyntheticRun
     run = SyntheticRun(layers=(("fc1", (6, 8)), ("fc2", (3, 6))), n_iters={N_ITERS},
                        n_classes=3, stride={STRIDE}, seed=7)
     w = run.create_writer(sys.argv[1], flush_seconds=0.0)  # publish every iteration
@@ -118,7 +118,7 @@ def test_reader_follows_a_live_writer_without_blocking_it(tmp_path):
 
 _SLOW_WRITER = textwrap.dedent("""
     import sys, time
-    from compute.synthetic_bundle import SyntheticRun
+    from lcaviz.bundle.synthetic import SyntheticRun
     run = SyntheticRun(layers=(("fc1", (6, 8)),), n_iters=60, n_classes=3, seed=7)
     w = run.create_writer(sys.argv[1], flush_seconds=0.0)
     print("started", flush=True)

@@ -13,10 +13,10 @@ import h5py
 import numpy as np
 import pytest
 
-from compute.synthetic_bundle import write_synthetic_bundle
 from lcaviz.app import create_app, get_state
+from lcaviz.app.pages.runs import refresh_runs
 from lcaviz.bundle import scan_runs
-from lcaviz.pages.runs import refresh_runs
+from lcaviz.bundle.synthetic import write_synthetic_bundle
 
 N_TOTAL = 500
 N_PER_BAD_KIND = 10

@@ -1,7 +1,7 @@
 """Run page (``/run?id=REL_PATH`` or ``/run/REL_PATH``): one run, scrubbed through training.
 
 The layout is static; everything that depends on the bundle is filled in by callbacks
-(:mod:`lcaviz.pages.run_callbacks`) once the run id store is set, so the page can also show a
+(:mod:`lcaviz.app.pages.run_callbacks`) once the run id store is set, so the page can also show a
 clean error card for a bad id or an unreadable bundle.
 """
 
@@ -10,11 +10,11 @@ from __future__ import annotations
 import dash
 from dash import dcc, html
 
-from lcaviz import ids
-from lcaviz.pages import run_callbacks
-from lcaviz.pages.components import graph_card, labelled, radio, section, toggle
-from lcaviz.pages.run_analysis import GROUPS
-from lcaviz.state import AppState
+from lcaviz.app import ids
+from lcaviz.app.pages import run_callbacks
+from lcaviz.app.pages.components import graph_card, labelled, radio, section, toggle
+from lcaviz.app.pages.run_analysis import GROUPS
+from lcaviz.app.state import AppState
 
 PLAY_MS = 600
 SPEEDS = [1, 2, 5, 10, 25]
@@ -159,5 +159,5 @@ def layout(id: str | None = None, run_id: str | None = None, **_query) -> html.D
 
 
 def register_callbacks(app: dash.Dash, state: AppState) -> None:
-    """Wire the run page (delegates to :mod:`lcaviz.pages.run_callbacks`)."""
+    """Wire the run page (delegates to :mod:`lcaviz.app.pages.run_callbacks`)."""
     run_callbacks.register(app, state)

@@ -7,10 +7,10 @@ import numpy as np
 import plotly.graph_objects as go
 
 from lcaviz.analysis.synchrony import synchrony, top_peaks
+from lcaviz.app.jobs import JobStatus
+from lcaviz.app.state import AppState
 from lcaviz.figures.synchrony import class_peaks_figure, shift_test_figure
 from lcaviz.figures.theme import empty_figure
-from lcaviz.jobs import JobStatus
-from lcaviz.state import AppState
 
 
 def class_curves(state: AppState, run_id: str) -> tuple[np.ndarray | None, list[str], list[str]]:

@@ -1,5 +1,5 @@
 """Run-page views that need a pass over the whole (R, P) matrix: value histograms (Fig. 3b)
-and Weibull fits. They run as background jobs (:class:`lcaviz.jobs.JobRunner`) so that the
+and Weibull fits. They run as background jobs (:class:`lcaviz.app.jobs.JobRunner`) so that the
 slider stays responsive; the page polls with a ``dcc.Interval``.
 """
 
@@ -11,11 +11,11 @@ import plotly.graph_objects as go
 from lcaviz.analysis.distributions import lca_histograms
 from lcaviz.analysis.scan import scan_values
 from lcaviz.analysis.weibull import weibull_fits
+from lcaviz.app.jobs import JobStatus
+from lcaviz.app.state import AppState
 from lcaviz.figures import helping as fhelp
 from lcaviz.figures.theme import HELP_COLOR, HURT_COLOR, empty_figure, layer_color
 from lcaviz.figures.weibull import weibull_figure
-from lcaviz.jobs import JobStatus
-from lcaviz.state import AppState
 
 AUTO_SCAN_CELLS = 50_000_000  # R·P up to which the value scan starts on page load (~1 s)
 GROUPS = (("sign", "helping vs hurting"), ("layer_help", "per layer, helping"),

@@ -1,6 +1,6 @@
 """Rewrite a finished bundle with the writer's current chunk layout (numpy + h5py only).
 
-    python -m compute.repack RUN.h5 [RUN2.h5 ...]
+    python -m lcaviz.bundle.repack RUN.h5 [RUN2.h5 ...]
 
 Values, attributes and encodings are copied unchanged; only the chunk shapes of the (rows, P)
 datasets are recomputed with ``bundle_writer.lca_chunks``. The new file replaces the old one
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import h5py
 
-from compute.bundle_writer import lca_chunks
+from lcaviz.bundle.writer import lca_chunks
 
 _WIDE = ("lca", "lca_val", "lca_cumsum", "trajectory")
 

@@ -7,13 +7,13 @@ from __future__ import annotations
 import dash
 from dash import Input, Output, Patch, State, ctx
 
-from lcaviz import ids
+from lcaviz.app import ids
+from lcaviz.app.pages import run_analysis, run_sync, run_views
+from lcaviz.app.pages.run_views import Controls
+from lcaviz.app.security import RunPathError
+from lcaviz.app.state import AppState
 from lcaviz.bundle import BundleError
 from lcaviz.figures.theme import empty_figure
-from lcaviz.pages import run_analysis, run_sync, run_views
-from lcaviz.pages.run_views import Controls
-from lcaviz.security import RunPathError
-from lcaviz.state import AppState
 
 NU = dash.no_update
 _OPEN_ERRORS = (RunPathError, BundleError, OSError)

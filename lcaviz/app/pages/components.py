@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dash import dcc, html
 
-from lcaviz import ids
+from lcaviz.app import ids
 
 GRAPH_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2},
                 "modeBarButtonsToRemove": ["lasso2d", "select2d"]}

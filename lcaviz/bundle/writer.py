@@ -16,7 +16,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from compute.h5flags import clear_write_flags
+from lcaviz.bundle.h5flags import clear_write_flags
 
 FORMAT = "lca-bundle"
 FORMAT_VERSION = 1

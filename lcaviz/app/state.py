@@ -1,7 +1,7 @@
 """Server-side state of one dashboard app: the runs directory and its bounded caches.
 
 Everything the browser sends is untrusted; the runs directory lives only here, and run ids
-from URLs go through :func:`lcaviz.security.resolve_run` before any file is touched.
+from URLs go through :func:`lcaviz.app.security.resolve_run` before any file is touched.
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lcaviz.cache import LRU, BundleCache, file_stamp
-from lcaviz.jobs import JobRunner
-from lcaviz.security import resolve_run, run_id_of
+from lcaviz.app.cache import LRU, BundleCache, file_stamp
+from lcaviz.app.jobs import JobRunner
+from lcaviz.app.security import resolve_run, run_id_of
 
 
 @dataclass
@@ -36,7 +36,7 @@ class AppState:
             the file for every cache.
 
         Raises:
-            lcaviz.security.RunPathError: bad run id.
+            lcaviz.app.security.RunPathError: bad run id.
             lcaviz.bundle.BundleError: unreadable bundle.
         """
         path = resolve_run(self.runs_dir, run_id)

@@ -9,13 +9,13 @@ from __future__ import annotations
 import dash
 from dash import ALL, Input, Output, State, ctx, dcc
 
-from lcaviz import ids
-from lcaviz.export import figure_csv, figure_image, html_report
+from lcaviz.app import ids
+from lcaviz.app.pages import run_analysis, run_sync, run_views
+from lcaviz.app.pages.run_views import Controls
+from lcaviz.app.security import safe_filename
+from lcaviz.app.state import AppState
+from lcaviz.figures.export import figure_csv, figure_image, html_report
 from lcaviz.figures.theme import empty_figure
-from lcaviz.pages import run_analysis, run_sync, run_views
-from lcaviz.pages.run_views import Controls
-from lcaviz.security import safe_filename
-from lcaviz.state import AppState
 
 # (Controls field, component id, property) of every control the builders read
 CONTROL_STATES = [
@@ -87,11 +87,12 @@ def export_figure(state: AppState, trigger: dict | None, values: list):
 
 
 def heatmap_gif(state: AppState, c: Controls):
-    """Animated GIF of the chosen layer's first tensor over all stored rows (lcaviz.animation)."""
+    """Animated GIF of the chosen layer's first tensor over all stored rows
+    (:mod:`lcaviz.reports.animation`)."""
     import io
 
-    from lcaviz.animation import tensor_frames, write_gif
-    from lcaviz.queries import layer_tensors
+    from lcaviz.app.queries import layer_tensors
+    from lcaviz.reports.animation import tensor_frames, write_gif
 
     b, _ = state.open(c.run_id)
     tensor = layer_tensors(b, min(max(int(c.layer or 0), 0), b.n_layers - 1))[0].name
@@ -119,8 +120,7 @@ def report(state: AppState, values: list):
               ids.HELP_TIME, ids.HELP_HIST, ids.HELP_LAYER, ids.HELP_FRACTION, ids.WEIBULL,
               ids.SYNC_PEAKS]
     figs = [build_figure(state, g, c) for g in graphs]
-    from lcaviz.pages.run_callbacks import subtitle
-    from lcaviz.queries import run_meta
+    from lcaviz.app.queries import run_meta, subtitle
 
     html_text = html_report(f"LCA report — {c.run_id}", figs, intro=subtitle(run_meta(b)))
     return dcc.send_string(html_text, safe_filename(f"{c.run_id.rsplit('.', 1)[0]}-report",

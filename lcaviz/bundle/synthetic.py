@@ -19,7 +19,7 @@ What is planted (and recorded under ``config["synthetic"]`` so tests can check i
 
 Command line (benchmarks)::
 
-    python -m compute.synthetic_bundle OUT.h5 --iters 1000 --params 1000000
+    python -m lcaviz.bundle.synthetic OUT.h5 --iters 1000 --params 1000000
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from compute.bundle_writer import BundleWriter, IterationRecord, LayoutInfo, layer_stats
+from lcaviz.bundle.writer import BundleWriter, IterationRecord, LayoutInfo, layer_stats
 
 DEFAULT_LAYERS: tuple = (("fc1", (100, 784)), ("fc2", (50, 100)), ("fc3", (10, 50)))
 
@@ -319,8 +319,8 @@ def layers_for_params(n_params: int, n_layers: int = 4, width: int = 1000) -> tu
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m compute.synthetic_bundle OUT.h5 --iters N --params P ...``"""
-    ap = argparse.ArgumentParser(prog="python -m compute.synthetic_bundle",
+    """``python -m lcaviz.bundle.synthetic OUT.h5 --iters N --params P ...``"""
+    ap = argparse.ArgumentParser(prog="python -m lcaviz.bundle.synthetic",
                                  description="Write a synthetic LCA run bundle.")
     ap.add_argument("out", type=Path)
     ap.add_argument("--iters", type=int, default=200)

@@ -1,12 +1,12 @@
 """Generate docs/reproduction.md: the paper's headline measurements, on our own bundles.
 
-    python -m lcaviz.reproduction [--runs sample_runs] [--extra runs/] [--out docs/reproduction.md]
-                                  [--last-layer runs/last_layer]
+    python -m lcaviz.reports.reproduction [--runs sample_runs] [--extra runs/]
+        [--out docs/reproduction.md] [--last-layer runs/last_layer]
 
 The committed section is made from ``--runs`` (the repository's sample runs) and is regenerated
 by the test suite, which checks that the file on disk is exactly what the bundles give. Runs in
 ``--extra`` (kept outside the repository) add a second section, and ``--last-layer`` the
-runs of ``scripts/make_last_layer_runs.py`` a third (see :mod:`lcaviz.layer_experiments`).
+runs of ``scripts/make_last_layer_runs.py`` a third (see :mod:`lcaviz.reports.layer_experiments`).
 """
 
 from __future__ import annotations
@@ -163,12 +163,12 @@ def main(argv: list[str] | None = None) -> int:
         body = seeds_table(sample + extra) + section(extra, a.extra.name)
         text = replace_between(text, EXTRA_BEGIN, EXTRA_END, body)
     if a.last_layer is not None:
-        from lcaviz import layer_experiments as lx
+        from lcaviz.reports import layer_experiments as lx
 
         runs = lx.load_runs(a.last_layer)
         body = lx.section(runs, a.last_layer.as_posix())
         if a.last_layer_figure is not None and runs:
-            from lcaviz.export import figure_image
+            from lcaviz.figures.export import figure_image
 
             a.last_layer_figure.parent.mkdir(parents=True, exist_ok=True)
             a.last_layer_figure.write_bytes(figure_image(lx.figure(runs), "png"))

@@ -2,7 +2,7 @@
 
 Only the slices on screen are read: one layer's row (or cumulative / window sum) per frame, one
 parameter's column for the drill-down, per-iteration series that are O(T·L). Results are
-memoised in :class:`lcaviz.state.AppState` under keys that include the file stamp.
+memoised in :class:`lcaviz.app.state.AppState` under keys that include the file stamp.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from lcaviz.app.state import AppState
 from lcaviz.figures.heatmap import TensorFrame, panel_values, plan_layer
 from lcaviz.figures.layout2d import symmetric_limit
-from lcaviz.state import AppState
 
 MODES = ("row", "cumulative", "window")
 RANGE_SAMPLES = 8
@@ -43,6 +43,15 @@ def run_meta(b) -> dict:
         "net": str(cfg.get("net", "")), "dataset": str(cfg.get("dataset", "")),
         "optimizer": str(cfg.get("optimizer", "")), "lr": cfg.get("lr"),
     }
+
+def subtitle(meta: dict) -> str:
+    """``"synthetic · sgd · rk4 · 200 iterations · 84,060 params · stride 1 · complete"``."""
+    parts = [meta["net"], meta["dataset"], meta["optimizer"], meta["method"],
+             f"{meta['T']:,} iterations", f"{meta['P']:,} parameters",
+             f"stride {meta['stride']}", meta["status"]]
+    if meta.get("status_reason"):
+        parts.append(meta["status_reason"])
+    return " · ".join(str(p) for p in parts if p not in (None, ""))
 
 
 def layer_tensors(b, layer: int) -> list[Tensor]:

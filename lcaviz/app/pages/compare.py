@@ -6,17 +6,17 @@ import dash
 import numpy as np
 from dash import ALL, Input, Output, State, ctx, dcc, html
 
-from lcaviz import ids
 from lcaviz.analysis import helping, layers
+from lcaviz.app import ids
+from lcaviz.app.pages.components import error_card, graph_card, labelled, radio, section
+from lcaviz.app.pages.run_views import Controls, heatmap
+from lcaviz.app.queries import rows_for, series
+from lcaviz.app.security import RunPathError, safe_filename
+from lcaviz.app.state import AppState
 from lcaviz.bundle import BundleError
-from lcaviz.export import figure_csv, figure_image
 from lcaviz.figures.compare import layer_totals_figure, overlay_figure
+from lcaviz.figures.export import figure_csv, figure_image
 from lcaviz.figures.theme import empty_figure
-from lcaviz.pages.components import error_card, graph_card, labelled, radio, section
-from lcaviz.pages.run_views import Controls, heatmap
-from lcaviz.queries import rows_for, series
-from lcaviz.security import RunPathError, safe_filename
-from lcaviz.state import AppState
 
 MAX_RUNS = 4
 STEPS = 200  # slider positions in "fraction of training" mode

@@ -12,11 +12,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from lcaviz.analysis import helping, layers
-from lcaviz.figures import curves
-from lcaviz.figures import helping as fhelp
-from lcaviz.figures.heatmap import downsample_label, layer_heatmap
-from lcaviz.figures.theme import empty_figure
-from lcaviz.queries import (
+from lcaviz.app.queries import (
     fixed_limit,
     iterations_of_rows,
     layer_frame,
@@ -27,7 +23,11 @@ from lcaviz.queries import (
     series,
     split_frames,
 )
-from lcaviz.state import AppState
+from lcaviz.app.state import AppState
+from lcaviz.figures import curves
+from lcaviz.figures import helping as fhelp
+from lcaviz.figures.heatmap import downsample_label, layer_heatmap
+from lcaviz.figures.theme import empty_figure
 
 MODE_LABEL = {"row": "LCA at", "cumulative": "Cumulative LCA,", "window": "Window sum,"}
 

@@ -14,10 +14,10 @@ import dash
 from dash import dcc, html
 
 from lcaviz import __version__
-from lcaviz.pages import compare, run, runs
-from lcaviz.state import AppState
+from lcaviz.app.pages import compare, run, runs
+from lcaviz.app.state import AppState
 
-ASSETS = Path(__file__).with_name("assets")
+ASSETS = Path(__file__).parents[1] / "assets"
 STATE_KEY = "LCAVIZ_STATE"
 
 
@@ -71,13 +71,13 @@ def create_app(runs_dir: str | Path, *, debug: bool = False) -> dash.Dash:
 
 def _register_pages() -> None:
     """(Re-)register the pages; the registry is global in Dash, the layouts are stateless."""
-    dash.register_page("lcaviz.pages.runs", path="/", name="Runs", title="Runs · LCA explorer",
+    dash.register_page("lcaviz.app.pages.runs", path="/", name="Runs", title="Runs · LCA explorer",
                        layout=runs.layout)
-    dash.register_page("lcaviz.pages.run", path="/run", name="Run", title="Run · LCA explorer",
+    dash.register_page("lcaviz.app.pages.run", path="/run", name="Run", title="Run · LCA explorer",
                        layout=run.layout)
-    dash.register_page("lcaviz.pages.run_path", path_template="/run/<run_id>", name="Run ",
+    dash.register_page("lcaviz.app.pages.run_path", path_template="/run/<run_id>", name="Run ",
                        title="Run · LCA explorer", layout=run.layout)
-    dash.register_page("lcaviz.pages.compare", path="/compare", name="Compare",
+    dash.register_page("lcaviz.app.pages.compare", path="/compare", name="Compare",
                        title="Compare · LCA explorer", layout=compare.layout)
 
 

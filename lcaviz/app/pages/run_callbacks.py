@@ -9,25 +9,25 @@ from __future__ import annotations
 import dash
 from dash import Input, Output, State, ctx
 
-from lcaviz import ids
-from lcaviz.bundle import BundleError
-from lcaviz.figures.heatmap import click_to_param
-from lcaviz.figures.layout2d import image_shape, region_from_relayout
-from lcaviz.figures.theme import empty_figure
-from lcaviz.pages import run_views
-from lcaviz.pages.components import error_card
-from lcaviz.pages.run_exports import register_exports
-from lcaviz.pages.run_panels import (  # noqa: F401 - re-exported for tests and benchmarks
+from lcaviz.app import ids
+from lcaviz.app.pages import run_views
+from lcaviz.app.pages.components import error_card
+from lcaviz.app.pages.run_exports import register_exports
+from lcaviz.app.pages.run_panels import (  # noqa: F401 - re-exported for tests and benchmarks
     move_markers,
     register_views,
     scan_views,
     simple_view,
     sync_views,
 )
-from lcaviz.pages.run_views import Controls
-from lcaviz.queries import param_label, run_meta, slider_label, slider_marks
-from lcaviz.security import RunPathError
-from lcaviz.state import AppState
+from lcaviz.app.pages.run_views import Controls
+from lcaviz.app.queries import param_label, run_meta, slider_label, slider_marks, subtitle
+from lcaviz.app.security import RunPathError
+from lcaviz.app.state import AppState
+from lcaviz.bundle import BundleError
+from lcaviz.figures.heatmap import click_to_param
+from lcaviz.figures.layout2d import image_shape, region_from_relayout
+from lcaviz.figures.theme import empty_figure
 
 NU = dash.no_update
 _OPEN_ERRORS = (RunPathError, BundleError, OSError)
@@ -57,15 +57,6 @@ def init_run(state: AppState, run_id: str | None):
     return (meta, run_id, subtitle(meta), None, {}, max(last, 1), slider_marks(b), 0, layers,
             0, classes, 0)
 
-
-def subtitle(meta: dict) -> str:
-    """``"synthetic · sgd · rk4 · 200 iterations · 84,060 params · stride 1 · complete"``."""
-    parts = [meta["net"], meta["dataset"], meta["optimizer"], meta["method"],
-             f"{meta['T']:,} iterations", f"{meta['P']:,} parameters",
-             f"stride {meta['stride']}", meta["status"]]
-    if meta.get("status_reason"):
-        parts.append(meta["status_reason"])
-    return " · ".join(str(p) for p in parts if p not in (None, ""))
 
 
 def refresh_live(state: AppState, _n, run_id: str | None, meta: dict | None):

@@ -10,11 +10,11 @@ from urllib.parse import quote, urlencode
 import dash
 from dash import Input, Output, State, dash_table, dcc, html
 
-from lcaviz import ids
-from lcaviz.pages.components import error_card
-from lcaviz.queries import human_size
-from lcaviz.security import RunPathError, resolve_run
-from lcaviz.state import AppState
+from lcaviz.app import ids
+from lcaviz.app.pages.components import error_card
+from lcaviz.app.queries import human_size
+from lcaviz.app.security import RunPathError, resolve_run
+from lcaviz.app.state import AppState
 
 REFRESH_MS = 5_000
 MAX_COMPARE = 4

@@ -15,7 +15,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from lcaviz.cache import LRU
+from lcaviz.app.cache import LRU
 
 
 def _trim_heap() -> None:
