@@ -1,9 +1,15 @@
 """The allocated loss: an exact full-dataset loss and gradient, summed over fixed chunks.
 
 L(θ) = (1/N) Σ_n ℓ(f_θ(x_n), y_n). LCA needs L to be a deterministic function of θ, so the
-objective evaluates a private copy of the model with dropout off and BatchNorm normalising with
-the statistics of each chunk of a *fixed* partition of the data (never its running buffers,
-which are left untouched). Per-class losses L_c = (Σ_{n: y_n = c} ℓ_n) / N sum to L.
+objective evaluates a private copy of the model in eval mode (every dropout variant off, and any
+other module with a train/eval switch, e.g. RReLU, in its deterministic eval behaviour) except
+for normalisation layers: BatchNorm normalises with the statistics of each chunk of a *fixed*
+partition of the data (never its running buffers, which are left untouched) and InstanceNorm
+with each example's own statistics. Per-class losses L_c = (Σ_{n: y_n = c} ℓ_n) / N sum to L.
+
+What a module does not expose cannot be switched off (``F.dropout(x, training=True)``, noise or
+random augmentation drawn inside ``forward``), so the first evaluation is done twice and a loss
+or gradient that differs between the two is refused with :class:`NondeterministicLossError`.
 """
 
 from __future__ import annotations
@@ -15,12 +21,31 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.nn.modules.batchnorm import _BatchNorm, _NormBase
 
 from compute.distributed import all_reduce_, world
 from compute.params import flat_grads, load_flat_params
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (outputs, y) -> (n,) losses
-_BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+
+# How far two evaluations of the loss (relative) and of the gradient (relative L2) at the same θ
+# may differ. On CPU they are bit-identical (same chunks, same kernels). On a GPU, kernels that
+# accumulate with atomics (scatter/index_add, some cuDNN backward algorithms) reorder sums, which
+# moves float32 results by a few ulps (eps 1.2e-7) times the depth of the sum, float64 results
+# by ~1e-15. What we refuse is far larger: dropout with p = 0.01 in a forward pass moves the loss
+# by ~1e-3 relative, noise or augmentation in forward by more. Gradients are sums of more terms
+# than the loss, so their bound is 100× the loss's.
+DETERMINISM_RTOL = {torch.float64: 1e-12, torch.float32: 1e-6}
+DETERMINISM_RTOL_LOW = 1e-3  # float16 / bfloat16 parameters (eps 1e-3 / 8e-3)
+GRAD_RTOL_FACTOR = 100.0
+
+
+class NondeterministicLossError(ValueError):
+    """Two evaluations of the full loss at the same θ differed: LCA cannot allocate it."""
+
+
+class ChunkingError(ValueError):
+    """The requested chunking would change the loss of this model."""
 
 
 def per_example_cross_entropy(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -39,8 +64,8 @@ class Evaluation:
 
 
 def has_batchnorm(model: nn.Module) -> bool:
-    """True if the model normalises with batch statistics."""
-    return any(isinstance(m, _BN_TYPES) for m in model.modules())
+    """True if the model normalises with batch statistics (any BatchNorm, SyncBatchNorm)."""
+    return any(isinstance(m, _BatchNorm) for m in model.modules())
 
 
 def resolve_chunking(chunking: str | None, per_class: bool, model: nn.Module) -> str:
@@ -50,17 +75,30 @@ def resolve_chunking(chunking: str | None, per_class: bool, model: nn.Module) ->
 
 
 def _probe_copy(model: nn.Module) -> nn.Module:
-    """A copy whose forward is a pure function of θ and the chunk (see module docstring)."""
+    """A copy whose forward is a pure function of θ and the chunk (see module docstring).
+
+    Every module is put in eval mode (all ``_DropoutNd`` variants: Dropout, Dropout1d/2d/3d,
+    AlphaDropout, FeatureAlphaDropout; RReLU; dropout inside attention layers), except the
+    normalisation layers (BatchNorm, InstanceNorm), which stay in training mode so that they
+    normalise with the statistics of what they are given, with momentum 0 so that their
+    running buffers never move.
+    """
     probe = copy.deepcopy(model)
-    probe.train()
+    probe.eval()
     for m in probe.modules():
-        if isinstance(m, nn.Dropout | nn.Dropout2d | nn.Dropout3d | nn.AlphaDropout):
-            m.eval()
-        if isinstance(m, _BN_TYPES):
+        if isinstance(m, _NormBase):
+            m.train()
             m.momentum = 0.0  # still normalise with chunk statistics, never move the buffers
     for p in probe.parameters():
         p.requires_grad_(True)
     return probe
+
+
+def _rel_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    """‖a − b‖ / max(‖a‖, ‖b‖), 0 when both are 0; in float64."""
+    a, b = a.double(), b.double()
+    scale = float(torch.maximum(a.norm(), b.norm()))
+    return float((a - b).norm()) / scale if scale > 0 else 0.0
 
 
 class FullDatasetObjective:
@@ -79,11 +117,17 @@ class FullDatasetObjective:
             data order (for BatchNorm models, where class-pure chunks would change the loss) and
             gets per-class gradients from one masked backward per class present in a chunk.
             ``None`` picks ``"class"`` for per-class runs of models without BatchNorm and
-            ``"mixed"`` otherwise.
+            ``"mixed"`` otherwise; ``"class"`` on a model with BatchNorm raises
+            :class:`ChunkingError`.
         loss_fn: per-example loss, default cross-entropy.
         compile: run the probe's forward (and so its backward) through ``torch.compile``.
             Same parameters, same loss definition; only kernels and fusion change, so check
             the precision with ``lca-run --precision-check --compile``.
+
+    Raises:
+        ChunkingError: ``chunking="class"`` for a model with BatchNorm.
+        NondeterministicLossError: (from the first :meth:`evaluate`) the model's forward is
+            random even with its dropout modules off.
     """
 
     def __init__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, n_classes: int,
@@ -93,14 +137,20 @@ class FullDatasetObjective:
             raise ValueError(f"chunk_size must be positive, got {chunk_size}")
         if len(x) != len(y) or len(x) == 0:
             raise ValueError(f"need as many labels as inputs (got {len(x)} and {len(y)})")
+        self.chunking = resolve_chunking(chunking, per_class, model)
+        if self.chunking not in ("class", "mixed"):
+            raise ValueError(f"chunking must be 'class' or 'mixed', got {self.chunking!r}")
+        if self.chunking == "class" and has_batchnorm(model):
+            raise ChunkingError(
+                "chunking='class' is refused for a model with BatchNorm: each class-pure chunk "
+                "would be normalised with single-class statistics, which changes the loss being "
+                "allocated; use chunking='mixed' (the default for BatchNorm models)")
         self.model = _probe_copy(model)
         # the compiled wrapper shares the probe's parameters, so set_theta reaches both
         self.forward = torch.compile(self.model) if compile else self.model
         self.params = list(self.model.parameters())
         ref = self.params[0]
-        self.chunking = resolve_chunking(chunking, per_class, model)
-        if self.chunking not in ("class", "mixed"):
-            raise ValueError(f"chunking must be 'class' or 'mixed', got {self.chunking!r}")
+        self.verified = False  # set by the first evaluate(), which checks determinism
         order = torch.argsort(y, stable=True) if self.chunking == "class" else None
         if order is not None:
             x, y = x[order], y[order]
@@ -132,9 +182,43 @@ class FullDatasetObjective:
         load_flat_params(self.model, theta)
 
     def evaluate(self, theta: torch.Tensor | None = None, *, grad: bool = True) -> Evaluation:
-        """Loss (and gradient) over the whole dataset at θ (or the current parameters)."""
+        """Loss (and gradient) over the whole dataset at θ (or the current parameters).
+
+        The first call evaluates twice and raises :class:`NondeterministicLossError` if the
+        two disagree beyond :data:`DETERMINISM_RTOL` (see :meth:`check_deterministic`).
+        """
         if theta is not None:
             self.set_theta(theta)
+        ev = self._evaluate(grad)
+        if not self.verified:
+            self.check_deterministic(ev, self._evaluate(grad))
+            self.verified = True
+        return ev
+
+    def check_deterministic(self, a: Evaluation, b: Evaluation) -> None:
+        """Raise :class:`NondeterministicLossError` unless two evaluations at one θ agree.
+
+        The loss must agree to ``DETERMINISM_RTOL[dtype]`` relative (1e-12 in float64, 1e-6
+        in float32) and the gradient to ``GRAD_RTOL_FACTOR`` times that in relative L2 norm.
+        """
+        rtol = DETERMINISM_RTOL.get(self.params[0].dtype, DETERMINISM_RTOL_LOW)
+        loss_diff = _rel_diff(a.loss, b.loss)
+        grad_diff = _rel_diff(a.grad, b.grad) if a.grad is not None else 0.0
+        if loss_diff <= rtol and grad_diff <= GRAD_RTOL_FACTOR * rtol:
+            return
+        raise NondeterministicLossError(
+            f"the full-dataset loss is not a deterministic function of the parameters: two "
+            f"evaluations at the same θ gave losses {float(a.loss)!r} and {float(b.loss)!r} "
+            f"(relative difference {loss_diff:.1e}, gradient {grad_diff:.1e}; allowed "
+            f"{rtol:g} and {GRAD_RTOL_FACTOR * rtol:g}), so LCA cannot allocate its change. "
+            "Dropout modules are switched off, but randomness the model draws itself is not: "
+            "functional dropout such as F.dropout(x, p, training=True) (pass "
+            "training=self.training instead), noise or random augmentation inside forward() "
+            "(torch.rand/randn/randint, random crops or flips), or a custom module that is "
+            "random in eval mode. On a GPU, nondeterministic kernels beyond this tolerance "
+            "can be ruled out with torch.use_deterministic_algorithms(True).")
+
+    def _evaluate(self, grad: bool) -> Evaluation:
         if not grad:
             with torch.no_grad():
                 ev = self._forward_only()
