@@ -1,0 +1,141 @@
+"""TF32 flags set and read back for the CUDA branch (no GPU needed), and the automatic
+precision check's JSON result."""
+
+import json
+import warnings
+
+import pytest
+import torch
+
+from compute import backends
+from compute.backends import has_fp32_precision_api, precision_flags, set_matmul_precision
+from compute.config import RunConfig
+from compute.precision import auto_precision_check, precision_check, precision_check_result
+
+_RAW = [("generic", "all"), ("cuda", "all"), ("mkldnn", "all"), ("cuda", "matmul"),
+        ("cuda", "conv"), ("cuda", "rnn"), ("mkldnn", "matmul"), ("mkldnn", "conv"),
+        ("mkldnn", "rnn")]
+
+
+def _snapshot() -> dict:
+    state = {"cudnn": torch._C._get_cudnn_allow_tf32(),
+             "matmul": torch.get_float32_matmul_precision()}
+    if has_fp32_precision_api():
+        state.update({k: torch._C._get_fp32_precision_getter(*k) for k in _RAW})
+    return state
+
+
+@pytest.fixture(autouse=True)
+def restore_flags():
+    """The flags are process-wide: put back exactly what each test found."""
+    before = _snapshot()
+    yield
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.backends.cudnn.allow_tf32 = before["cudnn"]
+        torch.set_float32_matmul_precision(before["matmul"])
+        for key in _RAW:  # parents first: setting a parent resets its children
+            if key in before:
+                torch._C._set_fp32_precision_setter(*key, before[key])
+    assert _snapshot() == before
+
+
+def test_torch_213_has_the_fp32_precision_api_and_cudnn_tf32_is_on_by_default():
+    # what issue 15 measured and what makes this module necessary
+    assert has_fp32_precision_api()
+    flags = precision_flags("cuda")
+    assert flags["api"] == "fp32_precision"
+    assert flags["conv"] == "tf32" and flags["tf32_conv"] is True
+    assert flags["matmul"] == "ieee"
+
+
+def test_cuda_branch_sets_full_fp32_and_reads_it_back():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing printed: no deprecation warning escapes
+        flags = set_matmul_precision("cuda", allow_tf32=False)
+    b = torch.backends
+    assert b.cuda.matmul.fp32_precision == "ieee"
+    assert b.cudnn.conv.fp32_precision == "ieee"
+    assert b.cudnn.rnn.fp32_precision == "ieee"
+    assert b.cudnn.fp32_precision == "ieee"
+    # the legacy getters agree (and do not raise on a mixed-API state)
+    assert b.cudnn.allow_tf32 is False and b.cuda.matmul.allow_tf32 is False
+    assert torch.get_float32_matmul_precision() == "highest"
+    assert flags["set"] is True and flags["allow_tf32"] is False
+    assert (flags["matmul"], flags["conv"], flags["rnn"]) == ("ieee", "ieee", "ieee")
+    assert flags["tf32_matmul"] is False and flags["tf32_conv"] is False
+    assert flags["torch.backends.cudnn.conv.fp32_precision"] == "ieee"
+    assert flags["torch.backends.cudnn.allow_tf32"] is False
+    assert json.loads(json.dumps(flags)) == flags
+
+
+def test_allow_tf32_leaves_tf32_allowed_even_after_a_full_fp32_call():
+    set_matmul_precision("cuda:0", allow_tf32=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        flags = set_matmul_precision("cuda:0", allow_tf32=True)
+    b = torch.backends
+    assert b.cuda.matmul.fp32_precision == "tf32" and b.cudnn.conv.fp32_precision == "tf32"
+    assert b.cudnn.allow_tf32 is True and b.cuda.matmul.allow_tf32 is True
+    assert flags["tf32_matmul"] is True and flags["tf32_conv"] is True
+    assert flags["allow_tf32"] is True
+    # CPU (oneDNN) matmuls are left as they were
+    assert b.mkldnn.matmul.fp32_precision == "none"
+    assert json.loads(json.dumps(flags)) == flags
+
+
+def test_cpu_device_changes_nothing_and_reports_the_flags():
+    before = precision_flags("cpu")
+    flags = set_matmul_precision("cpu", allow_tf32=False)
+    assert flags["set"] is False and flags["device_type"] == "cpu"
+    assert {k: v for k, v in flags.items() if k not in ("set", "allow_tf32")} == before
+    assert flags["tf32_conv"] is True  # torch's default, untouched: it only matters on CUDA
+
+
+def test_legacy_branch_for_torch_without_fp32_precision(monkeypatch):
+    monkeypatch.setattr(backends, "has_fp32_precision_api", lambda: False)
+    flags = set_matmul_precision("cuda", allow_tf32=False)
+    assert flags["api"] == "allow_tf32"
+    assert torch.backends.cudnn.allow_tf32 is False
+    assert torch.backends.cuda.matmul.allow_tf32 is False
+    assert flags["tf32_conv"] is False and flags["tf32_matmul"] is False
+    flags = set_matmul_precision("cuda", allow_tf32=True)
+    assert flags["tf32_conv"] is True and flags["tf32_matmul"] is True
+    assert json.loads(json.dumps(flags)) == flags
+
+
+def test_resolve_follows_torchs_parent_rule():
+    assert backends._resolve("none", ("ieee", "none")) == "ieee"
+    assert backends._resolve("none", ("none", "tf32")) == "tf32"
+    assert backends._resolve("tf32", ("ieee", "ieee")) == "tf32"
+    assert backends._resolve("none", ("none", "none")) == "ieee"
+    assert backends._resolve("bf16", ()) == "ieee"  # cuda ignores bf16
+
+
+SMALL = dict(net="mnist_fc", dataset="synthetic", train_size=400, batch_size=50, chunk_size=128,
+             seed=3)
+
+
+def test_precision_check_result_is_json_and_passes_for_float32_on_cpu():
+    r = precision_check_result(RunConfig(**SMALL), steps=2)
+    assert json.loads(json.dumps(r)) == r
+    assert len(r["rel_error"]) == len(r["sign_agreement"]) == len(r["signs_flipped"]) == 2
+    assert 0 < r["max_rel_error"] <= 1e-4  # float32 differs from float64, but not by much
+    assert r["min_sign_agreement"] >= 0.999 and r["passed"] is True
+    assert set(r["layer_rel_error"]) == {"fc1", "fc2", "fc3"}
+    assert max(r["layer_rel_error"].values()) >= r["max_rel_error"] * 0.999
+    assert r["backend"]["set"] is False and r["backend"]["device_type"] == "cpu"
+
+
+def test_precision_check_fails_beyond_the_thresholds(monkeypatch):
+    import compute.precision as precision
+
+    monkeypatch.setattr(precision, "MAX_REL_ERROR", 1e-12)  # float32 cannot meet this
+    r = precision.precision_check_result(RunConfig(**SMALL), steps=1)
+    assert r["passed"] is False
+    assert precision_check(RunConfig(**SMALL), steps=1).splitlines()[-1].startswith("FAIL")
+
+
+def test_auto_precision_check_only_for_float32_on_cuda():
+    assert auto_precision_check(RunConfig(**SMALL)) is None  # CPU
+    assert auto_precision_check(RunConfig(**SMALL, device="cuda", precision="float64")) is None
