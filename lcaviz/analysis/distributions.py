@@ -58,7 +58,7 @@ def _output_edges(counts: np.ndarray, bins: int, clip_percentile: float | None,
 
 def lca_histograms(data: RunBundle | ValueScan, *, bins: int = 100,
                    clip_percentile: float | None = 99.5, log_bins: bool = False,
-                   layer: int | None = None) -> dict:
+                   layer: int | None = None, shared_range: bool = False) -> dict:
     """Histograms of helping (LCA < 0) and hurting (LCA > 0) values, zeros ignored.
 
     Args:
@@ -68,6 +68,9 @@ def lca_histograms(data: RunBundle | ValueScan, *, bins: int = 100,
             top 0.5 % of each tail, ~1 % in all, as in Fig. 3b); None keeps the full range.
         log_bins: log-spaced magnitude bins (then the low end is clipped symmetrically).
         layer: one layer index, or None for the whole run.
+        shared_range: both signs get the same linear edges, 0 to the larger of their two
+            ranges, so that bins are equally wide and bar heights compare (a sign whose range
+            is shorter then keeps more of its tail). Ignored with ``log_bins``.
 
     Returns:
         ``{"help": {"edges", "counts"}, "hurt": {...}, "n_help", "n_hurt", "n_zero",
@@ -77,9 +80,13 @@ def lca_histograms(data: RunBundle | ValueScan, *, bins: int = 100,
     scan = data if isinstance(data, ValueScan) else scan_values(data, sample_size=0,
                                                                 layer_sample_size=0)
     out: dict = {"n_zero": scan.n_zero(layer)}
+    fine = {sign: scan.fine_counts(sign, layer) for sign in ("help", "hurt")}
+    own = {sign: _output_edges(c, bins, clip_percentile, log_bins) for sign, c in fine.items()}
+    if shared_range and not log_bins:
+        top = max([float(own[sg][-1]) for sg in own if fine[sg].sum() > 0] or [1.0])
+        own = {sign: np.linspace(0.0, top, bins + 1) for sign in own}
     for sign in ("help", "hurt"):
-        counts = scan.fine_counts(sign, layer)
-        edges = _output_edges(counts, bins, clip_percentile, log_bins)
+        counts, edges = fine[sign], own[sign]
         c = np.diff(count_below(counts, edges))
         n = int(counts.sum())
         out[f"n_{sign}"] = n

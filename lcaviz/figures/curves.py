@@ -21,6 +21,7 @@ from lcaviz.figures.theme import (
     layer_color,
     style,
 )
+from lcaviz.figures.ticks import finite_range, log_axis, positive_range
 
 MAX_POINTS = 4_000
 
@@ -72,8 +73,12 @@ def loss_figure(loss_train: np.ndarray, *, loss_val: np.ndarray | None = None,
         fig.add_trace(_line(np.arange(len(loss_val)), loss_val, "validation", VAL_COLOR))
     add_time_marker(fig, t_marker)
     style(fig, title, height=320, xlabel="iteration", ylabel="loss")
+    shown = [a for a in (loss_train, loss_val, loss_minibatch) if a is not None and len(a)]
     if log_y:
-        fig.update_yaxes(type="log")
+        span = positive_range(*shown)
+        fig.update_yaxes(**log_axis(*span) if span else {"type": "log"})
+    elif (span := finite_range(*shown)) is not None and span[0] >= 0:
+        fig.update_yaxes(rangemode="nonnegative")  # a loss axis never shows a negative tick
     return fig
 
 
@@ -87,7 +92,8 @@ def residual_figure(residual: np.ndarray, *, log_abs: bool = False,
         y = np.abs(r)
         y = np.where(y > 0, y, np.nan)
         fig.add_trace(_line(t, y, "|residual|", "#6a3d9a"))
-        fig.update_yaxes(type="log")
+        span = positive_range(y)
+        fig.update_yaxes(**log_axis(*span) if span else {"type": "log"})
         ylab = "|ΔL − ΣLCA|"
     else:
         fig.add_trace(_line(t, r, "residual", "#6a3d9a"))

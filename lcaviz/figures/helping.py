@@ -17,6 +17,7 @@ from lcaviz.figures.theme import (
     layer_color,
     style,
 )
+from lcaviz.figures.ticks import finite_range, linear_axis
 
 
 def help_hurt_time_figure(pct_help: np.ndarray, pct_hurt: np.ndarray,
@@ -49,8 +50,11 @@ def help_hurt_time_figure(pct_help: np.ndarray, pct_hurt: np.ndarray,
         xs, ys = decimate(np.arange(len(loss)), loss)
         fig.add_trace(go.Scatter(x=xs, y=ys, name="train loss", yaxis="y2", mode="lines",
                                  line={"color": LOSS_COLOR, "width": 1.6}))
+        lo, hi = finite_range(ys) or (0.0, 1.0)
+        # own 1-2-5 ticks: an overlaying axis is otherwise synced to the % grid (0.104, …)
         fig.update_layout(yaxis2={"title": {"text": "loss"}, "overlaying": "y",
-                                  "side": "right", "showgrid": False})
+                                  "side": "right", "showgrid": False,
+                                  **linear_axis(lo, hi, nonnegative=lo >= 0)})
     add_time_marker(fig, t_marker)
     fig.add_hline(y=50, line={"color": "white", "dash": "dash", "width": 1})
     style(fig, title, height=330, xlabel="iteration")
@@ -62,27 +66,39 @@ def help_hurt_time_figure(pct_help: np.ndarray, pct_hurt: np.ndarray,
 
 def help_hurt_hist_figure(help_hist: tuple[np.ndarray, np.ndarray],
                           hurt_hist: tuple[np.ndarray, np.ndarray], *, log_y: bool = False,
+                          total: float | None = None,
                           title: str = "Distribution of helping and hurting LCA") -> go.Figure:
     """Fig. 3b: histograms of helping (negative) and hurting (positive) LCA values.
+
+    Bars are the percentage of all nonzero LCA values that fall in each bin, so the axis, the
+    hover and the CSV export say the same thing. Give both signs bins of the same width (see
+    ``shared_range`` in :func:`lcaviz.analysis.distributions.lca_histograms`): then bar heights
+    compare, and neither sign is drawn as hairlines beside the other.
 
     Args:
         help_hist: ``(counts, edges)`` of helping LCA (edges on the signed, negative axis).
         hurt_hist: ``(counts, edges)`` of hurting LCA (positive axis).
-        log_y: log-scale counts.
+        log_y: log-scale percentages.
+        total: number of nonzero values the percentages are of (default: the sum of the
+            counts; pass the total including clipped tails to show their share as missing).
         title: figure title.
     """
     fig = go.Figure()
-    for (counts, edges), name, color in ((help_hist, "helping", HELP_COLOR),
-                                         (hurt_hist, "hurting", HURT_COLOR)):
-        edges = np.asarray(edges, np.float64)
-        counts = np.asarray(counts, np.float64)
+    hists = [(np.asarray(c, np.float64), np.asarray(e, np.float64)) for c, e in
+             (help_hist, hurt_hist)]
+    n = float(total) if total else float(sum(c.sum() for c, _ in hists))
+    for (counts, edges), name, color in zip(hists, ("helping", "hurting"),
+                                            (HELP_COLOR, HURT_COLOR), strict=True):
         if len(counts) == 0:
             continue
         centers = (edges[:-1] + edges[1:]) / 2
-        fig.add_trace(go.Bar(x=centers, y=counts, width=np.diff(edges), name=name,
-                             marker={"color": color, "line": {"width": 0}}, opacity=0.85))
+        pct = 100.0 * counts / n if n > 0 else counts
+        fig.add_trace(go.Bar(x=centers, y=pct, width=np.diff(edges), name=name,
+                             customdata=counts, marker={"color": color, "line": {"width": 0}},
+                             hovertemplate=f"{name}<br>LCA %{{x:.3g}}<br>%{{y:.3g}} % of "
+                                           "values (≈ %{customdata:,.0f})<extra></extra>"))
     fig.update_layout(bargap=0, barmode="overlay")
-    style(fig, title, height=320, xlabel="LCA", ylabel="count")
+    style(fig, title, height=320, xlabel="LCA", ylabel="% of nonzero LCA values")
     if log_y:
         fig.update_yaxes(type="log")
     return fig

@@ -59,6 +59,10 @@ def _register_template() -> None:
         hoverlabel={"font": {"family": FONT_FAMILY}},
         colorway=LAYER_PALETTE,
     )
+    # one number format everywhere: 1e-6 style exponents, never SI prefixes (μ, n, B, T)
+    t.layout.xaxis.update(exponentformat="e")
+    t.layout.yaxis.update(exponentformat="e")
+    t.layout.coloraxis.colorbar.update(exponentformat="e")
     pio.templates[TEMPLATE_NAME] = t
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from lcaviz.figures.theme import style
+from lcaviz.figures.ticks import log_axis, positive_range
 
 
 def weibull_pdf(x: np.ndarray, k: float, lam: float) -> np.ndarray:
@@ -44,12 +45,15 @@ def weibull_figure(panels: Sequence[dict], *, log_x: bool = True,
         title: figure title.
     """
     fig = go.Figure()
+    dens, edge_list = [], []
     for p in panels:
         edges = np.asarray(p["edges"], np.float64)
         counts = np.asarray(p["counts"], np.float64)
         widths = np.diff(edges)
         total = counts.sum()
         density = counts / (total * widths) if total > 0 else counts
+        dens.append(density)
+        edge_list.append(edges)
         # a step outline rather than bars: bar widths misbehave on log axes
         xs, ys = np.repeat(edges, 2)[1:-1], np.repeat(density, 2)
         color = p.get("color", "#555")
@@ -63,7 +67,9 @@ def weibull_figure(panels: Sequence[dict], *, log_x: bool = True,
                                      name=fit_label(p["name"], p["k"], p["lam"], p.get("ks")),
                                      line={"color": color, "width": 2}))
     style(fig, title, height=380, xlabel="|LCA|", ylabel="density")
-    if log_x:
-        fig.update_xaxes(type="log")
-        fig.update_yaxes(type="log")
+    if log_x:  # explicit ticks: one 1e-6 style format, no SI prefixes, no lone far tick
+        xr, yr = positive_range(*edge_list), positive_range(*dens)
+        fig.update_xaxes(**log_axis(*xr) if xr else {"type": "log"})
+        # the y range follows the histograms; a fit's far tail (1e-16) is cut, not followed
+        fig.update_yaxes(**log_axis(yr[0] / 2, yr[1] * 2) if yr else {"type": "log"})
     return fig

@@ -252,8 +252,9 @@ def test_synchrony_figures():
     fig = synchrony.class_peaks_figure(curves_, ["a", "b", "c"], peaks, np.array([5, 40]),
                                        class_name="3", k=3)
     assert "2 aligned" in fig.layout.title.text
-    markers = [t for t in fig.data if t.mode == "markers"]
-    assert len(markers) == L
+    marks = [t for t in fig.data if t.name in (synchrony.PEAK_LABEL, synchrony.ALIGNED_LABEL)]
+    assert len(marks) == 2 * L  # plain and aligned peaks of each layer
+    assert sum(len(t.x) for t in marks) == sum(len(p) for p in peaks)
     assert len(fig.layout.shapes) == 2  # one band per aligned moment
     test = synchrony.shift_test_figure(np.array([0, 1, 1, 2]), 7, 0.001)
     assert test.data[0].type == "histogram" and "p = 0.001" in test.layout.title.text

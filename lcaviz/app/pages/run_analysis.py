@@ -33,7 +33,7 @@ def _abs_hist(h: dict) -> tuple[np.ndarray, np.ndarray]:
 def value_scan_job(bundle) -> dict:
     """One streaming pass, then every histogram and fit the page shows (runs in a thread)."""
     scan = scan_values(bundle)
-    out = {"hist": lca_histograms(scan, bins=80, clip_percentile=99.5),
+    out = {"hist": lca_histograms(scan, bins=80, clip_percentile=99.5, shared_range=True),
            "abs": lca_histograms(scan, bins=60, clip_percentile=99.9, log_bins=True),
            "layers_abs": [lca_histograms(scan, bins=40, clip_percentile=99.9, log_bins=True,
                                          layer=li) for li in range(bundle.n_layers)],
@@ -70,10 +70,12 @@ def scan_status(state: AppState, run_id: str, job_key: list | None = None
 def histogram_figure(result: dict) -> go.Figure:
     """Fig. 3b from a finished scan."""
     h = result["hist"]
+    total = h["n_help"] + h["n_hurt"]
     fig = fhelp.help_hurt_hist_figure((h["help"]["counts"], h["help"]["edges"]),
-                                      (h["hurt"]["counts"], h["hurt"]["edges"]))
-    fig.update_layout(title_text=f"LCA values, {result['n_rows']:,} rows (zeros and "
-                                 "0.5 % tails left out)")
+                                      (h["hurt"]["counts"], h["hurt"]["edges"]), total=total)
+    out = 100 * (h["clipped_help"] + h["clipped_hurt"]) / total if total else 0.0
+    fig.update_layout(title_text=f"LCA values, {result['n_rows']:,} rows ({out:.2g} % in "
+                                 "far tails not shown)")
     return fig
 
 

@@ -9,7 +9,7 @@ import plotly.graph_objects as go
 from lcaviz.analysis.synchrony import synchrony, top_peaks
 from lcaviz.app.jobs import JobStatus
 from lcaviz.app.state import AppState
-from lcaviz.figures.synchrony import class_peaks_figure, shift_test_figure
+from lcaviz.figures.synchrony import class_peaks_figure, shift_test_panel
 from lcaviz.figures.theme import empty_figure
 
 
@@ -54,19 +54,7 @@ def sync_status(state: AppState, run_id: str, k: int, shift: int, resamples: int
 
 
 def test_view(result: dict | None, cls: int) -> go.Figure:
-    """Baseline histogram vs. actual aligned count for one class (total p in the title)."""
+    """The pooled shift test (title) with its baseline, and class ``cls``'s beside it."""
     if not result:
         return empty_figure("Press “Run shift test”.")
-    c = min(max(int(cls), 0), len(result["actual"]) - 1)
-    name = result["class_names"][c]
-    fig = shift_test_figure(result["baseline"][:, c], float(result["actual"][c]),
-                            float(result["p_values"][c]),
-                            title=f"{name}: shift ±{result['max_shift']}, "
-                                  f"{result['n_resamples']} resamples")
-    fig.add_annotation(
-        text=(f"all classes: {result['actual_total']} aligned vs baseline "
-              f"{result['baseline_total_mean']:.2f} ± {result['baseline_total_std']:.2f}, "
-              f"p = {result['p_value']:.3g}"),
-        xref="paper", yref="paper", x=1, y=1.02, xanchor="right", yanchor="bottom",
-        showarrow=False, font={"size": 11, "color": "#444"})
-    return fig
+    return shift_test_panel(result, cls)
