@@ -19,6 +19,7 @@ from compute.config import (
     RunConfig,
 )
 from compute.lca import METHODS
+from lcaviz.bundle.schema import STORAGES
 
 
 def _key_value(text: str) -> tuple[str, float]:
@@ -31,58 +32,119 @@ def _key_value(text: str) -> tuple[str, float]:
         raise argparse.ArgumentTypeError(f"{text!r}: {value!r} is not a number") from None
 
 
+class _Help(argparse.RawDescriptionHelpFormatter):
+    """One line of help per flag with its default and choices; no "(default: None)" noise."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if "%(default)" in text or default is None or default is False or default == [] \
+                or default == argparse.SUPPRESS:
+            return text
+        if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     d = RunConfig()
     p = argparse.ArgumentParser(
-        prog="lca-run", description="Train a network and compute its exact full-dataset Loss "
-        "Change Allocation online, writing one HDF5 run bundle.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--net", choices=NETS, default=d.net)
-    p.add_argument("--dataset", choices=DATASETS, default=d.dataset)
-    p.add_argument("--data-root", default=None, help="dataset directory (default: per dataset)")
-    p.add_argument("--rgb32", action="store_true", help="pad 28x28 grey images to 3x32x32")
-    p.add_argument("--train-size", type=int, default=None, help="use only the first N train")
-    p.add_argument("--val-size", type=int, default=None)
-    p.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer)
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--momentum", type=float, default=d.momentum, help="SGD momentum (0 = none)")
-    p.add_argument("--betas", type=float, nargs=2, default=d.betas, help="Adam betas")
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--iters", type=int, default=d.iters)
-    p.add_argument("--method", choices=METHODS, default=d.method)
-    p.add_argument("--tol", type=float, default=d.tol, help="adaptive: |dL - sum A| target")
-    p.add_argument("--max-halvings", type=int, default=d.max_halvings)
-    p.add_argument("--chunk-size", type=int, default=d.chunk_size,
+        prog="lca-run", formatter_class=_Help,
+        description="Train a network and compute its exact full-dataset Loss Change "
+        "Allocation online, writing one HDF5 run bundle.",
+        epilog="examples:\n  lca-run --net mnist_fc --iters 1000 --lca-rows dense:220,5 "
+        "--out runs/fc.h5\n  lca-run --resume runs/fc.h5")
+    g = p.add_argument_group("network and data")
+    g.add_argument("--net", choices=NETS, default=d.net, help="reference network")
+    g.add_argument("--dataset", choices=DATASETS, default=d.dataset, help="training data")
+    g.add_argument("--data-root", default=None,
+                   help="dataset directory (default: the dataset's own, see lca-data)")
+    g.add_argument("--rgb32", action="store_true", help="pad 28x28 grey images to 3x32x32")
+    g.add_argument("--train-size", type=int, default=None,
+                   help="use only the first N training examples (default: all)")
+    g.add_argument("--val-size", type=int, default=None,
+                   help="validation examples (default: the dataset's split)")
+    g = p.add_argument_group("optimizer")
+    g.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer, help="optimizer")
+    g.add_argument("--lr", type=float, default=d.lr, help="learning rate")
+    g.add_argument("--momentum", type=float, default=d.momentum, help="SGD momentum (0 = none)")
+    g.add_argument("--betas", type=float, nargs=2, default=d.betas, metavar=("B1", "B2"),
+                   help="Adam betas")
+    g.add_argument("--weight-decay", type=float, default=d.weight_decay, help="L2 weight decay")
+    g.add_argument("--batch-size", type=int, default=d.batch_size, help="minibatch size")
+    g.add_argument("--iters", type=int, default=d.iters, help="optimizer steps")
+    g.add_argument("--seed", type=int, default=d.seed,
+                   help="seed of the initialisation and the minibatch order")
+    g.add_argument("--layer-lr", type=_key_value, action="append", default=[],
+                   metavar="LAYER=LR", help="own learning rate for a layer (repeatable)")
+    g.add_argument("--layer-momentum", type=_key_value, action="append", default=[],
+                   metavar="LAYER=M", help="own SGD momentum for a layer (repeatable)")
+    g.add_argument("--freeze", action="append", default=[], metavar="LAYER",
+                   help="do not train this layer (repeatable)")
+    g = p.add_argument_group("LCA")
+    g.add_argument("--method", choices=METHODS, default=d.method,
+                   help="path integral: gradient at the start only, trapezoid (1 new "
+                   "gradient per step), Simpson (1,4,1)/6 (2), or adaptive Simpson until "
+                   "|dL - sum A| < --tol")
+    g.add_argument("--tol", type=float, default=d.tol, help="adaptive: |dL - sum A| target")
+    g.add_argument("--max-halvings", type=int, default=d.max_halvings,
+                   help="adaptive: at most 2^N Simpson intervals per iteration")
+    g.add_argument("--chunk-size", type=int, default=d.chunk_size,
                    help="examples per full-dataset pass chunk (fixes BatchNorm groups)")
-    p.add_argument("--chunking", choices=("class", "mixed"), default=None)
-    p.add_argument("--no-per-class", dest="per_class", action="store_false",
-                   help="skip the per-class x layer split")
-    p.add_argument("--val-lca", action="store_true", help="also allocate the validation loss")
-    p.add_argument("--lca-stride", type=int, default=d.lca_stride,
-                   help="store per-parameter LCA as exact sums over windows of S iterations")
-    p.add_argument("--save-trajectory", action="store_true", help="store theta_t every iteration")
-    p.add_argument("--layer-lr", type=_key_value, action="append", default=[],
-                   metavar="LAYER=LR")
-    p.add_argument("--layer-momentum", type=_key_value, action="append", default=[],
-                   metavar="LAYER=M")
-    p.add_argument("--freeze", action="append", default=[], metavar="LAYER")
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--device", default=d.device, help="cpu, cuda or cuda:N")
-    p.add_argument("--precision", choices=PRECISIONS, default=d.precision)
-    p.add_argument("--memory-format", choices=MEMORY_FORMATS, default=d.memory_format,
+    g.add_argument("--chunking", choices=("class", "mixed"), default=None,
+                   help="class-pure or data-order chunks (default: class unless BatchNorm)")
+    g.add_argument("--no-per-class", dest="per_class", action="store_false",
+                   help="skip the per-class x layer split (default: split per class)")
+    g.add_argument("--val-lca", action="store_true",
+                   help="also allocate the validation loss")
+    g = p.add_argument_group("what the bundle stores")
+    g.add_argument("--lca-rows", default=None, metavar="SCHEDULE",
+                   help="per-parameter rows: S (exact sums over windows of S iterations) or "
+                   "dense:N,S (one row per iteration for the first N, then windows of S); "
+                   "default: --lca-stride")
+    g.add_argument("--lca-stride", type=int, default=d.lca_stride,
+                   help="shorthand for --lca-rows S")
+    g.add_argument("--lca-layers", default=None, metavar="L1,L2",
+                   help="layers that get per-parameter rows; 'none' for aggregates only "
+                   "(per-layer, per-class, help/hurt stay for all; default: every layer)")
+    g.add_argument("--lca-storage", choices=STORAGES, default=d.lca_storage,
+                   help="per-parameter rows as float32, or bfloat16 (half the size, ~3 "
+                   "significant digits, zeros and signs exact)")
+    g.add_argument("--save-trajectory", action="store_true",
+                   help="store theta_t every iteration")
+    g.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every,
+                   help="checkpoint every N iterations ...")
+    g.add_argument("--checkpoint-seconds", type=float, default=d.checkpoint_seconds,
+                   help="... or every S seconds, whichever comes first")
+    g.add_argument("--out", type=Path, default=None,
+                   help="bundle path (default: runs/NET_DATASET_OPTIMIZER_sSEED.h5); an "
+                   "existing file is never replaced without --overwrite")
+    g.add_argument("--overwrite", action="store_true",
+                   help="replace an existing --out (never one still being written)")
+    g.add_argument("--resume", type=Path, default=None, metavar="RUN.h5",
+                   help="continue a killed run from its last checkpoint (other flags ignored)")
+    g = p.add_argument_group("device and precision")
+    g.add_argument("--device", default=d.device, help="cpu, cuda or cuda:N")
+    g.add_argument("--precision", choices=PRECISIONS, default=d.precision,
+                   help="dtype of the model and of every gradient")
+    g.add_argument("--memory-format", choices=MEMORY_FORMATS, default=d.memory_format,
                    help="conv activation layout; channels_last is faster but run "
                    "--precision-check first (fp32 BatchNorm loses precision on CPU)")
-    p.add_argument("--compile", action="store_true",
+    g.add_argument("--compile", action="store_true",
                    help="torch.compile the full-dataset gradient passes (slow first iteration)")
-    p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
-    p.add_argument("--out", type=Path, default=None, help="bundle path (default runs/NAME.h5)")
-    p.add_argument("--resume", type=Path, default=None, metavar="RUN.h5",
-                   help="continue a killed run from its last checkpoint (other flags ignored)")
-    p.add_argument("--precision-check", action="store_true",
-                   help="compare this precision's per-parameter LCA with float64 on a few steps")
-    p.add_argument("--no-progress", action="store_true")
+    g.add_argument("--precision-check", action="store_true",
+                   help="compare this precision's per-parameter LCA with float64 on a few "
+                   "steps, print the result and exit")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
+
+
+def _layers(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    if text.strip().lower() == "none":
+        return []
+    return [t.strip() for t in text.split(",") if t.strip()]
 
 
 def config_from_args(a: argparse.Namespace) -> RunConfig:
@@ -93,11 +155,12 @@ def config_from_args(a: argparse.Namespace) -> RunConfig:
         batch_size=a.batch_size, iters=a.iters, method=a.method, tol=a.tol,
         max_halvings=a.max_halvings, chunk_size=a.chunk_size, chunking=a.chunking,
         per_class=a.per_class, val_lca=a.val_lca, lca_stride=a.lca_stride,
+        lca_rows=a.lca_rows, lca_layers=_layers(a.lca_layers), lca_storage=a.lca_storage,
         save_trajectory=a.save_trajectory, layer_lr=dict(a.layer_lr),
         layer_momentum=dict(a.layer_momentum), freeze=list(a.freeze), seed=a.seed,
         device=a.device, precision=a.precision, memory_format=a.memory_format,
         compile=a.compile,
-        checkpoint_every=a.checkpoint_every)
+        checkpoint_every=a.checkpoint_every, checkpoint_seconds=a.checkpoint_seconds)
 
 
 class Terminated(Exception):
@@ -131,7 +194,8 @@ def main(argv: list[str] | None = None) -> int:
             if out is None:
                 out = Path("runs") / name
                 out.parent.mkdir(exist_ok=True)
-            path = train.run_lca(cfg, out, progress=not args.no_progress)
+            path = train.run_lca(cfg, out, overwrite=args.overwrite,
+                                 progress=not args.no_progress)
     except (ConfigError, FileNotFoundError, train.RunFailed, pickle.UnpicklingError) as e:
         print(f"lca-run: error: {e}", file=sys.stderr)
         return 2 if isinstance(e, ConfigError | FileNotFoundError) else 1

@@ -6,6 +6,7 @@ import math
 from dataclasses import asdict, dataclass, field
 
 from compute.lca import METHODS
+from lcaviz.bundle.schema import STORAGES, RowSchedule, ScheduleError
 
 NETS = ("mnist_fc", "lenet", "allcnn", "resnet20")
 DATASETS = ("mnist", "fashion-mnist", "cifar10", "synthetic")
@@ -42,7 +43,10 @@ class RunConfig:
     chunking: str | None = None
     per_class: bool = True
     val_lca: bool = False
-    lca_stride: int = 1
+    lca_stride: int = 1  # shorthand for lca_rows "stride:S"
+    lca_rows: str | None = None  # row schedule, e.g. "dense:220,5" (lcaviz.bundle.RowSchedule)
+    lca_layers: list[str] | None = None  # layers with per-parameter rows (None: all, []: none)
+    lca_storage: str = "float32"  # per-parameter rows: float32 or bfloat16
     save_trajectory: bool = False
     layer_lr: dict[str, float] = field(default_factory=dict)
     layer_momentum: dict[str, float] = field(default_factory=dict)
@@ -54,7 +58,12 @@ class RunConfig:
     # precision (ResNet20 per-parameter LCA 1e-3 off fp64); check with --precision-check.
     memory_format: str = "contiguous"
     compile: bool = False  # torch.compile the full-dataset passes (opt-in; see --precision-check)
-    checkpoint_every: int = 50  # iterations between resumable checkpoints
+    checkpoint_every: int = 50  # iterations between resumable checkpoints ...
+    checkpoint_seconds: float = 120.0  # ... or seconds, whichever comes first
+
+    def row_schedule(self) -> RowSchedule:
+        """The per-parameter row schedule (``--lca-rows``, else ``--lca-stride``)."""
+        return RowSchedule.parse(self.lca_rows if self.lca_rows else self.lca_stride)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -80,6 +89,12 @@ class RunConfig:
             _choice("chunking", self.chunking, ("class", "mixed"))
         _positive("lr", self.lr)
         _positive("tol", self.tol)
+        _positive("checkpoint-seconds", self.checkpoint_seconds)
+        _choice("lca-storage", self.lca_storage, STORAGES)
+        try:
+            self.row_schedule()
+        except ScheduleError as e:
+            raise ConfigError(str(e)) from None
         for name in ("batch_size", "iters", "chunk_size", "lca_stride", "checkpoint_every"):
             v = getattr(self, name)
             if not isinstance(v, int) or v <= 0:

@@ -15,6 +15,14 @@ import torch
 from tqdm import tqdm
 
 from compute import __version__
+from compute.checkpoint import (
+    RunState,
+    check_out_path,
+    checkpoint_path,
+    process_alive,
+    restart_config,
+    save_checkpoint,
+)
 from compute.config import ConfigError, RunConfig, check_memory_format
 from compute.data import load_splits
 from compute.distributed import broadcast_, is_main, world
@@ -23,6 +31,7 @@ from compute.models import build_model
 from compute.objective import FullDatasetObjective, resolve_chunking
 from compute.optim import build_optimizer
 from compute.params import ParamTable, flat_params, param_table
+from lcaviz.bundle.schema import RowSchedule, ScheduleError, column_ranges, ranges_index
 from lcaviz.bundle.writer import BundleWriter, IterationRecord, LayoutInfo
 
 
@@ -44,6 +53,13 @@ class Run:
     class_names: list[str]
     train_lca: LCAIntegrator
     val_lca: LCAIntegrator | None
+    schedule: RowSchedule  # when a per-parameter row closes
+    row_ranges: np.ndarray  # (K, 2) parameter ranges with rows (--lca-layers)
+    row_idx: torch.Tensor | None  # (P_rows,) their flat indices on the device; None = all
+
+    @property
+    def n_row_cols(self) -> int:
+        return int((self.row_ranges[:, 1] - self.row_ranges[:, 0]).sum())
 
 
 def build_run(cfg: RunConfig) -> Run:
@@ -71,6 +87,12 @@ def build_run(cfg: RunConfig) -> Run:
                           "add --no-per-class (or --chunking class for nets without BatchNorm)")
     optimizer = build_optimizer(model, cfg)
     table = param_table(model)
+    try:
+        ranges = column_ranges(table.offsets, table.layer, table.layer_names, cfg.lca_layers)
+    except ScheduleError as e:
+        raise ConfigError(str(e)) from None
+    full = len(ranges) == 1 and ranges[0, 0] == 0 and ranges[0, 1] == table.n_params
+    row_idx = None if full else torch.as_tensor(ranges_index(ranges), device=device)
 
     def integrator(ds) -> LCAIntegrator:
         obj = FullDatasetObjective(model, ds.x.to(dtype, memory_format=layout), ds.y,
@@ -83,7 +105,8 @@ def build_run(cfg: RunConfig) -> Run:
                torch.as_tensor(table.param_layer_index(), device=device),
                train.x.to(device=device, dtype=dtype, memory_format=layout),
                train.y.to(device), train.class_names,
-               integrator(train), integrator(splits.val) if cfg.val_lca else None)
+               integrator(train), integrator(splits.val) if cfg.val_lca else None,
+               cfg.row_schedule(), ranges, row_idx)
 
 
 def minibatch_indices(t: int, n: int, batch_size: int, seed: int) -> torch.Tensor:
@@ -109,8 +132,11 @@ def _layout(run: Run, cfg: RunConfig) -> LayoutInfo:
     config = {**cfg.to_dict(), "world_size": size,
               "backend": torch.distributed.get_backend() if size > 1 else None}
     return LayoutInfo(t.names, t.shapes, t.offsets, t.layer, t.module_type, t.layer_names,
-                      run.class_names, config, cfg.method, cfg.lca_stride, cfg.iters,
-                      cfg.per_class, cfg.val_lca, cfg.save_trajectory, device_name, software)
+                      run.class_names, config, cfg.method, iters_planned=cfg.iters,
+                      per_class=cfg.per_class, val_lca=cfg.val_lca,
+                      save_trajectory=cfg.save_trajectory, device_name=device_name,
+                      software=software, row_schedule=run.schedule.spec,
+                      row_columns=run.row_ranges, lca_storage=cfg.lca_storage)
 
 
 class NullWriter:
@@ -122,35 +148,7 @@ class NullWriter:
         return lambda *args, **kwargs: None
 
 
-class _State:
-    """Per-run accumulators that a checkpoint must carry (all on the device)."""
 
-    def __init__(self, P: int, device, val: bool):
-        self.window = torch.zeros(P, dtype=torch.float64, device=device)
-        self.window_val = torch.zeros(P, dtype=torch.float64, device=device) if val else None
-        self.help_iters = torch.zeros(P, dtype=torch.int32, device=device)
-        self.nonzero_iters = torch.zeros(P, dtype=torch.int32, device=device)
-
-    def state_dict(self) -> dict:
-        return {k: v.cpu() for k, v in vars(self).items() if v is not None}
-
-    def load(self, d: dict) -> None:
-        for k, v in d.items():
-            getattr(self, k).copy_(v)
-
-
-def _checkpoint(path: Path, T: int, run: Run, state: _State) -> None:
-    """Atomically replace the checkpoint (a kill mid-write leaves the previous one)."""
-    if not is_main():
-        return
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save({"T": T, "pid": os.getpid(), "model": run.model.state_dict(),
-                "optimizer": run.optimizer.state_dict(), "state": state.state_dict()}, tmp)
-    os.replace(tmp, path)
-
-
-def checkpoint_path(out: Path) -> Path:
-    return out.with_name(out.name + ".ckpt")
 
 
 def train_step(run: Run, t: int) -> float:
@@ -173,14 +171,14 @@ def _host(t: torch.Tensor) -> np.ndarray:
     return t.detach().cpu().numpy().copy()
 
 
-def _record(run: Run, st: LCAStep, vst: LCAStep | None, state: _State, mb_loss: float,
+def _record(run: Run, st: LCAStep, vst: LCAStep | None, state: RunState, mb_loss: float,
             theta: torch.Tensor, t: int, seconds: float) -> IterationRecord:
     L, n = run.table.n_layers, len(run.y)
-    state.window += st.lca
+    state.window += st.lca if run.row_idx is None else st.lca[run.row_idx]
     helps, hurts = st.lca < 0, st.lca > 0  # (P,) each, computed once
     state.help_iters += helps.int()
     state.nonzero_iters += (st.lca != 0).int()
-    close = (t + 1) % run.cfg.lca_stride == 0
+    close = run.schedule.closes_after(t)
     # one (3, L) reduction and one device→host copy instead of three (matters on a GPU)
     per_layer = layer_sums(torch.stack([st.lca, helps.double(), hurts.double()]),
                            run.layer_idx, L).cpu().numpy()  # (3, L): LCA, helping, hurting
@@ -194,7 +192,7 @@ def _record(run: Run, st: LCAStep, vst: LCAStep | None, state: _State, mb_loss: 
                          if st.class_lca is not None else None),
         theta=theta.cpu().numpy() if run.cfg.save_trajectory else None)
     if vst is not None:
-        state.window_val += vst.lca
+        state.window_val += vst.lca if run.row_idx is None else vst.lca[run.row_idx]
         rec.loss_val = vst.loss_after
         rec.acc_val = vst.correct_after / len(run.val_lca.objective.y)
         rec.lca_val_layer = layer_sums(vst.lca, run.layer_idx, L).cpu().numpy()
@@ -208,13 +206,16 @@ def _record(run: Run, st: LCAStep, vst: LCAStep | None, state: _State, mb_loss: 
 
 
 def run_lca(cfg: RunConfig | None, out: str | Path, *, resume: bool = False,
-            progress: bool = True, stop_after: int | None = None) -> Path:
+            overwrite: bool = False, progress: bool = True,
+            stop_after: int | None = None) -> Path:
     """Train with online LCA, writing the bundle ``out`` (and ``out.ckpt`` checkpoints).
 
     Args:
         cfg: the run settings (ignored when resuming: the bundle's own config is used).
-        out: bundle path.
-        resume: continue the killed run in ``out`` from its last checkpoint.
+        out: bundle path. An existing file is never replaced unless ``overwrite``.
+        resume: continue the killed run in ``out`` from its last checkpoint (from iteration
+            0 with its recorded config if it was killed before its first checkpoint).
+        overwrite: replace an existing ``out`` (never one whose writer is still running).
         progress: show a tqdm bar.
         stop_after: stop (as if killed, status stays ``running``) after this many iterations
             of this call; for tests of resume.
@@ -225,31 +226,39 @@ def run_lca(cfg: RunConfig | None, out: str | Path, *, resume: bool = False,
     out = Path(out)
     ckpt_path = checkpoint_path(out)
     if resume:
+        if not ckpt_path.exists():
+            cfg = restart_config(out)  # killed before its first checkpoint: start it again
+            return run_lca(cfg, out, overwrite=True, progress=progress, stop_after=stop_after)
         cfg, writer, run, state, T0 = _resume(out, ckpt_path)
     else:
         cfg.validate()
         if not out.parent.is_dir() or not os.access(out.parent, os.W_OK):
             raise ConfigError(f"cannot write the bundle: directory {out.parent} is missing or "
                               "not writable")
+        check_out_path(out, overwrite)
         run = build_run(cfg)
-        state = _State(run.table.n_params, run.y.device, cfg.val_lca)
+        state = RunState(run.table.n_params, run.n_row_cols, run.y.device, cfg.val_lca)
         theta = flat_params(run.model)
         e0 = run.train_lca.start(theta)
         v0 = run.val_lca.start(theta) if run.val_lca else None
+        if is_main():
+            ckpt_path.unlink(missing_ok=True)  # a stale checkpoint of the replaced run
         writer = NullWriter() if not is_main() else BundleWriter.create(
             out, _layout(run, cfg), theta0=theta.cpu().numpy(), loss_train0=float(e0.loss),
             acc_train0=int(e0.correct) / len(run.y),
             loss_val0=float(v0.loss) if v0 else None,
             acc_val0=int(v0.correct) / len(run.val_lca.objective.y) if v0 else None)
         T0 = 0
-        _checkpoint(ckpt_path, 0, run, state)
+        save_checkpoint(ckpt_path, 0, run, state, writer)
     return _loop(cfg, run, writer, state, T0, ckpt_path, progress, stop_after)
+
 
 
 def _loop(cfg, run, writer, state, T0, ckpt_path, progress, stop_after) -> Path:
     bar = tqdm(total=cfg.iters, initial=T0, disable=not (progress and is_main()), unit="it",
                desc="LCA")
     cum_res, cum_dl = 0.0, 0.0
+    last_ckpt = time.monotonic()
     try:
         for t in range(T0, cfg.iters):
             if stop_after is not None and t - T0 >= stop_after:
@@ -271,15 +280,18 @@ def _loop(cfg, run, writer, state, T0, ckpt_path, progress, stop_after) -> Path:
             bar.update(1)
             bar.set_postfix(loss=f"{st.loss_after:.4f}", residual=f"{st.residual:.1e}",
                             cum_err=f"{100 * abs(cum_res) / max(abs(cum_dl), 1e-30):.2f}%")
-            if (t + 1) % cfg.checkpoint_every == 0 and t + 1 < cfg.iters:
+            due = ((t + 1) % cfg.checkpoint_every == 0
+                   or time.monotonic() - last_ckpt >= cfg.checkpoint_seconds)
+            if due and t + 1 < cfg.iters:  # every N iterations or M seconds, whichever first
                 writer.set_param_counters(state.help_iters.cpu().numpy(),
                                           state.nonzero_iters.cpu().numpy())
                 writer.flush()
-                _checkpoint(ckpt_path, t + 1, run, state)
-        if cfg.iters % cfg.lca_stride:  # the last, partial stride window
-            writer.append_lca_row(_host(state.window))
+                save_checkpoint(ckpt_path, t + 1, run, state, writer)
+                last_ckpt = time.monotonic()
+        if not run.schedule.closes_after(cfg.iters - 1):  # the last, partial row window
             if state.window_val is not None:
                 writer.append_lca_row(_host(state.window_val), "lca_val")
+            writer.append_lca_row(_host(state.window))
         writer.set_param_counters(state.help_iters.cpu().numpy(),
                                   state.nonzero_iters.cpu().numpy())
         writer.close("complete")
@@ -307,17 +319,6 @@ def _loop(cfg, run, writer, state, T0, ckpt_path, progress, stop_after) -> Path:
         bar.close()
 
 
-def _alive(pid: int) -> bool:
-    if pid <= 0 or pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
 
 def _resume(out: Path, ckpt_path: Path):
     """Rebuild a run from its bundle config and last checkpoint."""
@@ -325,22 +326,21 @@ def _resume(out: Path, ckpt_path: Path):
 
     if not out.exists():
         raise ConfigError(f"--resume: no bundle at {out}")
-    if not ckpt_path.exists():
-        raise ConfigError(f"--resume: no checkpoint {ckpt_path} (the run finished or was made "
-                          "without checkpoints)")
     with h5py.File(out, "r", swmr=True, locking=False) as f:  # swmr: flags of a killed writer
         cfg = RunConfig.from_dict(json.loads(f.attrs["config"]))
     ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-    if _alive(int(ckpt.get("pid", 0))):
+    if process_alive(int(ckpt.get("pid", 0))):
         raise ConfigError(f"--resume: process {ckpt['pid']} that wrote {out} is still running; "
                           "stop it first (or wait for it to finish)")
     run = build_run(cfg)
     run.model.load_state_dict(ckpt["model"])
     run.optimizer.load_state_dict(ckpt["optimizer"])
-    state = _State(run.table.n_params, run.y.device, cfg.val_lca)
+    state = RunState(run.table.n_params, run.n_row_cols, run.y.device, cfg.val_lca)
     state.load(ckpt["state"])
     T0 = int(ckpt["T"])
-    writer = BundleWriter.reopen(out, T0) if is_main() else NullWriter()
+    total = ckpt.get("running_total")
+    writer = BundleWriter.reopen(out, T0, running_total=None if total is None else
+                                 total.numpy()) if is_main() else NullWriter()
     theta = flat_params(run.model)
     run.train_lca.start(theta)
     if run.val_lca:

@@ -79,6 +79,11 @@ def summary(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``lcaviz`` console script; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["animate"]:  # its own parser, so that `lcaviz animate -h` is its help
+        from lcaviz.reports import animation
+
+        return animation.main(argv[1:])
     args = build_parser().parse_args(argv)
     if args.command == "serve":
         return serve(args)

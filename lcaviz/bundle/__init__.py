@@ -27,6 +27,7 @@ from lcaviz.bundle.errors import (
     BundleError,
     BundleNotFoundError,
     CorruptBundleError,
+    MissingRowsError,
     NotABundleError,
     UnsupportedVersionError,
 )
@@ -34,14 +35,16 @@ from lcaviz.bundle.errors import read_guard as read_guard
 from lcaviz.bundle.h5open import _HDF5_SIGNATURE as _HDF5_SIGNATURE
 from lcaviz.bundle.h5open import _REQUIRED as _REQUIRED
 from lcaviz.bundle.h5open import CHUNK_CACHE_BYTES as CHUNK_CACHE_BYTES
-from lcaviz.bundle.h5open import FORMAT as FORMAT
-from lcaviz.bundle.h5open import FORMAT_VERSION as FORMAT_VERSION
 from lcaviz.bundle.h5open import _text as _text
 from lcaviz.bundle.h5open import superblock_flags as superblock_flags
 from lcaviz.bundle.reader import RunBundle
 from lcaviz.bundle.scan import RunInfo, scan_runs
+from lcaviz.bundle.schema import FORMAT as FORMAT
+from lcaviz.bundle.schema import FORMAT_VERSION as FORMAT_VERSION
+from lcaviz.bundle.schema import RowSchedule as RowSchedule
 
 __all__ = [
     "BLOCK_BYTES", "BundleError", "BundleNotFoundError", "CorruptBundleError",
-    "NotABundleError", "RunBundle", "RunInfo", "UnsupportedVersionError", "scan_runs",
+    "MissingRowsError", "NotABundleError", "RowSchedule", "RunBundle", "RunInfo",
+    "UnsupportedVersionError", "scan_runs",
 ]

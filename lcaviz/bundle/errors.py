@@ -30,6 +30,13 @@ class UnsupportedVersionError(BundleError):
     """An ``lca-bundle`` of a ``format_version`` this reader does not know."""
 
 
+class MissingRowsError(BundleError, KeyError):
+    """Per-parameter rows asked for that the run did not store (``--lca-layers``)."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
 class CorruptBundleError(BundleError):
     """Truncated or damaged file, missing datasets, or inconsistent shapes."""
 

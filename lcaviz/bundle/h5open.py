@@ -23,8 +23,8 @@ from lcaviz.bundle.errors import (
     UnsupportedVersionError,
     read_guard,
 )
+from lcaviz.bundle.schema import FORMAT, FORMAT_VERSION, READABLE_VERSIONS, ROW_SOURCES
 
-FORMAT, FORMAT_VERSION = "lca-bundle", 1
 CHUNK_CACHE_BYTES = 64 * 2**20  # per open dataset; bounded
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 _REQUIRED = (
@@ -117,11 +117,14 @@ class _BundleFile:
         if _text(a["format"]) != FORMAT:
             raise NotABundleError(f"{p}: format is {_text(a['format'])!r}, not {FORMAT!r}")
         version = int(a.get("format_version", -1))
-        if version != FORMAT_VERSION:
+        if version not in READABLE_VERSIONS:
             raise UnsupportedVersionError(
                 f"{p}: lca-bundle format_version {version} is not supported (this reader "
-                f"reads version {FORMAT_VERSION}); upgrade lca-explorer")
-        missing = [name for name in _REQUIRED if name not in f]
+                f"reads versions {', '.join(map(str, READABLE_VERSIONS))}); "
+                + ("upgrade lca-explorer" if version > FORMAT_VERSION else "re-run it"))
+        self.format_version = version
+        required = _REQUIRED + (("lca_rows",) if version >= 2 else ())
+        missing = [name for name in required if name not in f]
         if missing:
             raise CorruptBundleError(f"{p}: required datasets missing: {', '.join(missing)}")
         self._attrs = {k: _text(v) if isinstance(v, (bytes, str)) else v for k, v in a.items()}
@@ -142,8 +145,9 @@ class _BundleFile:
         self.n_iters, self.n_rows = (int(v) for v in f["progress"][()])
         self._columns_cache: dict[int, slice | np.ndarray] = {}
         self._check_layout()
+        self._read_rows_layout()
 
-    def _clamp_live(self, T: int, R: int, S: int) -> tuple[int, int]:
+    def _clamp_live(self, T: int, R: int) -> tuple[int, int]:
         """Progress of a live run, limited to what this handle's datasets show.
 
         HDF5 shares one open file (and its cached dataset shapes) among all opens of a path in
@@ -153,10 +157,16 @@ class _BundleFile:
         f = self._f
         per_t = [f[n].shape[0] for n in _T_SERIES if n in f]
         per_t1 = [f[n].shape[0] - 1 for n in _T1_SERIES if n in f]
-        rows = [f[n].shape[0] for n in ("lca", "lca_val") if n in f]
+        rows = [f[n].shape[0] for n in (*ROW_SOURCES, "lca_rows") if n in f]
         T = min([T, *per_t, *per_t1])
-        R = min([R, *rows, -(-T // S)])
-        T = min(T, R * S + S - 1)
+        R = min([R, *rows])
+        if self.format_version >= 2:
+            ends = f["lca_rows"][:R, 1]
+            R = int(np.searchsorted(ends, T, side="right"))  # rows complete within T
+        else:
+            S = max(1, int(self._attrs.get("lca_stride", 1)))
+            R = min(R, -(-T // S))
+            T = min(T, R * S + S - 1)
         self.n_iters, self.n_rows = T, R
         return T, R
 
@@ -175,23 +185,29 @@ class _BundleFile:
                 problems.append(f"{name} has {f[name].shape[0]} entries, expected {length}")
         if n and (self._tensor_layer.min() < 0 or self._tensor_layer.max() >= L):
             problems.append("params/layer refers to layers that do not exist")
-        P = f["lca"].shape[1] if f["lca"].ndim == 2 else -1
-        if len(self._offsets) and self._offsets[-1] != P:
-            problems.append(f"params/offsets[-1] = {self._offsets[-1]} but lca has {P} columns")
-        for name in ("lca_cumsum", "lca_val", "trajectory"):
-            if name in f and (f[name].ndim != 2 or f[name].shape[1] != P):
-                problems.append(f"{name} has shape {f[name].shape}, expected (*, P = {P})")
+        P = int(self._offsets[-1]) if len(self._offsets) else 0
+        ranges = self._row_ranges(P, problems)
+        P_rows = int((ranges[:, 1] - ranges[:, 0]).sum())
+        for name in ("lca", "lca_cumsum", "lca_val"):
+            if name in f and (f[name].ndim != 2 or f[name].shape[1] != P_rows):
+                problems.append(f"{name} has shape {f[name].shape}, expected (*, {P_rows}) "
+                                "(the columns of lca_columns)")
+        if "trajectory" in f and (f["trajectory"].ndim != 2 or f["trajectory"].shape[1] != P):
+            problems.append(f"trajectory has shape {f['trajectory'].shape}, expected (*, {P})")
         if int(self._attrs.get("n_classes", len(self.class_names))) != len(self.class_names):
             problems.append("n_classes attribute disagrees with classes/names")
         S = int(self._attrs.get("lca_stride", 1))
-        if self.live and S >= 1:
-            T, R = self._clamp_live(T, R, S)
-        if S < 1 or T < 0 or not T // S <= R <= -(-T // S):
+        if S < 1:
+            problems.append(f"lca_stride {S} is not positive")
+        elif self.live:
+            T, R = self._clamp_live(T, R)
+        if self.format_version < 2 and S >= 1 and (T < 0 or not T // S <= R <= -(-T // S)):
             problems.append(f"progress [T={T}, R={R}] is impossible for stride {S}")
-        lengths = {"lca": R, "loss/train": T + 1, "accuracy/train": T + 1, "loss/minibatch": T,
-                   "lca_residual": T, "splits": T, "lca_layer": T, "help_count": T,
-                   "hurt_count": T, "timing/seconds": T, "lca_class_layer": T,
-                   "loss/val": T + 1, "lca_val": R, "lca_val_layer": T, "trajectory": T + 1}
+        lengths = {"lca": R, "lca_rows": R, "loss/train": T + 1, "accuracy/train": T + 1,
+                   "loss/minibatch": T, "lca_residual": T, "splits": T, "lca_layer": T,
+                   "help_count": T, "hurt_count": T, "timing/seconds": T,
+                   "lca_class_layer": T, "loss/val": T + 1, "lca_val": R, "lca_val_layer": T,
+                   "trajectory": T + 1}
         for name, need in lengths.items():
             if name in f and f[name].shape[0] < need:
                 problems.append(f"progress says {need} entries of {name} but it has "
@@ -205,3 +221,39 @@ class _BundleFile:
                 problems.append(f"{name} has shape {f[name].shape}, expected ({P},)")
         if problems:
             raise CorruptBundleError(f"{p}: inconsistent bundle: " + "; ".join(problems))
+
+    def _row_ranges(self, P: int, problems: list[str]) -> np.ndarray:
+        """(K, 2) parameter ranges with per-parameter rows (version 1: all of them)."""
+        f = self._f
+        if "lca_columns" not in f:
+            ranges = np.array([[0, P]], np.int64)
+        else:
+            ranges = f["lca_columns"][()].astype(np.int64).reshape(-1, 2)
+            ok = (np.all(ranges[:, 0] < ranges[:, 1]) and np.all(ranges[1:, 0] >= ranges[:-1, 1])
+                  and (len(ranges) == 0 or (ranges[0, 0] >= 0 and ranges[-1, 1] <= P)))
+            if not ok:
+                problems.append("lca_columns is not a sorted list of disjoint [start, end) "
+                                f"ranges within 0..{P}")
+            elif not np.all(np.isin(ranges, self._offsets)):
+                problems.append(f"lca_columns {ranges.tolist()} do not fall on tensor "
+                                f"boundaries (params/offsets, P = {P})")
+        self._ranges = ranges
+        return ranges
+
+    def _read_rows_layout(self) -> None:
+        """Each row's [first, end) iterations (version 1: windows of ``lca_stride``)."""
+        T, R = self.n_iters, self.n_rows
+        if self.format_version >= 2:
+            with read_guard(self.path, "reading 'lca_rows'"):
+                w = self._f["lca_rows"][:R].astype(np.int64).reshape(-1, 2)
+            bad = R and (w[0, 0] != 0 or np.any(w[:, 1] <= w[:, 0])
+                         or np.any(w[1:, 0] != w[:-1, 1]) or w[-1, 1] > T)
+            if bad:
+                raise CorruptBundleError(f"{self.path}: inconsistent bundle: lca_rows are not "
+                                         f"consecutive [first, end) windows within {T} "
+                                         "iterations")
+        else:
+            S = max(1, int(self._attrs.get("lca_stride", 1)))
+            starts = np.arange(R, dtype=np.int64) * S
+            w = np.stack([starts, np.minimum(starts + S, T)], axis=1).reshape(-1, 2)
+        self._windows = w

@@ -6,6 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from lcaviz.bundle.errors import MissingRowsError
+from lcaviz.bundle.schema import RowSchedule
+
 
 class _BundleMeta:
     """Metadata properties of :class:`~lcaviz.bundle.RunBundle` (a mixin over the header that
@@ -112,11 +115,112 @@ class _BundleMeta:
         """Layer index of every column, (P,) int64."""
         return np.repeat(self._tensor_layer, np.diff(self._offsets))
 
+    # -- which iterations and columns the per-parameter rows hold ----------------------------
+    @property
+    def storage(self) -> str:
+        """How per-parameter rows are stored: ``"float32"`` or ``"bfloat16"``."""
+        return str(self._attrs.get("lca_storage", "float32"))
+
+    @property
+    def row_schedule(self) -> RowSchedule:
+        """The schedule the run was made with (rows themselves: :attr:`row_windows`)."""
+        return RowSchedule.parse(self._attrs.get("lca_rows_spec", self.stride))
+
+    @property
+    def row_windows(self) -> np.ndarray:
+        """``[first, end)`` iterations summed in each of the R rows, (R, 2) int64."""
+        return self._windows
+
     def iteration_of_row(self, r: int) -> tuple[int, int]:
         """Iterations ``[start, end)`` summed in row ``r`` (the last window may be partial)."""
-        S = self.stride
-        return r * S, min((r + 1) * S, self.n_iters)
+        a, e = self._windows[r]
+        return int(a), int(e)
 
     def row_of_iteration(self, t: int) -> int:
-        """The row whose window contains iteration ``t``."""
-        return t // self.stride
+        """The row whose window contains iteration ``t`` (clipped to the rows there are)."""
+        r = int(np.searchsorted(self._windows[:, 1], t, side="right"))
+        return min(r, max(self.n_rows - 1, 0))
+
+    def single_iteration_rows(self) -> np.ndarray:
+        """Rows that hold exactly one iteration each (distribution statistics use these)."""
+        w = self._windows
+        return np.nonzero(w[:, 1] - w[:, 0] == 1)[0]
+
+    @property
+    def n_row_cols(self) -> int:
+        """P_rows: parameters that have per-parameter rows (``P`` unless ``--lca-layers``)."""
+        return int((self._ranges[:, 1] - self._ranges[:, 0]).sum())
+
+    @property
+    def row_ranges(self) -> np.ndarray:
+        """(K, 2) flat parameter ranges with rows, in column order of ``lca``."""
+        return self._ranges
+
+    def has_rows(self, layer: int | str) -> bool:
+        """Whether ``layer``'s parameters have per-parameter rows in this bundle."""
+        try:
+            self.stored_columns(self.layer_columns(layer))
+        except MissingRowsError:
+            return False
+        return True
+
+    @property
+    def row_layers(self) -> list[int]:
+        """Indices of the layers that have per-parameter rows."""
+        return [li for li in range(self.n_layers) if int(self.layer_sizes[li]) and
+                self.has_rows(li)]
+
+    def stored_columns(self, cols):
+        """Map a parameter-space column selection (None, int, slice, index array or mask over
+        P) to the columns of ``lca`` that hold it.
+
+        Raises:
+            MissingRowsError: some selected parameter has no per-parameter rows.
+        """
+        r = self._ranges
+        P = self.n_params
+        if len(r) == 1 and r[0, 0] == 0 and r[0, 1] == P:
+            return cols  # every parameter has rows: the same columns
+        if cols is None:
+            return None  # all stored columns
+        starts = r[:, 0]
+        offs = np.concatenate([[0], np.cumsum(r[:, 1] - r[:, 0])])[:-1]
+        if isinstance(cols, (int, np.integer)):
+            return int(self._map_index(np.array([int(cols) % P]), starts, offs)[0])
+        if isinstance(cols, slice):
+            a, b, step = cols.indices(P)
+            k = int(np.searchsorted(starts, a, side="right")) - 1
+            if step == 1 and k >= 0 and b <= r[k, 1] and a < b:
+                return slice(int(offs[k] + a - starts[k]), int(offs[k] + b - starts[k]))
+            cols = np.arange(a, b, step)
+        idx = np.asarray(cols)
+        idx = np.nonzero(idx)[0] if idx.dtype == bool else idx.astype(np.int64).ravel()
+        return self._map_index(idx, starts, offs)
+
+    def _map_index(self, idx: np.ndarray, starts: np.ndarray, offs: np.ndarray) -> np.ndarray:
+        k = np.searchsorted(starts, idx, side="right") - 1
+        ends = self._ranges[:, 1] if len(starts) else np.zeros(1, np.int64)
+        ok = (k >= 0) & (idx < ends[np.maximum(k, 0)])
+        if not np.all(ok):
+            first = int(idx[~ok][0])
+            layer = self.layer_names[int(self.column_layer(first))]
+            raise MissingRowsError(
+                f"{self.path}: layer {layer!r} has no per-parameter rows in this run (it was "
+                "made with --lca-layers); its per-layer LCA and help/hurt counts are stored")
+        return offs[k] + idx - starts[k]
+
+    def column_layer(self, index: int) -> int:
+        """Layer of flat parameter ``index``."""
+        k = int(np.searchsorted(self._offsets, index, side="right")) - 1
+        return int(self._tensor_layer[k])
+
+    def stored_column_layers(self) -> np.ndarray:
+        """Layer of every column of ``lca``, (P_rows,) int64."""
+        parts = []
+        for a, b in self._ranges:
+            ks = np.arange(np.searchsorted(self._offsets, a, side="right") - 1,
+                           np.searchsorted(self._offsets, b, side="left"))
+            lo = np.maximum(self._offsets[ks], a)
+            hi = np.minimum(self._offsets[ks + 1], b)
+            parts.append(np.repeat(self._tensor_layer[ks], hi - lo))
+        return np.concatenate(parts) if parts else np.zeros(0, np.int64)

@@ -17,13 +17,16 @@ from lcaviz.bundle.blocks import BLOCK_BYTES, _n_cols, _read_block
 from lcaviz.bundle.errors import BundleError, read_guard
 from lcaviz.bundle.h5open import _BundleFile
 from lcaviz.bundle.meta import _BundleMeta
+from lcaviz.bundle.schema import from_bfloat16
 
 
 class RunBundle(_BundleFile, _BundleMeta):
     """One run bundle opened for reading (also a context manager).
 
-    Shapes: T iterations, R = ceil(T / S) rows (or T // S while running), P parameters,
-    L layers, C classes. All per-iteration series are cut to T from ``progress``.
+    Shapes: T iterations, R per-parameter rows (row r sums the iterations
+    ``row_windows[r]``), P parameters (P_rows = ``n_row_cols`` of them have rows; column
+    selections are always given over the P parameters), L layers, C classes. All
+    per-iteration series are cut to T from ``progress``.
     ``live`` is True while a writer has the file open (call :meth:`refresh` to follow it).
     """
 
@@ -75,11 +78,19 @@ class RunBundle(_BundleFile, _BundleMeta):
         raise ValueError(f"unknown source {source!r}: use 'lca', 'lca_val' or 'trajectory'")
 
     def _read(self, source: str, r0: int, r1: int, cols) -> np.ndarray:
+        """Rows ``r0:r1`` of ``source`` at parameter columns ``cols``, decoded to float32."""
         if source not in self._f:
             raise KeyError(f"{self.path}: bundle has no {source!r} dataset")
+        if source == "trajectory":
+            return self._read_stored(source, r0, r1, cols, self.n_params)
+        return self._read_stored(source, r0, r1, self.stored_columns(cols), self.n_row_cols)
+
+    def _read_stored(self, source: str, r0: int, r1: int, scols, width: int) -> np.ndarray:
+        """``source[r0:r1, scols]`` with ``scols`` already in the dataset's own columns."""
         ds = self._dataset(source)
         with read_guard(self.path, f"reading {source!r} rows {r0}:{r1}"):
-            return _read_block(ds, r0, r1, cols, self.n_params)
+            out = _read_block(ds, r0, r1, scols, width)
+        return from_bfloat16(out) if ds.dtype == np.uint16 else out
 
     def _row_range(self, r0: int | None, r1: int | None, source: str) -> tuple[int, int]:
         start, stop, _ = slice(r0, r1).indices(self._source_rows(source))
@@ -105,7 +116,8 @@ class RunBundle(_BundleFile, _BundleMeta):
         return self.rows(r0, r1, self.layer_columns(layer), source)
 
     def param_curve(self, index: int, source: str = "lca") -> np.ndarray:
-        """One parameter's column over all rows, (R,) float32 (or (T + 1,) for trajectory)."""
+        """One parameter's column over all rows, (R,) float32 (or (T + 1,) for trajectory);
+        row r sums the iterations :meth:`iteration_of_row` ``(r)``."""
         if not 0 <= index < self.n_params:
             raise IndexError(f"parameter {index} out of range (P = {self.n_params})")
         return self._read(source, 0, self._source_rows(source), int(index))
@@ -120,13 +132,13 @@ class RunBundle(_BundleFile, _BundleMeta):
         cum = self._dataset("lca_cumsum")
         every = int(cum.attrs.get("every", 1))
         k = min((r + 1) // every, cum.shape[0], R // every)
-        n = _n_cols(cols, self.n_params)
-        total = np.zeros(n, np.float64)
+        scols = self.stored_columns(cols)
+        total = np.zeros(_n_cols(scols, self.n_row_cols), np.float64)
         if k:
-            with read_guard(self.path, "reading 'lca_cumsum'"):
-                total += _read_block(cum, k - 1, k, cols, self.n_params)[0]
+            total += self._read_stored("lca_cumsum", k - 1, k, scols, self.n_row_cols)[0]
         if r + 1 > k * every:
-            total += self._read("lca", k * every, r + 1, cols).sum(axis=0, dtype=np.float64)
+            total += self._read_stored("lca", k * every, r + 1, scols, self.n_row_cols).sum(
+                axis=0, dtype=np.float64)
         return total
 
     def window_sum(self, r0: int, r1: int, cols=None) -> np.ndarray:
@@ -152,7 +164,8 @@ class RunBundle(_BundleFile, _BundleMeta):
         Memory is one block: ``block_rows`` defaults to what fits ``budget_bytes`` (64 MiB).
         """
         r0, r1 = self._row_range(r0, r1, source)
-        n = _n_cols(cols, self.n_params)
+        n = (_n_cols(cols, self.n_params) if source == "trajectory"
+             else _n_cols(self.stored_columns(cols), self.n_row_cols))
         step = block_rows or self.block_rows_for(n, budget_bytes)
         for start in range(r0, r1, step):
             yield start, self._read(source, start, min(start + step, r1), cols)

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lcaviz.bundle.schema import RowSchedule, column_ranges, ranges_index
 from lcaviz.bundle.writer import BundleWriter, IterationRecord, LayoutInfo, layer_stats
 
 DEFAULT_LAYERS: tuple = (("fc1", (100, 784)), ("fc2", (50, 100)), ("fc3", (10, 50)))
@@ -45,7 +46,10 @@ class SyntheticRun:
             ``(out, in, kh, kw)`` a ``Conv2d``. Each layer gets a bias of ``shape[0]`` if ``bias``.
         n_iters: iterations T.
         n_classes: classes C.
-        stride: per-parameter stride S (rows are exact sums over windows of S iterations).
+        stride: per-parameter row schedule: an int S (rows are exact sums over windows of S
+            iterations) or a spec such as ``"dense:50,5"`` (:class:`RowSchedule`).
+        lca_layers: layer names that get per-parameter rows (None = all).
+        storage: ``"float32"`` or ``"bfloat16"`` per-parameter rows.
         seed: seed of every random draw (the bundle is a pure function of the arguments).
         per_class, save_trajectory, val_lca: which optional datasets exist.
         zero_fraction: fraction of parameters whose LCA is always exactly zero.
@@ -57,16 +61,22 @@ class SyntheticRun:
     """
 
     def __init__(self, *, layers: Sequence = DEFAULT_LAYERS, n_iters: int = 200,
-                 n_classes: int = 10, stride: int = 1, seed: int = 0, per_class: bool = True,
+                 n_classes: int = 10, stride: int | str = 1, seed: int = 0,
+                 per_class: bool = True, lca_layers: Sequence[str] | None = None,
+                 storage: str = "float32",
                  save_trajectory: bool = False, val_lca: bool = False, bias: bool = True,
                  zero_fraction: float = 0.2, help_fraction: float | Sequence[float] = 0.55,
                  weibull_k: float = 0.6, sync_peaks: int = 0, flip_prob: float = 0.15,
                  method: str = "rk4", dtype=np.float32):
-        self.n_iters, self.n_classes, self.stride = int(n_iters), int(n_classes), int(stride)
+        self.n_iters, self.n_classes = int(n_iters), int(n_classes)
+        self.schedule, self.storage = RowSchedule.parse(stride), storage
         self.seed, self.per_class, self.val_lca = seed, per_class, val_lca
         self.save_trajectory, self.method, self.dtype = save_trajectory, method, np.dtype(dtype)
         self.zero_fraction, self.weibull_k, self.flip_prob = zero_fraction, weibull_k, flip_prob
         self._build_layout(layers, bias)
+        self.row_columns = column_ranges(self.param_offsets, self.tensor_layer, self.layer_names,
+                                         None if lca_layers is None else list(lca_layers))
+        self.row_index = None if lca_layers is None else ranges_index(self.row_columns)
         L = len(self.layer_names)
         h = np.broadcast_to(np.asarray(help_fraction, np.float64), (L,)).copy()
         self.help_fraction = h
@@ -113,7 +123,7 @@ class SyntheticRun:
             "net": "synthetic", "dataset": "synthetic", "optimizer": "sgd", "lr": 0.1,
             "momentum": 0.9, "batch_size": 128, "iters": self.n_iters, "method": self.method,
             "seed": self.seed, "device": "cpu", "per_class": self.per_class,
-            "val_lca": self.val_lca, "lca_stride": self.stride,
+            "val_lca": self.val_lca, "lca_rows": self.schedule.spec,
             "save_trajectory": self.save_trajectory,
             "synthetic": {
                 "zero_fraction": self.zero_fraction, "weibull_k": self.weibull_k,
@@ -126,7 +136,8 @@ class SyntheticRun:
             param_offsets=self.param_offsets, param_layer=self.tensor_layer,
             param_module_type=self.param_module_type, layer_names=self.layer_names,
             class_names=[f"class {c}" for c in range(self.n_classes)], config=config,
-            method=self.method, lca_stride=self.stride, iters_planned=self.n_iters,
+            method=self.method, row_schedule=self.schedule.spec, iters_planned=self.n_iters,
+            row_columns=self.row_columns, lca_storage=self.storage,
             per_class=self.per_class, val_lca=self.val_lca,
             save_trajectory=self.save_trajectory, software={"lca_explorer": "synthetic"})
 
@@ -203,12 +214,13 @@ class SyntheticRun:
         return sums, helped, hurt
 
     def records(self) -> Iterator[IterationRecord]:
-        """Yield every iteration's record; ``lca_row`` is set when a stride window closes.
+        """Yield every iteration's record; ``lca_row`` is set when a row's window closes.
 
         After the last record, :attr:`partial_row` (and :attr:`partial_val_row`) hold the
         open window's sums (or ``None``): the caller appends them before closing a complete run.
         """
-        T, S, L, P = self.n_iters, self.stride, len(self.layer_names), self.n_params
+        T, L, P = self.n_iters, len(self.layer_names), self.n_params
+        keep = self.row_index
         rng = self.rng
         window = np.zeros(P, np.float64)
         vwindow = np.zeros(P, np.float64) if self.val_lca else None
@@ -233,8 +245,10 @@ class SyntheticRun:
                 splits=1 if self.method != "adaptive" else int(rng.integers(1, 4)),
                 lca_layer=lca_layer, help_count=helped, hurt_count=hurt,
                 seconds=float(0.01 + 0.002 * rng.random()))
-            if (t + 1) % S == 0:
-                rec.lca_row, window = window, np.zeros(P, np.float64)
+            close = self.schedule.closes_after(t)
+            if close:
+                rec.lca_row = window if keep is None else window[keep]
+                window = np.zeros(P, np.float64)
             if self.per_class:
                 rec.lca_class_layer = self._class_split(t, lca_layer)
             if theta is not None:
@@ -251,12 +265,14 @@ class SyntheticRun:
                 vwindow += va
                 rec.loss_val, rec.acc_val = vloss, float(np.clip(1 - vloss / self.loss0, 0, 1))
                 rec.lca_val_layer, rec.val_residual = vlayer, vres
-                if rec.lca_row is not None:
-                    rec.lca_val_row, vwindow = vwindow, np.zeros(P, np.float64)
+                if close:
+                    rec.lca_val_row = vwindow if keep is None else vwindow[keep]
+                    vwindow = np.zeros(P, np.float64)
             yield rec
-        open_window = T % S != 0
-        self.partial_row = window if open_window else None
-        self.partial_val_row = vwindow if open_window and vwindow is not None else None
+        open_window = T > 0 and not self.schedule.closes_after(T - 1)
+        cut = (lambda w: w) if keep is None else (lambda w: w[keep])
+        self.partial_row = cut(window) if open_window else None
+        self.partial_val_row = cut(vwindow) if open_window and vwindow is not None else None
 
     def create_writer(self, path: str | Path, flush_seconds: float = 2.0) -> BundleWriter:
         """A :class:`BundleWriter` for this run, θ_0 already written."""
@@ -269,7 +285,8 @@ class SyntheticRun:
 
 def write_synthetic_bundle(path: str | Path, *, n_iters: int = 200,
                            layers: Sequence = DEFAULT_LAYERS, n_classes: int = 10,
-                           stride: int = 1, seed: int = 0, per_class: bool = True,
+                           stride: int | str = 1, seed: int = 0, per_class: bool = True,
+                           lca_layers: Sequence[str] | None = None, storage: str = "float32",
                            save_trajectory: bool = False, val_lca: bool = False,
                            zero_fraction: float = 0.2,
                            help_fraction: float | Sequence[float] = 0.55,
@@ -280,11 +297,12 @@ def write_synthetic_bundle(path: str | Path, *, n_iters: int = 200,
     """Write a planted fake run to ``path`` through :class:`BundleWriter` and return the path.
 
     See :class:`SyntheticRun` for the arguments. ``status`` is ``"complete"`` (the final partial
-    stride window is appended, so R = ceil(T / S)), ``"running"`` (as if the writer were
+    row window is appended), ``"running"`` (as if the writer were
     still going: R = T // S) or ``"failed"``. Memory is O(P), never O(T·P).
     """
     run = SyntheticRun(layers=layers, n_iters=n_iters, n_classes=n_classes, stride=stride,
-                       seed=seed, per_class=per_class, save_trajectory=save_trajectory,
+                       seed=seed, lca_layers=lca_layers, storage=storage,
+                       per_class=per_class, save_trajectory=save_trajectory,
                        val_lca=val_lca, zero_fraction=zero_fraction,
                        help_fraction=help_fraction, weibull_k=weibull_k,
                        sync_peaks=sync_peaks, flip_prob=flip_prob, method=method, dtype=dtype)
@@ -329,7 +347,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                          "(default: MNIST-FC 784-100-50-10)")
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--classes", type=int, default=10)
-    ap.add_argument("--stride", type=int, default=1)
+    ap.add_argument("--stride", default="1", help="row schedule: S or dense:N,S")
+    ap.add_argument("--storage", choices=["float32", "bfloat16"], default="float32")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--sync-peaks", type=int, default=0)
     ap.add_argument("--zero-fraction", type=float, default=0.2)
@@ -343,7 +362,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                                           args.layers)
     start = time.monotonic()
     write_synthetic_bundle(args.out, n_iters=args.iters, layers=layers, n_classes=args.classes,
-                           stride=args.stride, seed=args.seed,
+                           stride=args.stride, seed=args.seed, storage=args.storage,
                            per_class=not args.no_per_class, save_trajectory=args.trajectory,
                            val_lca=args.val, zero_fraction=args.zero_fraction,
                            help_fraction=args.help_fraction, status=args.status,

@@ -120,7 +120,8 @@ def test_stride_rows_are_exact_window_sums(tmp_path, status):
             i0, i1 = b.iteration_of_row(r)
             np.testing.assert_allclose(b.row(r), lca[i0:i1].sum(0, dtype=float), rtol=1e-6,
                                        atol=1e-6)
-        assert b.iteration_of_row(4) == (20, 22)
+        if status == "complete":  # the last, partial window
+            assert b.iteration_of_row(4) == (20, 22)
         np.testing.assert_allclose(b.lca_layer().sum(1), lca.sum(1, dtype=float), atol=1e-5)
         assert b.lca_layer().shape == (22, 2) and b.loss_train().shape == (23,)
 
@@ -161,7 +162,7 @@ def test_typed_errors_name_the_file(tmp_path, known):
     cases[NotABundleError].append(_copy_with(
         good, tmp_path / "fmt.h5", lambda f: f.attrs.__setitem__("format", "other")))
     cases[UnsupportedVersionError].append(_copy_with(
-        good, tmp_path / "v2.h5", lambda f: f.attrs.__setitem__("format_version", 2)))
+        good, tmp_path / "v3.h5", lambda f: f.attrs.__setitem__("format_version", 3)))
     cases[CorruptBundleError] += [
         _copy_with(good, tmp_path / "nolca.h5", lambda f: f.__delitem__("lca_layer")),
         _copy_with(good, tmp_path / "off.h5",

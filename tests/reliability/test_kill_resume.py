@@ -12,7 +12,6 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from compute.train import checkpoint_path
 from lcaviz.bundle import BundleError, RunBundle
 from tests.compute.test_train import _progress
 
@@ -44,45 +43,66 @@ def test_sigkill_at_many_points_then_resume_equals_uninterrupted(tmp_path):
     ref = _read(tmp_path / "ref.h5")
     out = tmp_path / "run.h5"
     rng = np.random.default_rng(0)
-    kills, seen_progress = 0, []
-    for _attempt in range(KILL_POINTS * 3):
+    kills, seen_progress, early = 0, [], 0
+    for attempt in range(KILL_POINTS * 3):
         if kills == KILL_POINTS:
             break
-        resume = checkpoint_path(out).exists()
+        resume = out.exists()  # with or without a checkpoint: --resume continues or restarts
         proc = subprocess.Popen(_args(out, resume), env=env, stderr=subprocess.DEVNULL)
-        # kill at a random moment after the run has moved on (a new flush), whatever the
-        # machine's speed: often mid-iteration or mid-write
         start = _progress(out) if resume else -1
-        deadline = time.time() + 60
-        while time.time() < deadline and proc.poll() is None and _progress(out) <= start + 1:
-            time.sleep(0.02)
-        time.sleep(rng.uniform(0.0, 0.3))
+        deadline = time.time() + 120
+        if attempt < 3:
+            # before the first iteration completes: as soon as the new bundle file appears
+            # (a restart re-creates it: wait for the writer's own pid in it)
+            while time.time() < deadline and proc.poll() is None and \
+                    _writer_pid(out) != proc.pid:
+                time.sleep(0.005)
+        else:
+            # a random moment after the run has moved on (a new flush), whatever the
+            # machine's speed: often mid-iteration or mid-write
+            while time.time() < deadline and proc.poll() is None and \
+                    _progress(out) <= start + 1:
+                time.sleep(0.02)
+            time.sleep(rng.uniform(0.0, 0.3))
         if proc.poll() is not None:  # it finished before we could kill it
             break
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         kills += 1
-        if not checkpoint_path(out).exists():
-            # killed while starting up: the bundle may be half-created; the reader must then
-            # fail with its typed error only (the app shows an error card), never crash
-            if out.exists():
-                try:
-                    RunBundle.open(out).close()
-                except BundleError:
-                    pass
+        early += attempt < 3 and _progress(out) <= 0
+        if not out.exists():
             continue
-        if out.exists():  # a partial bundle must always open cleanly in the app's reader
-            with RunBundle.open(out) as b:
-                T = b.n_iters
-                assert b.status == "running" and T < SETTINGS["iters"]
-                assert len(b.loss_train()) == T + 1 and b.lca_layer().shape[0] == T
-                if b.n_rows:
-                    assert np.isfinite(b.row(b.n_rows - 1)).all()
-                seen_progress.append(T)
+        try:  # a partial bundle must open cleanly in the app's reader, or fail with its typed
+            b = RunBundle.open(out)  # error when the kill landed inside the file's creation
+        except BundleError:
+            continue
+        with b:
+            if b.status == "complete":  # it finished between our last look and the signal
+                break
+            T = b.n_iters
+            assert b.status == "running" and T < SETTINGS["iters"]
+            assert len(b.loss_train()) == T + 1 and b.lca_layer().shape[0] == T
+            if b.n_rows:
+                assert np.isfinite(b.row(b.n_rows - 1)).all()
+            seen_progress.append(T)
     assert kills >= 10, f"only {kills} kill points reached"
+    assert early >= 1, "no kill landed before the first iteration completed"
     assert len(set(seen_progress)) >= 3  # the kills landed at different points of the run
-    if checkpoint_path(out).exists():  # finish the run
+    if _status(out) != "complete":  # finish the run
         subprocess.run(_args(out, True), env=env, check=True, timeout=300)
     got = _read(out)
     for k in ref:
-        np.testing.assert_allclose(got[k], ref[k], rtol=1e-6, atol=1e-9, err_msg=k)
+        np.testing.assert_array_equal(got[k], ref[k], err_msg=k)
+
+
+def _writer_pid(path: Path) -> int:
+    try:
+        with h5py.File(path, "r", swmr=True, locking=False) as f:
+            return int(f.attrs.get("writer_pid", 0))
+    except (OSError, KeyError):
+        return 0
+
+
+def _status(path: Path) -> str:
+    with RunBundle.open(path) as b:
+        return b.status

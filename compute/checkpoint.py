@@ -1,0 +1,116 @@
+"""Everything that makes a run safe to kill: the per-run state a checkpoint carries, writing
+checkpoints atomically, and the checks before a bundle path is (re)written or resumed."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import h5py
+import torch
+
+from compute.config import ConfigError, RunConfig
+from compute.distributed import is_main
+
+
+class RunState:
+    """Per-run accumulators that a checkpoint must carry (all on the device)."""
+
+    def __init__(self, P: int, P_rows: int, device, val: bool):
+        f64 = torch.float64
+        self.window = torch.zeros(P_rows, dtype=f64, device=device)  # the open row's sums
+        self.window_val = torch.zeros(P_rows, dtype=f64, device=device) if val else None
+        self.help_iters = torch.zeros(P, dtype=torch.int32, device=device)
+        self.nonzero_iters = torch.zeros(P, dtype=torch.int32, device=device)
+
+    def state_dict(self) -> dict:
+        return {k: v.cpu() for k, v in vars(self).items() if v is not None}
+
+    def load(self, d: dict) -> None:
+        for k, v in d.items():
+            getattr(self, k).copy_(v)
+
+
+def checkpoint_path(out: Path) -> Path:
+    return out.with_name(out.name + ".ckpt")
+
+
+def save_checkpoint(path: Path, T: int, run, state: RunState, writer) -> None:
+    """Atomically replace the checkpoint (a kill mid-write leaves the previous one)."""
+    if not is_main():
+        return
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save({"T": T, "pid": os.getpid(), "model": run.model.state_dict(),
+                "optimizer": run.optimizer.state_dict(), "state": state.state_dict(),
+                "running_total": torch.from_numpy(writer.running_total.copy())}, tmp)
+    os.replace(tmp, path)
+
+
+def process_alive(pid: int) -> bool:
+    if pid <= 0 or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def check_out_path(out: Path, overwrite: bool) -> None:
+    """Refuse to replace an existing ``out`` unless ``overwrite``; never one being written.
+
+    Raises:
+        ConfigError: naming what the file holds and the flag (``--resume``/``--overwrite``).
+    """
+    if not out.exists():
+        return
+    from lcaviz.bundle import BundleError, RunBundle
+
+    try:
+        with RunBundle.open(out) as b:
+            status, T, planned = b.status, b.n_iters, b.iters_planned
+            pid = int(b._attrs.get("writer_pid", 0))
+    except BundleError as e:
+        if overwrite:
+            return
+        raise ConfigError(f"--out {out} exists and is not a readable LCA bundle ({e}); "
+                          "choose another --out, or pass --overwrite to replace it") from None
+    if status == "running" and process_alive(pid):
+        raise ConfigError(f"--out {out} is being written by process {pid}, which is still "
+                          "running; choose another --out")
+    if overwrite:
+        return
+    if status == "complete":
+        raise ConfigError(f"--out {out} already holds a complete run ({T:,} iterations); "
+                          "choose another --out, or pass --overwrite to replace it")
+    raise ConfigError(f"--out {out} holds an unfinished run (status {status}, {T:,} of "
+                      f"{planned:,} iterations); continue it with: lca-run --resume {out}; "
+                      "or pass --overwrite to replace it")
+
+
+def restart_config(out: Path) -> RunConfig:
+    """The recorded config of a bundle killed before its first checkpoint (to start again).
+
+    Raises:
+        ConfigError: no bundle, a complete one, one still being written, or no readable
+            config (then nothing records what to run).
+    """
+    if not out.exists():
+        raise ConfigError(f"--resume: no bundle at {out}")
+    try:
+        with h5py.File(out, "r", swmr=True, locking=False) as f:
+            status = str(f.attrs.get("status", ""))
+            pid = int(f.attrs.get("writer_pid", 0))
+            cfg = RunConfig.from_dict(json.loads(f.attrs["config"]))
+    except (OSError, KeyError, ValueError) as e:
+        raise ConfigError(f"--resume: {out} has no checkpoint and no readable config ({e}); "
+                          "start the run again with the same flags and --overwrite") from None
+    if status == "complete":
+        raise ConfigError(f"--resume: {out} is complete; there is nothing to resume")
+    if process_alive(pid):
+        raise ConfigError(f"--resume: process {pid} that writes {out} is still running; "
+                          "stop it first (or wait for it to finish)")
+    return cfg

@@ -1,0 +1,208 @@
+"""What a new bundle holds: :class:`LayoutInfo` (the static description of a run),
+:class:`IterationRecord` (what one iteration appends) and :func:`create_datasets`, which lays
+out every dataset of docs/bundle-format.md with its encoding attributes (numpy + h5py only)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import h5py
+import numpy as np
+
+from lcaviz.bundle.schema import (
+    BF16_ENCODING,
+    FORMAT,
+    FORMAT_VERSION,
+    STORAGES,
+    RowSchedule,
+    ScheduleError,
+)
+
+LCA_CHUNK = (8, 32768)  # 1 MiB float32 chunks: a row read touches P/32768 chunks
+STR = h5py.string_dtype()
+# per-iteration datasets of length T (the others of length T + 1 hold values at θ_0 … θ_T)
+T_DATASETS = ("loss/minibatch", "lca_residual", "splits", "lca_layer", "help_count",
+              "hurt_count", "timing/seconds", "lca_class_layer", "lca_val_layer",
+              "lca_val_residual")
+T1_DATASETS = ("loss/train", "accuracy/train", "loss/val", "accuracy/val", "trajectory")
+
+
+@dataclass
+class LayoutInfo:
+    """Static description of a run, written once when the bundle is created."""
+
+    param_names: list[str]
+    param_shapes: list[tuple[int, ...]]
+    param_offsets: np.ndarray  # (n + 1,) int64
+    param_layer: np.ndarray  # (n,) int32
+    param_module_type: list[str]
+    layer_names: list[str]
+    class_names: list[str]
+    config: dict
+    method: str
+    lca_stride: int = 1  # version-1 spelling of row_schedule "stride:S"
+    iters_planned: int = 0
+    per_class: bool = True
+    val_lca: bool = False
+    save_trajectory: bool = False
+    device_name: str = "cpu"
+    software: dict | None = None
+    cumsum_every: int = 0  # lca rows between lca_cumsum rows; 0: 64 (float32), 16 (bfloat16)
+    row_schedule: str = ""  # RowSchedule spec, e.g. "dense:220,5"; "" = stride:lca_stride
+    row_columns: np.ndarray | None = None  # (K, 2) parameter ranges with rows; None = all
+    lca_storage: str = "float32"  # or "bfloat16" (per-parameter rows only)
+
+    def schedule(self) -> RowSchedule:
+        return RowSchedule.parse(self.row_schedule or self.lca_stride)
+
+    def columns(self) -> np.ndarray:
+        """(K, 2) flat parameter ranges that get per-parameter rows."""
+        P = int(self.param_offsets[-1])
+        cols = [[0, P]] if self.row_columns is None else self.row_columns
+        return np.asarray(cols, np.int64).reshape(-1, 2)
+
+
+@dataclass
+class IterationRecord:
+    """Everything one iteration t (θ_t → θ_{t+1}) adds to the bundle."""
+
+    loss_train: float  # L(θ_{t+1})
+    acc_train: float
+    loss_minibatch: float
+    residual: float  # ΔL − ΣA
+    splits: int
+    lca_layer: np.ndarray  # (L,)
+    help_count: np.ndarray  # (L,)
+    hurt_count: np.ndarray  # (L,)
+    seconds: float
+    lca_row: np.ndarray | None = None  # (P_rows,) when a row's window closes here
+    lca_class_layer: np.ndarray | None = None  # (C, L)
+    theta: np.ndarray | None = None  # (P,) θ_{t+1}
+    loss_val: float | None = None
+    acc_val: float | None = None
+    lca_val_row: np.ndarray | None = None  # (P_rows,)
+    lca_val_layer: np.ndarray | None = None  # (L,)
+    val_residual: float | None = None
+
+
+def make_dataset(group: h5py.Group, name: str, shape: tuple, dtype, description: str, *,
+                 encoding: str | None = None, **kw) -> h5py.Dataset:
+    """Create a dataset with anndata-style encoding attributes."""
+    ds = group.create_dataset(name, shape=shape, dtype=dtype, **kw)
+    ds.attrs["encoding-type"] = encoding or ("string-array" if dtype is STR else "array")
+    ds.attrs["encoding-version"] = "1"
+    ds.attrs["description"] = description
+    return ds
+
+
+def _growing(f: h5py.File, name: str, tail: tuple, dtype, description: str, chunk_rows=1024):
+    """A dataset that grows along axis 0."""
+    chunks = (chunk_rows, *tail) if tail else (chunk_rows,)
+    return make_dataset(f, name, (0, *tail), dtype, description, maxshape=(None, *tail),
+                        chunks=chunks)
+
+
+def create_datasets(f: h5py.File, layout: LayoutInfo) -> None:
+    """Write the root attributes and create every dataset, empty (rows come later)."""
+    schedule, cols = layout.schedule(), layout.columns()
+    if layout.lca_storage not in STORAGES:
+        raise ScheduleError(f"unknown --lca-storage {layout.lca_storage!r}; choose one of "
+                            f"{', '.join(STORAGES)}")
+    P = int(layout.param_offsets[-1])
+    P_rows = int((cols[:, 1] - cols[:, 0]).sum())
+    L, C = len(layout.layer_names), len(layout.class_names)
+    a = f.attrs
+    a["format"], a["format_version"] = FORMAT, FORMAT_VERSION
+    a["config"] = json.dumps(layout.config, sort_keys=True, default=str)
+    a["status"], a["status_reason"] = "running", ""
+    a["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    a["software"] = json.dumps(layout.software or {}, sort_keys=True)
+    a["device_name"], a["method"] = layout.device_name, layout.method
+    a["lca_stride"], a["lca_rows_spec"] = schedule.stride, schedule.spec
+    a["lca_storage"], a["n_classes"] = layout.lca_storage, C
+    a["iters_planned"] = int(layout.iters_planned)
+
+    make_dataset(f, "progress", (2,), np.int64, "[T iterations complete, R lca rows complete]")
+    _params(f.create_group("params"), layout)
+    make_dataset(f.create_group("classes"), "names", (C,), STR, "class labels",
+                 data=layout.class_names)
+    make_dataset(f, "lca_columns", cols.shape, np.int64,
+                 "[start, end) flat parameter ranges that have per-parameter rows", data=cols)
+    _growing(f, "lca_rows", (2,), np.int64, "[first, end) iterations summed in each lca row")
+    chunks = lca_chunks(P_rows, schedule.n_rows(layout.iters_planned, True))
+    wide = (None, P_rows if P_rows else None)  # HDF5 chunks cannot exceed a fixed 0 width
+    bf16 = layout.lca_storage == "bfloat16"
+    row_dtype, row_enc = (np.uint16, BF16_ENCODING) if bf16 else (np.float32, None)
+    make_dataset(f, "lca", (0, P_rows), row_dtype, "per-parameter LCA, exact sums over each "
+                 "row's window", maxshape=wide, chunks=chunks, encoding=row_enc)
+    make_dataset(f, "lca_cumsum", (0, P_rows), np.float32, "sum of lca rows 0..(k+1)*every-1",
+                 maxshape=wide, chunks=chunks)
+    # bfloat16 rows summed between cumsum rows add up their rounding (2⁻⁸ each): keep it short
+    f["lca_cumsum"].attrs["every"] = int(layout.cumsum_every or (16 if bf16 else 64))
+    for name, what in (("loss/train", "full training-set loss at theta_t"),
+                       ("accuracy/train", "full training-set accuracy at theta_t"),
+                       ("loss/minibatch", "minibatch loss of each step"),
+                       ("lca_residual", "delta L minus sum of LCA"),
+                       ("timing/seconds", "wall seconds per iteration")):
+        _growing(f, name, (), np.float64, what)
+    _growing(f, "splits", (), np.int32, "Simpson intervals per iteration")
+    _growing(f, "lca_layer", (L,), np.float64, "LCA summed per layer")
+    _growing(f, "help_count", (L,), np.int32, "parameters with LCA < 0 per layer")
+    _growing(f, "hurt_count", (L,), np.int32, "parameters with LCA > 0 per layer")
+    if layout.per_class:
+        _growing(f, "lca_class_layer", (C, L), np.float64, "LCA per class and layer", 256)
+    make_dataset(f, "param_help_iters", (P,), np.int32, "iterations each parameter helped")
+    make_dataset(f, "param_nonzero_iters", (P,), np.int32, "iterations with nonzero LCA")
+    if layout.val_lca:
+        _growing(f, "loss/val", (), np.float64, "full validation loss at theta_t")
+        _growing(f, "accuracy/val", (), np.float64, "validation accuracy at theta_t")
+        make_dataset(f, "lca_val", (0, P_rows), row_dtype, "LCA of the validation loss",
+                     maxshape=wide, chunks=chunks, encoding=row_enc)
+        _growing(f, "lca_val_layer", (L,), np.float64, "validation LCA per layer")
+        _growing(f, "lca_val_residual", (), np.float64, "validation conservation error")
+    if layout.save_trajectory:
+        make_dataset(f, "trajectory", (0, P), np.float32, "theta_t", maxshape=(None, P),
+                     chunks=lca_chunks(P, layout.iters_planned + 1))
+
+
+def _params(g: h5py.Group, layout: LayoutInfo) -> None:
+    """The parameter table: names, shapes, flat offsets, layers, module types."""
+    n, L = len(layout.param_names), len(layout.layer_names)
+    shapes = np.full((n, 4), -1, np.int64)
+    for k, s in enumerate(layout.param_shapes):
+        shapes[k, : len(s)] = s
+    make_dataset(g, "names", (n,), STR, "parameter tensor names", data=layout.param_names)
+    make_dataset(g, "shapes", (n, 4), np.int64, "tensor shapes, -1 padded", data=shapes)
+    make_dataset(g, "offsets", (n + 1,), np.int64, "flat offsets", data=layout.param_offsets)
+    make_dataset(g, "layer", (n,), np.int32, "layer index per tensor", data=layout.param_layer)
+    make_dataset(g, "module_type", (n,), STR, "owning module class",
+                 data=layout.param_module_type)
+    make_dataset(g, "layer_names", (L,), STR, "layer names", data=layout.layer_names)
+    sizes = np.zeros(L, np.int64)
+    np.add.at(sizes, layout.param_layer, np.diff(layout.param_offsets))
+    make_dataset(g, "layer_sizes", (L,), np.int64, "parameters per layer", data=sizes)
+
+
+def lca_chunks(P: int, expected_rows: int) -> tuple[int, int]:
+    """Chunk shape of (rows, P) datasets: at most LCA_CHUNK, split as evenly as possible so edge
+    chunks waste little (a run with 2 stored rows would otherwise allocate 8-row chunks, 4x the
+    bytes, and P = 84,060 would pad to 3 x 32,768 columns)."""
+    expected = expected_rows if expected_rows > 0 else LCA_CHUNK[0]
+    n_chunks = -(-expected // LCA_CHUNK[0])
+    height = -(-expected // n_chunks)  # as even as possible: 20 rows -> 3 chunks of 7, not 8
+    width = -(-P // -(-P // LCA_CHUNK[1])) if P > 0 else 1  # same for the columns
+    return max(1, height), max(1, width)
+
+
+def layer_stats(lca_row: np.ndarray, param_layer_index: np.ndarray, n_layers: int):
+    """Per-layer sums and help/hurt counts of one (P,) LCA row (numpy; for synthetic data).
+
+    Returns:
+        (lca_layer (L,), help_count (L,), hurt_count (L,)).
+    """
+    sums = np.bincount(param_layer_index, weights=lca_row, minlength=n_layers)
+    helped = np.bincount(param_layer_index, weights=lca_row < 0, minlength=n_layers)
+    hurt = np.bincount(param_layer_index, weights=lca_row > 0, minlength=n_layers)
+    return sums, helped.astype(np.int32), hurt.astype(np.int32)
