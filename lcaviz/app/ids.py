@@ -14,6 +14,9 @@ RUNS_OPEN = "runs-open"
 RUNS_COMPARE = "runs-compare"
 RUNS_HINT = "runs-hint"
 RUNS_LOCATION = "runs-location"
+RUNS_FILTER = "runs-filter"  # text box: rows containing every word
+RUNS_FILTER_HINT = "runs-filter-hint"
+RUNS_DATA = "runs-data"  # dcc.Store: every row, before the filter
 
 # -- run page ----------------------------------------------------------------------------
 RUN_ID = "run-id"  # dcc.Store with the (validated) run id
@@ -81,6 +84,7 @@ CMP_LOSS = "cmp-loss"
 CMP_LAYER_TOTALS = "cmp-layer-totals"
 CMP_HELP = "cmp-help"
 CMP_XAXIS = "cmp-xaxis"  # iteration | fraction
+CMP_BODY = "cmp-body"  # slider, heatmaps and overlays: hidden unless two runs open
 
 # -- export (pattern-matching ids: one button per graph and format) ------------------------
 EXPORT = "export"  # {"type": EXPORT, "graph": <graph id>, "fmt": "png"|"svg"|"pdf"|"csv"}

@@ -12,8 +12,9 @@ from dash import ALL, Input, Output, State, ctx, dcc
 from lcaviz.app import ids
 from lcaviz.app.pages import run_analysis, run_sync, run_views
 from lcaviz.app.pages.run_views import Controls
-from lcaviz.app.security import safe_filename
+from lcaviz.app.security import RunPathError, safe_filename
 from lcaviz.app.state import AppState
+from lcaviz.bundle import BundleError
 from lcaviz.figures.export import figure_csv, figure_image, html_report
 from lcaviz.figures.theme import empty_figure
 
@@ -31,6 +32,7 @@ CONTROL_STATES = [
 ]
 _BOOL = {"curves_cumulative", "loss_log", "residual_log"}
 JOB_TIMEOUT = 120.0
+_OPEN_ERRORS = (RunPathError, BundleError, OSError)
 
 
 def controls_from_values(values: list) -> Controls:
@@ -113,9 +115,13 @@ def ctx_clicked() -> bool:
 
 
 def report(state: AppState, values: list):
-    """The whole run page as one self-contained HTML file (plotly.js inlined)."""
+    """The whole run page as one self-contained HTML file (plotly.js inlined); no_update when
+    the run cannot be opened (the page then shows its error card and hides the button)."""
     c = controls_from_values(values)
-    b, _ = state.open(c.run_id)
+    try:
+        b, _ = state.open(c.run_id)
+    except _OPEN_ERRORS:
+        return dash.no_update
     graphs = [ids.HEATMAP, ids.LAYER_BARS, ids.LAYER_CURVES, ids.LOSS, ids.RESIDUAL,
               ids.HELP_TIME, ids.HELP_HIST, ids.HELP_LAYER, ids.HELP_FRACTION, ids.WEIBULL,
               ids.SYNC_PEAKS]
@@ -127,6 +133,14 @@ def report(state: AppState, values: list):
                                                     "html"))
 
 
+def report_button(meta: dict | None) -> tuple[dict, str]:
+    """Style and tooltip of "Download HTML report": shown only once the run has opened (an
+    error page has no figures to report)."""
+    if not meta:
+        return {"display": "none"}, "no run is open"
+    return {}, "every figure of this page in one offline HTML file"
+
+
 def register_exports(app: dash.Dash, state: AppState) -> None:
     states = [State(cid, prop) for _, cid, prop in CONTROL_STATES]
     app.callback(
@@ -134,6 +148,10 @@ def register_exports(app: dash.Dash, state: AppState) -> None:
         Input({"type": ids.EXPORT, "page": "run", "graph": ALL, "fmt": ALL}, "n_clicks"), *states,
         prevent_initial_call=True,
     )(lambda _clicks, *vals: export_figure(state, ctx.triggered_id, list(vals)))
+    app.callback(
+        Output(ids.REPORT_BTN, "style"), Output(ids.REPORT_BTN, "title"),
+        Input(ids.RUN_META, "data"),
+    )(report_button)
     app.callback(
         Output(ids.REPORT_DOWNLOAD, "data"), Input(ids.REPORT_BTN, "n_clicks"), *states,
         prevent_initial_call=True,

@@ -9,6 +9,7 @@ from urllib.parse import quote, urlencode
 
 import dash
 from dash import Input, Output, State, dash_table, dcc, html
+from dash.dash_table.Format import Format, Scheme
 
 from lcaviz.app import ids
 from lcaviz.app.pages.components import error_card
@@ -19,26 +20,51 @@ from lcaviz.app.state import AppState
 REFRESH_MS = 5_000
 MAX_COMPARE = 4
 
+# (row key, header, numeric?, tooltip)
 COLUMNS = [
-    ("name", "run"), ("net", "network"), ("dataset", "dataset"), ("optimizer", "optimizer"),
-    ("method", "method"), ("iterations", "iterations"), ("final_loss", "final loss"),
-    ("status", "status"), ("note", "note"), ("modified", "modified"), ("size", "size"),
+    ("name", "run", False, "open the run"), ("net", "network", False, ""),
+    ("dataset", "dataset", False, ""), ("optimizer", "optimizer", False, ""),
+    ("lr", "lr", True, "learning rate"),
+    ("momentum", "momentum", True, "SGD momentum; β1 for Adam"),
+    ("batch_size", "batch", True, "minibatch size"), ("seed", "seed", True, ""),
+    ("method", "method", False, "LCA integration rule"),
+    ("iterations", "iterations", True, "training iterations done"),
+    ("frames", "frames", True, "stored per-parameter LCA rows (heatmap frames)"),
+    ("final_loss", "final loss", True, "train loss at the last iteration"),
+    ("status", "status", False, ""), ("note", "note", False, ""),
+    ("modified", "modified", False, ""), ("size_mb", "size (MB)", True, "file size"),
 ]
+_MD_SPECIAL = set("\\`*_[]<>|")
+
+
+def _columns() -> list[dict]:
+    """DataTable column specs: run names are markdown links, numbers sort as numbers."""
+    cols = []
+    for key, name, numeric, _ in COLUMNS:
+        col = {"id": key, "name": name, "type": "numeric" if numeric else "text"}
+        if key == "name":
+            col["presentation"] = "markdown"
+        if key == "size_mb":
+            col["format"] = Format(precision=2, scheme=Scheme.fixed)
+        cols.append(col)
+    return cols
 
 
 def layout(**_query) -> html.Div:
-    """The runs table, its action buttons and the error cards."""
+    """The runs table (sortable, with a filter box), its action buttons and the error cards."""
     table = dash_table.DataTable(
-        id=ids.RUNS_TABLE,
-        columns=[{"id": c, "name": n, "type": "numeric" if c in ("iterations", "final_loss")
-                  else "text"} for c, n in COLUMNS],
+        id=ids.RUNS_TABLE, columns=_columns(),
         data=[], row_selectable="multi", selected_row_ids=[], sort_action="native",
-        filter_action="native", page_action="native", page_size=25,
+        sort_mode="multi", page_action="native", page_size=25,
+        markdown_options={"link_target": "_self"},
+        css=[{"selector": ".dash-cell-value a", "rule": "color: #0b6bcb; font-weight: 600"}],
         style_as_list_view=True,
         style_table={"overflowX": "auto"},
         style_cell={"fontFamily": "Helvetica Neue, Helvetica, Arial, sans-serif",
                     "fontSize": "13px", "padding": "6px 10px", "textAlign": "left",
                     "maxWidth": "360px", "overflow": "hidden", "textOverflow": "ellipsis"},
+        style_cell_conditional=[{"if": {"column_id": "name"}, "paddingTop": "0",
+                                 "paddingBottom": "0"}],
         style_header={"fontWeight": "600", "backgroundColor": "#f6f7f9"},
         style_data_conditional=[
             {"if": {"filter_query": '{status} = "unreadable"'}, "backgroundColor": "#fdecea",
@@ -46,6 +72,7 @@ def layout(**_query) -> html.Div:
             {"if": {"filter_query": '{status} = "failed"'}, "color": "#b3261e"},
             {"if": {"filter_query": '{status} = "running"'}, "color": "#1565c0"},
         ],
+        tooltip_header={k: tip for k, _, _, tip in COLUMNS if tip},
         tooltip_duration=None,
     )
     return html.Div([
@@ -53,15 +80,21 @@ def layout(**_query) -> html.Div:
             html.H1("Runs"),
             html.Span(id=ids.RUNS_COUNT, className="muted"),
         ], className="page-head"),
-        html.P("Select one run to open it, or 2–4 runs to compare them. New bundles appear "
-               "here automatically.", className="muted"),
+        html.P("Click a run's name to open it, or tick 2–4 runs to compare them. Click a "
+               "column header to sort. New bundles appear here automatically.",
+               className="muted"),
         html.Div([
+            dcc.Input(id=ids.RUNS_FILTER, type="search", value="", debounce=False,
+                      placeholder="filter: name, network, optimizer, status… (all words)",
+                      className="filter-box"),
             dcc.Link("Open", id=ids.RUNS_OPEN, href="", className="btn disabled"),
             dcc.Link("Compare", id=ids.RUNS_COMPARE, href="", className="btn disabled"),
             html.Span(id=ids.RUNS_HINT, className="muted"),
+            html.Span(id=ids.RUNS_FILTER_HINT, className="muted"),
         ], className="toolbar"),
         table,
         html.Div(id=ids.RUNS_ERRORS),
+        dcc.Store(id=ids.RUNS_DATA),
         dcc.Store(id="runs-hash"),
         dcc.Interval(id=ids.RUNS_INTERVAL, interval=REFRESH_MS, n_intervals=0),
     ])
@@ -69,6 +102,47 @@ def layout(**_query) -> html.Div:
 
 def _fmt_loss(v: float) -> float | None:
     return None if v is None or not math.isfinite(v) else round(float(v), 6)
+
+
+def _number(v) -> float | int | None:
+    """A config value as a sortable number (None when absent or not a number)."""
+    if isinstance(v, bool) or v is None:
+        return None
+    if isinstance(v, int):
+        return v
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+def run_link(run_id: str) -> str:
+    """Markdown link to the run page whose text is the run id (markdown-escaped)."""
+    text = "".join("\\" + ch if ch in _MD_SPECIAL else ch for ch in run_id)
+    return f"[{text}]({run_href(run_id)})"
+
+
+def run_details(state: AppState, rel_path: str, stamp: tuple) -> dict:
+    """lr, momentum, batch size, seed and frames of a bundle, cached per file version."""
+    cache = state.scan_cache.setdefault("details", {})
+    key = (rel_path, stamp)
+    if key not in cache:
+        from lcaviz.bundle import RunBundle
+
+        try:
+            with RunBundle.open(state.runs_dir / rel_path) as b:
+                cfg = b.config
+                beta1 = (cfg.get("betas") or [None])[0] if cfg.get("optimizer") == "adam" \
+                    else None
+                cache[key] = {
+                    "lr": _number(cfg.get("lr")),
+                    "momentum": _number(beta1 if beta1 is not None else cfg.get("momentum")),
+                    "batch_size": _number(cfg.get("batch_size")),
+                    "seed": _number(cfg.get("seed")), "frames": int(b.n_rows)}
+        except Exception:  # noqa: BLE001 - changed under us: the next scan fills it
+            return {}
+    return cache[key]
 
 
 def run_rows(state: AppState) -> list[dict]:
@@ -86,18 +160,61 @@ def run_rows(state: AppState) -> list[dict]:
         if not info.ok:
             status = "unreadable"
         planned = bool(info.iters_planned) and info.iters_planned != info.iterations
+        ok = status != "unreadable"
+        details = run_details(state, info.path, (info.mtime, info.size)) if ok else {}
         rows.append({
-            "id": info.path, "name": info.path, "net": info.net, "dataset": info.dataset,
-            "optimizer": info.optimizer, "method": info.method,
+            "id": info.path, "name": run_link(info.path) if ok else info.path,
+            "net": info.net, "dataset": info.dataset, "optimizer": info.optimizer,
+            "method": info.method, "lr": details.get("lr"), "momentum": details.get("momentum"),
+            "batch_size": details.get("batch_size"), "seed": details.get("seed"),
             "iterations": info.iterations if info.ok else None,
+            "frames": details.get("frames"),
             "final_loss": _fmt_loss(info.final_loss),
             "status": status, "error": error,
             "note": (error[:90] + "…" if len(error) > 90 else error) if error else
             (f"planned {info.iters_planned:,}" if planned else ""),
             "modified": datetime.fromtimestamp(info.mtime).strftime("%Y-%m-%d %H:%M:%S"),
-            "size": human_size(info.size),
+            "size": human_size(info.size), "size_mb": round(info.size / 2**20, 3),
         })
     return rows
+
+
+_SEARCHED = ("id", "net", "dataset", "optimizer", "method", "status", "note")
+
+
+def filter_rows(rows: list[dict] | None, query: str | None) -> list[dict]:
+    """Rows whose text (id, network, dataset, optimizer, method, status, note) contains every
+    whitespace-separated word of ``query``, case-insensitively; ``key=value`` words match a
+    column exactly (``lr=0.01``, ``seed=3``, ``status=running``)."""
+    words = (query or "").lower().split()
+    if not words:
+        return list(rows or [])
+    out = []
+    for r in rows or []:
+        text = " ".join(str(r.get(k) or "") for k in _SEARCHED).lower()
+        if all(_matches(r, text, w) for w in words):
+            out.append(r)
+    return out
+
+
+def _matches(row: dict, text: str, word: str) -> bool:
+    key, sep, want = word.partition("=")
+    if sep and key in row:
+        have = row.get(key)
+        num, got = _number(want), _number(have)
+        if num is not None and got is not None:
+            return math.isclose(num, got, rel_tol=1e-9)
+        return str(have or "").lower() == want
+    return word in text
+
+
+def filtered_table(rows: list[dict] | None, query: str | None):
+    """Table data for the filter box, and a hint when the filter hides rows."""
+    shown = filter_rows(rows, query)
+    n = len(rows or [])
+    hidden = f"{len(shown)} of {n} runs match “{query.strip()}”" if (query or "").strip() \
+        else ""
+    return shown, hidden
 
 
 def refresh_runs(state: AppState, _n: int | None, known_hash: str | None):
@@ -157,10 +274,14 @@ def selection_actions(selected: list[str] | None, data: list[dict] | None):
 def register_callbacks(app: dash.Dash, state: AppState) -> None:
     """Wire the runs page callbacks to ``app``."""
     app.callback(
-        Output(ids.RUNS_TABLE, "data"), Output(ids.RUNS_ERRORS, "children"),
+        Output(ids.RUNS_DATA, "data"), Output(ids.RUNS_ERRORS, "children"),
         Output(ids.RUNS_COUNT, "children"), Output("runs-hash", "data"),
         Input(ids.RUNS_INTERVAL, "n_intervals"), State("runs-hash", "data"),
     )(lambda n, h: refresh_runs(state, n, h))
+    app.callback(
+        Output(ids.RUNS_TABLE, "data"), Output(ids.RUNS_FILTER_HINT, "children"),
+        Input(ids.RUNS_DATA, "data"), Input(ids.RUNS_FILTER, "value"),
+    )(filtered_table)
     app.callback(
         Output(ids.RUNS_OPEN, "href"), Output(ids.RUNS_OPEN, "className"),
         Output(ids.RUNS_COMPARE, "href"), Output(ids.RUNS_COMPARE, "className"),

@@ -1,0 +1,244 @@
+"""Compare-page views as plain functions (``state`` first): which runs open, which layers can
+be matched, the per-run heatmaps, the overlays and their exports.
+
+Layers are matched by name only within one architecture (the config's ``net``): LeNet's
+``fc1`` (400 → 120) is not MNIST-FC's ``fc1`` (784 → 100), so with several networks the layer
+list is per network and a run of another network says "different network" instead of
+drawing its same-named layer beside it.
+"""
+
+from __future__ import annotations
+
+import json
+
+import dash
+import numpy as np
+from dash import dcc, html
+
+from lcaviz.analysis import helping, layers
+from lcaviz.app import ids
+from lcaviz.app.pages.components import error_card
+from lcaviz.app.pages.run_views import Controls, heatmap
+from lcaviz.app.queries import rows_for, series
+from lcaviz.app.security import RunPathError, safe_filename
+from lcaviz.app.state import AppState
+from lcaviz.bundle import BundleError
+from lcaviz.figures.compare import layer_totals_figure, overlay_figure
+from lcaviz.figures.export import figure_csv, figure_image
+from lcaviz.figures.theme import empty_figure
+
+STEPS = 200  # slider positions in "fraction of training" mode
+HEAT_GRAPH = "cmp-heat-{}"  # export name of the k-th heatmap
+_ERRORS = (RunPathError, BundleError, OSError)
+HIDDEN = {"display": "none"}
+
+
+def net_of(b) -> str:
+    """The architecture a run was made with (config ``net``; "" when not recorded)."""
+    return str(b.config.get("net", "") or "")
+
+
+def layer_value(net: str | None, layer: str) -> str:
+    """Dropdown value of a layer: its name, or ``["net", "layer"]`` (JSON) when several
+    networks are compared."""
+    return layer if net is None else json.dumps([net, layer])
+
+
+def parse_layer(value: str | None) -> tuple[str | None, str | None]:
+    """``(net or None, layer name)`` from a dropdown value of :func:`layer_value`."""
+    if not value:
+        return None, None
+    if value.startswith("["):
+        try:
+            net, layer = json.loads(value)
+            return str(net), str(layer)
+        except (ValueError, TypeError):
+            return None, value
+    return None, value
+
+
+def _layer_options(names: list[list[str]], nets: list[str]) -> list[dict]:
+    """Per network (first-seen order): layers of every run of it, then the others (marked)."""
+    groups = list(dict.fromkeys(nets))
+    multi = len(groups) > 1
+    opts = []
+    for g in groups:
+        member = [n for n, net in zip(names, nets, strict=True) if net == g]
+        common = [n for n in member[0] if all(n in other for other in member)]
+        rest = list(dict.fromkeys(n for ln in member for n in ln if n not in common))
+        tag = f" ({g or 'unnamed network'})" if multi else ""
+        key = g if multi else None
+        opts += [{"label": f"{n}{tag}", "value": layer_value(key, n)} for n in common]
+        opts += [{"label": f"{n}{tag} (not in every {'run of it' if multi else 'run'})",
+                  "value": layer_value(key, n)} for n in rest]
+    return opts
+
+
+def check_runs(state: AppState, run_ids: list[str]):
+    """Open every run; returns ``(ok ids, cards, layer options, default layer)``.
+
+    Cards are errors (fewer than two runs, unreadable ones) and, when the runs are different
+    networks, a note that layers are matched within each network only.
+    """
+    ok, cards, names, nets = [], [], [], []
+    if len(run_ids) < 2:
+        cards.append(error_card("Choose 2–4 runs on the runs page.", "Nothing to compare"))
+    for rid in run_ids:
+        try:
+            b, _ = state.open(rid)
+        except _ERRORS as e:
+            cards.append(error_card(str(e), f"Cannot open {rid}"))
+            continue
+        ok.append(rid)
+        names.append(list(b.layer_names))
+        nets.append(net_of(b))
+    groups = list(dict.fromkeys(nets))
+    if len(groups) > 1:
+        cards.append(html.Div([
+            html.Strong("Different networks: "),
+            f"{', '.join(g or '(unnamed)' for g in groups)}. Layers are matched by name only "
+            "within one network (LeNet's fc1 is not MNIST-FC's fc1); runs of another network "
+            "say “different network” instead."], className="info-card"))
+    opts = _layer_options(names, nets) if ok else []
+    return ok, cards, opts, opts[0]["value"] if opts else None
+
+
+def page_state(state: AppState, run_ids: list[str]):
+    """``(cards, layer options, layer value, body style)``: the body (slider, heatmaps,
+    overlays) is hidden unless at least two runs open, so an error never sits above empty
+    axes."""
+    ok, cards, opts, default = check_runs(state, run_ids)
+    return cards, opts, default, {} if len(ok) >= 2 else HIDDEN
+
+
+def frame_of(b, pos: int, xaxis: str, t_max: int) -> int:
+    """Row of bundle ``b`` at shared slider position ``pos``."""
+    if b.n_rows == 0:
+        return 0
+    if xaxis == "iteration":
+        t = min(int(pos) * max(1, t_max // STEPS), b.n_iters - 1)
+        return min(t // b.stride, b.n_rows - 1)
+    return min(round(pos / STEPS * (b.n_rows - 1)), b.n_rows - 1)
+
+
+def _reference_net(state: AppState, run_ids: list[str]) -> str | None:
+    for rid in run_ids:
+        try:
+            return net_of(state.open(rid)[0])
+        except _ERRORS:
+            continue
+    return None
+
+
+def heatmaps(state: AppState, run_ids: list[str], pos, xaxis, mode, layer_value_):
+    """One heatmap per run of the chosen layer; shared colour limit across runs."""
+    want_net, layer_name = parse_layer(layer_value_)
+    if want_net is None:  # one network: match by name; mixed without a choice: the first's
+        nets = set()
+        for rid in run_ids:
+            try:
+                nets.add(net_of(state.open(rid)[0]))
+            except _ERRORS:
+                continue
+        want_net = _reference_net(state, run_ids) if len(nets) > 1 else None
+    figs, limits, t_max = [], [], _t_max(state, run_ids)
+    for rid in run_ids:
+        try:
+            b, _ = state.open(rid)
+        except _ERRORS as e:
+            figs.append(empty_figure(str(e)))
+            continue
+        if want_net is not None and net_of(b) != want_net:
+            figs.append(empty_figure(f"{rid}: different network ({net_of(b) or 'unnamed'}, "
+                                     f"not {want_net})<br>its {layer_name} is another layer"))
+            continue
+        if layer_name not in b.layer_names:
+            figs.append(empty_figure(f"{rid} has no layer {layer_name!r}"))
+            continue
+        c = Controls.from_dict({"run_id": rid, "row": frame_of(b, pos or 0, xaxis, t_max),
+                                "mode": mode, "layer": b.layer_names.index(layer_name)})
+        fig = heatmap(state, c)[0]
+        fig.update_layout(title_text=f"{rid}<br><sup>{fig.layout.title.text}</sup>")
+        figs.append(fig)
+        if fig.layout.coloraxis.cmax:
+            limits.append(float(fig.layout.coloraxis.cmax))
+    z = max(limits) if limits else None
+    for fig in figs:
+        if z and fig.layout.coloraxis.cmax:
+            fig.update_layout(coloraxis={"cmin": -z, "cmax": z})
+    return figs
+
+
+def _t_max(state: AppState, run_ids: list[str]) -> int:
+    t = 1
+    for rid in run_ids:
+        try:
+            t = max(t, state.open(rid)[0].n_iters)
+        except _ERRORS:
+            continue
+    return t
+
+
+def _x(b, n: int, xaxis: str) -> np.ndarray:
+    t = np.arange(n)
+    return t / max(b.n_iters, 1) if xaxis == "fraction" else t
+
+
+def overlays(state: AppState, run_ids: list[str], pos, xaxis):
+    """Loss, % helping and per-layer totals (per network) of all runs."""
+    loss, helps, totals, nets, t_max = [], [], [], [], _t_max(state, run_ids)
+    for rid in run_ids:
+        try:
+            b, key = state.open(rid)
+        except _ERRORS:
+            continue
+        lt = series(state, key, b, "loss_train")
+        loss.append((rid, _x(b, len(lt), xaxis), lt))
+        hs = state.cached(("help_series", key), lambda b=b: helping.help_series(b))
+        helps.append((rid, _x(b, len(hs), xaxis), hs["frac_help"].to_numpy()))
+        lt_df = state.cached(("totals", key), lambda b=b: layers.layer_totals(b))
+        totals.append((rid, list(b.layer_names), lt_df["total"].to_numpy()))
+        nets.append(net_of(b))
+    xl = "fraction of training" if xaxis == "fraction" else "iteration"
+    mark = (pos or 0) / STEPS if xaxis == "fraction" else (pos or 0) * max(1, t_max // STEPS)
+    loss_fig = overlay_figure(loss, title="Train loss", xlabel=xl, ylabel="loss", marker=mark)
+    if all(np.nanmin(y) >= 0 for _, _, y in loss if len(y)):
+        loss_fig.update_yaxes(rangemode="nonnegative")
+    return (loss_fig,
+            overlay_figure(helps, title="% of parameters helping", xlabel=xl,
+                           ylabel="% helping (of all)", marker=mark),
+            layer_totals_figure(totals, nets=nets))
+
+
+def slider_text(state: AppState, run_ids, pos, xaxis, mode) -> str:
+    parts, t_max = [], _t_max(state, run_ids)
+    for rid in run_ids:
+        try:
+            b, _ = state.open(rid)
+        except _ERRORS:
+            continue
+        r0, r1 = rows_for(b, frame_of(b, pos or 0, xaxis, t_max), mode, 1)
+        parts.append(f"{rid.rsplit('/', 1)[-1]}: it. {min(r1 * b.stride, b.n_iters) - 1:,}")
+    head = f"{100 * (pos or 0) / STEPS:.1f} % of training" if xaxis == "fraction" else \
+        f"iteration ≈ {(pos or 0) * max(1, t_max // STEPS):,}"
+    return head + " — " + " · ".join(parts)
+
+
+def export(state: AppState, trigger, run_ids, pos, xaxis, mode, layer_name):
+    """Download of one compare figure (overlays or the k-th heatmap) as PNG/SVG/PDF/CSV."""
+    if not isinstance(trigger, dict) or trigger.get("fmt") not in ids.EXPORT_FORMATS:
+        return dash.no_update
+    graph = str(trigger.get("graph"))
+    heat = {HEAT_GRAPH.format(k): k for k in range(len(run_ids))}
+    if graph in heat:
+        fig = heatmaps(state, run_ids, pos, xaxis, mode, layer_name)[heat[graph]]
+    else:
+        figs = dict(zip((ids.CMP_LOSS, ids.CMP_HELP, ids.CMP_LAYER_TOTALS),
+                        overlays(state, run_ids, pos, xaxis), strict=True))
+        fig = figs.get(graph)
+    if fig is None:
+        return dash.no_update
+    name = safe_filename(f"compare-{graph}", trigger["fmt"])
+    if trigger["fmt"] == "csv":
+        return dcc.send_string(figure_csv(fig), name)
+    return dcc.send_bytes(figure_image(fig, trigger["fmt"]), name)
