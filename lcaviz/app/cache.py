@@ -11,7 +11,8 @@ import os
 import sys
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -94,18 +95,25 @@ class LRU:
 
 
 class BundleCache:
-    """At most ``max_open`` open :class:`~lcaviz.bundle.RunBundle` objects, LRU.
+    """At most ``max_open`` open :class:`~lcaviz.bundle.RunBundle` objects, LRU, and never two
+    handles on one path at a time.
 
-    A bundle is reopened when its file stamp changes (a live run flushed, or the writer closed
-    it and set the final status); dropped handles are closed by garbage collection once no
-    callback still uses them, so a concurrent reader is never cut off mid-read.
+    HDF5 shares one open file (with its cached metadata) among every open of a path in a
+    process, so a second handle on a live run would see the first one's stale dataset shapes:
+    the run would freeze, and once complete be called inconsistent. So each path has one bundle
+    object, refreshed **in place** when its file stamp changes (a live run flushed, or its
+    writer closed it): it closes its file before reopening, under its own lock, so a callback
+    reading it meanwhile finishes first. Readers that only look (the runs list) borrow the
+    cached object, or a temporary handle held under the same per-path lock. A refresh that
+    fails (a damaged file) drops the entry and raises; the next call opens the path afresh.
     """
 
     def __init__(self, max_open: int = 8, opener: Callable[[Path], Any] | None = None):
         self.max_open = max_open
         self._opener = opener
-        self._d: OrderedDict[Path, tuple[tuple[int, int], Any]] = OrderedDict()
+        self._d: OrderedDict[Path, list] = OrderedDict()  # path -> [stamp, bundle]
         self._lock = threading.Lock()
+        self._path_locks: dict[Path, threading.Lock] = {}
 
     def _open(self, path: Path) -> Any:
         if self._opener is not None:
@@ -114,22 +122,62 @@ class BundleCache:
 
         return RunBundle.open(path)
 
+    def _path_lock(self, path: Path) -> threading.Lock:
+        with self._lock:
+            return self._path_locks.setdefault(path, threading.Lock())
+
     def get(self, path: str | Path) -> tuple[Any, tuple[int, int]]:
-        """The open bundle at ``path`` and the file stamp it reflects."""
+        """The open bundle at ``path`` (kept open) and the file stamp it reflects."""
         path = Path(path)
-        stamp = file_stamp(path)
+        with self._path_lock(path):
+            stamp = file_stamp(path)
+            with self._lock:
+                hit = self._d.get(path)
+                if hit is not None:
+                    self._d.move_to_end(path)
+            if hit is None:
+                hit = [stamp, self._open(path)]
+                with self._lock:
+                    self._d[path] = hit
+                    self._evict()
+            elif hit[0] != stamp:
+                try:
+                    hit[1].refresh()
+                except Exception:
+                    with self._lock:
+                        if self._d.get(path) is hit:
+                            del self._d[path]
+                    raise
+                hit[0] = stamp
+            return hit[1], stamp
+
+    @contextmanager
+    def borrow(self, path: str | Path) -> Iterator[Any]:
+        """The cached bundle of ``path`` if there is one (refreshed), else a temporary handle
+        that is closed afterwards; either way no other handle on the path is open meanwhile."""
+        path = Path(path)
         with self._lock:
-            hit = self._d.get(path)
-            if hit is not None and hit[0] == stamp:
-                self._d.move_to_end(path)
-                return hit[1], stamp
-        bundle = self._open(path)  # outside the lock: opening can take a moment
-        with self._lock:
-            self._d[path] = (stamp, bundle)
-            self._d.move_to_end(path)
-            while len(self._d) > self.max_open:
-                self._d.popitem(last=False)
-        return bundle, stamp
+            cached = path in self._d
+        if cached:
+            yield self.get(path)[0]
+            return
+        with self._path_lock(path):
+            bundle = self._open(path)
+            try:
+                yield bundle
+            finally:
+                _close(bundle)
+
+    def _evict(self) -> None:
+        while len(self._d) > self.max_open:
+            _, (_, bundle) = self._d.popitem(last=False)
+            _close(bundle)
 
     def __len__(self) -> int:
         return len(self._d)
+
+
+def _close(bundle: Any) -> None:
+    close = getattr(bundle, "close", None)
+    if close is not None:
+        close()

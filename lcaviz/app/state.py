@@ -43,6 +43,13 @@ class AppState:
         bundle, stamp = self.bundles.get(path)
         return bundle, (str(path), *stamp)
 
+    def scan(self) -> list:
+        """The runs table (:func:`lcaviz.bundle.scan_runs`), reading through the shared
+        bundle handles so that a live run shown on a page is never opened twice."""
+        from lcaviz.bundle import scan_runs
+
+        return scan_runs(self.runs_dir, borrow=self.bundles.borrow)
+
     def cached(self, key: tuple, fn) -> Any:
         """``fn()`` memoised in the bounded array cache."""
         return self.arrays.get_or_compute(key, fn)

@@ -7,6 +7,7 @@ the matrix in blocks of bounded size.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,6 +35,8 @@ class RunBundle(_BundleFile, _BundleMeta):
         self.path = Path(path)
         self._f: h5py.File | None = None
         self._ds: dict[str, h5py.Dataset] = {}
+        # one lock per handle: refresh() and close() wait for a read in another thread
+        self._lock = threading.RLock()
         self._load()
 
     @classmethod
@@ -53,19 +56,21 @@ class RunBundle(_BundleFile, _BundleMeta):
 
     def close(self) -> None:
         """Close the file (idempotent)."""
-        self._ds.clear()
-        if self._f is not None:
-            try:
-                self._f.close()
-            except Exception:  # closing a damaged file must not raise
-                pass
-            self._f = None
+        with self._lock:
+            self._ds.clear()
+            if self._f is not None:
+                try:
+                    self._f.close()
+                except Exception:  # closing a damaged file must not raise
+                    pass
+                self._f = None
 
     def refresh(self) -> None:
         """Re-read a live bundle: progress, status and every dataset (reopens the file, since
         root attributes such as ``status`` only change when the writer re-opens it)."""
-        self.close()
-        self._load()
+        with self._lock:
+            self.close()
+            self._load()
 
     # -- lazy per-parameter slices ------------------------------------------------------------
     # ``source`` is "lca" (default), "lca_val" or "trajectory"; ``cols`` is None (all P
@@ -79,7 +84,7 @@ class RunBundle(_BundleFile, _BundleMeta):
 
     def _read(self, source: str, r0: int, r1: int, cols) -> np.ndarray:
         """Rows ``r0:r1`` of ``source`` at parameter columns ``cols``, decoded to float32."""
-        if source not in self._f:
+        if source not in (self._f or ()):
             raise KeyError(f"{self.path}: bundle has no {source!r} dataset")
         if source == "trajectory":
             return self._read_stored(source, r0, r1, cols, self.n_params)
@@ -87,8 +92,8 @@ class RunBundle(_BundleFile, _BundleMeta):
 
     def _read_stored(self, source: str, r0: int, r1: int, scols, width: int) -> np.ndarray:
         """``source[r0:r1, scols]`` with ``scols`` already in the dataset's own columns."""
-        ds = self._dataset(source)
-        with read_guard(self.path, f"reading {source!r} rows {r0}:{r1}"):
+        with self._lock, read_guard(self.path, f"reading {source!r} rows {r0}:{r1}"):
+            ds = self._dataset(source)
             out = _read_block(ds, r0, r1, scols, width)
         return from_bfloat16(out) if ds.dtype == np.uint16 else out
 
@@ -187,11 +192,14 @@ class RunBundle(_BundleFile, _BundleMeta):
         return self._ds[name]
 
     def _series(self, name: str, n: int, optional: bool = False) -> np.ndarray | None:
-        if optional and name not in self._f:
-            return None
-        ds = self._dataset(name)
-        with read_guard(self.path, f"reading {name!r}"):
-            return ds[:n]
+        with self._lock:
+            if self._f is None:
+                raise BundleError(f"{self.path}: bundle is closed")
+            if optional and name not in self._f:
+                return None
+            ds = self._dataset(name)
+            with read_guard(self.path, f"reading {name!r}"):
+                return ds[:n]
 
     # -- per-iteration series (all cut to T) --------------------------------------------------
     def loss_train(self) -> np.ndarray:

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,14 +32,24 @@ class RunInfo:
     n_params: int = 0
     mtime: float = 0.0
     size: int = 0
+    lr: float | None = None
+    momentum: float | None = None  # SGD momentum, or Adam's beta1
+    batch_size: int | None = None
+    seed: int | None = None
+    frames: int = 0  # stored per-parameter rows
 
 
-def scan_runs(runs_dir: str | Path, pattern: str = "*.h5") -> list[RunInfo]:
+def scan_runs(runs_dir: str | Path, pattern: str = "*.h5",
+              borrow: Callable[[Path], AbstractContextManager[RunBundle]] | None = None
+              ) -> list[RunInfo]:
     """Describe every bundle under ``runs_dir`` (recursively), newest first.
 
     Never raises for a bad file: it gets ``ok=False`` and the error message. Each file is open
-    only while its row is read.
+    only while its row is read, through ``borrow(path)`` if given (the dashboard lends its
+    own handles, so a process never holds two handles on one live file), else
+    ``RunBundle.open``.
     """
+    borrow = borrow or RunBundle.open
     root = Path(runs_dir)
     infos = []
     for p in sorted(root.rglob(pattern)) if root.is_dir() else []:
@@ -48,7 +60,7 @@ def scan_runs(runs_dir: str | Path, pattern: str = "*.h5") -> list[RunInfo]:
         info = RunInfo(path=p.relative_to(root).as_posix(), ok=False, mtime=st.st_mtime,
                        size=st.st_size)
         try:
-            with RunBundle.open(p) as b:
+            with borrow(p) as b:
                 cfg = b.config
                 loss = b._series("loss/train", b.n_iters + 1)
                 info.net, info.dataset = str(cfg.get("net", "")), str(cfg.get("dataset", ""))
@@ -56,6 +68,12 @@ def scan_runs(runs_dir: str | Path, pattern: str = "*.h5") -> list[RunInfo]:
                 info.iterations, info.iters_planned = b.n_iters, b.iters_planned
                 info.final_loss = float(loss[-1]) if len(loss) else math.nan
                 info.status, info.created, info.n_params = b.status, b.created, b.n_params
+                adam = cfg.get("optimizer") == "adam"
+                info.lr, info.batch_size, info.seed = (_num(cfg.get(k)) for k in
+                                                       ("lr", "batch_size", "seed"))
+                info.momentum = _num((cfg.get("betas") or [None])[0] if adam
+                                     else cfg.get("momentum"))
+                info.frames = b.n_rows
                 info.ok = True
         except BundleError as e:
             info.error = str(e)
@@ -64,3 +82,10 @@ def scan_runs(runs_dir: str | Path, pattern: str = "*.h5") -> list[RunInfo]:
         infos.append(info)
     infos.sort(key=lambda i: i.mtime, reverse=True)
     return infos
+
+
+def _num(v):
+    """A config number as int/float, or None (configs written by others may hold anything)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        return None
+    return int(v) if float(v).is_integer() and not isinstance(v, float) else v

@@ -73,19 +73,34 @@ def test_lru_is_bounded_by_entries_and_bytes():
 def test_bundle_cache_reopens_on_change_and_evicts(tmp_path):
     from lcaviz.app.cache import BundleCache
 
+    class Fake:
+        def __init__(self):
+            self.refreshed = self.closed = 0
+
+        def refresh(self):
+            self.refreshed += 1
+
+        def close(self):
+            self.closed += 1
+
     opened = []
-    cache = BundleCache(max_open=2, opener=lambda p: opened.append(p) or object())
+    cache = BundleCache(max_open=2, opener=lambda p: opened.append(Fake()) or opened[-1])
     files = [tmp_path / f"{i}.h5" for i in range(3)]
     for f in files:
         f.write_bytes(b"x")
     a1, _ = cache.get(files[0])
     a2, _ = cache.get(files[0])
-    assert a1 is a2 and len(opened) == 1
-    files[0].write_bytes(b"xy")  # the stamp (size) changes: reopen
-    assert cache.get(files[0])[0] is not a1
+    assert a1 is a2 and len(opened) == 1 and a1.refreshed == 0
+    files[0].write_bytes(b"xy")  # the stamp (size) changes: the one handle is refreshed
+    assert cache.get(files[0])[0] is a1 and a1.refreshed == 1 and len(opened) == 1
+    with cache.borrow(files[0]) as b:  # a looker borrows the cached handle
+        assert b is a1 and len(opened) == 1
+    with cache.borrow(files[1]) as b:  # or a temporary one, closed after
+        assert b.closed == 0
+    assert b.closed == 1 and len(cache) == 1
     cache.get(files[1])
     cache.get(files[2])
-    assert len(cache) == 2
+    assert len(cache) == 2 and a1.closed == 1  # evicted handles are closed
 
 
 def test_job_runner_reports_errors():

@@ -123,34 +123,10 @@ def run_link(run_id: str) -> str:
     return f"[{text}]({run_href(run_id)})"
 
 
-def run_details(state: AppState, rel_path: str, stamp: tuple) -> dict:
-    """lr, momentum, batch size, seed and frames of a bundle, cached per file version."""
-    cache = state.scan_cache.setdefault("details", {})
-    key = (rel_path, stamp)
-    if key not in cache:
-        from lcaviz.bundle import RunBundle
-
-        try:
-            with RunBundle.open(state.runs_dir / rel_path) as b:
-                cfg = b.config
-                beta1 = (cfg.get("betas") or [None])[0] if cfg.get("optimizer") == "adam" \
-                    else None
-                cache[key] = {
-                    "lr": _number(cfg.get("lr")),
-                    "momentum": _number(beta1 if beta1 is not None else cfg.get("momentum")),
-                    "batch_size": _number(cfg.get("batch_size")),
-                    "seed": _number(cfg.get("seed")), "frames": int(b.n_rows)}
-        except Exception:  # noqa: BLE001 - changed under us: the next scan fills it
-            return {}
-    return cache[key]
-
-
 def run_rows(state: AppState) -> list[dict]:
     """Table rows for every bundle (unreadable ones with status ``unreadable``)."""
-    from lcaviz.bundle import scan_runs
-
     rows = []
-    for info in scan_runs(state.runs_dir):
+    for info in state.scan():
         status = info.status or "unknown"
         error = info.error.replace(f"{state.runs_dir}/", "")  # paths relative to RUNS_DIR
         try:
@@ -161,14 +137,13 @@ def run_rows(state: AppState) -> list[dict]:
             status = "unreadable"
         planned = bool(info.iters_planned) and info.iters_planned != info.iterations
         ok = status != "unreadable"
-        details = run_details(state, info.path, (info.mtime, info.size)) if ok else {}
         rows.append({
             "id": info.path, "name": run_link(info.path) if ok else info.path,
             "net": info.net, "dataset": info.dataset, "optimizer": info.optimizer,
-            "method": info.method, "lr": details.get("lr"), "momentum": details.get("momentum"),
-            "batch_size": details.get("batch_size"), "seed": details.get("seed"),
+            "method": info.method, "lr": _number(info.lr), "momentum": _number(info.momentum),
+            "batch_size": _number(info.batch_size), "seed": _number(info.seed),
             "iterations": info.iterations if info.ok else None,
-            "frames": details.get("frames"),
+            "frames": info.frames if ok else None,
             "final_loss": _fmt_loss(info.final_loss),
             "status": status, "error": error,
             "note": (error[:90] + "…" if len(error) > 90 else error) if error else
