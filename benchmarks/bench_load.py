@@ -1,10 +1,10 @@
-"""Load benchmark: simulated users scrubbing the run page's slider over HTTP.
+"""Load benchmark: simulated users fetching heatmap frames over HTTP, as the player does.
 
     python benchmarks/bench_load.py [--users 20] [--seconds 60] [--runs 3]
 
 Serves ``create_app`` with werkzeug (threaded) on a free 127.0.0.1 port, writes small
-synthetic bundles to a temporary runs directory, and lets ``--users`` threads POST the
-slider-step callback (heatmap update) to ``/_dash-update-component`` for ``--seconds``. Prints
+synthetic bundles to a temporary runs directory, and lets ``--users`` threads GET blocks of 8
+heatmap frames (row, cumulative and window modes) from ``/lcaviz/frames`` for ``--seconds``. Prints
 requests served, errors, latency p50/p95/max and the server's RSS over time. The 8 s CI
 variant is tests/reliability/test_load.py (same load generator, tests/reliability/_load.py).
 """

@@ -119,8 +119,8 @@ def empty_figure(message: str, height: int = 300) -> go.Figure:
 def add_time_marker(fig: go.Figure, x: float | None, **kw) -> go.Figure:
     """Draw a dashed vertical line at iteration ``x`` (the slider position).
 
-    Always the figure's first shape (hidden when ``x`` is None), so that the dashboard can move
-    it with a tiny ``Patch`` of ``layout.shapes[0]`` instead of re-sending the figure.
+    Always the figure's first shape (hidden when ``x`` is None), so that the browser's player
+    can move it (``Plotly.relayout`` of ``shapes[0]``) instead of the server re-sending it.
     """
     fig.add_vline(x=float(x or 0), line={"color": MARKER_COLOR, "dash": "dot", "width": 1},
                   visible=x is not None, **kw)

@@ -9,6 +9,7 @@ import shutil
 import socket
 import tempfile
 import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -30,23 +31,32 @@ def e2e_runs_dir(tmp_path_factory) -> Path:
     return make_runs_dir(tmp_path_factory.mktemp("e2e"))
 
 
-@pytest.fixture(scope="session")
-def live_server(e2e_runs_dir):
-    """The app served by werkzeug (threaded) in a background thread; yields its base URL."""
+@contextmanager
+def serve(runs_dir: Path):
+    """The app for ``runs_dir`` served by werkzeug (threaded) in a background thread; yields
+    its base URL."""
     from werkzeug.serving import make_server
 
     from lcaviz.app import create_app
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no request log in test output
 
-    app = create_app(e2e_runs_dir)
+    app = create_app(runs_dir)
     port = _free_port()
     srv = make_server("127.0.0.1", port, app.server, threaded=True)
     thread = threading.Thread(target=srv.serve_forever, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{port}"
-    srv.shutdown()
-    thread.join(timeout=10)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        srv.shutdown()
+        thread.join(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def live_server(e2e_runs_dir):
+    with serve(e2e_runs_dir) as url:
+        yield url
 
 
 def chrome_options(download_dir: str | None = None, size: str = "1400,1000"):

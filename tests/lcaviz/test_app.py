@@ -14,10 +14,12 @@ import plotly.graph_objects as go
 import pytest
 
 from lcaviz.app import create_app, get_state, ids, queries
-from lcaviz.app.pages import compare, run_callbacks, run_exports, runs
+from lcaviz.app.pages import compare, run_callbacks, run_exports, run_panels, run_views, runs
 from lcaviz.app.pages.run_views import Controls
-from lcaviz.bundle import RunBundle
+from lcaviz.app.security import RunPathError
+from lcaviz.bundle import BundleError, RunBundle
 from lcaviz.bundle.synthetic import write_synthetic_bundle
+from lcaviz.figures.theme import empty_figure
 from tests.e2e.runs_fixture import FC_LAYERS, make_runs_dir
 
 
@@ -67,20 +69,39 @@ def test_create_app_rejects_missing_dir(tmp_path):
         create_app(tmp_path / "nope")
 
 
-def test_dispatch_through_flask_orders_arguments(app):
+def test_dispatch_through_flask_orders_arguments(app, state):
     """One real callback request: Dash passes Inputs/States in declaration order."""
     client = app.server.test_client()
-    body = {"output": f"{ids.SLIDER_LABEL}.children",
-            "outputs": {"id": ids.SLIDER_LABEL, "property": "children"},
-            "inputs": [{"id": ids.SLIDER, "property": "value", "value": 3},
-                       {"id": ids.MODE, "property": "value", "value": "row"},
-                       {"id": ids.WINDOW, "property": "value", "value": 1},
-                       {"id": ids.RUN_META, "property": "data", "value": {}}],
-            "state": [{"id": ids.RUN_ID, "property": "data", "value": "fc.h5"}],
-            "changedPropIds": [f"{ids.SLIDER}.value"]}
+    meta = run_callbacks.init_run(state, "fc.h5")[0]
+    outputs = [{"id": ids.HEATMAP_STREAM, "property": "data"},
+               {"id": ids.HEATMAP_PLAN, "property": "data"}, {"id": ids.ZOOM, "property": "data"}]
+    body = {"output": f"..{ids.HEATMAP_STREAM}.data...{ids.HEATMAP_PLAN}.data...{ids.ZOOM}.data..",
+            "outputs": outputs,
+            "inputs": [{"id": ids.RUN_META, "property": "data", "value": meta},
+                       {"id": ids.LAYER, "property": "value", "value": 1},
+                       {"id": ids.MODE, "property": "value", "value": "window"},
+                       {"id": ids.WINDOW, "property": "value", "value": 3},
+                       {"id": ids.RANGE_MODE, "property": "value", "value": "frame"},
+                       {"id": ids.RESOLUTION, "property": "value", "value": "auto"}],
+            "state": [{"id": ids.RUN_ID, "property": "data", "value": "fc.h5"},
+                      {"id": ids.ZOOM, "property": "data", "value": None}],
+            "changedPropIds": [f"{ids.LAYER}.value"]}
     r = client.post("/_dash-update-component", json=body)
     assert r.status_code == 200, r.data[:300]
-    assert "iteration 3 (row 4 of 60)" in r.get_data(as_text=True)
+    stream = r.get_json()["response"][ids.HEATMAP_STREAM]["data"]
+    assert (stream["layer_name"], stream["mode"], stream["window"]) == ("fc2", "window", 3)
+    assert stream["range_mode"] == "frame" and stream["zmax"] is None and stream["R"] == 60
+
+
+def heatmap(state, run_id, row, mode, window, layer, range_mode, resolution, zoom):
+    """The server-side heatmap figure (exports and the HTML report draw it)."""
+    c = Controls.from_dict({"run_id": run_id, "row": row, "mode": mode, "window": window,
+                            "layer": layer, "range_mode": range_mode,
+                            "resolution": resolution, "zoom": zoom})
+    try:
+        return run_views.heatmap(state, c)
+    except (RunPathError, BundleError, OSError) as e:
+        return empty_figure(f"Cannot read this run: {e}"), None, ""
 
 
 # -- runs page -------------------------------------------------------------------------
@@ -120,11 +141,15 @@ def test_running_bundle_shows_status_and_grows(tmp_path):
     meta = run_callbacks.init_run(st, "live.h5")[0]
     assert meta["status"] == "running" and meta["R"] == 3 and "running" in \
         queries.subtitle(meta)
-    assert run_callbacks.refresh_live(st, 1, "live.h5", meta) == (dash.no_update,) * 4
+    assert run_callbacks.init_run(st, "live.h5")[-1] is False  # a live run is polled
+    assert run_callbacks.refresh_live(st, 1, "live.h5", meta) == (dash.no_update,) * 3
     stale = {**meta, "R": 1}  # the page saw an older version of the file
-    new_meta, smax, marks, sub = run_callbacks.refresh_live(st, 1, "live.h5", stale)
-    assert new_meta["R"] == 3 and smax == 2 and "running" in sub
-    fig = run_callbacks.update_heatmap(st, "live.h5", 2, "row", 1, 0, "fixed", "auto", None)[0]
+    new_meta, sub, stop = run_callbacks.refresh_live(st, 1, "live.h5", stale)
+    assert new_meta["R"] == 3 and "running" in sub and stop is False
+    stream = run_callbacks.heatmap_stream(st, "live.h5", new_meta, 0, "row", 1, "fixed", "auto",
+                                          None)[0]
+    assert stream["R"] == 3 and stream["starts"] == [0, 4, 8] and stream["status"] == "running"
+    fig = heatmap(st, "live.h5", 2, "row", 1, 0, "fixed", "auto", None)[0]
     assert np.asarray(fig.data[0].z).shape == (20, 30)
 
 
@@ -145,9 +170,10 @@ def test_selection_actions():
 # -- run page --------------------------------------------------------------------------
 def test_init_run_ok_and_errors(state):
     out = run_callbacks.init_run(state, "fc.h5")
-    meta, title, sub, err, style, smax, marks, value, layers, layer, classes, cls = out
+    meta, title, sub, err, style, layers, layer, no_poll = out
     assert meta["layers"] == ["fc1", "fc2"] and meta["T"] == 60 and meta["has_trajectory"]
-    assert err is None and smax == 59 and value == 0 and layer == 0 and len(classes) == 3
+    assert err is None and layer == 0 and [o["value"] for o in layers] == [0, 1] and no_poll
+    assert run_panels.class_options(meta)[0][2] == {"label": "class 2", "value": 2}
     assert "60 iterations" in sub
     for bad in ("../fc.h5", "corrupt.h5", "escape.h5", "", "missing.h5"):
         out = run_callbacks.init_run(state, bad)
@@ -155,7 +181,7 @@ def test_init_run_ok_and_errors(state):
 
 
 def test_heatmap_fc_conv_and_modes(state):
-    fig, plan, info = run_callbacks.update_heatmap(state, "fc.h5", 5, "row", 1, 0, "fixed",
+    fig, plan, info = heatmap(state, "fc.h5", 5, "row", 1, 0, "fixed",
                                                    "auto", None)
     assert np.asarray(fig.data[0].z).shape == (20, 30) and plan[0]["name"] == "fc1.weight"
     assert "fixed over run" in info
@@ -163,66 +189,64 @@ def test_heatmap_fc_conv_and_modes(state):
     b = RunBundle.open(state.runs_dir / "fc.h5")
     cols = b.layer_columns(0)
     expected = b.rows(0, 6, cols).sum(axis=0, dtype=np.float64)
-    fig, _, info = run_callbacks.update_heatmap(state, "fc.h5", 5, "cumulative", 1, 0, "frame",
+    fig, _, info = heatmap(state, "fc.h5", 5, "cumulative", 1, 0, "frame",
                                                 "auto", None)
     shown = np.concatenate([np.asarray(t.z, np.float64).ravel() for t in fig.data
                             if t.type == "heatmap"])
     assert np.isclose(shown.sum(), expected.sum(), rtol=1e-5)
-    fig, _, _ = run_callbacks.update_heatmap(state, "fc.h5", 5, "window", 3, 0, "frame", "auto",
+    fig, _, _ = heatmap(state, "fc.h5", 5, "window", 3, 0, "frame", "auto",
                                              None)
     shown = np.concatenate([np.asarray(t.z, np.float64).ravel() for t in fig.data
                             if t.type == "heatmap"])
     assert np.isclose(shown.sum(), b.rows(3, 6, cols).sum(dtype=np.float64), rtol=1e-5)
     b.close()
-    fig, plan, _ = run_callbacks.update_heatmap(state, "nested/conv.h5", 2, "row", 1, 0,
+    fig, plan, _ = heatmap(state, "nested/conv.h5", 2, "row", 1, 0,
                                                 "fixed", "auto", None)
     assert np.asarray(fig.data[0].z).shape == (4 * 3, 2 * 3)
     assert "iterations 6–8" in fig.layout.title.text  # stride 3: row 2 = iterations 6..8
-    fig, _, _ = run_callbacks.update_heatmap(state, "../x.h5", 0, "row", 1, 0, "fixed", "auto",
+    fig, _, _ = heatmap(state, "../x.h5", 0, "row", 1, 0, "fixed", "auto",
                                              None)
     assert "Cannot read" in fig.layout.annotations[0].text
 
 
 def test_frame_changes_with_slider(state):
-    a = run_callbacks.update_heatmap(state, "fc.h5", 1, "row", 1, 0, "fixed", "auto", None)[0]
-    b = run_callbacks.update_heatmap(state, "fc.h5", 2, "row", 1, 0, "fixed", "auto", None)[0]
+    a = heatmap(state, "fc.h5", 1, "row", 1, 0, "fixed", "auto", None)[0]
+    b = heatmap(state, "fc.h5", 2, "row", 1, 0, "fixed", "auto", None)[0]
     assert not np.array_equal(np.asarray(a.data[0].z), np.asarray(b.data[0].z))
     assert a.layout.coloraxis.cmax == b.layout.coloraxis.cmax  # fixed range over the run
 
 
 def test_zoom_and_drill_down(state):
-    fig, plan, _ = run_callbacks.update_heatmap(state, "fc.h5", 5, "row", 1, 0, "fixed", "auto",
+    fig, plan, _ = heatmap(state, "fc.h5", 5, "row", 1, 0, "fixed", "auto",
                                                 None)
     relayout = {"xaxis.range[0]": 4.5, "xaxis.range[1]": 9.5, "yaxis.range[0]": 7.5,
                 "yaxis.range[1]": 1.5}
-    zoom = run_callbacks.update_zoom(ids.HEATMAP, relayout, plan, None)
+    zoom = run_callbacks.update_zoom(ids.ZOOM_REQUEST, relayout, plan, None)
     assert zoom == [2, 8, 5, 10]
-    assert run_callbacks.update_zoom(ids.HEATMAP, relayout, plan, zoom) is dash.no_update
-    assert run_callbacks.update_zoom(ids.ZOOM_RESET, relayout, plan, zoom) is None
-    assert run_callbacks.update_zoom(ids.HEATMAP, {"xaxis.autorange": True}, plan, zoom) is None
-    zf, zplan, _ = run_callbacks.update_heatmap(state, "fc.h5", 5, "row", 1, 0, "fixed", "auto",
-                                                zoom)
+    assert run_callbacks.update_zoom(ids.ZOOM_REQUEST, relayout, plan, zoom) is dash.no_update
+    assert run_callbacks.update_zoom(ids.ZOOM_REQUEST, {"xaxis.autorange": True}, plan,
+                                     zoom) is None
+    meta = run_callbacks.init_run(state, "fc.h5")[0]
+    region, stream, zplan = run_callbacks.zoom_callback(
+        state, ids.ZOOM_REQUEST, relayout, "fc.h5", meta, 0, "row", 1, "fixed", "auto", plan,
+        None)
+    assert region == [2, 8, 5, 10] and zplan[0]["r0"] == 2 and stream["items"] == zplan
+    assert stream["figure"]["layout"]["xaxis"]["range"] == [4.5, 9.5]  # the region's pixels
+    reset = run_callbacks.zoom_callback(state, ids.ZOOM_RESET, None, "fc.h5", meta, 0, "row", 1,
+                                        "fixed", "auto", zplan, region)
+    assert reset[0] is None and reset[2][0]["r0"] == 0
+    zf, zplan, _ = heatmap(state, "fc.h5", 5, "row", 1, 0, "fixed", "auto", zoom)
     assert np.asarray(zf.data[0].z).shape == (6, 5) and zplan[0]["r0"] == 2
-    param = run_callbacks.select_param(state, "fc.h5",
-                                       {"points": [{"x": 7, "y": 3, "curveNumber": 0}]}, plan)
-    assert param["label"] == "fc1.weight[3, 7]" and param["flat"] == 3 * 30 + 7
-    dfig, info = run_callbacks.update_drill(state, "fc.h5", param, 5, "row", 1)
+    param = {"flat": 3 * 30 + 7, "label": "fc1.weight[3, 7]", "block": False}  # the player's
+    dfig, info = run_callbacks.update_drill(state, "fc.h5", param, {"row": 5}, "row", 1)
     assert len(dfig.data) == 3 and "fc1.weight[3, 7]" in info  # LCA, cumulative, weight
     b = RunBundle.open(state.runs_dir / "fc.h5")
     assert np.allclose(dfig.data[0].y, b.param_curve(param["flat"]))
     b.close()
-    empty, _ = run_callbacks.update_drill(state, "fc.h5", None, 0, "row", 1)
+    empty, _ = run_callbacks.update_drill(state, "fc.h5", None, {"row": 0}, "row", 1)
     assert "Click a heatmap cell" in empty.layout.annotations[0].text
-
-
-def test_play_pause_loop():
-    v, disabled, label = run_callbacks.play_step(ids.PLAY, 3, 10, 1, True, True)
-    assert (v, disabled) == (3, False) and "Pause" in label
-    assert run_callbacks.play_step(ids.PLAY_INTERVAL, 3, 10, 2, True, False)[0] == 5
-    assert run_callbacks.play_step(ids.PLAY_INTERVAL, 10, 10, 1, True, False)[0] == 0
-    assert run_callbacks.play_step(ids.PLAY_INTERVAL, 10, 10, 1, False, False)[:2] == (10, True)
-    assert run_callbacks.play_step(ids.PLAY, 10, 10, 1, False, True)[0] == 0  # restart
-    assert run_callbacks.play_step(ids.PLAY_INTERVAL, 1, 10, 1, True, True)[0] is dash.no_update
+    assert run_callbacks.update_drill(state, "fc.h5", None, {"row": 3}, "row", 1,
+                                      ids.FRAME) == (dash.no_update, dash.no_update)
 
 
 def test_views_and_markers(state):
@@ -236,9 +260,8 @@ def test_views_and_markers(state):
         assert isinstance(fig, go.Figure) and len(fig.data) >= 1, name
     loss = run_callbacks.simple_view(state, "loss", "fc.h5", meta, row=10)
     assert [t.name for t in loss.data] == ["minibatch", "train (full set)", "validation"]
-    patches = run_callbacks.move_markers(meta, 10, "row", 1)
-    assert len(patches) == 4 and all(isinstance(p, dash.Patch) for p in patches)
-    assert run_callbacks.move_markers(None, 10, "row", 1)[0] is dash.no_update
+    assert loss.layout.shapes[0].visible is False  # on screen the player draws the marker
+    assert run_callbacks.simple_view(state, "loss", "fc.h5", None) is dash.no_update
 
 
 def test_background_scan_and_shift_test(state):

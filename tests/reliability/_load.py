@@ -1,6 +1,7 @@
 """Load generator shared by tests/reliability/test_load.py (8 s) and benchmarks/bench_load.py
-(60 s): the Dash app served by werkzeug on 127.0.0.1 in a thread, and simulated users POSTing
-the run page's slider-step callback (the heatmap update) to ``/_dash-update-component``."""
+(60 s): the Dash app served by werkzeug on 127.0.0.1 in a thread, and simulated users doing what
+the run page's player does while scrubbing and playing: GET blocks of heatmap frames from
+``/lcaviz/frames`` (each user its own run, layer, frame mode and rows)."""
 
 from __future__ import annotations
 
@@ -13,10 +14,9 @@ from pathlib import Path
 
 from werkzeug.serving import WSGIRequestHandler, make_server
 
-from lcaviz.app import create_app, ids
+from lcaviz.app import create_app
 from lcaviz.bundle.synthetic import write_synthetic_bundle
 
-HEATMAP_OUTPUT = f"..{ids.HEATMAP}.figure...{ids.HEATMAP_PLAN}.data...{ids.HEATMAP_INFO}.children.."
 LAYERS = (("fc1", (40, 60)), ("fc2", (20, 40)), ("fc3", (5, 20)))
 
 
@@ -35,22 +35,13 @@ def make_runs(runs_dir: Path, n_runs: int = 3, n_iters: int = 60) -> list[str]:
     return names
 
 
-def slider_body(run_id: str, row: int, layer: int = 0) -> bytes:
-    """The request the browser sends when the run page's slider moves to ``row``."""
-    inputs = [("run-slider", "value", row), (ids.MODE, "value", "row"),
-              (ids.WINDOW, "value", 10), (ids.LAYER, "value", layer),
-              (ids.RANGE_MODE, "value", "fixed"), (ids.RESOLUTION, "value", "auto"),
-              (ids.ZOOM, "data", None), (ids.RUN_META, "data", None)]
-    body = {
-        "output": HEATMAP_OUTPUT,
-        "outputs": [{"id": ids.HEATMAP, "property": "figure"},
-                    {"id": ids.HEATMAP_PLAN, "property": "data"},
-                    {"id": ids.HEATMAP_INFO, "property": "children"}],
-        "inputs": [{"id": i, "property": p, "value": v} for i, p, v in inputs],
-        "state": [{"id": ids.RUN_ID, "property": "data", "value": run_id}],
-        "changedPropIds": [f"{ids.SLIDER}.value"],
-    }
-    return json.dumps(body).encode()
+MODES = ("row", "cumulative", "window")
+
+
+def frames_url(run_id: str, row: int, layer: int = 0, mode: str = "row", rows: int = 8) -> str:
+    """The request the player sends for a block of ``rows`` frames starting at ``row``."""
+    return (f"/lcaviz/frames?run={run_id}&layer={layer}&mode={mode}&window=10&res=auto"
+            f"&region=&r0={row}&r1={row + rows}")
 
 
 class _QuietHandler(WSGIRequestHandler):
@@ -58,19 +49,16 @@ class _QuietHandler(WSGIRequestHandler):
         pass
 
 
-def post(url: str, body: bytes, timeout: float = 30) -> tuple[int, bytes]:
-    req = urllib.request.Request(f"{url}/_dash-update-component", data=body,
-                                 headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=timeout) as r:
+def get(url: str, path: str, timeout: float = 30) -> tuple[int, bytes]:
+    with urllib.request.urlopen(f"{url}{path}", timeout=timeout) as r:
         return r.status, r.read()
 
 
 def warm_up(url: str, run_ids: list[str]) -> None:
-    """One step per run and layer first: the fixed colour range of a layer is computed once
-    per run (a first-render cost, measured by bench_dashboard), not per slider step."""
+    """One block per run and layer first (opens every bundle once)."""
     for run_id in run_ids:
         for layer in range(len(LAYERS)):
-            status, body = post(url, slider_body(run_id, 0, layer))
+            status, body = get(url, frames_url(run_id, 0, layer))
             assert status == 200 and _check(body) is None, body[:200]
 
 
@@ -106,19 +94,21 @@ class LoadResult:
 
 
 def _check(resp_body: bytes) -> str | None:
-    data = json.loads(resp_body)
-    fig = data.get("response", {}).get(ids.HEATMAP, {}).get("figure")
-    if not fig or "data" not in fig:
-        return f"no heatmap figure in the response: {resp_body[:200]!r}"
-    title = json.dumps(fig.get("layout", {}).get("title", ""))
-    if "Cannot read" in title:
-        return f"callback reported an error: {title[:200]}"
+    """A frames block is a JSON header and that many frames of float32."""
+    n = int.from_bytes(resp_body[:4], "little")
+    try:
+        head = json.loads(resp_body[4:4 + n])
+    except ValueError:
+        return f"not a frames block: {resp_body[:200]!r}"
+    want = 4 + n + 4 * head["n_cells"] * (head["r1"] - head["r0"])
+    if len(resp_body) != want or head["r1"] <= head["r0"]:
+        return f"frames block of {len(resp_body)} bytes, expected {want}"
     return None
 
 
 def run_load(url: str, run_ids: list[str], rows: dict[str, int], *, users: int = 20,
              seconds: float = 8.0, rss_every: float = 0.5) -> LoadResult:
-    """``users`` threads POST slider steps (each its own run and row sequence) until
+    """``users`` threads GET frame blocks (each its own run, layer, mode and rows) until
     ``seconds`` have passed; every request goes to ``url`` (127.0.0.1 only)."""
     assert url.startswith("http://127.0.0.1:"), url
     res = LoadResult()
@@ -133,7 +123,8 @@ def run_load(url: str, run_ids: list[str], rows: dict[str, int], *, users: int =
             row = (7 * k + 3 * n) % rows[run_id]
             t0 = time.perf_counter()
             try:
-                status, body = post(url, slider_body(run_id, row, layer=n % len(LAYERS)))
+                status, body = get(url, frames_url(run_id, row, layer=n % len(LAYERS),
+                                                   mode=MODES[(k + n) % len(MODES)]))
                 err = None if status == 200 else f"HTTP {status}"
                 err = err or _check(body)
             except Exception as e:  # noqa: BLE001 - every failure is counted

@@ -1,30 +1,29 @@
-"""Short load test (CI): 20 simulated users move the run page's slider over HTTP for 8 s
-against the real Flask server; no request fails and the server's memory stays flat.
+"""Short load test (CI): 20 simulated users fetch heatmap frames over HTTP for 8 s, as the
+player does while scrubbing and playing, against the real Flask server; no request fails and
+the server's memory stays flat.
 ``benchmarks/bench_load.py`` is the 60 s version."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from lcaviz.bundle import RunBundle
-from tests.reliability._load import Server, make_runs, post, run_load, slider_body, warm_up
+from tests.reliability._load import Server, _check, frames_url, get, make_runs, run_load, warm_up
 
 USERS, SECONDS = 20, 8.0
 
 
 @pytest.mark.timeout(60)
-def test_20_users_scrubbing_the_slider_get_no_errors_and_flat_memory(tmp_path):
+def test_20_users_fetching_frames_get_no_errors_and_flat_memory(tmp_path):
     run_ids = make_runs(tmp_path)
     rows = {}
     for r in run_ids:
         with RunBundle.open(tmp_path / r) as b:
             rows[r] = b.n_rows
     with Server(tmp_path) as srv:
-        # the request shape is right: one slider step answers with a heatmap figure
-        status, body = post(srv.url, slider_body(run_ids[0], 5))
-        assert status == 200 and json.loads(body)["response"]["run-heatmap"]["figure"]["data"]
+        # the request shape is right: a block of frames
+        status, body = get(srv.url, frames_url(run_ids[0], 5))
+        assert status == 200 and _check(body) is None
         warm_up(srv.url, run_ids)
         res = run_load(srv.url, run_ids, rows, users=USERS, seconds=SECONDS)
     n = len(res.latencies)

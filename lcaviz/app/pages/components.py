@@ -23,15 +23,18 @@ def export_buttons(graph_id: str, page: str, extra: tuple[str, ...] = ()) -> htm
 
 def graph_card(graph_id: str, title: str, *, controls=None, height: int | None = None,
                footer=None, loading: bool = True, page: str = "run",
-               extra_exports: tuple[str, ...] = ()) -> html.Div:
-    """A titled card with optional controls, a graph, and export buttons."""
-    graph = dcc.Graph(id=graph_id, config=GRAPH_CONFIG,
-                      style={"height": f"{height}px"} if height else None)
+               extra_exports: tuple[str, ...] = (), header=None, graph=None) -> html.Div:
+    """A titled card with optional controls, a header line, a graph (a ``dcc.Graph`` unless
+    ``graph`` is given), and export buttons."""
+    if graph is None:
+        graph = dcc.Graph(id=graph_id, config=GRAPH_CONFIG,
+                          style={"height": f"{height}px"} if height else None)
     body = dcc.Loading(graph, type="dot", delay_show=400) if loading else graph
     return html.Div([
         html.Div([html.H3(title), export_buttons(graph_id, page, extra_exports)],
                  className="card-head"),
         html.Div(controls, className="card-controls") if controls else None,
+        header,
         body,
         footer,
     ], className="card", id=f"{graph_id}-card")

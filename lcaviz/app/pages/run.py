@@ -8,7 +8,7 @@ clean error card for a bad id or an unreadable bundle.
 from __future__ import annotations
 
 import dash
-from dash import dcc, html
+from dash import Input, Output, dcc, html
 
 from lcaviz.app import ids
 from lcaviz.app.pages import run_callbacks
@@ -16,32 +16,22 @@ from lcaviz.app.pages.components import graph_card, labelled, radio, section, to
 from lcaviz.app.pages.run_analysis import GROUPS
 from lcaviz.app.state import AppState
 
-PLAY_MS = 600
-SPEEDS = [1, 2, 5, 10, 25]
+REFRESH_MS = 1_000
+
 
 
 def _player() -> html.Div:
-    """Play/pause, slider and frame controls (sticky at the top of the page)."""
+    """The player (sticky): lca_player.js builds play/pause, the frame slider, go-to-iteration,
+    step, rate and loop inside ``PLAYER_BAR``; the frame controls below need the server."""
     return html.Div([
+        html.Div(id=ids.PLAYER_BAR),
         html.Div([
-            html.Button("▶ Play", id=ids.PLAY, n_clicks=0, className="btn play"),
-            html.Div(dcc.Slider(id=ids.SLIDER, min=0, max=1, step=1, value=0, marks=None,
-                                updatemode="mouseup", tooltip=None), className="slider"),
-            html.Span(id=ids.SLIDER_LABEL, className="slider-label"),
-        ], className="player-row"),
-        html.Div([
-            labelled("speed (rows / step)", dcc.Dropdown(
-                id=ids.SPEED, options=[{"label": f"{s}×", "value": s} for s in SPEEDS],
-                value=1, clearable=False, searchable=False), "110px"),
-            dcc.Checklist(id=ids.LOOP, options=[{"label": " loop", "value": "loop"}],
-                          value=["loop"], className="check"),
             labelled("frame", radio(ids.MODE, [("row", "this iteration"),
                                                ("cumulative", "cumulative up to t"),
                                                ("window", "sum over last W rows")], "row")),
             labelled("W", dcc.Input(id=ids.WINDOW, type="number", min=1, step=1, value=10,
                                     debounce=True, className="num")),
         ], className="player-row controls-row"),
-        dcc.Interval(id=ids.PLAY_INTERVAL, interval=PLAY_MS, disabled=True, n_intervals=0),
     ], className="player card sticky")
 
 
@@ -55,12 +45,22 @@ def _heatmap_section() -> html.Section:
                                                      ("full", "full")], "auto")),
         html.Button("reset zoom", id=ids.ZOOM_RESET, n_clicks=0, className="btn small"),
     ]
+    # a plain div: lca_player.js paints frames on a canvas there and draws Plotly axes over
+    # them once Plotly has loaded (which is after the first frame)
+    host = html.Div(id=ids.HEATMAP, className="heat-host")
     return section("Per-parameter LCA (green helps, red hurts)", [
-        graph_card(ids.HEATMAP, "Heatmap", controls=controls, loading=False, extra_exports=("gif",),
+        graph_card(ids.HEATMAP, "Heatmap", controls=controls, loading=False,
+                   extra_exports=("gif",), graph=host,
+                   header=html.Div(id=ids.HEATMAP_TITLE, className="heat-title"),
                    footer=html.P(id=ids.HEATMAP_INFO, className="muted small")),
-        graph_card(ids.DRILL, "Selected parameter",
-                   footer=html.P(id=ids.DRILL_INFO, className="muted small")),
     ], sid="sec-heatmap")
+
+
+def _drill_section() -> html.Section:
+    return section("Selected parameter", [
+        graph_card(ids.DRILL, "One parameter through training (click a heatmap cell)",
+                   footer=html.P(id=ids.DRILL_INFO, className="muted small")),
+    ], sid="sec-drill")
 
 
 def _layers_section() -> html.Section:
@@ -133,11 +133,19 @@ def layout(id: str | None = None, run_id: str | None = None, **_query) -> html.D
         dcc.Store(id=ids.RUN_ID, data=rid),
         dcc.Store(id=ids.RUN_META),
         dcc.Store(id=ids.HEATMAP_PLAN),
+        dcc.Store(id=ids.HEATMAP_STREAM),
+        dcc.Store(id=ids.PANELS_READY),
+        dcc.Store(id=ids.PANELS_META),
+        dcc.Store(id=ids.FRAME, data={"index": 0, "iteration": 0, "row": 0, "end": 1}),
+        dcc.Store(id=ids.FRAME_BARS),
+        dcc.Store(id=ids.FRAME_DRILL),
         dcc.Store(id=ids.ZOOM),
-        dcc.Store(id="run-drill-param"),
+        dcc.Store(id=ids.ZOOM_REQUEST),
+        dcc.Store(id=ids.DRILL_PARAM),
         dcc.Download(id={"type": ids.EXPORT_DOWNLOAD, "page": "run"}),
         dcc.Download(id=ids.REPORT_DOWNLOAD),
-        dcc.Interval(id="run-refresh", interval=5_000),
+        # a live run grows on the page within a second of the writer's flush
+        dcc.Interval(id="run-refresh", interval=REFRESH_MS, disabled=True),
         html.Div([
             html.Div([html.H1(id=ids.RUN_HEADER, children=rid or "Run"),
                       html.Div(id="run-subtitle", className="muted")]),
@@ -150,14 +158,21 @@ def layout(id: str | None = None, run_id: str | None = None, **_query) -> html.D
         html.Div([
             _player(),
             _heatmap_section(),
-            _layers_section(),
-            _loss_section(),
-            _helping_section(),
-            _sync_section(),
+            # the other panels mount once the heatmap has painted: a dozen Plotly figures
+            # drawn at load would hold the first frame back by a second
+            html.Div(id=ids.PANELS),
         ], id="run-body"),
     ])
 
 
+def panels() -> list[html.Section]:
+    """The sections below the heatmap (mounted when ``PANELS_READY`` is set)."""
+    return [_drill_section(), _layers_section(), _loss_section(), _helping_section(),
+            _sync_section()]
+
+
 def register_callbacks(app: dash.Dash, state: AppState) -> None:
     """Wire the run page (delegates to :mod:`lcaviz.app.pages.run_callbacks`)."""
+    app.callback(Output(ids.PANELS, "children"), Input(ids.PANELS_READY, "data"),
+                 prevent_initial_call=True)(lambda ready: panels() if ready else dash.no_update)
     run_callbacks.register(app, state)

@@ -1,31 +1,33 @@
 """Callbacks of the run page as plain functions (``state`` first), plus their wiring.
 
 Tests call these functions directly; :func:`register` attaches them to one app through small
-lambdas, so no global Dash state is involved.
+lambdas, so no global Dash state is involved. The heatmap's frames never pass through a
+callback: :func:`heatmap_stream` describes them once per layer / mode / resolution / zoom and
+``lca_player.js`` fetches, caches and paints them (see :mod:`lcaviz.app.frames`).
 """
 
 from __future__ import annotations
 
 import dash
-from dash import Input, Output, State, ctx
+from dash import ClientsideFunction, Input, Output, State, ctx
 
 from lcaviz.app import ids
+from lcaviz.app.frames import stream_descriptor
 from lcaviz.app.pages import run_views
 from lcaviz.app.pages.components import error_card
 from lcaviz.app.pages.run_exports import register_exports
 from lcaviz.app.pages.run_panels import (  # noqa: F401 - re-exported for tests and benchmarks
-    move_markers,
     register_views,
     scan_views,
     simple_view,
     sync_views,
 )
 from lcaviz.app.pages.run_views import Controls
-from lcaviz.app.queries import param_label, run_meta, slider_label, slider_marks, subtitle
+from lcaviz.app.queries import run_meta, subtitle
 from lcaviz.app.security import RunPathError
 from lcaviz.app.state import AppState
 from lcaviz.bundle import BundleError
-from lcaviz.figures.heatmap import click_to_param
+from lcaviz.figures.heatmap_axes import heatmap_axes
 from lcaviz.figures.layout2d import image_shape, region_from_relayout
 from lcaviz.figures.theme import empty_figure
 
@@ -34,11 +36,11 @@ _OPEN_ERRORS = (RunPathError, BundleError, OSError)
 
 
 def init_run(state: AppState, run_id: str | None):
-    """Load a run: meta store, header, error card, slider range, layer and class options.
+    """Load a run: meta store, header, error card, layer options.
 
     Returns:
-        ``(meta, title, subtitle, error, body style, slider max, marks, slider value,
-        layer options, layer value, class options, class value)``.
+        ``(meta, title, subtitle, error, body style, layer options, layer value,
+        refresh poll disabled)``.
     """
     hidden = {"display": "none"}
     try:
@@ -46,82 +48,88 @@ def init_run(state: AppState, run_id: str | None):
             raise RunPathError("no run id given (open a run from the runs page)")
         b, _ = state.open(run_id)
     except _OPEN_ERRORS as e:
-        return (None, "Cannot open run", "", error_card(str(e)), hidden, 1, {}, 0, [], None,
-                [], None)
+        return None, "Cannot open run", "", error_card(str(e)), hidden, [], None, True
     meta = run_meta(b)
-    last = max(b.n_rows - 1, 0)
-    layers = [{"label": f"{n} ({s:,})", "value": i}
+    rows = set(b.row_layers)
+    layers = [{"label": f"{n} ({s:,})" + ("" if i in rows else " — no per-parameter rows"),
+               "value": i}
               for i, (n, s) in enumerate(zip(b.layer_names, b.layer_sizes, strict=True))]
-    classes = [{"label": n, "value": i} for i, n in enumerate(b.class_names)] \
-        if b.has_class_layer else [{"label": "all classes", "value": 0}]
-    return (meta, run_id, subtitle(meta), None, {}, max(last, 1), slider_marks(b), 0, layers,
-            0, classes, 0)
-
+    first = min(rows) if rows else 0
+    live = meta["status"] == "running"  # only a live run needs the refresh poll
+    return meta, run_id, subtitle(meta), None, {}, layers, first, not live
 
 
 def refresh_live(state: AppState, _n, run_id: str | None, meta: dict | None):
-    """For a running bundle: grow the slider and update the status line (else no_update)."""
+    """For a running bundle: new meta (T, R, status), status line, and whether to stop
+    polling (the run finished); else no_update."""
     if not run_id or not meta or meta.get("status") != "running":
-        return NU, NU, NU, NU
+        return NU, NU, True
     try:
         b, _ = state.open(run_id)
     except _OPEN_ERRORS:
-        return NU, NU, NU, NU
+        return NU, NU, NU
     new = run_meta(b)
     if new == meta:
-        return NU, NU, NU, NU
-    return new, max(b.n_rows - 1, 1), slider_marks(b), subtitle(new)
+        return NU, NU, NU
+    return new, subtitle(new), new["status"] != "running"
 
 
-def play_step(trigger: str | None, value, max_value, speed, loop, disabled):
-    """Play/pause toggling and one animation step.
+def heatmap_stream(state: AppState, run_id, meta, layer, mode, window, range_mode, resolution,
+                   zoom):
+    """The heatmap's stream: what the player fetches and draws, with its axes figure.
 
     Returns:
-        ``(slider value, interval disabled, button label)``.
+        ``(stream, plan)``; the stream carries an ``error`` message when the run is unreadable.
     """
-    value, max_value = int(value or 0), int(max_value or 0)
-    if trigger == ids.PLAY:
-        now_disabled = not disabled
-        if not now_disabled and value >= max_value:  # restart from the beginning
-            value = 0
-        return value, now_disabled, "▶ Play" if now_disabled else "❚❚ Pause"
-    if disabled:
-        return NU, NU, NU
-    nxt = value + max(1, int(speed or 1))
-    if nxt > max_value:
-        if loop:
-            return 0, False, "❚❚ Pause"
-        return max_value, True, "▶ Play"
-    return nxt, False, "❚❚ Pause"
-
-
-def frame_label(state: AppState, run_id, row, mode, window) -> str:
+    if not run_id or not meta or layer is None:
+        return None, None
+    c = Controls.from_dict({"run_id": run_id, "layer": layer, "mode": mode, "window": window,
+                            "range_mode": range_mode, "resolution": resolution, "zoom": zoom})
     try:
-        b, _ = state.open(run_id)
-    except _OPEN_ERRORS:
-        return ""
-    return slider_label(b, int(row or 0), mode or "row", int(window or 1))
-
-
-def update_heatmap(state: AppState, run_id, row, mode, window, layer, range_mode, resolution,
-                   zoom):
-    """Heatmap figure, its plan (for clicks) and the info line."""
-    if not run_id or layer is None:
-        return empty_figure("Loading…"), None, ""
-    c = Controls.from_dict({"run_id": run_id, "row": row, "mode": mode, "window": window,
-                            "layer": layer, "range_mode": range_mode,
-                            "resolution": resolution, "zoom": zoom})
-    try:
-        fig, plan, info = run_views.heatmap(state, c)
+        stream = stream_descriptor(state, run_id, c.layer, c.mode, c.window, c.range_mode,
+                                   c.resolution, c.zoom)
     except _OPEN_ERRORS as e:
-        return empty_figure(f"Cannot read this run: {e}"), None, ""
-    return fig, plan, info
+        return {"error": f"Cannot read this run: {e}", "run": run_id}, None
+    plan = stream["items"]
+    if stream["has_rows"]:
+        fig = heatmap_axes(plan, uirevision=f"{run_id}|{c.layer}|{c.zoom}")
+        stream["figure"] = fig.to_plotly_json()
+    else:
+        stream["error"] = (f"{stream['layer_name']} has no per-parameter rows in this run (it "
+                           "was made with --lca-layers); its per-layer LCA is in the bars and "
+                           "curves below.")
+    return stream, plan
+
+
+def stream_callback(state: AppState, trigger, run_id, meta, layer, mode, window, range_mode,
+                    resolution, zoom):
+    """:func:`heatmap_stream` for the page's controls; a new layer or resolution drops the
+    zoom (it belongs to the old image). Returns ``(stream, plan, zoom)``."""
+    if trigger in (ids.LAYER, ids.RESOLUTION) and zoom:
+        zoom = None
+    return (*heatmap_stream(state, run_id, meta, layer, mode, window, range_mode, resolution,
+                            zoom), zoom)
+
+
+def zoom_callback(state: AppState, trigger, relayout, run_id, meta, layer, mode, window,
+                  range_mode, resolution, plan, current):
+    """A box zoom (the player's relayout data) or the reset button: the new zoom region and
+    its stream (full resolution where the region is small enough).
+
+    Returns:
+        ``(zoom, stream, plan)``.
+    """
+    region = None if trigger == ids.ZOOM_RESET else update_zoom(trigger, relayout, plan,
+                                                                 current)
+    if region is NU or region == current:
+        return NU, NU, NU
+    stream, new_plan = heatmap_stream(state, run_id, meta, layer, mode, window, range_mode,
+                                      resolution, region)
+    return region, stream, new_plan
 
 
 def update_zoom(trigger: str | None, relayout, plan, current):
-    """Zoom region of the main heatmap image from a box zoom; reset on layer change/button."""
-    if trigger in (ids.ZOOM_RESET, ids.LAYER, ids.RESOLUTION):
-        return None
+    """Zoom region of the main heatmap image from a box zoom (Plotly relayout data)."""
     if not plan or not relayout:
         return NU
     main = plan[0]
@@ -137,20 +145,12 @@ def update_zoom(trigger: str | None, relayout, plan, current):
     return NU if region == current else region
 
 
-def select_param(state: AppState, run_id, click, plan):
-    """Clicked heatmap cell -> drill-down parameter ``{"flat", "label", "block"}``."""
-    if not click or not plan:
-        return NU
-    hit = click_to_param(plan, [p["offset"] for p in plan], click)
-    if hit is None:
-        return NU
-    hit["label"] = param_label(hit["tensor"], hit["index"])
-    return hit
-
-
-def update_drill(state: AppState, run_id, param, row, mode, window):
-    c = Controls.from_dict({"run_id": run_id, "drill": param, "row": row, "mode": mode,
-                            "window": window})
+def update_drill(state: AppState, run_id, param, frame, mode, window, trigger=None):
+    """The drill-down of the clicked parameter (``param`` from the player)."""
+    if trigger in (ids.FRAME, ids.FRAME_DRILL) and not param:
+        return NU, NU  # the frame moved, nothing is selected: nothing to redraw
+    c = Controls.from_dict({"run_id": run_id, "drill": param, "row": (frame or {}).get("row"),
+                            "mode": mode, "window": window})
     try:
         fig = run_views.drill(state, c)
     except _OPEN_ERRORS as e:
@@ -166,48 +166,43 @@ def register(app: dash.Dash, state: AppState) -> None:
     cb = app.callback
     cb(Output(ids.RUN_META, "data"), Output(ids.RUN_HEADER, "children"),
        Output("run-subtitle", "children"), Output(ids.RUN_ERROR, "children"),
-       Output("run-body", "style"), Output(ids.SLIDER, "max"), Output(ids.SLIDER, "marks"),
-       Output(ids.SLIDER, "value"), Output(ids.LAYER, "options"), Output(ids.LAYER, "value"),
-       Output(ids.SYNC_CLASS, "options"), Output(ids.SYNC_CLASS, "value"),
-       Input(ids.RUN_ID, "data"))(lambda rid: init_run(state, rid))
+       Output("run-body", "style"), Output(ids.LAYER, "options"), Output(ids.LAYER, "value"),
+       Output("run-refresh", "disabled"), Input(ids.RUN_ID, "data"),
+       )(lambda rid: init_run(state, rid))
     cb(Output(ids.RUN_META, "data", allow_duplicate=True),
-       Output(ids.SLIDER, "max", allow_duplicate=True),
-       Output(ids.SLIDER, "marks", allow_duplicate=True),
        Output("run-subtitle", "children", allow_duplicate=True),
+       Output("run-refresh", "disabled", allow_duplicate=True),
        Input("run-refresh", "n_intervals"), State(ids.RUN_ID, "data"),
        State(ids.RUN_META, "data"), prevent_initial_call=True,
        )(lambda n, rid, meta: refresh_live(state, n, rid, meta))
-    cb(Output(ids.SLIDER, "value", allow_duplicate=True),
-       Output(ids.PLAY_INTERVAL, "disabled"), Output(ids.PLAY, "children"),
-       Input(ids.PLAY, "n_clicks"), Input(ids.PLAY_INTERVAL, "n_intervals"),
-       State(ids.SLIDER, "value"), State(ids.SLIDER, "max"), State(ids.SPEED, "value"),
-       State(ids.LOOP, "value"), State(ids.PLAY_INTERVAL, "disabled"),
-       prevent_initial_call=True,
-       )(lambda _c, _n, v, mx, sp, lp, dis: play_step(ctx.triggered_id, v, mx, sp, bool(lp),
-                                                      dis))
-    cb(Output(ids.SLIDER_LABEL, "children"), Input(ids.SLIDER, "value"),
-       Input(ids.MODE, "value"), Input(ids.WINDOW, "value"), Input(ids.RUN_META, "data"),
-       State(ids.RUN_ID, "data"))(lambda r, m, w, _meta, rid: frame_label(state, rid, r, m, w))
-    cb(Output(ids.HEATMAP, "figure"), Output(ids.HEATMAP_PLAN, "data"),
-       Output(ids.HEATMAP_INFO, "children"),
-       Input(ids.SLIDER, "value"), Input(ids.MODE, "value"), Input(ids.WINDOW, "value"),
-       Input(ids.LAYER, "value"), Input(ids.RANGE_MODE, "value"),
-       Input(ids.RESOLUTION, "value"), Input(ids.ZOOM, "data"), Input(ids.RUN_META, "data"),
-       State(ids.RUN_ID, "data"),
-       )(lambda r, m, w, lay, rm, res, z, _meta, rid: update_heatmap(state, rid, r, m, w, lay,
-                                                                     rm, res, z))
-    cb(Output(ids.ZOOM, "data"), Input(ids.HEATMAP, "relayoutData"),
-       Input(ids.ZOOM_RESET, "n_clicks"), Input(ids.LAYER, "value"),
-       Input(ids.RESOLUTION, "value"), State(ids.HEATMAP_PLAN, "data"), State(ids.ZOOM, "data"),
-       prevent_initial_call=True,
-       )(lambda rl, _b, _l, _r, plan, cur: update_zoom(ctx.triggered_id, rl, plan, cur))
-    cb(Output("run-drill-param", "data"), Input(ids.HEATMAP, "clickData"),
-       State(ids.RUN_ID, "data"), State(ids.HEATMAP_PLAN, "data"), prevent_initial_call=True,
-       )(lambda click, rid, plan: select_param(state, rid, click, plan))
+    # the zoom is a State here and an Output of its own callback (below): with it as an Input
+    # Dash would hold the first stream back until the zoom callback has run
+    cb(Output(ids.HEATMAP_STREAM, "data"), Output(ids.HEATMAP_PLAN, "data"),
+       Output(ids.ZOOM, "data"),
+       Input(ids.RUN_META, "data"), Input(ids.LAYER, "value"), Input(ids.MODE, "value"),
+       Input(ids.WINDOW, "value"), Input(ids.RANGE_MODE, "value"),
+       Input(ids.RESOLUTION, "value"), State(ids.RUN_ID, "data"), State(ids.ZOOM, "data"),
+       )(lambda meta, lay, m, w, rm, res, rid, z: stream_callback(
+           state, ctx.triggered_id, rid, meta, lay, m, w, rm, res, z))
+    cb(Output(ids.ZOOM, "data", allow_duplicate=True),
+       Output(ids.HEATMAP_STREAM, "data", allow_duplicate=True),
+       Output(ids.HEATMAP_PLAN, "data", allow_duplicate=True),
+       Input(ids.ZOOM_REQUEST, "data"), Input(ids.ZOOM_RESET, "n_clicks"),
+       State(ids.RUN_ID, "data"), State(ids.RUN_META, "data"), State(ids.LAYER, "value"),
+       State(ids.MODE, "value"), State(ids.WINDOW, "value"), State(ids.RANGE_MODE, "value"),
+       State(ids.RESOLUTION, "value"), State(ids.HEATMAP_PLAN, "data"),
+       State(ids.ZOOM, "data"), prevent_initial_call=True,
+       )(lambda rl, _b, rid, meta, lay, m, w, rm, res, plan, cur: zoom_callback(
+           state, ctx.triggered_id, rl, rid, meta, lay, m, w, rm, res, plan, cur))
+    # the player (assets/lca_player.js) takes the stream; frames never come back through Dash
+    app.clientside_callback(ClientsideFunction("lcaviz", "runStream"),
+                            Output(ids.PLAYER_BAR, "title"), Input(ids.HEATMAP_STREAM, "data"))
     cb(Output(ids.DRILL, "figure"), Output(ids.DRILL_INFO, "children"),
-       Input("run-drill-param", "data"), Input(ids.RUN_META, "data"),
-       State(ids.RUN_ID, "data"), State(ids.SLIDER, "value"), State(ids.MODE, "value"),
-       State(ids.WINDOW, "value"),
-       )(lambda p, _m, rid, r, m, w: update_drill(state, rid, p, r, m, w))
+       Input(ids.DRILL_PARAM, "data"), Input(ids.PANELS_META, "data"),
+       Input(ids.FRAME_DRILL, "data"), State(ids.FRAME, "data"), State(ids.RUN_ID, "data"),
+       State(ids.MODE, "value"), State(ids.WINDOW, "value"), prevent_initial_call=True,
+       )(lambda p, _m, _fd, fr, rid, m, w: update_drill(state, rid, p, fr, m, w,
+                                                        ctx.triggered_id))
     register_views(app, state)
     register_exports(app, state)
+

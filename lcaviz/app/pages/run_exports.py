@@ -20,7 +20,7 @@ from lcaviz.figures.theme import empty_figure
 
 # (Controls field, component id, property) of every control the builders read
 CONTROL_STATES = [
-    ("run_id", ids.RUN_ID, "data"), ("row", ids.SLIDER, "value"), ("mode", ids.MODE, "value"),
+    ("run_id", ids.RUN_ID, "data"), ("row", ids.FRAME, "data"), ("mode", ids.MODE, "value"),
     ("window", ids.WINDOW, "value"), ("layer", ids.LAYER, "value"),
     ("range_mode", ids.RANGE_MODE, "value"), ("resolution", ids.RESOLUTION, "value"),
     ("zoom", ids.ZOOM, "data"), ("bars_scope", ids.BARS_SCOPE, "value"),
@@ -40,6 +40,8 @@ def controls_from_values(values: list) -> Controls:
     d = {}
     for (name, _, _), v in zip(CONTROL_STATES, values, strict=True):
         d[name] = bool(v) if name in _BOOL else v
+    if isinstance(d.get("row"), dict):  # the player's frame store
+        d["row"] = d["row"].get("row", 0)
     return Controls.from_dict(d)
 
 

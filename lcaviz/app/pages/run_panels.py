@@ -5,7 +5,7 @@ background analyses (value scan + Weibull fits, shift test), as plain functions 
 from __future__ import annotations
 
 import dash
-from dash import Input, Output, Patch, State, ctx
+from dash import ClientsideFunction, Input, Output, State, ctx
 
 from lcaviz.app import ids
 from lcaviz.app.pages import run_analysis, run_sync, run_views
@@ -13,38 +13,33 @@ from lcaviz.app.pages.run_views import Controls
 from lcaviz.app.security import RunPathError
 from lcaviz.app.state import AppState
 from lcaviz.bundle import BundleError
+from lcaviz.figures.synchrony import class_label
 from lcaviz.figures.theme import empty_figure
 
 NU = dash.no_update
+MARKED = ("loss", "residual", "layer_curves", "help_time")  # figures with a time marker
 _OPEN_ERRORS = (RunPathError, BundleError, OSError)
 
 
 def simple_view(state: AppState, name: str, run_id, meta, **controls):
     """Any cheap run view by builder name; an empty figure when the run is not loaded."""
     if not run_id or not meta:
-        return empty_figure("")
+        return NU  # before the heatmap has painted (PANELS_META): nothing to draw yet
     try:
-        return getattr(run_views, name)(state, Controls.from_dict({"run_id": run_id,
-                                                                   **controls}))
+        fig = getattr(run_views, name)(state, Controls.from_dict({"run_id": run_id,
+                                                                  **controls}))
     except _OPEN_ERRORS as e:
         return empty_figure(str(e))
+    if name in MARKED and fig.layout.shapes:  # on screen the player draws the time marker
+        fig.layout.shapes[0].visible = False
+    return fig
 
 
-def move_markers(meta, row, mode, window):
-    """Patch the time marker (``layout.shapes[0]``) of the four time-axis figures."""
-    if not meta or not meta.get("R"):
-        return NU, NU, NU, NU
-    r = min(int(row or 0), meta["R"] - 1)
-    r1 = r + 1
-    t = min(r1 * meta["stride"], meta["T"])
-    patches = []
-    for _ in range(4):
-        p = Patch()
-        p["layout"]["shapes"][0]["x0"] = t
-        p["layout"]["shapes"][0]["x1"] = t
-        p["layout"]["shapes"][0]["visible"] = True
-        patches.append(p)
-    return tuple(patches)
+def class_options(meta: dict) -> tuple[list[dict], int]:
+    """Options of the shift test's class menu (``"class 3"``), first class selected."""
+    if not meta.get("has_class_layer"):
+        return [{"label": "all classes", "value": 0}], 0
+    return [{"label": class_label(n), "value": i} for i, n in enumerate(meta["classes"])], 0
 
 
 def scan_views(state: AppState, trigger, run_id, meta, group, job_key):
@@ -109,17 +104,32 @@ def sync_views(state: AppState, trigger, run_id, meta, cls, k, shift, resamples,
 def register_views(app: dash.Dash, state: AppState) -> None:
     """Attach the panel callbacks to ``app``."""
     cb = app.callback
-    meta_in, rid_st = Input(ids.RUN_META, "data"), State(ids.RUN_ID, "data")
-    frame_st = (State(ids.SLIDER, "value"), State(ids.MODE, "value"), State(ids.WINDOW, "value"))
+    # the panels start once the heatmap has painted (the player sets PANELS_READY): the first
+    # frame does not queue behind a dozen figures on the server and in the browser
+    app.clientside_callback(ClientsideFunction("lcaviz", "panelsMeta"),
+                            Output(ids.PANELS_META, "data"), Input(ids.RUN_META, "data"),
+                            Input(ids.PANELS_READY, "data"), State(ids.RUN_ID, "data"))
+    meta_in, rid_st = Input(ids.PANELS_META, "data"), State(ids.RUN_ID, "data")
+    # the frame (from the player) sets only where time markers sit: a State, so playing
+    # never re-renders these figures; the player moves their markers itself
+    frame_st = (State(ids.FRAME, "data"), State(ids.MODE, "value"), State(ids.WINDOW, "value"))
 
     def view(name, **kw):
-        return lambda meta, rid, r, m, w, *extra: simple_view(
-            state, name, rid, meta, row=r, mode=m, window=w,
+        return lambda meta, rid, fr, m, w, *extra: simple_view(
+            state, name, rid, meta, row=(fr or {}).get("row", 0), mode=m, window=w,
             **{k: f(x) for (k, f), x in zip(kw.items(), extra, strict=True)})
 
-    cb(Output(ids.LAYER_BARS, "figure"), meta_in, rid_st, Input(ids.SLIDER, "value"),
+    # a slider move reaches the server only where a panel shows that frame: FRAME_BARS
+    # while the bars say "up to t", FRAME_DRILL while a parameter is selected
+    app.clientside_callback(ClientsideFunction("lcaviz", "frameGate"),
+                            Output(ids.FRAME_BARS, "data"), Output(ids.FRAME_DRILL, "data"),
+                            Input(ids.FRAME, "data"), State(ids.BARS_SCOPE, "value"),
+                            State(ids.DRILL_PARAM, "data"))
+    bars = view("layer_bars", bars_scope=str, bars_norm=str)
+    cb(Output(ids.LAYER_BARS, "figure"), meta_in, rid_st, Input(ids.FRAME_BARS, "data"),
        Input(ids.MODE, "value"), Input(ids.WINDOW, "value"), Input(ids.BARS_SCOPE, "value"),
-       Input(ids.BARS_NORM, "value"))(view("layer_bars", bars_scope=str, bars_norm=str))
+       Input(ids.BARS_NORM, "value"), State(ids.FRAME, "data"),
+       )(lambda meta, rid, _fb, m, w, scope, norm, fr: bars(meta, rid, fr, m, w, scope, norm))
     cb(Output(ids.LAYER_CURVES, "figure"), meta_in, rid_st, *frame_st,
        Input(ids.CURVES_CUMULATIVE, "value"))(view("layer_curves", curves_cumulative=bool))
     cb(Output(ids.LOSS, "figure"), meta_in, rid_st, *frame_st,
@@ -129,13 +139,6 @@ def register_views(app: dash.Dash, state: AppState) -> None:
     cb(Output(ids.HELP_TIME, "figure"), meta_in, rid_st, *frame_st)(view("help_time"))
     cb(Output(ids.HELP_LAYER, "figure"), meta_in, rid_st, *frame_st)(view("help_layer"))
     cb(Output(ids.HELP_FRACTION, "figure"), meta_in, rid_st, *frame_st)(view("help_fraction"))
-    cb(Output(ids.LOSS, "figure", allow_duplicate=True),
-       Output(ids.RESIDUAL, "figure", allow_duplicate=True),
-       Output(ids.LAYER_CURVES, "figure", allow_duplicate=True),
-       Output(ids.HELP_TIME, "figure", allow_duplicate=True),
-       Input(ids.SLIDER, "value"), Input(ids.MODE, "value"), Input(ids.WINDOW, "value"),
-       State(ids.RUN_META, "data"), prevent_initial_call=True,
-       )(lambda r, m, w, meta: move_markers(meta, r, m, w))
     cb(Output(ids.HELP_HIST, "figure"), Output(ids.WEIBULL, "figure"),
        Output(ids.WEIBULL_STATUS, "children"), Output(ids.WEIBULL_INTERVAL, "disabled"),
        Output("run-scan-job", "data"),
@@ -146,7 +149,9 @@ def register_views(app: dash.Dash, state: AppState) -> None:
     cb(Output(ids.SYNC_PEAKS, "figure"), meta_in, Input(ids.SYNC_CLASS, "value"),
        Input(ids.SYNC_K, "value"), rid_st,
        )(lambda meta, c, k, rid: run_sync.peaks_view(state, rid, c or 0, int(k or 20))
-         if rid and meta else empty_figure(""))
+         if rid and meta else NU)
+    cb(Output(ids.SYNC_CLASS, "options"), Output(ids.SYNC_CLASS, "value"), meta_in,
+       )(lambda meta: class_options(meta) if meta else (NU, NU))
     cb(Output(ids.SYNC_TEST, "figure"), Output(ids.SYNC_STATUS, "children"),
        Output(ids.SYNC_INTERVAL, "disabled"), Output("run-sync-job", "data"),
        meta_in, Input(ids.SYNC_RUN, "n_clicks"), Input(ids.SYNC_INTERVAL, "n_intervals"),
