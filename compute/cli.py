@@ -19,7 +19,7 @@ from compute.config import (
     RunConfig,
 )
 from compute.lca import METHODS
-from lcaviz.bundle.schema import STORAGES
+from lcaviz.bundle.schema import COMPRESSIONS, STORAGES
 
 
 def _key_value(text: str) -> tuple[str, float]:
@@ -110,6 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--lca-storage", choices=STORAGES, default=d.lca_storage,
                    help="per-parameter rows as float32, or bfloat16 (half the size, ~3 "
                    "significant digits, zeros and signs exact)")
+    g.add_argument("--lca-compression", choices=COMPRESSIONS, default=d.lca_compression,
+                   help="lossless gzip + shuffle of the per-parameter rows (smaller files, "
+                   "slower row reads)")
     g.add_argument("--save-trajectory", action="store_true",
                    help="store theta_t every iteration")
     g.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every,
@@ -156,6 +159,7 @@ def config_from_args(a: argparse.Namespace) -> RunConfig:
         max_halvings=a.max_halvings, chunk_size=a.chunk_size, chunking=a.chunking,
         per_class=a.per_class, val_lca=a.val_lca, lca_stride=a.lca_stride,
         lca_rows=a.lca_rows, lca_layers=_layers(a.lca_layers), lca_storage=a.lca_storage,
+        lca_compression=a.lca_compression,
         save_trajectory=a.save_trajectory, layer_lr=dict(a.layer_lr),
         layer_momentum=dict(a.layer_momentum), freeze=list(a.freeze), seed=a.seed,
         device=a.device, precision=a.precision, memory_format=a.memory_format,

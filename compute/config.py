@@ -6,7 +6,7 @@ import math
 from dataclasses import asdict, dataclass, field
 
 from compute.lca import METHODS
-from lcaviz.bundle.schema import STORAGES, RowSchedule, ScheduleError
+from lcaviz.bundle.schema import COMPRESSIONS, STORAGES, RowSchedule, ScheduleError
 
 NETS = ("mnist_fc", "lenet", "allcnn", "resnet20")
 DATASETS = ("mnist", "fashion-mnist", "cifar10", "synthetic")
@@ -47,6 +47,7 @@ class RunConfig:
     lca_rows: str | None = None  # row schedule, e.g. "dense:220,5" (lcaviz.bundle.RowSchedule)
     lca_layers: list[str] | None = None  # layers with per-parameter rows (None: all, []: none)
     lca_storage: str = "float32"  # per-parameter rows: float32 or bfloat16
+    lca_compression: str = "none"  # per-parameter rows: none or gzip (lossless)
     save_trajectory: bool = False
     layer_lr: dict[str, float] = field(default_factory=dict)
     layer_momentum: dict[str, float] = field(default_factory=dict)
@@ -91,6 +92,7 @@ class RunConfig:
         _positive("tol", self.tol)
         _positive("checkpoint-seconds", self.checkpoint_seconds)
         _choice("lca-storage", self.lca_storage, STORAGES)
+        _choice("lca-compression", self.lca_compression, COMPRESSIONS)
         try:
             self.row_schedule()
         except ScheduleError as e:

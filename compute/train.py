@@ -136,7 +136,8 @@ def _layout(run: Run, cfg: RunConfig) -> LayoutInfo:
                       per_class=cfg.per_class, val_lca=cfg.val_lca,
                       save_trajectory=cfg.save_trajectory, device_name=device_name,
                       software=software, row_schedule=run.schedule.spec,
-                      row_columns=run.row_ranges, lca_storage=cfg.lca_storage)
+                      row_columns=run.row_ranges, lca_storage=cfg.lca_storage,
+                      compression=cfg.lca_compression)
 
 
 class NullWriter:

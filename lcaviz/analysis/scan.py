@@ -1,5 +1,10 @@
 """One streaming pass over the (R, P) LCA matrix: fine histograms and a random subsample.
 
+Which rows: one iteration's LCA per row where the run stored such rows, else every row (then
+window sums of several iterations); :func:`distribution_rows` decides and
+:attr:`ValueScan.rows_note` says which, so every figure and summary can state it. Columns: the
+parameters that have per-parameter rows (all of them unless the run used ``--lca-layers``).
+
 The histograms use a fixed grid, so no first pass for the range is needed: a float32's top
 bits (sign, 8 exponent bits, 6 mantissa bits = ``bits >> 17``) index its bin. Each octave
 [2^e, 2^(e+1)) is split into 64 equal bins (bin width ≤ 1/64 = 1.6 % of the value), and the
@@ -49,13 +54,16 @@ class ValueScan:
     """
 
     source: str
-    n_rows: int
+    n_rows: int  # rows streamed (see ``rows_note``)
     layer_names: list[str]
     counts: np.ndarray  # (L, 2, HALF) int64
     help_sample: np.ndarray  # (≤ sample_size,)
     hurt_sample: np.ndarray
     layer_help_samples: list[np.ndarray] = field(default_factory=list)  # L × (≤ n_l,)
     layer_hurt_samples: list[np.ndarray] = field(default_factory=list)
+    rows_note: str = ""  # which rows the statistics describe, e.g. "per-iteration LCA of …"
+    per_iteration: bool = True  # False: the values are window sums of several iterations
+    layers_with_rows: list[int] = field(default_factory=list)  # the others have no values
 
     def fine_counts(self, sign: str, layer: int | None = None) -> np.ndarray:
         """Finite fine-bin counts of one sign ("help" or "hurt"), run-wide or of one layer,
@@ -77,12 +85,47 @@ class ValueScan:
 
 def _positions(rng: np.random.Generator, n_cells: int, n_rows: int, cols: slice | np.ndarray,
                P: int, m: int) -> np.ndarray:
-    """``m`` distinct flat positions r·P + c, uniform over the rows × ``cols`` cells."""
+    """``m`` distinct flat positions k·P + c, uniform over the rows × ``cols`` cells (k counts
+    the streamed rows)."""
     width = n_cells // max(n_rows, 1)
     pos = rng.choice(n_cells, size=min(m, n_cells), replace=False)
     r, j = np.divmod(pos, max(width, 1))
     col = j + cols.start if isinstance(cols, slice) else np.asarray(cols)[j]
     return r * P + col
+
+
+def distribution_rows(bundle: RunBundle) -> tuple[np.ndarray, str, bool]:
+    """The rows whose values distribution statistics should use, and how to say so.
+
+    One iteration's LCA per row where the run stored such rows (a row schedule such as
+    ``dense:220,10`` keeps the first 220); otherwise every row, which is then a window sum of
+    several iterations, and the note says it.
+
+    Returns:
+        ``(row indices, note, per_iteration)``.
+    """
+    single = bundle.single_iteration_rows()
+    w = bundle.row_windows
+    if len(single):
+        its = w[single, 0]
+        span = (f"iterations {its[0]:,}–{its[-1]:,}" if len(its) == its[-1] - its[0] + 1
+                else f"{len(its):,} iterations between {its[0]:,} and {its[-1]:,}")
+        return single, f"per-iteration LCA of {len(single):,} iterations ({span})", True
+    rows = np.arange(bundle.n_rows)
+    if not len(rows):
+        return rows, "no per-parameter rows", True
+    sizes = np.unique(w[:, 1] - w[:, 0])
+    size = f"{sizes[0]:,}" if len(sizes) == 1 else f"{sizes.min():,}–{sizes.max():,}"
+    return rows, (f"window sums of {size} iterations ({len(rows):,} rows; the run stores no "
+                  "per-iteration rows)"), False
+
+
+def _runs(rows: np.ndarray) -> list[tuple[int, int]]:
+    """Consecutive stretches ``[a, b)`` of sorted row indices."""
+    if not len(rows):
+        return []
+    cut = np.nonzero(np.diff(rows) != 1)[0] + 1
+    return [(int(g[0]), int(g[-1]) + 1) for g in np.split(rows, cut)]
 
 
 def scan_values(bundle: RunBundle, *, sample_size: int = 200_000,
@@ -102,10 +145,13 @@ def scan_values(bundle: RunBundle, *, sample_size: int = 200_000,
     Returns:
         A :class:`ValueScan`.
     """
-    R, P, L = bundle.n_rows, bundle.n_params, bundle.n_layers
+    rows, note, per_iteration = distribution_rows(bundle)
+    R, P, L = len(rows), bundle.n_row_cols, bundle.n_layers  # P: the stored columns
+    with_rows = bundle.row_layers
     rng = np.random.default_rng(seed)
     groups = [(-1, slice(0, P), sample_size)]
-    groups += [(li, bundle.layer_columns(li), layer_sample_size) for li in range(L)]
+    groups += [(li, bundle.stored_columns(bundle.layer_columns(li)), layer_sample_size)
+               for li in with_rows]
     pos_parts, tag_parts = [], []
     for tag, cols, n in groups:
         width = cols.stop - cols.start if isinstance(cols, slice) else len(cols)
@@ -120,16 +166,20 @@ def scan_values(bundle: RunBundle, *, sample_size: int = 200_000,
     pos, tags = pos[order], tags[order]
     picked = np.zeros(pos.size, np.float32)
 
-    layer_offset = bundle.column_layers().astype(np.uint32) * np.uint32(2 * HALF)  # (P,)
+    layer_offset = bundle.stored_column_layers().astype(np.uint32) * np.uint32(2 * HALF)
     counts = np.zeros(L * 2 * HALF, np.int64)
-    for r0, block in bundle.iter_row_blocks(source=source, budget_bytes=budget_bytes):
-        idx = block.view(np.uint32) >> np.uint32(SHIFT)  # (rows, P): sign·HALF + fine bin
-        idx += layer_offset  # layer l's bins start at l·2·HALF
-        counts += np.bincount(idx.ravel(), minlength=counts.size)
-        del idx
-        base = r0 * P
-        lo, hi = np.searchsorted(pos, [base, base + block.size])
-        picked[lo:hi] = block.ravel()[pos[lo:hi] - base]
+    k0 = 0  # streamed rows before this stretch
+    for a, e in _runs(rows):
+        for r0, block in bundle.iter_row_blocks(source=source, r0=a, r1=e,
+                                                budget_bytes=budget_bytes):
+            idx = block.view(np.uint32) >> np.uint32(SHIFT)  # (rows, P): sign·HALF + bin
+            idx += layer_offset  # layer l's bins start at l·2·HALF
+            counts += np.bincount(idx.ravel(), minlength=counts.size)
+            del idx
+            base = (k0 + r0 - a) * P
+            lo, hi = np.searchsorted(pos, [base, base + block.size])
+            picked[lo:hi] = block.ravel()[pos[lo:hi] - base]
+        k0 += e - a
 
     counts = counts.reshape(L, 2, HALF)  # the sign bit puts negatives (helping) at index 1
 
@@ -147,4 +197,5 @@ def scan_values(bundle: RunBundle, *, sample_size: int = 200_000,
     return ValueScan(source=source, n_rows=R, layer_names=list(bundle.layer_names),
                      counts=counts, help_sample=help_s, hurt_sample=hurt_s,
                      layer_help_samples=[h for h, _ in layer_samples],
-                     layer_hurt_samples=[u for _, u in layer_samples])
+                     layer_hurt_samples=[u for _, u in layer_samples], rows_note=note,
+                     per_iteration=per_iteration, layers_with_rows=list(with_rows))

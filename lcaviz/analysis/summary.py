@@ -52,7 +52,8 @@ def _run_info(b: RunBundle) -> dict:
     return {
         "path": str(b.path), "status": b.status, "status_reason": b.status_reason,
         "net": cfg.get("net"), "dataset": cfg.get("dataset"), "optimizer": cfg.get("optimizer"),
-        "method": b.method, "stride": b.stride, "n_iters": b.n_iters, "n_rows": b.n_rows,
+        "method": b.method, "stride": b.stride, "rows": b.row_schedule.spec,
+        "n_iters": b.n_iters, "n_rows": b.n_rows,
         "n_params": b.n_params, "n_layers": b.n_layers, "n_classes": b.n_classes,
         "initial_loss": float(loss[0]) if len(loss) else None,
         "final_loss": float(loss[-1]) if len(loss) else None,
@@ -75,6 +76,9 @@ def _analyse(b: RunBundle, weibull_sample: int, sync_k: int, shift_resamples: in
         sync.pop("baseline")  # (N, C): summarised by its mean and std
     return {
         "run": _run_info(b),
+        "values": {"rows": scan.rows_note, "per_iteration": scan.per_iteration,
+                   "n_rows": scan.n_rows,
+                   "layers": [b.layer_names[li] for li in scan.layers_with_rows]},
         "helping": overall_helping(b),
         "param_help_histogram": {"counts": counts, "edges": edges},
         "distribution": hist,

@@ -2,10 +2,11 @@
 
     python -m lcaviz.bundle.repack RUN.h5 [RUN2.h5 ...]
 
-Values, attributes and encodings are copied unchanged; only the chunk shapes of the (rows, P)
-datasets are recomputed with ``bundle_writer.lca_chunks``. The new file replaces the old one
-atomically. Used when the chunk policy improves (e.g. the sample runs were repacked when the
-writer learned to size chunks to the number of stored rows).
+Values, attributes, encodings and compression are copied unchanged; only the chunk shapes of
+the (rows, P) datasets are recomputed with ``lca_chunks`` for the rows they hold. The new file
+replaces the old one atomically. Used when the chunk policy improves, and after a compressed
+run: HDF5 rewrites a compressed chunk each time a flush appends rows to it and does not reuse
+the old space, so a gzip bundle written live is about twice its packed size.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import h5py
 
-from lcaviz.bundle.writer import lca_chunks
+from lcaviz.bundle.layout import lca_chunks
 
 _WIDE = ("lca", "lca_val", "lca_cumsum", "trajectory")
 
@@ -28,18 +29,17 @@ def repack(path: str | Path) -> None:
     with h5py.File(path, "r") as src, h5py.File(tmp, "w", libver="latest") as dst:
         if src.attrs.get("status") != "complete":
             raise ValueError(f"{path}: only complete bundles are repacked")
-        iters, stride = int(src.attrs["iters_planned"]), int(src.attrs["lca_stride"])
         dst.attrs.update(dict(src.attrs))
 
         def visit(name: str, obj) -> None:
             if isinstance(obj, h5py.Group):
                 dst.require_group(name).attrs.update(dict(obj.attrs))
                 return
-            kw = {"maxshape": obj.maxshape, "chunks": obj.chunks}
-            if name in _WIDE:
-                rows = iters + 1 if name == "trajectory" else iters
-                kw["chunks"] = lca_chunks(obj.shape[1], rows, 1 if name == "trajectory"
-                                          else stride)
+            kw = {"maxshape": obj.maxshape, "chunks": obj.chunks,
+                  "compression": obj.compression, "compression_opts": obj.compression_opts,
+                  "shuffle": obj.shuffle}
+            if name in _WIDE and obj.shape[0] and obj.shape[1]:
+                kw["chunks"] = lca_chunks(obj.shape[1], obj.shape[0])
             ds = dst.create_dataset(name, data=obj[()], dtype=obj.dtype, **kw)
             ds.attrs.update(dict(obj.attrs))
 

@@ -17,6 +17,7 @@ FORMAT_VERSION = 2  # written by this version
 READABLE_VERSIONS = (1, 2)  # 1: rows are windows of `lca_stride`; 2: `lca_rows` gives them
 
 STORAGES = ("float32", "bfloat16")
+COMPRESSIONS = ("none", "gzip")  # of the per-parameter rows (lossless)
 BF16_ENCODING = "bfloat16-array"  # encoding-type of a uint16 dataset holding bfloat16 bits
 ROW_SOURCES = ("lca", "lca_val")  # (R, P_rows) datasets that follow the row schedule
 

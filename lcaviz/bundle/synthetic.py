@@ -50,6 +50,7 @@ class SyntheticRun:
             iterations) or a spec such as ``"dense:50,5"`` (:class:`RowSchedule`).
         lca_layers: layer names that get per-parameter rows (None = all).
         storage: ``"float32"`` or ``"bfloat16"`` per-parameter rows.
+        compression: ``"none"`` or ``"gzip"`` (lossless) for the per-parameter rows.
         seed: seed of every random draw (the bundle is a pure function of the arguments).
         per_class, save_trajectory, val_lca: which optional datasets exist.
         zero_fraction: fraction of parameters whose LCA is always exactly zero.
@@ -63,13 +64,14 @@ class SyntheticRun:
     def __init__(self, *, layers: Sequence = DEFAULT_LAYERS, n_iters: int = 200,
                  n_classes: int = 10, stride: int | str = 1, seed: int = 0,
                  per_class: bool = True, lca_layers: Sequence[str] | None = None,
-                 storage: str = "float32",
+                 storage: str = "float32", compression: str = "none",
                  save_trajectory: bool = False, val_lca: bool = False, bias: bool = True,
                  zero_fraction: float = 0.2, help_fraction: float | Sequence[float] = 0.55,
                  weibull_k: float = 0.6, sync_peaks: int = 0, flip_prob: float = 0.15,
                  method: str = "rk4", dtype=np.float32):
         self.n_iters, self.n_classes = int(n_iters), int(n_classes)
         self.schedule, self.storage = RowSchedule.parse(stride), storage
+        self.compression = compression
         self.seed, self.per_class, self.val_lca = seed, per_class, val_lca
         self.save_trajectory, self.method, self.dtype = save_trajectory, method, np.dtype(dtype)
         self.zero_fraction, self.weibull_k, self.flip_prob = zero_fraction, weibull_k, flip_prob
@@ -138,6 +140,7 @@ class SyntheticRun:
             class_names=[f"class {c}" for c in range(self.n_classes)], config=config,
             method=self.method, row_schedule=self.schedule.spec, iters_planned=self.n_iters,
             row_columns=self.row_columns, lca_storage=self.storage,
+            compression=self.compression,
             per_class=self.per_class, val_lca=self.val_lca,
             save_trajectory=self.save_trajectory, software={"lca_explorer": "synthetic"})
 
@@ -287,6 +290,7 @@ def write_synthetic_bundle(path: str | Path, *, n_iters: int = 200,
                            layers: Sequence = DEFAULT_LAYERS, n_classes: int = 10,
                            stride: int | str = 1, seed: int = 0, per_class: bool = True,
                            lca_layers: Sequence[str] | None = None, storage: str = "float32",
+                           compression: str = "none",
                            save_trajectory: bool = False, val_lca: bool = False,
                            zero_fraction: float = 0.2,
                            help_fraction: float | Sequence[float] = 0.55,
@@ -302,6 +306,7 @@ def write_synthetic_bundle(path: str | Path, *, n_iters: int = 200,
     """
     run = SyntheticRun(layers=layers, n_iters=n_iters, n_classes=n_classes, stride=stride,
                        seed=seed, lca_layers=lca_layers, storage=storage,
+                       compression=compression,
                        per_class=per_class, save_trajectory=save_trajectory,
                        val_lca=val_lca, zero_fraction=zero_fraction,
                        help_fraction=help_fraction, weibull_k=weibull_k,

@@ -31,12 +31,15 @@ def format_report(s: dict) -> str:
         f"         {r['net']} on {r['dataset']}, {r['optimizer']}, method {r['method']}, "
         f"status {r['status']}" + (f" ({r['status_reason']})" if r["status_reason"] else ""),
         f"size     T = {r['n_iters']} iterations, P = {r['n_params']:,} parameters, "
-        f"L = {r['n_layers']} layers, C = {r['n_classes']} classes, stride {r['stride']}",
+        f"L = {r['n_layers']} layers, C = {r['n_classes']} classes, rows {r['rows']}",
         f"loss     {_fmt(r['initial_loss'])} -> {_fmt(r['final_loss'])} "
         f"(ΣLCA = {_fmt(r['lca_total'])}, max |residual| = {_fmt(r['residual_abs_max'])})",
         "",
         f"helping  {_fmt(h['pct_help'], '.2f')} % of nonzero LCA help per iteration "
         f"(Table 1 definition), {_fmt(h['pct_zero'], '.2f')} % of parameters exactly zero",
+        f"values   distributions, tails and Weibull fits use {s['values']['rows']}"
+        + ("" if len(s["values"]["layers"]) == r["n_layers"] else
+           f", layers {', '.join(s['values']['layers'])} only (--lca-layers)"),
         f"tails    {_fmt(t['frac_beyond'], '.3%')} of values beyond 3σ vs "
         f"{_fmt(t['gaussian_frac'], '.3%')} for a Gaussian ({_fmt(t['ratio'], '.2f')}x); "
         f"their share of Σ|LCA| is {_fmt(t['contribution_ratio'], '.2f')}x the Gaussian's",

@@ -283,17 +283,49 @@ def test_export_png_downloads_a_valid_file(driver, live_server, download_dir):
     assert new[0].name == "fc-run-layer-bars.png"
 
 
-def test_compare_two_runs(driver, live_server):
-    driver.get(live_server + "/compare?ids=fc.h5&ids=fc_seed3.h5")
-    n_heat = wait_for(lambda: driver.execute_script(
-        "var gs=document.querySelectorAll('.js-plotly-plot');"
-        "var n=0; gs.forEach(function(g){ if (g.data && g.data.length) n++; });"
-        "return n >= 5 ? n : 0"))
-    assert n_heat >= 5  # two heatmaps + loss + % helping + layer totals
+CMP = """
+var p = window.lcaviz && window.lcaviz.players.cmp;
+if (!p || !p.el) return null;
+return {index: p.index, n: p.timeline.length, playing: p.playing, axis: p.axis,
+        label: p.el.label.textContent,
+        views: p.views.map(function (v) { return {paints: v.paints, shown: v.shown,
+          error: v.stream && v.stream.error || null, T: v.stream && v.stream.T}; })};
+"""
+
+
+def compare_state(driver) -> dict | None:
+    return driver.execute_script(CMP)
+
+
+def test_compare_plays_all_runs_with_one_clock(driver, live_server):
+    from selenium.webdriver.common.by import By
+
+    driver.get(live_server + "/compare?ids=fc.h5&ids=fc_seed3.h5&ids=nested/conv.h5")
+    s = wait_for(lambda: (lambda c: c if c and all(v["paints"] or v["error"] for v in c["views"])
+                          else None)(compare_state(driver)))
+    assert s["axis"] == "fraction" and s["n"] == 200
+    assert "no layer 'fc1'" in s["views"][2]["error"]  # conv.h5 has other layers
+    assert "% of training" in s["label"] and "fc.h5: it. 0" in s["label"]
+    # one Play drives every run; each shows the iteration at the same fraction of its run
+    driver.execute_script("window.lcaviz.players.cmp.rate = 60")
+    driver.find_element(By.CSS_SELECTOR, "#cmp-player-bar [data-lca=play]").click()
+    wait_for(lambda: compare_state(driver)["index"] >= 100)
+    driver.find_element(By.CSS_SELECTOR, "#cmp-player-bar [data-lca=play]").click()
+    s = wait_for(lambda: (lambda c: c if not c["playing"] else None)(compare_state(driver)))
+    f = s["index"] / 199
+    rows = driver.execute_script("return window.lcaviz.players.cmp.rowsFor(arguments[0])",
+                                 s["index"])
+    assert rows[0] == round(f * 59) and rows[1] == round(f * 39)  # 60 and 40 iterations
+    assert all(v["shown"] == r for v, r in zip(s["views"][:2], rows[:2], strict=True))
+    # by iteration: frames shared by iteration across runs
+    driver.find_element(By.CSS_SELECTOR, "#cmp-xaxis input[value=iteration]").click()
+    s = wait_for(lambda: (lambda c: c if c["axis"] == "iteration" else None)(
+        compare_state(driver)))
+    assert s["n"] == 60  # the union of both runs' rows (one per iteration, 0..59)
     n_loss = driver.execute_script(
-        "return document.querySelector('#cmp-loss .js-plotly-plot').data.length")
-    assert n_loss == 2
-    assert "% of training" in body_text(driver)
+        "var g = document.querySelector('#cmp-loss .js-plotly-plot');"
+        "return g && g.data ? g.data.length : 0")
+    assert n_loss == 3
 
 
 def test_corrupt_bundle_shows_error_card(driver, live_server):

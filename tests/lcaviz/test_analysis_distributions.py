@@ -92,3 +92,25 @@ def test_moments_and_tail_mass(heavy, gauss):
     nz = heavy[1][heavy[1] != 0].astype(np.float64)
     assert moments(scan)["std"] == pytest.approx(nz.std(), rel=1e-3)
     assert tail_mass(scan, layer=1)["n"] == (heavy[1][:, 2000:] != 0).sum()
+
+
+def test_distributions_use_per_iteration_rows_and_say_so(tmp_path):
+    """A dense-then-windowed run: the value statistics use the per-iteration rows only (the
+    window sums would mix magnitudes of 1 and 10 iterations), and say which rows they used."""
+    from lcaviz.analysis.scan import distribution_rows, scan_values
+    from lcaviz.bundle import RunBundle
+    from lcaviz.bundle.synthetic import write_synthetic_bundle
+
+    layers = (("fc1", (8, 10)), ("fc2", (4, 8)))
+    dense = write_synthetic_bundle(tmp_path / "d.h5", n_iters=30, layers=layers, n_classes=3,
+                                   stride="dense:12,6", seed=2, lca_layers=["fc2"])
+    with RunBundle.open(dense) as b:
+        rows, note, per_it = distribution_rows(b)
+        assert list(rows) == list(range(12)) and per_it
+        assert note == "per-iteration LCA of 12 iterations (iterations 0–11)"
+        scan = scan_values(b, sample_size=100, layer_sample_size=50)
+        assert scan.n_rows == 12 and scan.rows_note == note and scan.layers_with_rows == [1]
+        vals = b.rows(0, 12, b.layer_columns("fc2"))  # the only layer with rows
+        assert scan.counts.sum() == vals.size and scan.counts[0].sum() == 0
+        assert scan.n_zero() == int((vals == 0).sum())
+        assert scan.counts[1, 1].sum() - scan.counts[1, 1, 0] == int((vals < 0).sum())

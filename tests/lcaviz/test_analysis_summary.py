@@ -24,9 +24,12 @@ def test_summarize_is_strict_json_and_complete(run):
     s = summarize(run, weibull_sample=5000, shift_resamples=200)
     text = json.dumps(s, allow_nan=False)
     assert json.loads(text) == s
-    assert set(s) == {"run", "helping", "param_help_histogram", "distribution", "tail",
-                      "weibull", "layers", "oscillation", "synchrony", "settings"}
+    assert set(s) == {"run", "values", "helping", "param_help_histogram", "distribution",
+                      "tail", "weibull", "layers", "oscillation", "synchrony", "settings"}
     assert s["run"]["n_iters"] == 80 and s["run"]["n_rows"] == 40
+    # stride 2 stores no per-iteration rows: the statistics say they are window sums
+    assert s["values"]["rows"].startswith("window sums of 2 iterations (40 rows")
+    assert not s["values"]["per_iteration"]
     assert s["run"]["lca_total"] == pytest.approx(s["run"]["loss_change"], rel=1e-2)
     assert s["helping"]["pct_help"] == pytest.approx(60, abs=1.5)
     assert s["weibull"]["help"]["n"] == 5000 and len(s["weibull"]["layers"]) == 3

@@ -334,14 +334,21 @@ def test_compare_callbacks(state):
     assert all("not in every run" in o["label"] for o in opts)
     ok, cards, opts, first = compare.check_runs(state, ["fc.h5", "fc.h5x", "fc_seed3.h5"])
     assert first == "fc1" and [o["value"] for o in opts] == ["fc1", "fc2"] and len(cards) == 1
-    figs = compare.heatmaps(state, ["fc.h5", "nested/conv.h5"], 100, "fraction", "row", "fc1")
+    figs = compare.heatmaps(state, ["fc.h5", "nested/conv.h5"], 0.5, "fraction", "row", "fc1")
     assert len(figs) == 2 and np.asarray(figs[0].data[0].z).shape == (20, 30)
     assert "no layer" in figs[1].layout.annotations[0].text
-    loss, helps, totals = compare.overlays(state, ["fc.h5", "nested/conv.h5"], 50, "fraction")
+    assert "iteration 30" in figs[0].layout.title.text  # half of 60 iterations (0..59)
+    loss, helps, totals = compare.overlays(state, ["fc.h5", "nested/conv.h5"], 0.25, "fraction")
     assert len(loss.data) == 2 and max(loss.data[0].x) == 1.0
     assert len(totals.data) == 2
-    text = compare.slider_text(state, ["fc.h5", "nested/conv.h5"], 100, "fraction", "row")
-    assert text.startswith("50.0 % of training")
+    streams = compare.streams(state, ["fc.h5", "nested/conv.h5", "fc_seed3.h5"], "row", "fc1")
+    assert "no layer" in streams[1]["error"] and streams[0]["layer_name"] == "fc1"
+    assert streams[0]["zmax"] == streams[2]["zmax"] > 0  # one colour range for all runs
+    assert streams[0]["figure"]["layout"]["xaxis"]["range"] == [-0.5, 29.5]
+    with RunBundle.open(state.runs_dir / "nested/conv.h5") as b:  # stride 3, 30 iterations
+        assert compare.frame_of(b, 0.5, "fraction") == 4  # iteration 14 (of 0..29)
+        assert compare.frame_of(b, 14, "iteration") == 4
+        assert compare.frame_of(b, 99, "iteration") == 9
     out = compare.export(state, {"graph": ids.CMP_LOSS, "fmt": "csv"}, ["fc.h5", "nested/conv.h5"],
                          0, "fraction", "row", "fc1")
     assert out["filename"] == "compare-cmp-loss.csv"

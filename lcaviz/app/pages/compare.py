@@ -1,29 +1,29 @@
-"""Compare page (``/compare?ids=a&ids=b`` or ``?ids=a,b``): 2–4 runs on one shared slider.
+"""Compare page (``/compare?ids=a&ids=b`` or ``?ids=a,b``): 2–4 runs played together.
 
-The views live in :mod:`lcaviz.app.pages.compare_views`; this module holds the layout and the
-wiring. Every figure has the run page's PNG / SVG / PDF / CSV export buttons.
+The heatmaps are the run page's player (``lca_3_pages.js``): one Play and one slider for all
+runs, frames matched by iteration or by fraction of training, each run's frames fetched and
+cached in the browser. The views live in :mod:`lcaviz.app.pages.compare_views`; this module
+holds the layout and the wiring. Every figure has PNG / SVG / PDF / CSV export buttons.
 """
 
 from __future__ import annotations
 
 import dash
-from dash import ALL, Input, Output, State, ctx, dcc, html
+from dash import ALL, ClientsideFunction, Input, Output, State, ctx, dcc, html
 
 from lcaviz.app import ids
 from lcaviz.app.pages.compare_views import (  # noqa: F401 - the page's API (tests use it)
     HEAT_GRAPH,
     HIDDEN,
-    STEPS,
     check_runs,
     export,
     frame_of,
     heatmaps,
     overlays,
     page_state,
-    slider_text,
+    streams,
 )
 from lcaviz.app.pages.components import (
-    GRAPH_CONFIG,
     export_buttons,
     graph_card,
     labelled,
@@ -31,7 +31,6 @@ from lcaviz.app.pages.components import (
     section,
 )
 from lcaviz.app.state import AppState
-from lcaviz.figures.theme import empty_figure
 
 MAX_RUNS = 4
 
@@ -48,16 +47,13 @@ def parse_ids(raw) -> list[str]:
     return out[:MAX_RUNS]
 
 
-def heat_id(k: int) -> dict:
-    return {"type": "cmp-heat", "index": k}
-
-
 def heat_card(k: int, run_id: str) -> html.Div:
-    """A card with the k-th run's heatmap and its export buttons."""
+    """A card with the k-th run's heatmap (the player paints it) and its export buttons."""
     gid = HEAT_GRAPH.format(k)
     return html.Div([
         html.Div([html.H3(run_id), export_buttons(gid, "compare")], className="card-head"),
-        dcc.Loading(dcc.Graph(id=heat_id(k), config=GRAPH_CONFIG), type="dot", delay_show=400),
+        html.Div(id=f"{gid}-title", className="heat-title"),
+        html.Div(id=gid, className="heat-host"),
     ], className="card", id=f"{gid}-card")
 
 
@@ -67,11 +63,7 @@ def layout(**query) -> html.Div:
     heat_cards = [heat_card(k, rid) for k, rid in enumerate(run_ids)]
     body = html.Div([
         html.Div([
-            html.Div([
-                html.Div(dcc.Slider(id=ids.CMP_SLIDER, min=0, max=STEPS, step=1, value=0,
-                                    marks=None, updatemode="mouseup"), className="slider"),
-                html.Span(id=ids.CMP_SLIDER_LABEL, className="slider-label"),
-            ], className="player-row"),
+            html.Div(id=ids.CMP_PLAYER_BAR),  # lca_3_pages.js: play, slider, step, loop
             html.Div([
                 labelled("shared axis", radio(ids.CMP_XAXIS, [
                     ("fraction", "fraction of training"), ("iteration", "iteration")],
@@ -94,6 +86,8 @@ def layout(**query) -> html.Div:
     ], id=ids.CMP_BODY, style=HIDDEN if len(run_ids) < 2 else {})
     return html.Div([
         dcc.Store(id=ids.CMP_IDS, data=run_ids),
+        dcc.Store(id=ids.CMP_STREAMS),
+        dcc.Store(id=ids.CMP_FRAME, data={"position": 0}),
         dcc.Download(id={"type": ids.EXPORT_DOWNLOAD, "page": "compare"}),
         html.Div([html.H1("Compare runs"),
                   dcc.Link("← all runs", href="/", className="btn ghost")],
@@ -110,22 +104,30 @@ def register_callbacks(app: dash.Dash, state: AppState) -> None:
        Output(ids.CMP_LAYER, "value"), Output(ids.CMP_BODY, "style"),
        Input(ids.CMP_IDS, "data"),
        )(lambda rids: page_state(state, rids or []))
-    cb(Output({"type": "cmp-heat", "index": ALL}, "figure"), Input(ids.CMP_SLIDER, "value"),
-       Input(ids.CMP_XAXIS, "value"), Input(ids.CMP_MODE, "value"),
-       Input(ids.CMP_LAYER, "value"), State(ids.CMP_IDS, "data"),
-       )(lambda p, x, m, lay, rids: heatmaps(state, rids or [], p, x, m, lay)
-         if lay else [empty_figure("") for _ in rids or []])
+    cb(Output(ids.CMP_STREAMS, "data"), Input(ids.CMP_LAYER, "value"),
+       Input(ids.CMP_MODE, "value"), State(ids.CMP_IDS, "data"),
+       )(lambda lay, m, rids: streams(state, rids or [], m, lay) if lay else dash.no_update)
+    # the player takes the streams (and the shared axis); frames never come back through Dash
+    app.clientside_callback(ClientsideFunction("lcaviz", "compareStreams"),
+                            Output(ids.CMP_PLAYER_BAR, "title"),
+                            Input(ids.CMP_STREAMS, "data"), Input(ids.CMP_XAXIS, "value"))
     cb(Output(ids.CMP_LOSS, "figure"), Output(ids.CMP_HELP, "figure"),
-       Output(ids.CMP_LAYER_TOTALS, "figure"), Input(ids.CMP_SLIDER, "value"),
-       Input(ids.CMP_XAXIS, "value"), State(ids.CMP_IDS, "data"),
-       )(lambda p, x, rids: overlays(state, rids or [], p, x))
-    cb(Output(ids.CMP_SLIDER_LABEL, "children"), Input(ids.CMP_SLIDER, "value"),
-       Input(ids.CMP_XAXIS, "value"), Input(ids.CMP_MODE, "value"), State(ids.CMP_IDS, "data"),
-       )(lambda p, x, m, rids: slider_text(state, rids or [], p, x, m))
+       Output(ids.CMP_LAYER_TOTALS, "figure"), Input(ids.CMP_XAXIS, "value"),
+       Input(ids.CMP_IDS, "data"), State(ids.CMP_FRAME, "data"),
+       )(lambda x, rids, fr: overlays(state, rids or [], _position(fr, x), x))
     cb(Output({"type": ids.EXPORT_DOWNLOAD, "page": "compare"}, "data"),
        Input({"type": ids.EXPORT, "page": "compare", "graph": ALL, "fmt": ALL}, "n_clicks"),
-       State(ids.CMP_IDS, "data"), State(ids.CMP_SLIDER, "value"),
+       State(ids.CMP_IDS, "data"), State(ids.CMP_FRAME, "data"),
        State(ids.CMP_XAXIS, "value"), State(ids.CMP_MODE, "value"),
        State(ids.CMP_LAYER, "value"), prevent_initial_call=True,
-       )(lambda clicks, rids, p, x, m, lay: export(state, ctx.triggered_id, rids or [], p, x, m,
-                                                   lay) if any(clicks or []) else dash.no_update)
+       )(lambda clicks, rids, fr, x, m, lay: export(
+           state, ctx.triggered_id, rids or [], _position(fr, x), x, m, lay)
+         if any(clicks or []) else dash.no_update)
+
+
+def _position(frame: dict | None, xaxis: str) -> float:
+    """The player's shared position (iteration or fraction) for the chosen axis."""
+    frame = frame or {}
+    if frame.get("axis") == xaxis and frame.get("position") is not None:
+        return float(frame["position"])
+    return 0.0

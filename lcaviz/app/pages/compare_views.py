@@ -17,17 +17,18 @@ from dash import dcc, html
 
 from lcaviz.analysis import helping, layers
 from lcaviz.app import ids
+from lcaviz.app.frames import stream_descriptor
 from lcaviz.app.pages.components import error_card
 from lcaviz.app.pages.run_views import Controls, heatmap
-from lcaviz.app.queries import rows_for, series
+from lcaviz.app.queries import series
 from lcaviz.app.security import RunPathError, safe_filename
 from lcaviz.app.state import AppState
 from lcaviz.bundle import BundleError
 from lcaviz.figures.compare import layer_totals_figure, overlay_figure
 from lcaviz.figures.export import figure_csv, figure_image
+from lcaviz.figures.heatmap_axes import heatmap_axes
 from lcaviz.figures.theme import empty_figure
 
-STEPS = 200  # slider positions in "fraction of training" mode
 HEAT_GRAPH = "cmp-heat-{}"  # export name of the k-th heatmap
 _ERRORS = (RunPathError, BundleError, OSError)
 HIDDEN = {"display": "none"}
@@ -111,14 +112,13 @@ def page_state(state: AppState, run_ids: list[str]):
     return cards, opts, default, {} if len(ok) >= 2 else HIDDEN
 
 
-def frame_of(b, pos: int, xaxis: str, t_max: int) -> int:
-    """Row of bundle ``b`` at shared slider position ``pos``."""
+def frame_of(b, position: float, xaxis: str) -> int:
+    """Row of bundle ``b`` at the shared position: an iteration, or a fraction (0–1) of its
+    own training (the player's timeline)."""
     if b.n_rows == 0:
         return 0
-    if xaxis == "iteration":
-        t = min(int(pos) * max(1, t_max // STEPS), b.n_iters - 1)
-        return min(t // b.stride, b.n_rows - 1)
-    return min(round(pos / STEPS * (b.n_rows - 1)), b.n_rows - 1)
+    t = position if xaxis == "iteration" else round(float(position) * max(b.n_iters - 1, 0))
+    return b.row_of_iteration(int(min(max(t, 0), max(b.n_iters - 1, 0))))
 
 
 def _reference_net(state: AppState, run_ids: list[str]) -> str | None:
@@ -130,8 +130,9 @@ def _reference_net(state: AppState, run_ids: list[str]) -> str | None:
     return None
 
 
-def heatmaps(state: AppState, run_ids: list[str], pos, xaxis, mode, layer_value_):
-    """One heatmap per run of the chosen layer; shared colour limit across runs."""
+def _wanted(state: AppState, run_ids: list[str], layer_value_) -> tuple[str | None, str]:
+    """``(network whose layer is shown or None, layer name)`` for a layer menu value: with
+    mixed networks and no network named, the first run's."""
     want_net, layer_name = parse_layer(layer_value_)
     if want_net is None:  # one network: match by name; mixed without a choice: the first's
         nets = set()
@@ -141,21 +142,64 @@ def heatmaps(state: AppState, run_ids: list[str], pos, xaxis, mode, layer_value_
             except _ERRORS:
                 continue
         want_net = _reference_net(state, run_ids) if len(nets) > 1 else None
-    figs, limits, t_max = [], [], _t_max(state, run_ids)
+    return want_net, layer_name
+
+
+def _mismatch(b, rid: str, want_net: str | None, layer_name: str) -> str | None:
+    """Why run ``rid`` shows no heatmap of this layer (None when it does)."""
+    if want_net is not None and net_of(b) != want_net:
+        return (f"{rid}: different network ({net_of(b) or 'unnamed'}, not {want_net}); its "
+                f"{layer_name} is another layer")
+    if layer_name not in b.layer_names:
+        return f"{rid} has no layer {layer_name!r}"
+    return None
+
+
+def streams(state: AppState, run_ids: list[str], mode, layer_value_) -> list[dict]:
+    """One player stream per run (or ``{"error", "run"}``), with one colour range for all."""
+    want_net, layer_name = _wanted(state, run_ids, layer_value_)
+    out = []
+    for rid in run_ids:
+        try:
+            b, _ = state.open(rid)
+            why = _mismatch(b, rid, want_net, layer_name)
+            if why:
+                out.append({"error": why, "run": rid})
+                continue
+            layer = b.layer_names.index(layer_name)
+            s = stream_descriptor(state, rid, layer, mode or "row", 10, "fixed", "auto", None)
+        except _ERRORS as e:
+            out.append({"error": str(e), "run": rid})
+            continue
+        if s["has_rows"]:
+            s["figure"] = heatmap_axes(s["items"], uirevision=f"cmp|{rid}|{layer}"
+                                       ).to_plotly_json()
+        else:
+            s["error"] = f"{rid}: {layer_name} has no per-parameter rows (--lca-layers)"
+        out.append(s)
+    limits = [s["zmax"] for s in out if s.get("zmax")]
+    for s in out:
+        if limits and "zmax" in s:
+            s["zmax"] = max(limits)  # one colour range: the runs' LCA compare directly
+    return out
+
+
+def heatmaps(state: AppState, run_ids: list[str], position, xaxis, mode, layer_value_):
+    """One server-side heatmap figure per run of the chosen layer, at the shared position,
+    with a shared colour limit (the exports)."""
+    want_net, layer_name = _wanted(state, run_ids, layer_value_)
+    figs, limits = [], []
     for rid in run_ids:
         try:
             b, _ = state.open(rid)
         except _ERRORS as e:
             figs.append(empty_figure(str(e)))
             continue
-        if want_net is not None and net_of(b) != want_net:
-            figs.append(empty_figure(f"{rid}: different network ({net_of(b) or 'unnamed'}, "
-                                     f"not {want_net})<br>its {layer_name} is another layer"))
+        why = _mismatch(b, rid, want_net, layer_name)
+        if why:
+            figs.append(empty_figure(why.replace("; its", "<br>its")))
             continue
-        if layer_name not in b.layer_names:
-            figs.append(empty_figure(f"{rid} has no layer {layer_name!r}"))
-            continue
-        c = Controls.from_dict({"run_id": rid, "row": frame_of(b, pos or 0, xaxis, t_max),
+        c = Controls.from_dict({"run_id": rid, "row": frame_of(b, position or 0, xaxis),
                                 "mode": mode, "layer": b.layer_names.index(layer_name)})
         fig = heatmap(state, c)[0]
         fig.update_layout(title_text=f"{rid}<br><sup>{fig.layout.title.text}</sup>")
@@ -169,24 +213,15 @@ def heatmaps(state: AppState, run_ids: list[str], pos, xaxis, mode, layer_value_
     return figs
 
 
-def _t_max(state: AppState, run_ids: list[str]) -> int:
-    t = 1
-    for rid in run_ids:
-        try:
-            t = max(t, state.open(rid)[0].n_iters)
-        except _ERRORS:
-            continue
-    return t
-
-
 def _x(b, n: int, xaxis: str) -> np.ndarray:
     t = np.arange(n)
     return t / max(b.n_iters, 1) if xaxis == "fraction" else t
 
 
-def overlays(state: AppState, run_ids: list[str], pos, xaxis):
-    """Loss, % helping and per-layer totals (per network) of all runs."""
-    loss, helps, totals, nets, t_max = [], [], [], [], _t_max(state, run_ids)
+def overlays(state: AppState, run_ids: list[str], position, xaxis):
+    """Loss, % helping and per-layer totals (per network) of all runs; the time marker at the
+    shared position (the player moves it on screen)."""
+    loss, helps, totals, nets = [], [], [], []
     for rid in run_ids:
         try:
             b, key = state.open(rid)
@@ -200,7 +235,7 @@ def overlays(state: AppState, run_ids: list[str], pos, xaxis):
         totals.append((rid, list(b.layer_names), lt_df["total"].to_numpy()))
         nets.append(net_of(b))
     xl = "fraction of training" if xaxis == "fraction" else "iteration"
-    mark = (pos or 0) / STEPS if xaxis == "fraction" else (pos or 0) * max(1, t_max // STEPS)
+    mark = float(position or 0)
     loss_fig = overlay_figure(loss, title="Train loss", xlabel=xl, ylabel="loss", marker=mark)
     if all(np.nanmin(y) >= 0 for _, _, y in loss if len(y)):
         loss_fig.update_yaxes(rangemode="nonnegative")
@@ -210,31 +245,17 @@ def overlays(state: AppState, run_ids: list[str], pos, xaxis):
             layer_totals_figure(totals, nets=nets))
 
 
-def slider_text(state: AppState, run_ids, pos, xaxis, mode) -> str:
-    parts, t_max = [], _t_max(state, run_ids)
-    for rid in run_ids:
-        try:
-            b, _ = state.open(rid)
-        except _ERRORS:
-            continue
-        r0, r1 = rows_for(b, frame_of(b, pos or 0, xaxis, t_max), mode, 1)
-        parts.append(f"{rid.rsplit('/', 1)[-1]}: it. {min(r1 * b.stride, b.n_iters) - 1:,}")
-    head = f"{100 * (pos or 0) / STEPS:.1f} % of training" if xaxis == "fraction" else \
-        f"iteration ≈ {(pos or 0) * max(1, t_max // STEPS):,}"
-    return head + " — " + " · ".join(parts)
-
-
-def export(state: AppState, trigger, run_ids, pos, xaxis, mode, layer_name):
+def export(state: AppState, trigger, run_ids, position, xaxis, mode, layer_name):
     """Download of one compare figure (overlays or the k-th heatmap) as PNG/SVG/PDF/CSV."""
     if not isinstance(trigger, dict) or trigger.get("fmt") not in ids.EXPORT_FORMATS:
         return dash.no_update
     graph = str(trigger.get("graph"))
     heat = {HEAT_GRAPH.format(k): k for k in range(len(run_ids))}
     if graph in heat:
-        fig = heatmaps(state, run_ids, pos, xaxis, mode, layer_name)[heat[graph]]
+        fig = heatmaps(state, run_ids, position, xaxis, mode, layer_name)[heat[graph]]
     else:
         figs = dict(zip((ids.CMP_LOSS, ids.CMP_HELP, ids.CMP_LAYER_TOTALS),
-                        overlays(state, run_ids, pos, xaxis), strict=True))
+                        overlays(state, run_ids, position, xaxis), strict=True))
         fig = figs.get(graph)
     if fig is None:
         return dash.no_update

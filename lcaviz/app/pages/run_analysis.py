@@ -38,7 +38,7 @@ def value_scan_job(bundle) -> dict:
            "layers_abs": [lca_histograms(scan, bins=40, clip_percentile=99.9, log_bins=True,
                                          layer=li) for li in range(bundle.n_layers)],
            "fits": weibull_fits(scan), "layer_names": list(bundle.layer_names),
-           "n_rows": scan.n_rows}
+           "n_rows": scan.n_rows, "rows_note": scan.rows_note}
     return out
 
 
@@ -74,8 +74,8 @@ def histogram_figure(result: dict) -> go.Figure:
     fig = fhelp.help_hurt_hist_figure((h["help"]["counts"], h["help"]["edges"]),
                                       (h["hurt"]["counts"], h["hurt"]["edges"]), total=total)
     out = 100 * (h["clipped_help"] + h["clipped_hurt"]) / total if total else 0.0
-    fig.update_layout(title_text=f"LCA values, {result['n_rows']:,} rows ({out:.2g} % in "
-                                 "far tails not shown)")
+    fig.update_layout(title_text=f"LCA values: {result.get('rows_note', '')} ({out:.2g} % "
+                                 "in far tails not shown)")
     return fig
 
 
@@ -101,7 +101,8 @@ def weibull_view(result: dict, group: str = "sign") -> go.Figure:
     if not panels:
         return empty_figure("No nonzero LCA values to fit.")
     what = dict(GROUPS).get(group, group)
-    return weibull_figure(panels, title=f"|LCA| with Weibull fits — {what}")
+    return weibull_figure(panels, title=f"|LCA| with Weibull fits — {what}<br><sup>"
+                                        f"{result.get('rows_note', '')}</sup>")
 
 
 def status_text(st: JobStatus, what: str) -> str:

@@ -1,12 +1,11 @@
-/* lcaviz player: the per-parameter LCA heatmap as a video, played in the browser.
+/* lcaviz player, part 1 of 3: frames and how one heatmap paints them.
  *
- * The server sends, once per layer / frame mode / resolution / zoom, a *stream* descriptor
- * (plan, row windows, colour range) into a dcc.Store, and Plotly draws the axes of an empty
- * figure. This file fetches frames in blocks of rows from /lcaviz/frames (binary float32),
- * keeps them in a byte-capped LRU cache, prefetches ahead of the play head, and paints them
- * on a canvas under Plotly's axes. Scrubbing, Play/Pause, speed and loop are plain DOM events
- * handled here: no Python round trip per frame, so Pause acts at once whatever the server does.
- * Dash learns the current frame through a throttled dcc.Store (for the other panels).
+ * The server describes a heatmap once per layer / frame mode / resolution / zoom (a *stream*:
+ * drawing plan, row windows, colour range, axes figure). A View fetches that stream's frames
+ * in blocks of rows from /lcaviz/frames (binary float32), keeps them in a byte-capped LRU cache
+ * shared by the page, and paints them on a canvas under a transparent Plotly figure (the axes),
+ * which it draws itself once Plotly has loaded. Parts 2 (lca_2_player.js: the clock and the
+ * bar) and 3 (lca_3_pages.js: the run and compare pages) build on window.lcaviz.
  */
 (function () {
   'use strict';
@@ -86,7 +85,7 @@
     return gd && this.stream && gd._fullLayout && gd.__lcaKey === this.stream.key ? gd : null;
   };
   View.prototype.configure = function (stream) {
-    var same = this.stream && stream && this.stream.key === stream.key;
+    var same = !!(this.stream && stream && stream.key && this.stream.key === stream.key);
     if (!same) {
       this.inflight.forEach(function (c) { c.abort(); });
       this.inflight.clear();
@@ -99,6 +98,12 @@
     // ms in a slow browser, and until then the same figure gives the geometry (fixed margins)
     if (newFigure) { this.offscreen = []; this.axesDue = true; }
     if (newFigure && (!stream.has_rows || !stream.R)) this.plotAxes();
+    if (!stream.figure) this.clearAxes();
+  };
+  View.prototype.clearAxes = function () {  // a stream with nothing to draw (an error)
+    var d = this.dom();
+    if (d && window.Plotly && d.axes._fullLayout) { window.Plotly.purge(d.axes); d.axes.__lcaKey = null; }
+    if (d) this.draw();
   };
   View.prototype.nRows = function () { return this.stream ? this.stream.R : 0; };
   View.prototype.rowOfIteration = function (t) {
@@ -380,51 +385,6 @@
     window.addEventListener('resize', function () { self.draw(); });
   };
 
-  // ---- the clock: one timeline (sorted iteration starts) shared by the page's views ---------
-  function Player(opts) {
-    this.views = [];
-    this.index = 0;              // position on the timeline
-    this.timeline = [0];
-    this.playing = false;
-    this.speed = 1; this.rate = 30; this.loop = true;
-    this.lastAdvance = 0; this.lastSync = 0;
-    this.opts = opts;            // {bar, syncId, markerGraphs, mode}
-    this.stats = {frames: 0, waits: 0, started: 0};
-    this.raf = null;
-  }
-  Player.prototype.rebuildTimeline = function () {
-    var set = new Set(), T = 0;
-    this.views.forEach(function (v) {
-      if (!v.stream) return;
-      v.stream.starts.forEach(function (s) { set.add(s); });
-      T = Math.max(T, v.stream.T);
-    });
-    var tl = Array.from(set).sort(function (a, b) { return a - b; });
-    this.timeline = tl.length ? tl : [0];
-    this.T = T;
-    if (this.index >= this.timeline.length) this.index = this.timeline.length - 1;
-    this.updateBar();
-  };
-  Player.prototype.iteration = function () { return this.timeline[this.index]; };
-  Player.prototype.rowsFor = function (i) {
-    var t = this.timeline[i];
-    return this.views.map(function (v) { return v.stream ? v.rowOfIteration(t) : -1; });
-  };
-  Player.prototype.ready = function (i) {
-    var rows = this.rowsFor(i);
-    return this.views.every(function (v, k) {
-      return !v.stream || !v.stream.has_rows || rows[k] < 0 || !!v.cached(rows[k]);
-    });
-  };
-  Player.prototype.prefetch = function () {
-    var ahead = Math.max(8, Math.ceil(this.rate * AHEAD_SECONDS)) * this.speed;
-    var rows = this.rowsFor(this.index), self = this;
-    this.views.forEach(function (v, k) {
-      if (!v.stream || rows[k] < 0) return;
-      v.request(rows[k], ahead);
-      if (!self.playing) v.fill(rows[k]);
-    });
-  };
   // while paused, fill the cache outward from row r (scrubbing anywhere is then instant),
   // up to half the cache for one stream
   View.prototype.fill = function (r) {
@@ -436,275 +396,12 @@
       if (b >= 0 && !cache.has(this.frameKey(b))) { this.request(b, 1); return; }
     }
   };
-  Player.prototype.show = function (i) {
-    this.index = Math.max(0, Math.min(i, this.timeline.length - 1));
-    var rows = this.rowsFor(this.index);
-    this.views.forEach(function (v, k) { if (rows[k] >= 0) v.paint(rows[k]); });
-    this.prefetch();
-    this.updateBar();
-  };
-  Player.prototype.seek = function (i) {
-    this.show(i); this.markers();
-    var self = this;  // after the new frame is on screen: Dash may re-render other panels
-    clearTimeout(this.syncTimer);
-    this.syncTimer = setTimeout(function () { self.sync(true); }, 120);
-  };
-  Player.prototype.play = function () {
-    if (this.playing) return;
-    if (this.index >= this.timeline.length - 1) this.index = 0;
-    this.playing = true; this.lastAdvance = performance.now();
-    this.stats = {frames: 0, waits: 0, started: performance.now()};
-    this.updateBar(); this.prefetch(); this.tick();
-  };
-  Player.prototype.pause = function () {
-    this.playing = false;
-    if (this.raf) { cancelAnimationFrame(this.raf); this.raf = null; }
-    this.updateBar(); this.sync(true); this.markers();
-  };
-  Player.prototype.toggle = function () { if (this.playing) this.pause(); else this.play(); };
-  Player.prototype.tick = function () {
-    var self = this;
-    this.raf = requestAnimationFrame(function (now) {
-      if (!self.playing) return;
-      if (now - self.lastAdvance >= 1000 / self.rate - 2) {
-        var next = self.index + self.speed, last = self.timeline.length - 1;
-        if (next > last) next = self.loop ? 0 : last;
-        if (next === self.index && !self.loop) { self.pause(); return; }
-        if (self.ready(next)) {
-          self.show(next);
-          self.stats.frames += 1;
-          self.lastAdvance = now;
-          if (next === last && !self.loop) { self.pause(); return; }
-        } else {
-          self.stats.waits += 1;  // wait for the frame: never skip one
-          self.prefetchAt(next);
-        }
-        self.sync(false); self.markers();
-      }
-      self.tick();
-    });
-  };
-  Player.prototype.prefetchAt = function (i) {
-    var rows = this.rowsFor(i);
-    this.views.forEach(function (v, k) { if (v.stream && rows[k] >= 0) v.request(rows[k], 8); });
-  };
-  Player.prototype.onFrameData = function (view) {
-    if (view.shown < 0 || !this.playing) {
-      var rows = this.rowsFor(this.index), k = this.views.indexOf(view);
-      if (k >= 0 && rows[k] >= 0) view.paint(rows[k]);
-      this.updateBar();
-    }
-    this.prefetch();
-  };
-  // Dash hears the frame (other panels, exports) throttled while playing, at once otherwise
-  Player.prototype.sync = function (now) {
-    var t = performance.now();
-    if (!this.opts.syncId || (!now && t - this.lastSync < SYNC_MS_PLAYING)) return;
-    this.lastSync = t;
-    var v = this.views[0], rows = this.rowsFor(this.index);
-    if (!window.dash_clientside || !window.dash_clientside.set_props) return;
-    this.syncedIndex = this.index;
-    window.dash_clientside.set_props(this.opts.syncId, {data: {
-      index: this.index, iteration: this.iteration(), row: rows[0],
-      end: v && v.stream && rows[0] >= 0 ? v.window(rows[0])[1] : this.iteration() + 1}});
-  };
-  // the time marker of the other plots: a thin line over each plot's area, moved with CSS
-  // (no Plotly redraw: a relayout of four figures costs ~65 ms, a style change nothing)
-  Player.prototype.markers = function () {
-    var graphs = this.opts.markerGraphs || [], v = this.views[0], self = this;
-    if (!graphs.length || !v || !v.stream) return;
-    var r = this.rowsFor(this.index)[0], end = r >= 0 ? v.frameEnd(r) : this.iteration();
-    graphs.forEach(function (id) {
-      var gd = document.querySelector('#' + id + ' .js-plotly-plot');
-      var fl = gd && gd._fullLayout, xa = fl && fl.xaxis;
-      var box = gd && gd.querySelector('.svg-container');
-      if (!xa || !box || !xa.l2p) return;
-      if (!gd.__lcaMarker && gd.on) {  // the figure was redrawn (new data): put the line back
-        gd.__lcaMarker = true;
-        gd.on('plotly_afterplot', function () { self.markers(); });
-      }
-      var line = box.querySelector('.lca-marker');
-      if (!line) { line = document.createElement('div'); line.className = 'lca-marker'; box.appendChild(line); }
-      var x = xa._offset + xa.l2p(end);
-      var inside = x >= xa._offset && x <= xa._offset + xa._length;
-      line.style.display = inside ? 'block' : 'none';
-      line.style.left = x + 'px'; line.style.top = fl._size.t + 'px';
-      line.style.height = fl._size.h + 'px';
-      line.dataset.iteration = String(end);
-    });
-  };
   View.prototype.frameEnd = function (r) {  // the iteration time axes mark: end of the window
     return this.window(r)[1];
   };
 
-  // ---- the bar: play button, slider (timeline index), iteration box, speed, rate, loop -------
-  Player.prototype.buildBar = function (host) {
-    if (!host || host.querySelector('.lca-bar')) return;
-    var self = this, bar = document.createElement('div');
-    bar.className = 'lca-bar';
-    bar.innerHTML =
-      '<div class="player-row">' +
-      '<button class="btn play" data-lca="play">▶ Play</button>' +
-      '<input type="range" class="lca-slider" data-lca="slider" min="0" max="0" step="1" value="0">' +
-      '<span class="slider-label" data-lca="label"></span></div>' +
-      '<div class="player-row controls-row">' +
-      '<div class="control"><label>go to iteration</label><input type="number" class="num" data-lca="goto" min="0" step="1"></div>' +
-      '<div class="control"><label>step (frames)</label><select data-lca="speed">' +
-      [1, 2, 5, 10, 25].map(function (s) { return '<option value="' + s + '">' + s + '×</option>'; }).join('') +
-      '</select></div>' +
-      '<div class="control"><label>frames / s</label><select data-lca="rate">' +
-      [5, 10, 15, 24, 30, 60].map(function (s) { return '<option value="' + s + '"' + (s === 30 ? ' selected' : '') + '>' + s + '</option>'; }).join('') +
-      '</select></div>' +
-      '<label class="check"><input type="checkbox" data-lca="loop" checked> loop</label>' +
-      '<span class="muted small" data-lca="msg"></span></div>';
-    host.appendChild(bar);
-    var q = function (n) { return bar.querySelector('[data-lca="' + n + '"]'); };
-    this.el = {play: q('play'), slider: q('slider'), label: q('label'), goto: q('goto'),
-               speed: q('speed'), rate: q('rate'), loop: q('loop'), msg: q('msg')};
-    // every control acts directly on the player: no server round trip
-    this.el.play.addEventListener('click', function () { self.toggle(); });
-    this.el.slider.addEventListener('input', function () {
-      if (self.playing) self.pause();
-      self.seek(parseInt(self.el.slider.value, 10));
-    });
-    this.el.speed.addEventListener('change', function () { self.speed = parseInt(self.el.speed.value, 10); });
-    this.el.rate.addEventListener('change', function () { self.rate = parseInt(self.el.rate.value, 10); });
-    this.el.loop.addEventListener('change', function () { self.loop = self.el.loop.checked; });
-    var go = function () {
-      var raw = self.el.goto.value, t = Number(raw), T = self.T;
-      if (raw === '' || !Number.isInteger(t)) { self.el.msg.textContent = 'type a whole iteration number'; return; }
-      if (t < 0 || t >= T) {
-        self.el.msg.textContent = 'iteration ' + intFmt(t) + ' is outside this run (0–' + intFmt(T - 1) + ')';
-        return;
-      }
-      self.el.msg.textContent = '';
-      var i = 0, tl = self.timeline;
-      while (i + 1 < tl.length && tl[i + 1] <= t) i++;
-      if (self.playing) self.pause();
-      self.seek(i);
-    };
-    this.el.goto.addEventListener('keydown', function (ev) { if (ev.key === 'Enter') go(); });
-    this.el.goto.addEventListener('change', go);
-    document.addEventListener('keydown', function (ev) {
-      if (!document.body.contains(bar) || ev.target.tagName === 'INPUT' || ev.target.tagName === 'SELECT') return;
-      if (ev.key === ' ') { ev.preventDefault(); self.toggle(); }
-    });
-  };
-  Player.prototype.label = function () {
-    var v = this.views[0];
-    if (!v || !v.stream) return '';
-    if (!v.stream.has_rows) return 'this layer has no per-parameter rows (--lca-layers)';
-    if (!v.stream.R) return 'no LCA rows yet';
-    var r = this.rowsFor(this.index)[0], w = v.window(r), mode = v.stream.mode, a = w[0], e = w[1];
-    if (mode === 'cumulative') a = 0;
-    if (mode === 'window') a = v.window(Math.max(0, r - v.stream.window + 1))[0];
-    var span = e - a === 1 ? 'iteration ' + intFmt(a) : 'iterations ' + intFmt(a) + '–' + intFmt(e - 1);
-    var pre = mode === 'cumulative' ? 'cumulative, ' : mode === 'window' ? 'window sum, ' : '';
-    var size = mode === 'row' && e - a > 1 ? ' (one row of ' + (e - a) + ')' : '';
-    return pre + span + size + ' · frame ' + intFmt(this.index + 1) + ' of ' + intFmt(this.timeline.length);
-  };
-  Player.prototype.updateBar = function () {
-    if (!this.el) return;
-    this.el.slider.max = String(Math.max(this.timeline.length - 1, 0));
-    this.el.slider.value = String(this.index);
-    this.el.label.textContent = this.label();
-    this.el.play.textContent = this.playing ? '❚❚ Pause' : '▶ Play';
-    var v = this.views[0];
-    this.el.goto.max = String(Math.max((this.T || 1) - 1, 0));
-    if (v && v.error) this.el.msg.textContent = v.error;
-    if (this.opts.onUpdate) this.opts.onUpdate(this);
-  };
-
-  // ---- pages -----------------------------------------------------------------------------
-  var players = {};
-  function runPlayer() {
-    var p = players.run;
-    if (!p) {
-      p = players.run = new Player({syncId: 'run-frame', markerGraphs: ['run-loss', 'run-residual',
-                                    'run-layer-curves', 'run-help-time'], onUpdate: runInfo});
-      var view = new View('run-heatmap', function (v) { p.onFrameData(v); });
-      view.onZoom = function (ev) {  // a box zoom or a reset: the server plans the region
-        var keys = Object.keys(ev || {});
-        if (!keys.some(function (k) { return /^[xy]axis\.(range|autorange)/.test(k); })) return;
-        if (window.dash_clientside && window.dash_clientside.set_props) {
-          window.dash_clientside.set_props('run-zoom-request', {data: Object.assign({_at: Date.now()}, ev)});
-        }
-      };
-      view.onPick = function (d) {
-        if (window.dash_clientside && window.dash_clientside.set_props) {
-          window.dash_clientside.set_props('run-drill-param', {data: {
-            flat: d.flat, label: d.label, block: d.block, tensor: d.tensor, index: d.index}});
-        }
-      };
-      p.views.push(view);
-    }
-    return p;
-  }
-  function runInfo(p) {
-    var v = p.views[0], title = document.getElementById('run-heatmap-title');
-    var info = document.getElementById('run-heatmap-info');
-    if (!v || !v.stream) return;
-    if (title) title.textContent = v.stream.layer_name + ' — ' + ({row: 'LCA', cumulative: 'cumulative LCA', window: 'window sum of LCA'}[v.stream.mode]) + ', ' + p.label().split(' · ')[0];
-    if (info && v.frame) {
-      var blocks = v.stream.items.filter(function (it) { return it.by !== 1 || it.bx !== 1; });
-      info.textContent = intFmt(v.stream.layer_size) + ' parameters · layer LCA ' + fmt(v.frame.total) +
-        ' · colour range ±' + fmt(v.zmax()) + ' (' + (v.stream.range_mode === 'frame' || !(v.stream.zmax > 0) ? 'this frame' : 'fixed over run') + ')' +
-        (blocks.length ? ' · block sums ' + blocks.map(function (it) { return it.by + '×' + it.bx; }).join(', ') +
-         ': each cell is the exact sum of its block; zoom in (drag a box) or choose full resolution for single parameters' : '');
-    }
-  }
-
-  // let the other panels of the run page start once the heatmap is on screen (or can't be)
-  var panelsFor = null;  // the run whose panels were let through (once per page)
-  function panelsWhenPainted(view, run) {
-    var host = document.getElementById('run-panels');
-    if (panelsFor === run && host && host.children.length) return;
-    panelsFor = run;
-    var start = performance.now();
-    (function check() {
-      var done = view.paints > 0 || view.error || !view.stream || !view.stream.has_rows ||
-        !view.stream.R || performance.now() - start > 3000;
-      if (!done) { setTimeout(check, 30); return; }
-      if (window.dash_clientside && window.dash_clientside.set_props) {
-        window.dash_clientside.set_props('run-panels-ready', {data: run});
-      }
-    })();
-  }
-
-  window.lcaviz = window.lcaviz || {};
-  window.lcaviz.players = players;
-  window.lcaviz.cache = cache;
-  window.lcaviz.CACHE_CAP_BYTES = CACHE_CAP_BYTES;
-  window.lcaviz.View = View;
-  window.lcaviz.Player = Player;
-
-  // clientside callbacks (wired in lcaviz/app/pages/run_callbacks.py)
-  window.dash_clientside = Object.assign({}, window.dash_clientside, {
-    lcaviz: {
-      runStream: function (stream) {
-        var p = runPlayer();
-        if (!stream) return window.dash_clientside.no_update;
-        p.buildBar(document.getElementById('run-player-bar'));
-        var view = p.views[0], fresh = !view.stream || view.stream.key !== stream.key;
-        var t = view.stream && view.stream.run === stream.run ? p.iteration() : 0;
-        view.configure(stream);
-        p.rebuildTimeline();
-        if (fresh) {  // same iteration in the new stream (e.g. another layer)
-          var i = 0, tl = p.timeline;
-          while (i + 1 < tl.length && tl[i + 1] <= t) i++;
-          p.index = i;
-        }
-        p.show(p.index);
-        panelsWhenPainted(view, stream.run);
-        return window.dash_clientside.no_update;
-      },
-      frameGate: function (frame, barsScope, drillParam) {
-        var nu = window.dash_clientside.no_update;
-        return [barsScope === 'upto' ? frame : nu, drillParam ? frame : nu];
-      },
-      panelsMeta: function (meta, ready, runId) {
-        return meta && ready && ready === runId ? meta : window.dash_clientside.no_update;
-      },
-    },
+  window.lcaviz = Object.assign(window.lcaviz || {}, {
+    fmt: fmt, intFmt: intFmt, cache: cache, CACHE_CAP_BYTES: CACHE_CAP_BYTES,
+    AHEAD_SECONDS: AHEAD_SECONDS, SYNC_MS_PLAYING: SYNC_MS_PLAYING, View: View, players: {},
   });
 })();

@@ -1,0 +1,146 @@
+/* lcaviz player, part 3 of 3: the run page and the compare page (see lca_1_view.js), and the
+ * clientside callbacks that hand them the server's streams.
+ */
+(function () {
+  'use strict';
+
+  var L = window.lcaviz, fmt = L.fmt, intFmt = L.intFmt, View = L.View, Player = L.Player;
+  var players = L.players;
+
+  function runPlayer() {
+    var p = players.run;
+    if (!p) {
+      p = players.run = new Player({syncId: 'run-frame', markerGraphs: ['run-loss', 'run-residual',
+                                    'run-layer-curves', 'run-help-time'], onUpdate: runInfo});
+      var view = new View('run-heatmap', function (v) { p.onFrameData(v); });
+      view.onZoom = function (ev) {  // a box zoom or a reset: the server plans the region
+        var keys = Object.keys(ev || {});
+        if (!keys.some(function (k) { return /^[xy]axis\.(range|autorange)/.test(k); })) return;
+        if (window.dash_clientside && window.dash_clientside.set_props) {
+          window.dash_clientside.set_props('run-zoom-request', {data: Object.assign({_at: Date.now()}, ev)});
+        }
+      };
+      view.onPick = function (d) {
+        if (window.dash_clientside && window.dash_clientside.set_props) {
+          window.dash_clientside.set_props('run-drill-param', {data: {
+            flat: d.flat, label: d.label, block: d.block, tensor: d.tensor, index: d.index}});
+        }
+      };
+      p.views.push(view);
+    }
+    return p;
+  }
+  function runInfo(p) {
+    var v = p.views[0], title = document.getElementById('run-heatmap-title');
+    var info = document.getElementById('run-heatmap-info');
+    if (!v || !v.stream) return;
+    if (title) title.textContent = v.stream.layer_name + ' — ' + ({row: 'LCA', cumulative: 'cumulative LCA', window: 'window sum of LCA'}[v.stream.mode]) + ', ' + p.label().split(' · ')[0];
+    if (info && v.frame) {
+      var blocks = v.stream.items.filter(function (it) { return it.by !== 1 || it.bx !== 1; });
+      info.textContent = intFmt(v.stream.layer_size) + ' parameters · layer LCA ' + fmt(v.frame.total) +
+        ' · colour range ±' + fmt(v.zmax()) + ' (' + (v.stream.range_mode === 'frame' || !(v.stream.zmax > 0) ? 'this frame' : 'fixed over run') + ')' +
+        (blocks.length ? ' · block sums ' + blocks.map(function (it) { return it.by + '×' + it.bx; }).join(', ') +
+         ': each cell is the exact sum of its block; zoom in (drag a box) or choose full resolution for single parameters' : '');
+    }
+  }
+
+  // the compare page: one player, one view per run (hosts cmp-heat-K)
+  function comparePlayer() {
+    if (!players.cmp) {
+      players.cmp = new Player({syncId: 'cmp-frame', markerGraphs: ['cmp-loss', 'cmp-help'],
+                                markerX: function (p) { return p.timeline[p.index]; },
+                                label: compareLabel, onUpdate: compareTitles});
+    }
+    return players.cmp;
+  }
+  function span(a, e) { return e - a <= 1 ? 'it. ' + intFmt(a) : 'it. ' + intFmt(a) + '–' + intFmt(e - 1); }
+  function viewSpan(p, v, k, rows) {
+    if (!v.stream || !v.stream.R || rows[k] < 0) return null;
+    var w = v.window(rows[k]);
+    return v.stream.mode === 'cumulative' ? span(0, w[1]) : span(w[0], w[1]);
+  }
+  function compareLabel(p) {
+    var rows = p.rowsFor(p.index), x = p.timeline[p.index];
+    var head = p.axis === 'fraction' ? (100 * x).toFixed(1) + ' % of training' : 'iteration ' + intFmt(x);
+    var parts = p.views.map(function (v, k) {
+      var sp = viewSpan(p, v, k, rows);
+      return sp && v.stream.run ? v.stream.run.split('/').pop() + ': ' + sp : null;
+    }).filter(Boolean);
+    return head + ' — ' + parts.join(' · ') + ' · frame ' + intFmt(p.index + 1) + ' of ' + intFmt(p.timeline.length);
+  }
+  function compareTitles(p) {
+    var rows = p.rowsFor(p.index);
+    p.views.forEach(function (v, k) {
+      var el = document.getElementById('cmp-heat-' + k + '-title');
+      if (!el || !v.stream) return;
+      var sp = viewSpan(p, v, k, rows);
+      el.textContent = v.stream.error ? '' : v.stream.layer_name + ' — ' +
+        (v.stream.mode === 'cumulative' ? 'cumulative LCA, ' : 'LCA, ') + (sp || '');
+    });
+  }
+
+  // let the other panels of the run page start once the heatmap is on screen (or can't be)
+  var panelsFor = null;  // the run whose panels were let through (once per page)
+  function panelsWhenPainted(view, run) {
+    var host = document.getElementById('run-panels');
+    if (panelsFor === run && host && host.children.length) return;
+    panelsFor = run;
+    var start = performance.now();
+    (function check() {
+      var done = view.paints > 0 || view.error || !view.stream || !view.stream.has_rows ||
+        !view.stream.R || performance.now() - start > 3000;
+      if (!done) { setTimeout(check, 30); return; }
+      if (window.dash_clientside && window.dash_clientside.set_props) {
+        window.dash_clientside.set_props('run-panels-ready', {data: run});
+      }
+    })();
+  }
+
+  // clientside callbacks (wired in lcaviz/app/pages/run_callbacks.py)
+  window.dash_clientside = Object.assign({}, window.dash_clientside, {
+    lcaviz: {
+      runStream: function (stream) {
+        var p = runPlayer();
+        if (!stream) return window.dash_clientside.no_update;
+        p.buildBar(document.getElementById('run-player-bar'));
+        var view = p.views[0], fresh = !view.stream || view.stream.key !== stream.key;
+        var t = view.stream && view.stream.run === stream.run ? p.iteration() : 0;
+        view.configure(stream);
+        p.rebuildTimeline();
+        if (fresh) {  // same iteration in the new stream (e.g. another layer)
+          var i = 0, tl = p.timeline;
+          while (i + 1 < tl.length && tl[i + 1] <= t) i++;
+          p.index = i;
+        }
+        p.show(p.index);
+        panelsWhenPainted(view, stream.run);
+        return window.dash_clientside.no_update;
+      },
+      compareStreams: function (streams, axis) {
+        if (!streams) return window.dash_clientside.no_update;
+        var p = comparePlayer(), t = p.iteration();
+        p.views = streams.map(function (s, k) {
+          var id = 'cmp-heat-' + k, old = p.views[k];
+          var v = old && old.hostId === id ? old : new View(id, function (vv) { p.onFrameData(vv); });
+          v.configure(s);
+          return v;
+        });
+        var axisChanged = p.axis !== (axis || 'fraction');
+        p.axis = axis || 'fraction';
+        p.buildBar(document.getElementById('cmp-player-bar'));
+        p.rebuildTimeline();
+        p.index = axisChanged ? p.indexOfIteration(t) : Math.min(p.index, p.timeline.length - 1);
+        p.show(p.index);
+        p.markers();
+        return window.dash_clientside.no_update;
+      },
+      frameGate: function (frame, barsScope, drillParam) {
+        var nu = window.dash_clientside.no_update;
+        return [barsScope === 'upto' ? frame : nu, drillParam ? frame : nu];
+      },
+      panelsMeta: function (meta, ready, runId) {
+        return meta && ready && ready === runId ? meta : window.dash_clientside.no_update;
+      },
+    },
+  });
+})();
