@@ -135,6 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "--precision-check first (fp32 BatchNorm loses precision on CPU)")
     g.add_argument("--compile", action="store_true",
                    help="torch.compile the full-dataset gradient passes (slow first iteration)")
+    g.add_argument("--allow-tf32", action="store_true",
+                   help="let CUDA matmuls and convs use TF32 (faster, ~1e-3 relative error: "
+                   "flips LCA signs); default: full fp32, checked on the first iterations")
     g.add_argument("--precision-check", action="store_true",
                    help="compare this precision's per-parameter LCA with float64 on a few "
                    "steps, print the result and exit")
@@ -163,7 +166,7 @@ def config_from_args(a: argparse.Namespace) -> RunConfig:
         save_trajectory=a.save_trajectory, layer_lr=dict(a.layer_lr),
         layer_momentum=dict(a.layer_momentum), freeze=list(a.freeze), seed=a.seed,
         device=a.device, precision=a.precision, memory_format=a.memory_format,
-        compile=a.compile,
+        compile=a.compile, allow_tf32=a.allow_tf32,
         checkpoint_every=a.checkpoint_every, checkpoint_seconds=a.checkpoint_seconds)
 
 

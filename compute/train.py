@@ -15,6 +15,7 @@ import torch
 from tqdm import tqdm
 
 from compute import __version__
+from compute.backends import set_matmul_precision
 from compute.checkpoint import (
     RunState,
     check_out_path,
@@ -31,6 +32,7 @@ from compute.models import build_model
 from compute.objective import FullDatasetObjective, resolve_chunking
 from compute.optim import build_optimizer
 from compute.params import ParamTable, flat_params, param_table
+from compute.precision import auto_precision_check
 from lcaviz.bundle.schema import RowSchedule, ScheduleError, column_ranges, ranges_index
 from lcaviz.bundle.writer import BundleWriter, IterationRecord, LayoutInfo
 
@@ -53,6 +55,7 @@ class Run:
     class_names: list[str]
     train_lca: LCAIntegrator
     val_lca: LCAIntegrator | None
+    precision_flags: dict  # the effective TF32 / fp32 settings (recorded in the bundle)
     schedule: RowSchedule  # when a per-parameter row closes
     row_ranges: np.ndarray  # (K, 2) parameter ranges with rows (--lca-layers)
     row_idx: torch.Tensor | None  # (P_rows,) their flat indices on the device; None = all
@@ -68,6 +71,7 @@ def build_run(cfg: RunConfig) -> Run:
     device = torch.device(cfg.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device cuda was asked for but torch sees no CUDA device")
+    flags = set_matmul_precision(device, cfg.allow_tf32)  # before any CUDA kernel runs
     dtype = torch.float64 if cfg.precision == "float64" else torch.float32
     splits = load_splits(cfg.dataset, cfg.data_root, rgb32=cfg.rgb32, train_size=cfg.train_size,
                          val_size=cfg.val_size, seed=cfg.seed)
@@ -106,7 +110,7 @@ def build_run(cfg: RunConfig) -> Run:
                train.x.to(device=device, dtype=dtype, memory_format=layout),
                train.y.to(device), train.class_names,
                integrator(train), integrator(splits.val) if cfg.val_lca else None,
-               cfg.row_schedule(), ranges, row_idx)
+               flags, cfg.row_schedule(), ranges, row_idx)
 
 
 def minibatch_indices(t: int, n: int, batch_size: int, seed: int) -> torch.Tensor:
@@ -122,7 +126,7 @@ def minibatch_indices(t: int, n: int, batch_size: int, seed: int) -> torch.Tenso
     return perm[b * batch_size : (b + 1) * batch_size]
 
 
-def _layout(run: Run, cfg: RunConfig) -> LayoutInfo:
+def _layout(run: Run, cfg: RunConfig, check: dict | None = None) -> LayoutInfo:
     t = run.table
     device_name = (torch.cuda.get_device_name(torch.device(cfg.device))
                    if cfg.device.startswith("cuda") else f"cpu ({platform.processor() or 'x86'})")
@@ -130,7 +134,10 @@ def _layout(run: Run, cfg: RunConfig) -> LayoutInfo:
                 "torch": torch.__version__, "numpy": np.__version__, "h5py": h5py.__version__}
     rank, size = world()
     config = {**cfg.to_dict(), "world_size": size,
-              "backend": torch.distributed.get_backend() if size > 1 else None}
+              "backend": torch.distributed.get_backend() if size > 1 else None,
+              "precision_flags": run.precision_flags}
+    if check is not None:
+        config["precision_check"] = check
     return LayoutInfo(t.names, t.shapes, t.offsets, t.layer, t.module_type, t.layer_names,
                       run.class_names, config, cfg.method, iters_planned=cfg.iters,
                       per_class=cfg.per_class, val_lca=cfg.val_lca,
@@ -237,6 +244,9 @@ def run_lca(cfg: RunConfig | None, out: str | Path, *, resume: bool = False,
             raise ConfigError(f"cannot write the bundle: directory {out.parent} is missing or "
                               "not writable")
         check_out_path(out, overwrite)
+        # every float32 CUDA run checks its first iterations against float64 (a rebuilt run:
+        # this one's state is untouched) and records the result; None on CPU / in float64
+        check = auto_precision_check(cfg)
         run = build_run(cfg)
         state = RunState(run.table.n_params, run.n_row_cols, run.y.device, cfg.val_lca)
         theta = flat_params(run.model)
@@ -245,7 +255,8 @@ def run_lca(cfg: RunConfig | None, out: str | Path, *, resume: bool = False,
         if is_main():
             ckpt_path.unlink(missing_ok=True)  # a stale checkpoint of the replaced run
         writer = NullWriter() if not is_main() else BundleWriter.create(
-            out, _layout(run, cfg), theta0=theta.cpu().numpy(), loss_train0=float(e0.loss),
+            out, _layout(run, cfg, check), theta0=theta.cpu().numpy(),
+            loss_train0=float(e0.loss),
             acc_train0=int(e0.correct) / len(run.y),
             loss_val0=float(v0.loss) if v0 else None,
             acc_val0=int(v0.correct) / len(run.val_lca.objective.y) if v0 else None)
