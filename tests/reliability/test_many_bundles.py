@@ -66,7 +66,7 @@ def runs_dir(tmp_path_factory):
     return root, kinds
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(300)  # a safety net, generous: the suite must pass beside a CPU hog
 def test_scan_500_bundles_with_broken_ones_is_fast_and_complete(runs_dir):
     root, kinds = runs_dir
     start = time.perf_counter()
@@ -89,7 +89,7 @@ def test_scan_500_bundles_with_broken_ones_is_fast_and_complete(runs_dir):
     assert "format_version 9" in errors["version"]
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(300)  # a safety net, generous: the suite must pass beside a CPU hog
 def test_runs_page_renders_a_row_for_each_of_500_bundles(runs_dir):
     root, kinds = runs_dir
     state = get_state(create_app(root))
