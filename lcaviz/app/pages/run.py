@@ -50,7 +50,7 @@ def _heatmap_section() -> html.Section:
     host = html.Div(id=ids.HEATMAP, className="heat-host")
     return section("Per-parameter LCA (green helps, red hurts)", [
         graph_card(ids.HEATMAP, "Heatmap", controls=controls, loading=False,
-                   extra_exports=("gif",), graph=host,
+                   extra_exports=("gif", "mp4"), graph=host,
                    header=html.Div(id=ids.HEATMAP_TITLE, className="heat-title"),
                    footer=html.P(id=ids.HEATMAP_INFO, className="muted small")),
     ], sid="sec-heatmap")

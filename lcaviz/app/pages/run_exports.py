@@ -79,8 +79,8 @@ def export_figure(state: AppState, trigger: dict | None, values: list):
         return dash.no_update
     graph, fmt = trigger.get("graph"), trigger.get("fmt")
     c = controls_from_values(values)
-    if fmt == "gif" and graph == ids.HEATMAP:
-        return heatmap_gif(state, c)
+    if fmt in ("gif", "mp4") and graph == ids.HEATMAP:
+        return heatmap_video(state, c, fmt)
     if fmt not in ids.EXPORT_FORMATS:
         return dash.no_update
     fig = build_figure(state, graph, c)
@@ -90,21 +90,33 @@ def export_figure(state: AppState, trigger: dict | None, values: list):
     return dcc.send_bytes(figure_image(fig, fmt), name)
 
 
-def heatmap_gif(state: AppState, c: Controls):
-    """Animated GIF of the chosen layer's first tensor over all stored rows
-    (:mod:`lcaviz.reports.animation`)."""
-    import io
+def heatmap_video(state: AppState, c: Controls, fmt: str):
+    """Animated GIF or MP4 (H.264) of the page's layer, all its tensors stacked as in the
+    heatmap, over the stored rows (evenly spaced beyond ``DEFAULT_MAX_FRAMES``) with the
+    page's colour range mode (:mod:`lcaviz.reports.animation`).
 
-    from lcaviz.app.queries import layer_tensors
-    from lcaviz.reports.animation import tensor_frames, write_gif
+    A run or layer without per-parameter rows downloads a short text file that says why
+    instead (a download is this callback's only output).
+    """
+    import tempfile
+    from pathlib import Path
 
-    b, _ = state.open(c.run_id)
-    tensor = layer_tensors(b, min(max(int(c.layer or 0), 0), b.n_layers - 1))[0].name
-    frames, _, limit = tensor_frames(b, tensor, max_frames=100)
-    buf = io.BytesIO()
-    write_gif(frames, limit, buf)
-    return dcc.send_bytes(buf.getvalue(), safe_filename(
-        f"{c.run_id.rsplit('.', 1)[0]}-{tensor}", "gif"))
+    from lcaviz.reports.animation import DEFAULT_MAX_FRAMES, make_animation
+
+    stem = c.run_id.rsplit(".", 1)[0]
+    try:
+        b, _ = state.open(c.run_id)
+        layer = min(max(int(c.layer or 0), 0), b.n_layers - 1)
+        stem = f"{stem}-{b.layer_names[layer]}"
+        with tempfile.TemporaryDirectory(prefix="lcaviz-video-") as tmp:
+            out = Path(tmp) / f"video.{fmt}"
+            make_animation(b, out, layer=layer, fmt=fmt, max_frames=DEFAULT_MAX_FRAMES,
+                           range_mode="frame" if c.range_mode == "frame" else "fixed")
+            data = out.read_bytes()
+    except _OPEN_ERRORS as e:  # unreadable run, no rows for this layer, no rows yet
+        return dcc.send_string(f"No {fmt.upper()} was made for {c.run_id}: {e}\n",
+                               safe_filename(f"{stem}-{fmt}-not-made", "txt"))
+    return dcc.send_bytes(data, safe_filename(stem, fmt))
 
 
 def ctx_clicked() -> bool:
