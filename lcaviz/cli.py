@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("bundle", type=Path)
     m.add_argument("--json", action="store_true", help="machine-readable JSON output")
     a = sub.add_parser("animate", add_help=False,
-                       help="animated GIF of one tensor's LCA (lcaviz animate --help)")
+                       help="animated GIF or MP4 of a tensor's or layer's LCA (lcaviz animate -h)")
     a.add_argument("args", nargs=argparse.REMAINDER)
     return ap
 
