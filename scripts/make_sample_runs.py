@@ -5,7 +5,7 @@
 Every setting is recorded in each bundle's ``config``. The directory must stay under 40 MiB,
 so per-parameter rows are bfloat16 (gzip, lossless on top, repacked after the run) and follow a
 row schedule: the MNIST-FC SGD run has a frame for every one of its first 220 iterations (the
-first epoch, as the paper's Fig. 2), LeNet for all 200 of its iterations but only for its conv
+first epoch, as the paper's Fig. 2), LeNet for all 150 of its iterations but only for its conv
 layers. Per-iteration aggregates (loss, residual, per layer, per class × layer, help/hurt
 counts) are complete and exact in every run.
 """
@@ -33,7 +33,7 @@ RUNS: dict[str, dict] = {
                           lca_rows="25"),
     # a conv net; on a 2-core CPU the full-dataset gradient of LeNet over 55k images takes
     # tens of seconds, so this one allocates the loss of the first 2,000 training images
-    "lenet_sgd_mom0.9": dict(net="lenet", optimizer="sgd", lr=0.01, momentum=0.9, iters=200,
+    "lenet_sgd_mom0.9": dict(net="lenet", optimizer="sgd", lr=0.01, momentum=0.9, iters=150,
                              batch_size=100, train_size=2000, val_size=1000,
                              lca_rows="1", lca_layers=["conv1", "conv2"],
                              chunk_size=1000),

@@ -26,8 +26,21 @@ STR = h5py.string_dtype()
 # per-iteration datasets of length T (the others of length T + 1 hold values at θ_0 … θ_T)
 T_DATASETS = ("loss/minibatch", "lca_residual", "splits", "lca_layer", "help_count",
               "hurt_count", "timing/seconds", "lca_class_layer", "lca_val_layer",
-              "lca_val_residual")
+              "lca_val_residual", "hit_max_halvings")
 T1_DATASETS = ("loss/train", "accuracy/train", "loss/val", "accuracy/val", "trajectory")
+# --lca-error-every: rules compared with the refined quadrature, and the M-length datasets
+# (one entry per error iteration, in ``lca_error_iters`` order)
+ERROR_RULES = ("first_order", "trapezoid", "rk4", "stored")
+ERROR_STATS = "lca_error_stats"
+ERROR_LAYER_FIELDS = ("ref_layer", "ref_abs_layer", "nonzero")  # (M, L)
+ERROR_RULE_FIELDS = ("rule_sum", "abs_error", "median_rel", "flips")  # (M, 4, L)
+M_DATASETS = ("lca_error_iters", "lca_error", f"{ERROR_STATS}/intervals",
+              f"{ERROR_STATS}/ref_residual",
+              *(f"{ERROR_STATS}/{k}" for k in ERROR_LAYER_FIELDS + ERROR_RULE_FIELDS))
+# per-parameter oscillation counters (P,) int32, and their per-layer sums (L, 6) int64
+OSC_COUNTERS = ("param_moves", "param_move_changes", "param_grad_signs", "param_grad_changes")
+OSC_LAYER_COLUMNS = ("moves", "move_changes", "moving", "grad_signs", "grad_changes",
+                     "grad_nonzero")
 
 
 @dataclass
@@ -55,6 +68,9 @@ class LayoutInfo:
     row_columns: np.ndarray | None = None  # (K, 2) parameter ranges with rows; None = all
     lca_storage: str = "float32"  # or "bfloat16" (per-parameter rows only)
     compression: str = "none"  # or "gzip": lossless gzip + shuffle of the (rows, P) datasets
+    lca_error_every: int = 0  # > 0: lca_error* datasets (an error estimate every K iterations)
+    max_halvings_flags: bool = False  # hit_max_halvings (T,) int8 (adaptive runs)
+    oscillation_counters: bool = False  # param_moves ... and layer_oscillation
 
     def schedule(self) -> RowSchedule:
         return RowSchedule.parse(self.row_schedule or self.lca_stride)
@@ -87,6 +103,26 @@ class IterationRecord:
     lca_val_row: np.ndarray | None = None  # (P_rows,)
     lca_val_layer: np.ndarray | None = None  # (L,)
     val_residual: float | None = None
+    hit_max_halvings: bool | None = None  # adaptive: this step hit --max-halvings unaccepted
+    lca_error: ErrorRecord | None = None  # at an error iteration (--lca-error-every)
+
+
+@dataclass
+class ErrorRecord:
+    """One error iteration: the step's LCA against the same step on 4× the Simpson intervals
+    (the reference A_ref). Rules are :data:`ERROR_RULES`; sums and counts are per layer."""
+
+    iteration: int
+    error: np.ndarray  # (P_rows,) float32: |A_stored − A_ref| per stored column
+    intervals: int  # Simpson intervals of the reference
+    ref_residual: float  # ΔL − Σ A_ref
+    ref_layer: np.ndarray  # (L,) Σ A_ref
+    ref_abs_layer: np.ndarray  # (L,) Σ |A_ref|
+    nonzero: np.ndarray  # (L,) parameters with A_ref ≠ 0
+    rule_sum: np.ndarray  # (4, L) Σ A_rule
+    abs_error: np.ndarray  # (4, L) Σ |A_rule − A_ref|
+    median_rel: np.ndarray  # (4, L) median of |A_rule − A_ref| / |A_ref| over A_ref ≠ 0
+    flips: np.ndarray  # (4, L) parameters with A_ref ≠ 0 and sign(A_rule) ≠ sign(A_ref)
 
 
 def make_dataset(group: h5py.Group, name: str, shape: tuple, dtype, description: str, *,
@@ -99,7 +135,7 @@ def make_dataset(group: h5py.Group, name: str, shape: tuple, dtype, description:
     return ds
 
 
-def _growing(f: h5py.File, name: str, tail: tuple, dtype, description: str, chunk_rows=1024):
+def _growing(f: h5py.Group, name: str, tail: tuple, dtype, description: str, chunk_rows=1024):
     """A dataset that grows along axis 0."""
     chunks = (chunk_rows, *tail) if tail else (chunk_rows,)
     return make_dataset(f, name, (0, *tail), dtype, description, maxshape=(None, *tail),
@@ -163,8 +199,12 @@ def create_datasets(f: h5py.File, layout: LayoutInfo) -> None:
     _growing(f, "hurt_count", (L,), np.int32, "parameters with LCA > 0 per layer")
     if layout.per_class:
         _growing(f, "lca_class_layer", (C, L), np.float64, "LCA per class and layer", 256)
-    make_dataset(f, "param_help_iters", (P,), np.int32, "iterations each parameter helped")
-    make_dataset(f, "param_nonzero_iters", (P,), np.int32, "iterations with nonzero LCA")
+    # O(P) counters compress well (small integers): 6.5 MB -> ~0.5 MB for LeNet's 809k
+    counters = {**packed, "chunks": (min(P, 2**20),)} if packed and P else {}
+    make_dataset(f, "param_help_iters", (P,), np.int32, "iterations each parameter helped",
+                 **counters)
+    make_dataset(f, "param_nonzero_iters", (P,), np.int32, "iterations with nonzero LCA",
+                 **counters)
     if layout.val_lca:
         _growing(f, "loss/val", (), np.float64, "full validation loss at theta_t")
         _growing(f, "accuracy/val", (), np.float64, "validation accuracy at theta_t")
@@ -175,6 +215,44 @@ def create_datasets(f: h5py.File, layout: LayoutInfo) -> None:
     if layout.save_trajectory:
         make_dataset(f, "trajectory", (0, P), np.float32, "theta_t", maxshape=(None, P),
                      chunks=lca_chunks(P, layout.iters_planned + 1))
+    if layout.max_halvings_flags:
+        _growing(f, "hit_max_halvings", (), np.int8, "1: the step used 2**max_halvings "
+                 "intervals and still missed the tolerance")
+    if layout.lca_error_every > 0:
+        _error_datasets(f, layout, P_rows, L, wide)
+    if layout.oscillation_counters:
+        for name, what in zip(OSC_COUNTERS, (
+                "iterations with a nonzero move", "move direction changes",
+                "nonzero full-gradient signs at theta_0..theta_T", "full-gradient sign changes"),
+                strict=True):
+            make_dataset(f, name, (P,), np.int32, what)
+        ds = make_dataset(f, "layer_oscillation", (L, len(OSC_LAYER_COLUMNS)), np.int64,
+                          "per-layer sums of the oscillation counters")
+        ds.attrs["columns"] = json.dumps(OSC_LAYER_COLUMNS)
+
+
+def _error_datasets(f: h5py.File, layout: LayoutInfo, P_rows: int, L: int, wide) -> None:
+    """``lca_error_iters``, ``lca_error`` and the ``lca_error_stats`` group (M entries each)."""
+    K = int(layout.lca_error_every)
+    M = -(-max(layout.iters_planned, 1) // K)
+    _growing(f, "lca_error_iters", (), np.int64, "iterations with an error estimate", 256)
+    make_dataset(f, "lca_error", (0, P_rows), np.float32, "|A_stored - A_ref| per parameter",
+                 maxshape=wide, chunks=lca_chunks(P_rows, M))
+    f["lca_error"].attrs["every"] = K
+    g = f.create_group(ERROR_STATS)
+    g.attrs["rules"] = json.dumps(ERROR_RULES)
+    g.attrs["every"], g.attrs["factor"] = K, 4
+    R = len(ERROR_RULES)
+    _growing(g, "intervals", (), np.int32, "Simpson intervals of the reference", 256)
+    _growing(g, "ref_residual", (), np.float64, "delta L minus sum of A_ref", 256)
+    _growing(g, "ref_layer", (L,), np.float64, "sum of A_ref per layer", 64)
+    _growing(g, "ref_abs_layer", (L,), np.float64, "sum of |A_ref| per layer", 64)
+    _growing(g, "nonzero", (L,), np.int64, "parameters with A_ref != 0 per layer", 64)
+    _growing(g, "rule_sum", (R, L), np.float64, "sum of A_rule per layer", 64)
+    _growing(g, "abs_error", (R, L), np.float64, "sum of |A_rule - A_ref| per layer", 64)
+    _growing(g, "median_rel", (R, L), np.float64,
+             "median |A_rule - A_ref| / |A_ref| over A_ref != 0, per layer", 64)
+    _growing(g, "flips", (R, L), np.int64, "sign(A_rule) != sign(A_ref), A_ref != 0", 64)
 
 
 def _params(g: h5py.Group, layout: LayoutInfo) -> None:
