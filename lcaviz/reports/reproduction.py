@@ -52,8 +52,11 @@ def run_rows(summary: dict, config: dict, name: str) -> tuple[str, str]:
              + f", lr {config.get('lr')}, {r['n_iters']} it")
     sync = (f"{s['actual_mean_per_class']:.2f} vs {s['baseline_mean_per_class']:.2f} "
             f"(p = {s['p_value']:.3g})") if s else "–"
+    v = summary["values"]
+    values = (f"{v['n_rows']} single iterations" if v["per_iteration"] else
+              v["rows"].split(" (")[0])  # "window sums of 25 iterations"
     row = (f"| {name} | {setup} | {h['pct_help']:.2f} | {_paper_helping(config)} | "
-           f"{h['pct_zero']:.1f} | {_f(w['help']['k'])} / {_f(w['hurt']['k'])} | "
+           f"{h['pct_zero']:.1f} | {_f(w['help']['k'])} / {_f(w['hurt']['k'])} | {values} | "
            f"{_f(t['contribution_ratio'], '.1f')} | {', '.join(hurting) or 'none'} | {sync} |")
     layers = "\n".join(
         f"| {lay['name']} | {lay['size']:,} | {lay['total']:.4g} | {lay['pct_help']:.2f} | "
@@ -64,11 +67,15 @@ def run_rows(summary: dict, config: dict, name: str) -> tuple[str, str]:
     detail = (
         f"### {name}\n\n"
         f"`{config.get('net')}` on `{config.get('dataset')}`{subset}"
-        f", {r['n_iters']} iterations, method `{r['method']}`, per-parameter stride "
-        f"{r['stride']}. Loss {r['initial_loss']:.4f} → {r['final_loss']:.4f}; "
+        f", {r['n_iters']} iterations, method `{r['method']}`, per-parameter rows "
+        f"`{r['rows']}`. Loss {r['initial_loss']:.4f} → {r['final_loss']:.4f}; "
         f"ΣLCA = {r['lca_total']:.4f}; max |residual| per iteration "
         f"{r['residual_abs_max']:.2e}; cumulative residual "
         f"{100 * abs(r['residual_total']) / abs(r['loss_change']):.4f} % of the loss change.\n\n"
+        f"Value statistics (Weibull, tails) use {v['rows']}"
+        + ("" if len(v["layers"]) == r["n_layers"] else
+           f", layers {', '.join(v['layers'])} (the only ones with per-parameter rows)")
+        + ".\n"
         f"Tails beyond 3σ: {100 * t['frac_beyond']:.3f} % of values (Gaussian "
         f"{100 * t['gaussian_frac']:.3f} %, ratio {t['ratio']:.2f}), carrying "
         f"{100 * t['contribution_beyond']:.1f} % of Σ|LCA| (Gaussian "
@@ -81,8 +88,9 @@ def run_rows(summary: dict, config: dict, name: str) -> tuple[str, str]:
 
 
 HEADER = ("| run | setup | % helping (ours) | % helping (paper, Table 1) | % zero | "
-          "Weibull k help / hurt | tail share vs Gaussian | layers that hurt | "
-          "aligned peaks per class vs shift baseline |\n|---|---|---|---|---|---|---|---|---|")
+          "Weibull k help / hurt | k from | tail share vs Gaussian | layers that hurt | "
+          "aligned peaks per class vs shift baseline |\n"
+          "|---|---|---|---|---|---|---|---|---|---|")
 
 
 def summarize_dir(runs_dir: Path) -> list[tuple[str, dict, dict]]:

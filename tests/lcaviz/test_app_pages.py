@@ -95,7 +95,7 @@ def test_runs_table_links_names_and_shows_the_config(sample):
     assert lenet["name"] == f"[lenet\\_sgd\\_mom0.9.h5]({runs.run_href(LENET)})"
     assert (lenet["lr"], lenet["momentum"], lenet["batch_size"], lenet["seed"]) == \
         (0.01, 0.9, 100, 0)
-    assert lenet["frames"] == 2 and by[FC]["frames"] == 20  # stored rows, not iterations
+    assert lenet["frames"] == 150 and by[FC]["frames"] == 228  # stored rows: 220 + 8 windows
     assert lenet["status"] == "complete" and by["mnist_fc_adam.h5"]["lr"] == 0.001
     table = find(runs.layout(), lambda c: getattr(c, "id", None) == ids.RUNS_TABLE)[0]
     cols = {c["id"]: c for c in table.columns}
