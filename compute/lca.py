@@ -14,8 +14,16 @@ Methods:
         first order's.
     ``rk4``: Simpson's rule, weights (1, 4, 1)/6 at θ_t, the midpoint and θ_{t+1}. The endpoint
         gradient is reused as the next start, so each step costs 2 new full-dataset gradients.
-    ``adaptive``: composite Simpson, doubling the number of intervals until |residual| < tol
-        (or ``max_halvings`` doublings); earlier points are all reused.
+    ``adaptive``: composite Simpson, doubling the number of intervals until the step is
+        accepted (or ``max_halvings`` doublings); earlier points are all reused. Accepted when
+        |residual| < tol and, with ``rtol > 0``, also |residual| <= rtol·|ΔL| (both must
+        hold, so late-training steps with |ΔL| far below ``tol`` are refined too). A step
+        that reaches 2**max_halvings intervals without being accepted is flagged
+        (``LCAStep.hit_max``).
+
+Error estimate (``step(θ, refine=True)``): the same step is integrated again with composite
+Simpson on 4× the intervals (4·max(splits, 1)), reusing every node the step already has
+(see :meth:`LCAIntegrator.refine`); ``compute.lca_error`` turns it into per-parameter errors.
 """
 
 from __future__ import annotations
@@ -33,6 +41,40 @@ METHODS = ("first_order", "trapezoid", "rk4", "adaptive")
 
 
 @dataclass
+class SimpsonSums:
+    """Running sums of composite Simpson on ``n`` intervals over one step, nodes at k/(2n):
+    ∫_0^1 g ≈ (ends + 4·odd + 2·even) / (6n). Doubling ``n`` keeps every node: the old odd
+    nodes become even ones and only the n new odd nodes are evaluated."""
+
+    n: int
+    ends: torch.Tensor  # g(0) + g(1), (P,)
+    odd: torch.Tensor  # Σ g at the odd nodes (2k+1)/(2n)
+    even: torch.Tensor  # Σ g at the interior even nodes
+    mid: torch.Tensor  # g(1/2), the n = 1 odd node (kept for the rk4 rule of an error estimate)
+    cends: torch.Tensor | None = None  # per-class parts, (C, P)
+    codd: torch.Tensor | None = None
+    ceven: torch.Tensor | None = None
+
+    def weights(self) -> torch.Tensor:
+        return (self.ends + 4 * self.odd + 2 * self.even) / (6 * self.n)
+
+    def class_weights(self) -> torch.Tensor | None:
+        if self.cends is None:
+            return None
+        return (self.cends + 4 * self.codd + 2 * self.ceven) / (6 * self.n)
+
+
+@dataclass
+class Refinement:
+    """A step integrated again on more intervals, and the simple rules from its nodes."""
+
+    lca: torch.Tensor  # (P,) composite Simpson on ``intervals`` intervals (the reference)
+    intervals: int
+    new_gradients: int  # full-dataset gradients this refinement evaluated
+    rules: dict[str, torch.Tensor]  # (P,) each: first_order, trapezoid, rk4 on the same step
+
+
+@dataclass
 class LCAStep:
     """One iteration's allocation. Tensors stay on the device."""
 
@@ -43,6 +85,11 @@ class LCAStep:
     loss_after: float
     correct_after: int
     class_lca: torch.Tensor | None = None  # (C, P), sums to lca
+    hit_max: bool = False  # adaptive: 2**max_halvings intervals and still not accepted
+    refined: Refinement | None = None  # with step(..., refine=True)
+    delta: torch.Tensor | None = None  # (P,) θ_{t+1} − θ_t
+    grad_before: torch.Tensor | None = None  # (P,) full-dataset gradient at θ_t
+    grad_after: torch.Tensor | None = None  # (P,) full-dataset gradient at θ_{t+1}
 
 
 class LCAIntegrator:
@@ -52,14 +99,17 @@ class LCAIntegrator:
     """
 
     def __init__(self, objective: FullDatasetObjective, method: str = "rk4", *,
-                 tol: float = 1e-3, max_halvings: int = 8):
+                 tol: float = 1e-3, max_halvings: int = 8, rtol: float = 0.0):
         if method not in METHODS:
             raise ValueError(f"unknown LCA method {method!r}; choose one of {', '.join(METHODS)}")
         if tol <= 0:
             raise ValueError(f"tolerance must be positive, got {tol}")
+        if not rtol >= 0:
+            raise ValueError(f"relative tolerance must be >= 0, got {rtol}")
         self.objective = objective
         self.method = method
         self.tol = tol
+        self.rtol = rtol
         self.max_halvings = max_halvings
         self.theta: torch.Tensor | None = None
         self.at_theta: Evaluation | None = None
@@ -70,8 +120,16 @@ class LCAIntegrator:
         self.at_theta = self.objective.evaluate(self.theta)
         return self.at_theta
 
-    def step(self, theta1: torch.Tensor) -> LCAStep:
-        """Allocate L(θ_{t+1}) − L(θ_t) for the step to ``theta1``."""
+    def accepts(self, residual: float, dL: float) -> bool:
+        """The adaptive rule: |residual| < tol and, if rtol > 0, |residual| <= rtol·|ΔL|."""
+        r = abs(residual)
+        return r < self.tol and (self.rtol <= 0 or r <= self.rtol * abs(dL))
+
+    def step(self, theta1: torch.Tensor, *, refine: bool = False) -> LCAStep:
+        """Allocate L(θ_{t+1}) − L(θ_t) for the step to ``theta1``.
+
+        With ``refine``, also integrate the step on 4× the intervals (``LCAStep.refined``).
+        """
         if self.theta is None:
             raise RuntimeError("call start(theta0) before step()")
         theta0, e0 = self.theta, self.at_theta
@@ -79,6 +137,7 @@ class LCAIntegrator:
         delta = theta1 - theta0  # (P,)
         e1 = self.objective.evaluate(theta1)
         dL = float(e1.loss - e0.loss)
+        sums, hit_max = None, False
         if self.method == "first_order":
             lca, clca = _allocate(delta, e0.grad, e0.class_grad)
             splits = 0
@@ -87,45 +146,84 @@ class LCAIntegrator:
             lca, clca = _allocate(delta, (e0.grad + e1.grad) / 2, cw)
             splits = 1
         else:
-            lca, clca, splits = self._simpson(theta0, delta, e0, e1, dL)
+            lca, clca, sums, hit_max = self._simpson(theta0, delta, e0, e1, dL)
+            splits = sums.n
         residual = dL - float(lca.double().sum())
+        refined = self.refine(theta0, delta, e0, e1, sums) if refine else None
         self.theta, self.at_theta = theta1, e1
         return LCAStep(lca, residual, splits, float(e0.loss), float(e1.loss), int(e1.correct),
-                       clca)
+                       clca, hit_max, refined, delta, e0.grad, e1.grad)
 
     def _simpson(self, theta0, delta, e0, e1, dL):
-        """Composite Simpson on n intervals with running sums, so doubling n reuses all points.
-
-        ∫_0^1 g ≈ (1/(6n)) [g_0 + 4 Σ g_odd + 2 Σ g_even_interior + g_n], with nodes at k/(2n).
-        """
+        """Composite Simpson on n intervals, doubling n (adaptive) until accepted."""
         per_class = e0.class_grad is not None
-        ends = e0.grad + e1.grad
-        cends = e0.class_grad + e1.class_grad if per_class else None
         odd, codd = self._sum_at(theta0, delta, [0.5])
-        even = torch.zeros_like(ends)
-        ceven = torch.zeros_like(cends) if per_class else None
-        n = 1
+        s = SimpsonSums(1, e0.grad + e1.grad, odd, torch.zeros_like(odd), odd)
+        if per_class:
+            s.cends, s.codd = e0.class_grad + e1.class_grad, codd
+            s.ceven = torch.zeros_like(codd)
         while True:
-            w = (ends + 4 * odd + 2 * even) / (6 * n)
-            cw = (cends + 4 * codd + 2 * ceven) / (6 * n) if per_class else None
-            lca, clca = _allocate(delta, w, cw)
-            residual = dL - float(lca.double().sum())
-            done = self.method == "rk4" or abs(residual) < self.tol
-            if done or n >= 2**self.max_halvings:
-                return lca, clca, n
-            n *= 2
-            even = even + odd
-            ceven = ceven + codd if per_class else None
-            odd, codd = self._sum_at(theta0, delta, [(2 * k + 1) / (2 * n) for k in range(n)])
+            lca, clca = _allocate(delta, s.weights(), s.class_weights())
+            if self.method == "rk4":
+                return lca, clca, s, False
+            if self.accepts(dL - float(lca.double().sum()), dL):
+                return lca, clca, s, False
+            if s.n >= 2**self.max_halvings:
+                return lca, clca, s, True
+            s = self._double(theta0, delta, s, per_class)
 
-    def _sum_at(self, theta0, delta, fractions):
+    def _double(self, theta0, delta, s: SimpsonSums, per_class: bool) -> SimpsonSums:
+        """The same sums on 2n intervals: n new gradients, at the new odd nodes."""
+        n = 2 * s.n
+        odd, codd = self._sum_at(theta0, delta, [(2 * k + 1) / (2 * n) for k in range(n)],
+                                 per_class)
+        out = SimpsonSums(n, s.ends, odd, s.even + s.odd, s.mid)
+        if per_class:
+            out.cends, out.codd, out.ceven = s.cends, codd, s.ceven + s.codd
+        return out
+
+    def refine(self, theta0, delta, e0: Evaluation, e1: Evaluation,
+               sums: SimpsonSums | None = None, factor: int = 4) -> Refinement:
+        """Integrate the step θ_0 → θ_0 + Δθ again on ``factor``·max(n, 1) Simpson intervals.
+
+        Reuses every node there is: θ_t and θ_{t+1} always, and for rk4/adaptive all the
+        step's Simpson nodes (``sums``). From rk4 (n = 1: nodes 0, 1/2, 1) to 4 intervals
+        (nodes k/8) only the 6 nodes 1/8, 1/4, 3/8, 5/8, 3/4, 7/8 are new; from adaptive's n
+        intervals, 6n; first_order and trapezoid evaluate the midpoint as well (7). Only total
+        gradients are evaluated (no per-class split).
+        """
+        if factor < 2 or factor & (factor - 1):
+            raise ValueError(f"refinement factor must be a power of 2 >= 2, got {factor}")
+        new = 0
+        if sums is None:
+            mid, _ = self._sum_at(theta0, delta, [0.5], per_class=False)
+            sums = SimpsonSums(1, e0.grad + e1.grad, mid, torch.zeros_like(mid), mid)
+            new = 1
+        target = factor * sums.n
+        s = SimpsonSums(sums.n, sums.ends, sums.odd, sums.even, sums.mid)  # totals only
+        while s.n < target:
+            new += 2 * s.n
+            s = self._double(theta0, delta, s, per_class=False)
+        g0, g1 = e0.grad, e1.grad
+        rules = {"first_order": delta * g0, "trapezoid": delta * ((g0 + g1) / 2),
+                 # the same expression as _simpson's n = 1 weights, so rk4 equals it bit for bit
+                 "rk4": delta * ((sums.ends + 4 * sums.mid + 2 * torch.zeros_like(g0)) / 6)}
+        return Refinement(delta * s.weights(), s.n, new, rules)
+
+    def _sum_at(self, theta0, delta, fractions, per_class: bool = True):
         """Σ of the gradients (and per-class gradients) at θ_0 + s·Δθ for each s."""
-        total, ctotal = None, None
-        for s in fractions:
-            e = self.objective.evaluate(theta0 + s * delta)
-            total = e.grad if total is None else total + e.grad
-            if e.class_grad is not None:
-                ctotal = e.class_grad if ctotal is None else ctotal + e.class_grad
+        obj = self.objective
+        was = obj.per_class
+        obj.per_class = was and per_class  # an error estimate needs only the total gradient
+        try:
+            total, ctotal = None, None
+            for s in fractions:
+                e = obj.evaluate(theta0 + s * delta)
+                total = e.grad if total is None else total + e.grad
+                if e.class_grad is not None:
+                    ctotal = e.class_grad if ctotal is None else ctotal + e.class_grad
+        finally:
+            obj.per_class = was
         return total, ctotal
 
 
@@ -146,13 +244,14 @@ class LCAResult:
     lca_layer: torch.Tensor  # (T, L) float64
     layer_names: list[str]
     class_lca_layer: torch.Tensor | None = None  # (T, C, L) float64
+    hit_max: torch.Tensor | None = None  # (T,) bool: adaptive steps that hit max_halvings
 
 
 def compute_lca(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
                 trajectory: Iterable[torch.Tensor], *, method: str = "rk4", tol: float = 1e-3,
                 max_halvings: int = 8, chunk_size: int = 1000, per_class: bool = False,
                 n_classes: int | None = None, chunking: str | None = None,
-                loss_fn: LossFn = per_example_cross_entropy) -> LCAResult:
+                loss_fn: LossFn = per_example_cross_entropy, rtol: float = 0.0) -> LCAResult:
     """Loss Change Allocation of any model along a sequence of parameter vectors.
 
     Args:
@@ -163,6 +262,7 @@ def compute_lca(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
             (see ``compute.params.flat_params``).
         method: ``"first_order"``, ``"trapezoid"``, ``"rk4"`` or ``"adaptive"``.
         tol: adaptive only: |ΔL − ΣA| each iteration must end below this.
+        rtol: adaptive only: if > 0, |ΔL − ΣA| must also be <= rtol·|ΔL|.
         max_halvings: adaptive only: at most 2**max_halvings Simpson intervals.
         chunk_size: examples per forward/backward pass.
         per_class: also allocate each class's share of the loss.
@@ -178,17 +278,18 @@ def compute_lca(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
     objective = FullDatasetObjective(model, inputs, targets, n_classes=n_classes,
                                      chunk_size=chunk_size, per_class=per_class,
                                      chunking=chunking, loss_fn=loss_fn)
-    integ = LCAIntegrator(objective, method, tol=tol, max_halvings=max_halvings)
+    integ = LCAIntegrator(objective, method, tol=tol, max_halvings=max_halvings, rtol=rtol)
     table = param_table(model)
     layer_idx = torch.as_tensor(table.param_layer_index(), device=flat_params(model).device)
     it = iter(trajectory)
     losses = [float(integ.start(next(it)).loss)]
-    rows, residuals, splits, layers, class_layers = [], [], [], [], []
+    rows, residuals, splits, layers, class_layers, capped = [], [], [], [], [], []
     for theta in it:
         st = integ.step(theta)
         rows.append(st.lca.cpu())
         residuals.append(st.residual)
         splits.append(st.splits)
+        capped.append(st.hit_max)
         losses.append(st.loss_after)
         layers.append(layer_sums(st.lca, layer_idx, table.n_layers).cpu())
         if st.class_lca is not None:
@@ -202,6 +303,7 @@ def compute_lca(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
         lca_layer=torch.stack(layers) if layers else torch.zeros((0, table.n_layers)),
         layer_names=table.layer_names,
         class_lca_layer=torch.stack(class_layers) if class_layers else None,
+        hit_max=torch.tensor(capped, dtype=torch.bool),
     )
 
 
