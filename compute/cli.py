@@ -87,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "gradient per step), Simpson (1,4,1)/6 (2), or adaptive Simpson until "
                    "|dL - sum A| < --tol")
     g.add_argument("--tol", type=float, default=d.tol, help="adaptive: |dL - sum A| target")
+    g.add_argument("--rtol", type=float, default=d.rtol,
+                   help="adaptive: also require |dL - sum A| <= RTOL*|dL|; 0: off")
     g.add_argument("--max-halvings", type=int, default=d.max_halvings,
                    help="adaptive: at most 2^N Simpson intervals per iteration")
     g.add_argument("--chunk-size", type=int, default=d.chunk_size,
@@ -97,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="skip the per-class x layer split (default: split per class)")
     g.add_argument("--val-lca", action="store_true",
                    help="also allocate the validation loss")
+    g.add_argument("--lca-error-every", type=int, default=d.lca_error_every, metavar="K",
+                   help="at iterations 0, K, 2K, ... also integrate on 4x the Simpson intervals "
+                   "and store the per-parameter error; 0: off")
     g = p.add_argument_group("what the bundle stores")
     g.add_argument("--lca-rows", default=None, metavar="SCHEDULE",
                    help="per-parameter rows: S (exact sums over windows of S iterations) or "
@@ -158,8 +163,9 @@ def config_from_args(a: argparse.Namespace) -> RunConfig:
         net=a.net, dataset=a.dataset, data_root=a.data_root, rgb32=a.rgb32,
         train_size=a.train_size, val_size=a.val_size, optimizer=a.optimizer, lr=a.lr,
         momentum=a.momentum, betas=tuple(a.betas), weight_decay=a.weight_decay,
-        batch_size=a.batch_size, iters=a.iters, method=a.method, tol=a.tol,
-        max_halvings=a.max_halvings, chunk_size=a.chunk_size, chunking=a.chunking,
+        batch_size=a.batch_size, iters=a.iters, method=a.method, tol=a.tol, rtol=a.rtol,
+        max_halvings=a.max_halvings, lca_error_every=a.lca_error_every,
+        chunk_size=a.chunk_size, chunking=a.chunking,
         per_class=a.per_class, val_lca=a.val_lca, lca_stride=a.lca_stride,
         lca_rows=a.lca_rows, lca_layers=_layers(a.lca_layers), lca_storage=a.lca_storage,
         lca_compression=a.lca_compression,

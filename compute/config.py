@@ -38,7 +38,10 @@ class RunConfig:
     iters: int = 1000
     method: str = "rk4"
     tol: float = 1e-3
+    # adaptive: if > 0, a step is accepted only when |residual| < tol AND |residual| <= rtol·|ΔL|
+    rtol: float = 0.0
     max_halvings: int = 8
+    lca_error_every: int = 0  # K > 0: at iterations 0, K, 2K, ... an error estimate (4x intervals)
     chunk_size: int = 1000
     chunking: str | None = None
     per_class: bool = True
@@ -110,6 +113,15 @@ class RunConfig:
             raise ConfigError(f"--betas must each be in [0, 1), got {self.betas}")
         if self.weight_decay < 0 or not math.isfinite(self.weight_decay):
             raise ConfigError(f"--weight-decay must be >= 0, got {self.weight_decay}")
+        if not (isinstance(self.rtol, int | float) and math.isfinite(self.rtol)
+                and self.rtol >= 0):
+            raise ConfigError(f"--rtol must be a number >= 0, got {self.rtol}")
+        if self.rtol > 0 and self.method != "adaptive":
+            raise ConfigError(f"--rtol only applies to --method adaptive (got --method "
+                              f"{self.method}); rk4 and first_order do not refine")
+        if not isinstance(self.lca_error_every, int) or self.lca_error_every < 0:
+            raise ConfigError(f"--lca-error-every must be an integer >= 0, got "
+                              f"{self.lca_error_every}")
         if not 0 <= self.max_halvings <= 16:
             raise ConfigError(f"--max-halvings must be in 0..16, got {self.max_halvings}")
         for layer, lr in self.layer_lr.items():

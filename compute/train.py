@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import platform
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,14 +28,17 @@ from compute.checkpoint import (
 from compute.config import ConfigError, RunConfig, check_memory_format
 from compute.data import load_splits
 from compute.distributed import broadcast_, is_main, world
-from compute.lca import LCAIntegrator, LCAStep, layer_sums
+from compute.lca import LCAIntegrator
+from compute.lca_error import is_error_iteration
 from compute.models import build_model
 from compute.objective import FullDatasetObjective, resolve_chunking
 from compute.optim import build_optimizer
+from compute.oscillation import count_gradient
 from compute.params import ParamTable, flat_params, param_table
 from compute.precision import auto_precision_check
+from compute.record import capped_warning, closing_attrs, host, postfix, record, write_counters
 from lcaviz.bundle.schema import RowSchedule, ScheduleError, column_ranges, ranges_index
-from lcaviz.bundle.writer import BundleWriter, IterationRecord, LayoutInfo
+from lcaviz.bundle.writer import BundleWriter, LayoutInfo
 
 
 class RunFailed(RuntimeError):
@@ -103,7 +107,8 @@ def build_run(cfg: RunConfig) -> Run:
                                    n_classes=train.n_classes,
                                    chunk_size=cfg.chunk_size, per_class=cfg.per_class,
                                    chunking=cfg.chunking, compile=cfg.compile)
-        return LCAIntegrator(obj, cfg.method, tol=cfg.tol, max_halvings=cfg.max_halvings)
+        return LCAIntegrator(obj, cfg.method, tol=cfg.tol, max_halvings=cfg.max_halvings,
+                             rtol=cfg.rtol)
 
     return Run(cfg, model, optimizer, table,
                torch.as_tensor(table.param_layer_index(), device=device),
@@ -144,7 +149,8 @@ def _layout(run: Run, cfg: RunConfig, check: dict | None = None) -> LayoutInfo:
                       save_trajectory=cfg.save_trajectory, device_name=device_name,
                       software=software, row_schedule=run.schedule.spec,
                       row_columns=run.row_ranges, lca_storage=cfg.lca_storage,
-                      compression=cfg.lca_compression)
+                      compression=cfg.lca_compression, lca_error_every=cfg.lca_error_every,
+                      max_halvings_flags=cfg.method == "adaptive", oscillation_counters=True)
 
 
 class NullWriter:
@@ -154,9 +160,6 @@ class NullWriter:
 
     def __getattr__(self, name):
         return lambda *args, **kwargs: None
-
-
-
 
 
 def train_step(run: Run, t: int) -> float:
@@ -172,45 +175,6 @@ def train_step(run: Run, t: int) -> float:
             for p in run.model.parameters():
                 broadcast_(p.data)
     return loss.item()
-
-
-def _host(t: torch.Tensor) -> np.ndarray:
-    """An independent host copy (on CPU, ``.numpy()`` would alias a buffer we reuse)."""
-    return t.detach().cpu().numpy().copy()
-
-
-def _record(run: Run, st: LCAStep, vst: LCAStep | None, state: RunState, mb_loss: float,
-            theta: torch.Tensor, t: int, seconds: float) -> IterationRecord:
-    L, n = run.table.n_layers, len(run.y)
-    state.window += st.lca if run.row_idx is None else st.lca[run.row_idx]
-    helps, hurts = st.lca < 0, st.lca > 0  # (P,) each, computed once
-    state.help_iters += helps.int()
-    state.nonzero_iters += (st.lca != 0).int()
-    close = run.schedule.closes_after(t)
-    # one (3, L) reduction and one device→host copy instead of three (matters on a GPU)
-    per_layer = layer_sums(torch.stack([st.lca, helps.double(), hurts.double()]),
-                           run.layer_idx, L).cpu().numpy()  # (3, L): LCA, helping, hurting
-    rec = IterationRecord(
-        loss_train=st.loss_after, acc_train=st.correct_after / n, loss_minibatch=mb_loss,
-        residual=st.residual, splits=st.splits,
-        lca_layer=per_layer[0], help_count=per_layer[1], hurt_count=per_layer[2],
-        seconds=seconds,
-        lca_row=_host(state.window) if close else None,
-        lca_class_layer=(layer_sums(st.class_lca, run.layer_idx, L).cpu().numpy()
-                         if st.class_lca is not None else None),
-        theta=theta.cpu().numpy() if run.cfg.save_trajectory else None)
-    if vst is not None:
-        state.window_val += vst.lca if run.row_idx is None else vst.lca[run.row_idx]
-        rec.loss_val = vst.loss_after
-        rec.acc_val = vst.correct_after / len(run.val_lca.objective.y)
-        rec.lca_val_layer = layer_sums(vst.lca, run.layer_idx, L).cpu().numpy()
-        rec.val_residual = vst.residual
-        rec.lca_val_row = _host(state.window_val) if close else None
-    if close:
-        state.window.zero_()
-        if state.window_val is not None:
-            state.window_val.zero_()
-    return rec
 
 
 def run_lca(cfg: RunConfig | None, out: str | Path, *, resume: bool = False,
@@ -251,6 +215,7 @@ def run_lca(cfg: RunConfig | None, out: str | Path, *, resume: bool = False,
         state = RunState(run.table.n_params, run.n_row_cols, run.y.device, cfg.val_lca)
         theta = flat_params(run.model)
         e0 = run.train_lca.start(theta)
+        count_gradient(state, e0.grad)  # θ_0's gradient, once (a resume does not recount it)
         v0 = run.val_lca.start(theta) if run.val_lca else None
         if is_main():
             ckpt_path.unlink(missing_ok=True)  # a stale checkpoint of the replaced run
@@ -265,11 +230,9 @@ def run_lca(cfg: RunConfig | None, out: str | Path, *, resume: bool = False,
     return _loop(cfg, run, writer, state, T0, ckpt_path, progress, stop_after)
 
 
-
 def _loop(cfg, run, writer, state, T0, ckpt_path, progress, stop_after) -> Path:
     bar = tqdm(total=cfg.iters, initial=T0, disable=not (progress and is_main()), unit="it",
                desc="LCA")
-    cum_res, cum_dl = 0.0, 0.0
     last_ckpt = time.monotonic()
     try:
         for t in range(T0, cfg.iters):
@@ -280,35 +243,33 @@ def _loop(cfg, run, writer, state, T0, ckpt_path, progress, stop_after) -> Path:
             start = time.perf_counter()
             mb_loss = train_step(run, t)
             theta = flat_params(run.model)
-            st = run.train_lca.step(theta)
+            st = run.train_lca.step(theta, refine=is_error_iteration(t, cfg.lca_error_every))
             vst = run.val_lca.step(theta) if run.val_lca else None
             if not (math.isfinite(st.loss_after) and math.isfinite(mb_loss)):
                 raise RunFailed(f"loss became NaN/Inf at iteration {t} (minibatch loss "
                                 f"{mb_loss}, full loss {st.loss_after}); lower the learning rate")
-            rec = _record(run, st, vst, state, mb_loss, theta, t, time.perf_counter() - start)
+            rec = record(run, st, vst, state, mb_loss, theta, t, time.perf_counter() - start)
             writer.append(rec)
-            cum_res += st.residual
-            cum_dl += st.loss_after - st.loss_before
             bar.update(1)
-            bar.set_postfix(loss=f"{st.loss_after:.4f}", residual=f"{st.residual:.1e}",
-                            cum_err=f"{100 * abs(cum_res) / max(abs(cum_dl), 1e-30):.2f}%")
+            bar.set_postfix(postfix(st, state, cfg.method))
             due = ((t + 1) % cfg.checkpoint_every == 0
                    or time.monotonic() - last_ckpt >= cfg.checkpoint_seconds)
             if due and t + 1 < cfg.iters:  # every N iterations or M seconds, whichever first
-                writer.set_param_counters(state.help_iters.cpu().numpy(),
-                                          state.nonzero_iters.cpu().numpy())
+                write_counters(writer, run, state)
                 writer.flush()
                 save_checkpoint(ckpt_path, t + 1, run, state, writer)
                 last_ckpt = time.monotonic()
         if not run.schedule.closes_after(cfg.iters - 1):  # the last, partial row window
             if state.window_val is not None:
-                writer.append_lca_row(_host(state.window_val), "lca_val")
-            writer.append_lca_row(_host(state.window))
-        writer.set_param_counters(state.help_iters.cpu().numpy(),
-                                  state.nonzero_iters.cpu().numpy())
-        writer.close("complete")
+                writer.append_lca_row(host(state.window_val), "lca_val")
+            writer.append_lca_row(host(state.window))
+        write_counters(writer, run, state)
+        writer.close("complete", attrs=closing_attrs(state, cfg.method))
         if is_main():
             ckpt_path.unlink(missing_ok=True)
+            if (warning := capped_warning(state, cfg)) is not None:
+                bar.clear()
+                print(warning, file=sys.stderr)
         return writer.path
     except RunFailed as e:
         writer.close("failed", str(e))
@@ -329,7 +290,6 @@ def _loop(cfg, run, writer, state, T0, ckpt_path, progress, stop_after) -> Path:
                         f"lca-run --resume {writer.path}") from e
     finally:
         bar.close()
-
 
 
 def _resume(out: Path, ckpt_path: Path):

@@ -225,7 +225,7 @@ def create_datasets(f: h5py.File, layout: LayoutInfo) -> None:
                 "iterations with a nonzero move", "move direction changes",
                 "nonzero full-gradient signs at theta_0..theta_T", "full-gradient sign changes"),
                 strict=True):
-            make_dataset(f, name, (P,), np.int32, what)
+            make_dataset(f, name, (P,), np.int32, what, **counters)
         ds = make_dataset(f, "layer_oscillation", (L, len(OSC_LAYER_COLUMNS)), np.int64,
                           "per-layer sums of the oscillation counters")
         ds.attrs["columns"] = json.dumps(OSC_LAYER_COLUMNS)

@@ -15,13 +15,14 @@ import h5py
 import numpy as np
 
 from lcaviz.bundle.blocks import BLOCK_BYTES, _n_cols, _read_block
+from lcaviz.bundle.diagnostics import _BundleDiagnostics
 from lcaviz.bundle.errors import BundleError, read_guard
 from lcaviz.bundle.h5open import _BundleFile
 from lcaviz.bundle.meta import _BundleMeta
 from lcaviz.bundle.schema import from_bfloat16
 
 
-class RunBundle(_BundleFile, _BundleMeta):
+class RunBundle(_BundleFile, _BundleMeta, _BundleDiagnostics):
     """One run bundle opened for reading (also a context manager).
 
     Shapes: T iterations, R per-parameter rows (row r sums the iterations

@@ -19,8 +19,14 @@ import numpy as np
 
 from lcaviz.bundle.h5flags import clear_write_flags
 from lcaviz.bundle.layout import (  # noqa: F401 - re-exported: the writer's public vocabulary
+    ERROR_LAYER_FIELDS,
+    ERROR_RULE_FIELDS,
+    ERROR_STATS,
+    M_DATASETS,
+    OSC_COUNTERS,
     T1_DATASETS,
     T_DATASETS,
+    ErrorRecord,
     IterationRecord,
     LayoutInfo,
     create_datasets,
@@ -103,6 +109,10 @@ class BundleWriter:
         for name in T_DATASETS:
             if name in f:
                 f[name].resize(T, axis=0)
+        if "lca_error_iters" in f:  # error iterations before T (all flushed before progress)
+            M = int(np.searchsorted(f["lca_error_iters"][()], T, side="left"))
+            for name in M_DATASETS:
+                f[name].resize(M, axis=0)
         for name in T1_DATASETS:
             if name in f:
                 f[name].resize(T + 1, axis=0)
@@ -134,6 +144,12 @@ class BundleWriter:
             add("lca_class_layer", rec.lca_class_layer)
         if "trajectory" in self.f:
             add("trajectory", rec.theta.astype(np.float32))
+        if "hit_max_halvings" in self.f:
+            if rec.hit_max_halvings is None:
+                raise ValueError("this bundle stores hit_max_halvings: give it every iteration")
+            add("hit_max_halvings", np.int8(bool(rec.hit_max_halvings)))
+        if rec.lca_error is not None:
+            self._add_error(rec.lca_error)
         if "lca_val" in self.f:
             add("loss/val", rec.loss_val)
             add("accuracy/val", rec.acc_val)
@@ -167,6 +183,20 @@ class BundleWriter:
         if self.R % self.every == 0:
             self._add("lca_cumsum", self.running_total.astype(np.float32))
 
+    def _add_error(self, e: ErrorRecord) -> None:
+        """Buffer one error iteration (``--lca-error-every``) for iteration ``self.T``."""
+        if "lca_error_iters" not in self.f:
+            raise ValueError("this bundle was created without lca_error datasets "
+                             "(LayoutInfo.lca_error_every = 0)")
+        if e.iteration != self.T:
+            raise ValueError(f"error record of iteration {e.iteration} appended at {self.T}")
+        self._add("lca_error_iters", np.int64(e.iteration))
+        self._add("lca_error", np.asarray(e.error, np.float32))
+        self._add(f"{ERROR_STATS}/intervals", np.int32(e.intervals))
+        self._add(f"{ERROR_STATS}/ref_residual", np.float64(e.ref_residual))
+        for name in (*ERROR_LAYER_FIELDS, *ERROR_RULE_FIELDS):
+            self._add(f"{ERROR_STATS}/{name}", getattr(e, name))
+
     def _add(self, name: str, value) -> None:
         value = np.asarray(value)
         self._buffer.setdefault(name, []).append(value)
@@ -176,6 +206,17 @@ class BundleWriter:
         """Overwrite the per-parameter counters (P,) with the engine's current totals."""
         self.f["param_help_iters"][:] = help_iters
         self.f["param_nonzero_iters"][:] = nonzero_iters
+
+    def set_oscillation_counters(self, counters: dict[str, np.ndarray],
+                                 layer: np.ndarray) -> None:
+        """Overwrite the oscillation counters: ``counters`` maps each of
+        :data:`~lcaviz.bundle.layout.OSC_COUNTERS` to (P,), ``layer`` is their (L, 6) sums.
+        A bundle created without them (``oscillation_counters=False``) is left as it is."""
+        if "layer_oscillation" not in self.f:
+            return
+        for name in OSC_COUNTERS:
+            self.f[name][:] = counters[name]
+        self.f["layer_oscillation"][:] = layer
 
     def flush(self) -> None:
         """Write the buffered rows (one resize and one block write per dataset), flush, then
@@ -192,8 +233,10 @@ class BundleWriter:
         self.f.flush()
         self._last_flush = time.monotonic()
 
-    def close(self, status: str = "complete", reason: str = "") -> None:
-        """Flush, leave SWMR and record the final status."""
+    def close(self, status: str = "complete", reason: str = "",
+              attrs: dict | None = None) -> None:
+        """Flush, leave SWMR and record the final status (and ``attrs``, root attributes
+        such as the cumulative conservation error, which cannot change in SWMR mode)."""
         if not self.f.id.valid:
             return
         try:
@@ -207,10 +250,12 @@ class BundleWriter:
                 pass
             raise
         self.f.close()
-        self._set_status(status, reason)
+        self._set_status(status, reason, attrs)
 
-    def _set_status(self, status: str, reason: str) -> None:
+    def _set_status(self, status: str, reason: str, attrs: dict | None = None) -> None:
         with h5py.File(self.path, "r+", libver="latest") as f:
+            for k, v in (attrs or {}).items():
+                f.attrs[k] = v
             f.attrs["status"], f.attrs["status_reason"] = status, reason
 
     def _recover_running_total(self) -> np.ndarray:
