@@ -14,8 +14,12 @@ Reported:
 * ``median_iters_per_change``: median over weights of (moves_i − 1) / changes_i (weights with
   no change are left out).
 
-Gradient sign changes (the paper's 9.5 iterations) need the per-iteration training gradient,
-which bundle format v1 does not store.
+Gradient sign changes (the paper's 9.5 iterations) need the full-dataset gradient at every
+θ_t, which no trajectory holds: ``lca-run`` counts them, and the moves, on the device
+(``param_moves``, ``param_move_changes``, ``param_grad_signs``, ``param_grad_changes``; see
+``compute.oscillation``). :func:`counter_oscillation` reports both from those counters with the
+same statistics (for gradients: nonzero signs at θ_0 … θ_T instead of moves), for any run,
+without a trajectory; for a float32 run its move statistics equal :func:`movement_oscillation`'s.
 
 Streaming: the trajectory (T + 1, P) is read in blocks of rows (row blocks match the chunk
 layout; column blocks would re-read each chunk many times), carrying per weight the last θ,
@@ -30,8 +34,8 @@ import numpy as np
 
 from lcaviz.bundle import BLOCK_BYTES, RunBundle
 
-GRADIENT_NOTE = ("gradient sign changes need the per-iteration gradient, which bundle format "
-                 "v1 does not store")
+GRADIENT_NOTE = ("gradient sign changes need the full-dataset gradient at every iteration, "
+                 "which a trajectory does not hold; lca-run counts them (counter_oscillation)")
 
 
 class _DirectionCounter:
@@ -107,4 +111,32 @@ def movement_oscillation(bundle: RunBundle, *, budget_bytes: int = BLOCK_BYTES) 
         out["layers"].append({"layer": name, **_stats(counter.moves[cols],
                                                         counter.changes[cols])})
     out["gradient_note"] = GRADIENT_NOTE
+    return out
+
+
+def counter_oscillation(bundle: RunBundle) -> dict | None:
+    """Direction changes of moves and sign changes of full-dataset gradients, from the
+    per-parameter counters ``lca-run`` keeps (no trajectory needed).
+
+    Args:
+        bundle: an open bundle; returns None if it has no counters (older or synthetic runs).
+
+    Returns:
+        ``{"n_iters": T, "moves": stats, "gradients": stats, "layers": [{"layer": name,
+        "moves": stats, "gradients": stats}, ...]}`` where ``stats`` are the module
+        docstring's (``iters_per_change``: "a weight changes direction once every x
+        iterations" / "its full gradient changes sign once every y iterations"; for gradients
+        ``n_moving`` counts parameters with a nonzero gradient somewhere).
+    """
+    c = bundle.oscillation_counters()
+    if c is None:
+        return None
+    moves, changes = c["param_moves"], c["param_move_changes"]
+    signs, flips = c["param_grad_signs"], c["param_grad_changes"]
+    out = {"n_iters": bundle.n_iters, "moves": _stats(moves, changes),
+           "gradients": _stats(signs, flips), "layers": []}
+    for li, name in enumerate(bundle.layer_names):
+        cols = bundle.layer_columns(li)
+        out["layers"].append({"layer": name, "moves": _stats(moves[cols], changes[cols]),
+                              "gradients": _stats(signs[cols], flips[cols])})
     return out

@@ -17,7 +17,8 @@ import pandas as pd
 from lcaviz.analysis.distributions import lca_histograms, tail_mass
 from lcaviz.analysis.helping import layer_helping, overall_helping, param_help_histogram
 from lcaviz.analysis.layers import layer_totals
-from lcaviz.analysis.oscillation import movement_oscillation
+from lcaviz.analysis.lca_error import conservation, error_table, table_s1
+from lcaviz.analysis.oscillation import counter_oscillation, movement_oscillation
 from lcaviz.analysis.scan import scan_values
 from lcaviz.analysis.synchrony import synchrony
 from lcaviz.analysis.weibull import weibull_fits
@@ -74,6 +75,7 @@ def _analyse(b: RunBundle, weibull_sample: int, sync_k: int, shift_resamples: in
     sync = synchrony(b, k=sync_k, n_resamples=shift_resamples, seed=seed)
     if sync is not None:
         sync.pop("baseline")  # (N, C): summarised by its mean and std
+    errors, s1 = error_table(b), table_s1(b)
     return {
         "run": _run_info(b),
         "values": {"rows": scan.rows_note, "per_iteration": scan.per_iteration,
@@ -86,6 +88,12 @@ def _analyse(b: RunBundle, weibull_sample: int, sync_k: int, shift_resamples: in
         "weibull": weibull_fits(scan),
         "layers": layers.to_dict(orient="records"),
         "oscillation": movement_oscillation(b),
+        "oscillation_counters": counter_oscillation(b),
+        "conservation": conservation(b),
+        "lca_error": None if errors is None else {
+            "every": int(b.lca_error_stats()["every"]), "n_iters": int(errors["n_iters"][0]),
+            "layers": errors.to_dict(orient="records"),
+            "table_s1": s1.to_dict(orient="records")},
         "synchrony": sync,
         "settings": {"weibull_sample": weibull_sample, "layer_sample": layer_sample,
                      "sync_k": sync_k, "shift_resamples": shift_resamples, "seed": seed},
@@ -107,7 +115,10 @@ def summarize(bundle_or_path: RunBundle | str | Path, *, weibull_sample: int = 2
 
     Returns:
         Keys ``run, helping, param_help_histogram, distribution, tail, weibull, layers,
-        oscillation`` (None without trajectory), ``synchrony`` (None if T < 3), ``settings``.
+        oscillation`` (None without trajectory), ``oscillation_counters`` (None without the
+        counters), ``conservation``, ``lca_error`` (None without ``--lca-error-every``: the
+        stored LCA's error per layer and Table S1), ``synchrony`` (None if T < 3),
+        ``settings``.
     """
     if isinstance(bundle_or_path, RunBundle):
         return jsonable(_analyse(bundle_or_path, weibull_sample, sync_k, shift_resamples, seed,
@@ -118,7 +129,8 @@ def summarize(bundle_or_path: RunBundle | str | Path, *, weibull_sample: int = 2
 
 
 def summary_frame(summary_or_bundle: dict | RunBundle | str | Path, **kwargs) -> pd.DataFrame:
-    """One row per layer: totals, helping percentages, Weibull shapes, tail ratio, oscillation.
+    """One row per layer: totals, helping percentages, Weibull shapes, tail ratio, oscillation
+    (from the trajectory, and from the counters: moves and gradients), LCA error.
 
     Args:
         summary_or_bundle: a :func:`summarize` result, or a bundle / path to summarise
@@ -128,8 +140,11 @@ def summary_frame(summary_or_bundle: dict | RunBundle | str | Path, **kwargs) ->
         summary_or_bundle, **kwargs)
     rows = []
     osc = {d["layer"]: d for d in (s.get("oscillation") or {}).get("layers", [])}
+    counted = {d["layer"]: d for d in (s.get("oscillation_counters") or {}).get("layers", [])}
+    err = {d["layer"]: d for d in (s.get("lca_error") or {}).get("layers", [])}
     for lay, w in zip(s["layers"], s["weibull"]["layers"], strict=True):
         o = osc.get(lay["name"], {})
+        c, e = counted.get(lay["name"], {}), err.get(lay["name"], {})
         rows.append({
             "layer": lay["name"], "size": lay["size"], "total": lay["total"],
             "per_param": lay["per_param"], "hurts": lay["hurts"],
@@ -138,5 +153,8 @@ def summary_frame(summary_or_bundle: dict | RunBundle | str | Path, **kwargs) ->
             "weibull_k_help": w["help"]["k"], "weibull_k_hurt": w["hurt"]["k"],
             "tail_ratio": (lay["tail"] or {}).get("ratio"),
             "iters_per_change": o.get("iters_per_change"),
+            "move_iters_per_change": c.get("moves", {}).get("iters_per_change"),
+            "grad_iters_per_change": c.get("gradients", {}).get("iters_per_change"),
+            "error_median_rel": e.get("median_rel"), "error_pct_flipped": e.get("pct_flipped"),
         })
     return pd.DataFrame(rows)

@@ -23,6 +23,45 @@ def _weibull_line(label: str, w: dict) -> str:
             f"KS = {_fmt(w['ks'], '.3f')}, best by AIC: {w['best'] or 'n/a'} (n = {w['n']})")
 
 
+def _counter_lines(c: dict) -> list[str]:
+    out = [f"moves    a weight changes direction once every "
+           f"{_fmt(c['moves']['iters_per_change'], '.2f')} iterations; its full gradient "
+           f"changes sign once every {_fmt(c['gradients']['iters_per_change'], '.2f')} "
+           f"(counters over {c['n_iters']} iterations; paper, CIFAR-ResNet: 6.7 and 9.5)"]
+    out += [f"         {lay['layer']:<16} moves every "
+            f"{_fmt(lay['moves']['iters_per_change'], '.2f'):>7}, gradient sign every "
+            f"{_fmt(lay['gradients']['iters_per_change'], '.2f'):>7}" for lay in c["layers"]]
+    return out
+
+
+def _conservation_lines(k: dict) -> list[str]:
+    out = [f"conserve |Σ residual| / |Σ ΔL| = {_fmt(k['cum_error'], '.3%')} (paper: < 1 %), "
+           f"Σ|residual| / Σ|ΔL| = {_fmt(k['cum_abs_error'], '.3%')}, max |residual| = "
+           f"{_fmt(k['max_abs_residual'], '.2e')}"]
+    if k.get("hit_max_halvings") is not None:
+        rule = f"|residual| < {k['tol']}" + (f" and <= {k['rtol']}·|ΔL|" if k["rtol"] else "")
+        n = k["hit_max_halvings"]
+        out.append(f"         {'WARNING: ' if n else ''}{n} of {k['n_iters']} iterations hit "
+                   f"--max-halvings {k['max_halvings']} without meeting {rule}")
+    return out
+
+
+def _error_lines(e: dict) -> list[str]:
+    out = ["", f"error    stored LCA vs the same step on 4x the Simpson intervals, "
+           f"{e['n_iters']} iterations (every {e['every']}):",
+           f"{'layer':<16}{'median rel. err':>16}{'% signs flipped':>17}"
+           f"{'Σ|err|/Σ|A|':>13}{'layer-sum err':>15}"]
+    out += [f"{lay['layer']:<16}{_fmt(lay['median_rel'], '.2e'):>16}"
+            f"{_fmt(lay['pct_flipped'], '.3f'):>17}{_fmt(lay['rel_l1'], '.2e'):>13}"
+            f"{_fmt(lay['sum_rel'], '.2e'):>15}" for lay in e["layers"]]
+    out.append("Table S1 first order vs rk4 against the reference (Σ|err|/Σ|A|, % flipped):")
+    out += [f"         {r['layer']:<16} {_fmt(r['rel_l1_first_order'], '.2e')} vs "
+            f"{_fmt(r['rel_l1_rk4'], '.2e')} ({_fmt(r['rel_l1_ratio'], '.0f')}x), "
+            f"{_fmt(r['pct_flipped_first_order'], '.2f')} % vs "
+            f"{_fmt(r['pct_flipped_rk4'], '.2f')} %" for r in e["table_s1"]]
+    return out
+
+
 def format_report(s: dict) -> str:
     """Human-readable report of a :func:`lcaviz.analysis.summarize` result."""
     r, h, t = s["run"], s["helping"], s["tail"]
@@ -56,14 +95,21 @@ def format_report(s: dict) -> str:
                    f"{_fmt(lay['per_param'], '.3g'):>12}{_fmt(lay['pct_help'], '.2f'):>9}"
                    f"{_fmt(lay['pct_zero'], '.2f'):>9}{_fmt(w['help']['k'], '.3f'):>8}"
                    f"{_fmt(w['hurt']['k'], '.3f'):>8}{flag}")
-    o = s.get("oscillation")
+    o, c = s.get("oscillation"), s.get("oscillation_counters")
     out.append("")
+    if c:
+        out += _counter_lines(c)
     if o:
-        out.append(f"moves    weights change direction once every "
+        out.append(f"moves    (trajectory) weights change direction once every "
                    f"{_fmt(o['iters_per_change'], '.2f')} iterations (mean run "
-                   f"{_fmt(o['mean_run_length'], '.2f')}); {o['gradient_note']}")
-    else:
-        out.append("moves    no trajectory stored (run with --save-trajectory)")
+                   f"{_fmt(o['mean_run_length'], '.2f')})"
+                   + ("" if c else f"; {o['gradient_note']}"))
+    elif not c:
+        out.append("moves    no oscillation counters (older run) and no trajectory stored")
+    if s.get("conservation"):
+        out += _conservation_lines(s["conservation"])
+    if s.get("lca_error"):
+        out += _error_lines(s["lca_error"])
     y = s.get("synchrony")
     if y:
         out.append(f"sync     top-{y['k']} learning moments ({y['source']}): "

@@ -25,7 +25,10 @@ def test_summarize_is_strict_json_and_complete(run):
     text = json.dumps(s, allow_nan=False)
     assert json.loads(text) == s
     assert set(s) == {"run", "values", "helping", "param_help_histogram", "distribution",
-                      "tail", "weibull", "layers", "oscillation", "synchrony", "settings"}
+                      "tail", "weibull", "layers", "oscillation", "synchrony", "settings",
+                      "oscillation_counters", "conservation", "lca_error"}
+    # a synthetic bundle has none of lca-run's counters or error estimates
+    assert s["oscillation_counters"] is None and s["lca_error"] is None
     assert s["run"]["n_iters"] == 80 and s["run"]["n_rows"] == 40
     # stride 2 stores no per-iteration rows: the statistics say they are window sums
     assert s["values"]["rows"].startswith("window sums of 2 iterations (40 rows")
