@@ -10,8 +10,8 @@ the new pixels has been produced). Reported:
 * first heatmap after opening the run (navigation start to first paint);
 * slider steps (arrow keys on the frame slider): median and p95, first pass (frames possibly
   still on their way) and warm (cache filled);
-* Play: frames painted per second over ``--seconds`` and how many frames were still painted
-  after a Pause click;
+* Play at ``--rate`` frames/s (the player's setting; 60 shows the headroom): frames painted
+  per second over ``--seconds`` and how many frames were still painted after a Pause click;
 * ``--big``: a synthetic 1,000 × 1,000 layer (1 M parameters) at block-sum resolution (Play
   fps), then a box zoom to a 200 × 200 region, timed to the first full-resolution paint;
 * ``--hog N``: N busy-loop processes run beside everything (the machine has 2 cores).
@@ -116,7 +116,8 @@ def _pct(xs, q):
     return xs[min(len(xs) - 1, int(round(q / 100 * (len(xs) - 1))))] if xs else float("nan")
 
 
-def measure_new(d, url: str, run: str, steps: int, seconds: float, big: bool) -> dict:
+def measure_new(d, url: str, run: str, steps: int, seconds: float, big: bool,
+                rate: int = 30) -> dict:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
@@ -152,7 +153,7 @@ def measure_new(d, url: str, run: str, steps: int, seconds: float, big: bool) ->
     warm = step_pass(steps)
     out["step_cold_ms"] = (_pct(cold, 50), _pct(cold, 95), len(cold))
     out["step_warm_ms"] = (_pct(warm, 50), _pct(warm, 95), len(warm))
-    out.update(_play(d, seconds))
+    out.update(_play(d, seconds, rate))
     out["cache_mb"] = d.execute_script("return window.lcaviz.cache.bytes / 1048576")
     out["cache_cap_mb"] = d.execute_script("return window.lcaviz.CACHE_CAP_BYTES / 1048576")
     if big:
@@ -160,10 +161,13 @@ def measure_new(d, url: str, run: str, steps: int, seconds: float, big: bool) ->
     return out
 
 
-def _play(d, seconds: float) -> dict:
+def _play(d, seconds: float, rate: int) -> dict:
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
 
     play = d.find_element(By.CSS_SELECTOR, "#run-player-bar [data-lca=play]")
+    Select(d.find_element(By.CSS_SELECTOR, "#run-player-bar [data-lca=rate]")
+           ).select_by_value(str(rate))
     d.execute_script("window.lcaviz.players.run.seek(0)")
     play.click()
     time.sleep(seconds)  # the measurement window itself (not a wait for a condition)
@@ -247,6 +251,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--hog", type=int, default=0, help="busy-loop processes beside the test")
     ap.add_argument("--big", action="store_true", help="also a 1 M-parameter layer")
+    ap.add_argument("--rate", type=int, default=30, choices=[5, 10, 15, 24, 30, 60],
+                    help="the player's frames per second during the Play measurement")
     ap.add_argument("--old", default=None, metavar="REV", help="measure this git revision")
     a = ap.parse_args(argv)
     hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
@@ -269,7 +275,7 @@ def main(argv=None) -> int:
             d = _driver()
             try:
                 res = (measure_old(d, url, run, a.steps, a.seconds) if a.old else
-                       measure_new(d, url, run, a.steps, a.seconds, is_big))
+                       measure_new(d, url, run, a.steps, a.seconds, is_big, a.rate))
             finally:
                 d.quit()
                 proc.terminate()
