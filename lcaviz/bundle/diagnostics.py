@@ -59,6 +59,10 @@ class _BundleDiagnostics:
         like :meth:`rows` (only columns with per-parameter rows are stored)."""
         if not self.has_lca_error:
             return None
+        width = self._dataset("lca_error").shape[1]
+        if width != self.n_row_cols:
+            raise CorruptBundleError(f"{self.path}: lca_error has {width} columns, expected "
+                                     f"{self.n_row_cols} (the columns of lca_columns)")
         a, b, _ = slice(m0, m1).indices(self._n_error())
         return self._read_stored("lca_error", a, max(a, b), self.stored_columns(cols),
                                  self.n_row_cols)
@@ -118,8 +122,13 @@ class _BundleDiagnostics:
         param_grad_changes}``, (P,) int64 each, or None for bundles without them."""
         if "layer_oscillation" not in self._f:
             return None
-        return {name: self._series(name, self.n_params).astype(np.int64)
-                for name in OSC_COUNTERS}
+        out = {name: self._series(name, self.n_params).astype(np.int64)
+               for name in OSC_COUNTERS}
+        bad = [name for name, v in out.items() if v.shape != (self.n_params,)]
+        if bad:
+            raise CorruptBundleError(f"{self.path}: {', '.join(bad)} should have "
+                                     f"{self.n_params} entries (P)")
+        return out
 
     def layer_oscillation(self) -> pd.DataFrame | None:
         """Per-layer sums of the oscillation counters: one row per layer with ``layer`` (name)

@@ -226,3 +226,19 @@ def test_summary_report_and_figures(tmp_path):
                                            "RK4 (Simpson)"]
     assert s1.data[0].y[0] == pytest.approx(3e-2) and s1.data[2].y[0] == pytest.approx(1e-2)
     assert s1.layout.yaxis.type == "log"
+
+
+def test_damaged_shapes_are_reported_not_misread(tmp_path):
+    from lcaviz.bundle import CorruptBundleError
+
+    path = _bundle(tmp_path / "bad.h5")
+    with h5py.File(path, "r+") as f:
+        del f["lca_error"], f["param_moves"]
+        f.create_dataset("lca_error", data=np.zeros((3, 4), np.float32))
+        f.create_dataset("param_moves", data=np.zeros(4, np.int32))
+    with RunBundle.open(path) as b:
+        with pytest.raises(CorruptBundleError, match="lca_error has 4 columns, expected 5"):
+            b.lca_error()
+        with pytest.raises(CorruptBundleError, match="param_moves should have 5 entries"):
+            b.oscillation_counters()
+        assert b.lca_error_iters().tolist() == [0, 2, 4]  # the rest still reads

@@ -1,0 +1,97 @@
+"""Cost of ``lca-run --lca-error-every K`` as a ratio to a plain rk4 iteration, and what the
+estimates say (per-layer error, Table S1), on MNIST-FC.
+
+    python benchmarks/bench_lca_error.py [--dataset synthetic] [--train-size 10000]
+        [--iters 30] [--every 10] [--repeats 2] [--device cpu] [--keep DIR]
+
+Per iteration we count what ``lca-run`` spends on it: the bundle's ``timing/seconds`` (train
+step + LCA, the refinement included) plus the time of building its record (where the error
+statistics are computed) and of handing it to the writer. Runs with ``--lca-error-every``
+0 (plain rk4), 1 (every iteration refined) and K alternate ``--repeats`` times; medians are
+reported. An rk4 iteration evaluates 2 new full-dataset gradients; one with an error estimate
+6 more, so the expected ratio is a little under 4 (the train step and the record are shared).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+import compute.train as train
+from compute.config import RunConfig
+from lcaviz.analysis.lca_error import error_table, table_s1, table_s1_markdown
+from lcaviz.bundle import RunBundle
+from lcaviz.bundle.writer import BundleWriter
+
+
+def timed_run(cfg: RunConfig, out: Path) -> np.ndarray:
+    """Seconds of each iteration: timing/seconds + record + writer append."""
+    extra: list[float] = []
+    record, append = train.record, BundleWriter.append
+
+    def timed_record(*a, **kw):
+        t0 = time.perf_counter()
+        rec = record(*a, **kw)
+        extra.append(time.perf_counter() - t0)
+        return rec
+
+    def timed_append(self, rec):
+        t0 = time.perf_counter()
+        append(self, rec)
+        extra[-1] += time.perf_counter() - t0
+
+    train.record, BundleWriter.append = timed_record, timed_append
+    try:
+        train.run_lca(cfg, out, overwrite=True, progress=False)
+    finally:
+        train.record, BundleWriter.append = record, append
+    with h5py.File(out, "r") as f:
+        return f["timing/seconds"][()] + np.asarray(extra)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dataset", default="synthetic")
+    ap.add_argument("--train-size", type=int, default=10_000)
+    ap.add_argument("--iters", type=int, default=30)
+    ap.add_argument("--every", type=int, default=10)
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--chunk-size", type=int, default=5000)
+    ap.add_argument("--keep", type=Path, default=None, help="keep the bundles in this folder")
+    a = ap.parse_args(argv)
+    base = dict(net="mnist_fc", dataset=a.dataset, train_size=a.train_size, val_size=100,
+                iters=a.iters, method="rk4", chunk_size=a.chunk_size, device=a.device,
+                lr=0.05, checkpoint_every=10**6, seed=0)
+    work = a.keep or Path(tempfile.mkdtemp(prefix="bench_lca_error_"))
+    work.mkdir(parents=True, exist_ok=True)
+    plain, every1, everyK = [], [], []
+    for r in range(a.repeats):
+        for k, sink in ((0, plain), (1, every1), (a.every, everyK)):
+            sec = timed_run(RunConfig(**base, lca_error_every=k), work / f"k{k}_r{r}.h5")
+            sink.append(sec[1:])  # the first iteration includes warm-up
+    p = statistics.median(float(np.median(s)) for s in plain)
+    e1 = statistics.median(float(np.median(s)) for s in every1)
+    pm = statistics.median(float(np.mean(s)) for s in plain)
+    km = statistics.median(float(np.mean(s)) for s in everyK)
+    print(f"MNIST-FC on {a.dataset} ({a.train_size:,} examples), {a.device}, {a.iters} "
+          f"iterations, {a.repeats} repeats")
+    print(f"plain rk4 iteration          {p * 1e3:8.1f} ms (median)")
+    print(f"with an error estimate       {e1 * 1e3:8.1f} ms = {e1 / p:.2f}x a plain rk4 "
+          f"iteration (8 vs 2 gradients)")
+    print(f"--lca-error-every {a.every:<3} mean   {km * 1e3:8.1f} ms = {km / pm:.2f}x "
+          f"(expected 1 + {e1 / p - 1:.2f}/{a.every} = {1 + (e1 / p - 1) / a.every:.2f})")
+    with RunBundle.open(work / f"k{a.every}_r0.h5") as b:
+        print("\nstored (rk4) error per layer:\n" + error_table(b).to_string(index=False))
+        print("\nTable S1:\n" + table_s1_markdown(table_s1(b)))
+    print(f"\nbundles in {work}")
+
+
+if __name__ == "__main__":
+    main()
