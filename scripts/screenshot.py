@@ -1,6 +1,6 @@
 """Screenshot of the run page in headless Chromium, for the README.
 
-    python scripts/screenshot.py [--runs-dir DIR --run-id REL_PATH] [--row 20]
+    python scripts/screenshot.py [--runs-dir DIR --run-id REL_PATH] [--iteration 40]
                                  [--out assets/screenshot-run.png] [--size 1400,1000]
 
 Without ``--runs-dir`` a synthetic MNIST-FC-like run (784-100-50-10, planted synchronous
@@ -71,7 +71,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="screenshot of the run page")
     ap.add_argument("--runs-dir", type=Path)
     ap.add_argument("--run-id")
-    ap.add_argument("--row", type=int, default=20)
+    ap.add_argument("--iteration", type=int, default=40)
     ap.add_argument("--out", type=Path, default=ROOT / "assets" / "screenshot-run.png")
     ap.add_argument("--size", default="1400,1000")
     args = ap.parse_args(argv)
@@ -92,15 +92,21 @@ def main(argv=None) -> int:
     d = _driver(args.size)
     try:
         d.get(f"http://127.0.0.1:{port}/run?id={quote(run_id)}")
-        drawn = "var g=document.querySelector('#run-heatmap .js-plotly-plot');" \
-                "return g && g.data && g.data.length > 0;"
-        _wait(lambda: d.execute_script(drawn))
-        box = d.find_element(By.CSS_SELECTOR, "#run-slider input")
-        box.send_keys(Keys.CONTROL, "a")
-        box.send_keys(str(args.row), Keys.TAB)  # the box commits on blur
-        _wait(lambda: f"row {args.row + 1} of" in d.execute_script(
-            "return document.body.innerText"))
-        time.sleep(1.5)  # let Plotly finish drawing
+        axes = ("var p = window.lcaviz && window.lcaviz.players.run;"
+                "return p && p.views[0].gd() !== null && p.views[0].paints > 0;")
+        _wait(lambda: d.execute_script(axes))  # the first frame and Plotly's axes are up
+        box = d.find_element(By.CSS_SELECTOR, "#run-player-bar [data-lca=goto]")
+        box.send_keys(str(args.iteration), Keys.ENTER)  # go to an iteration
+        _wait(lambda: d.execute_script(
+            "var p = window.lcaviz.players.run, v = p.views[0];"
+            "return v.shown >= 0 && v.window(v.shown)[0] <= arguments[0] && "
+            "arguments[0] < v.window(v.shown)[1] && v.frame && v.stream.key;", args.iteration))
+        _wait(lambda: d.execute_script(  # the panels below have drawn their figures
+            "var g = document.querySelector('#run-loss .js-plotly-plot');"
+            "return g && g.data && g.data.length > 0;"))
+        d.execute_async_script("var done = arguments[arguments.length - 1];"
+                               "requestAnimationFrame(function () {"
+                               " requestAnimationFrame(function () { done(true); }); });")
         args.out.parent.mkdir(parents=True, exist_ok=True)
         d.save_screenshot(str(args.out))
     finally:

@@ -35,7 +35,7 @@ def run_meta(b) -> dict:
     cfg = b.config
     return {
         "layers": list(b.layer_names), "layer_sizes": [int(s) for s in b.layer_sizes],
-        "classes": list(b.class_names), "stride": int(b.stride), "T": int(b.n_iters),
+        "classes": list(b.class_names), "rows": b.row_schedule.spec, "T": int(b.n_iters),
         "R": int(b.n_rows), "P": int(b.n_params), "status": b.status,
         "status_reason": b.status_reason, "method": b.method,
         "has_trajectory": bool(b.has_trajectory), "has_val": bool(b.has_val),
@@ -45,10 +45,11 @@ def run_meta(b) -> dict:
     }
 
 def subtitle(meta: dict) -> str:
-    """``"synthetic · sgd · rk4 · 200 iterations · 84,060 params · stride 1 · complete"``."""
+    """``"mnist_fc · mnist · sgd · rk4 · 300 iterations · 84,060 parameters · rows
+    dense:220,10 · complete"``."""
     parts = [meta["net"], meta["dataset"], meta["optimizer"], meta["method"],
              f"{meta['T']:,} iterations", f"{meta['P']:,} parameters",
-             f"stride {meta['stride']}", meta["status"]]
+             f"rows {meta['rows']}", meta["status"]]
     if meta.get("status_reason"):
         parts.append(meta["status_reason"])
     return " · ".join(str(p) for p in parts if p not in (None, ""))
@@ -73,8 +74,10 @@ def rows_for(b, r: int, mode: str, window: int) -> tuple[int, int]:
 
 
 def iterations_of_rows(b, r0: int, r1: int) -> tuple[int, int]:
-    """Iterations ``[start, end)`` covered by rows ``r0:r1``."""
-    return r0 * b.stride, min(r1 * b.stride, b.n_iters)
+    """Iterations ``[start, end)`` covered by rows ``r0:r1`` (their windows, any schedule)."""
+    if b.n_rows == 0 or r1 <= r0:
+        return 0, 0
+    return b.iteration_of_row(r0)[0], b.iteration_of_row(r1 - 1)[1]
 
 
 def _layer_values(b, layer: int, r: int, mode: str, window: int) -> np.ndarray:
@@ -119,7 +122,7 @@ def layer_weights(b, layer: int, r: int) -> np.ndarray | None:
     """θ at the end of row ``r`` for the layer's columns, if the bundle has a trajectory."""
     if not b.has_trajectory:
         return None
-    t = min((int(r) + 1) * b.stride, b.n_iters)
+    t = b.iteration_of_row(int(r))[1]
     return b.trajectory_row(t, b.layer_columns(layer))
 
 
@@ -182,24 +185,6 @@ def param_label(tensor: str, index) -> str:
 def series(state: AppState, key: tuple, b, name: str):
     """Cached per-iteration series by accessor name (``loss_train``, ``lca_layer`` ...)."""
     return state.cached(("series", key, name), lambda: getattr(b, name)())
-
-
-def slider_marks(b, n_marks: int = 6) -> dict:
-    """A few slider marks labelled with iterations (rows are windows of S iterations)."""
-    R = max(b.n_rows, 1)
-    rows = np.unique(np.linspace(0, R - 1, min(R, n_marks)).round().astype(int))
-    return {int(r): {"label": f"{int(r) * b.stride:,}"} for r in rows}
-
-
-def slider_label(b, r: int, mode: str, window: int) -> str:
-    """Human description of the frame, e.g. ``"iterations 40–49 (row 4 of 20)"``."""
-    if b.n_rows == 0:
-        return "no LCA rows yet"
-    r0, r1 = rows_for(b, r, mode, window)
-    a, e = iterations_of_rows(b, r0, r1)
-    span = f"iteration {a:,}" if e - a == 1 else f"iterations {a:,}–{e - 1:,}"
-    prefix = {"row": "", "cumulative": "cumulative, ", "window": f"sum of {r1 - r0} rows, "}
-    return f"{prefix.get(mode, '')}{span} (row {min(r, b.n_rows - 1) + 1:,} of {b.n_rows:,})"
 
 
 def human_size(n: float) -> str:

@@ -234,7 +234,8 @@
     if (!window.Plotly) { clearTimeout(this.axesTimer); this.axesTimer = setTimeout(function () { self.plotAxes(); }, 50); return; }
     var fig = stream.figure, ax = d.axes;
     window.Plotly.react(ax, fig.data, fig.layout, {displaylogo: false, responsive: true,
-      modeBarButtonsToRemove: ['lasso2d', 'select2d', 'toImage']}).then(function () {
+      displayModeBar: 'hover', modeBarButtonsToRemove: ['lasso2d', 'select2d', 'toImage']
+    }).then(function () {
       if (self.stream !== stream) return;
       ax.__lcaKey = stream.key;
       if (!ax.__lcaBound) {
@@ -297,7 +298,8 @@
   View.prototype.drawColorbar = function (ctx, zmax) {
     var xa = this.axes(0)[0], ylast = this.axes(this.stream.items.length - 1)[1], yfirst = this.axes(0)[1];
     if (!xa || !ylast || !yfirst) return;
-    var x = xa._offset + xa._length + 18, y = yfirst._offset;
+    // below the modebar's corner, so neither hides the other
+    var x = xa._offset + xa._length + 14, y = yfirst._offset + 28;
     var hgt = ylast._offset + ylast._length - y, wid = 14;
     for (var i = 0; i < hgt; i++) {
       var q = Math.round(255 * (1 - i / Math.max(hgt - 1, 1))), c = LUT[q];

@@ -148,32 +148,43 @@ def layer_bars_figure(totals: np.ndarray, layer_sizes: np.ndarray,
                  legend=False)
 
 
-def param_drill_figure(rows_iter: np.ndarray, lca_rows: np.ndarray, *, name: str,
-                       weights: np.ndarray | None = None, stride: int = 1,
+def param_drill_figure(windows: np.ndarray, lca_rows: np.ndarray, *, name: str,
+                       weights: np.ndarray | None = None,
                        t_marker: float | None = None) -> go.Figure:
-    """One parameter over training: LCA per stored row, its running total, and θ_t if known.
+    """One parameter over training: its LCA per iteration, the running total, and θ_t if known.
 
     Args:
-        rows_iter: first iteration of each stored row (``r * stride``).
-        lca_rows: LCA of the parameter per row.
+        windows: ``[first, end)`` iterations of each stored row, (R, 2).
+        lca_rows: the parameter's LCA per row (an exact sum over the row's window), (R,).
         name: label, e.g. ``"fc1.weight[3, 17]"``.
         weights: θ_0…θ_T of the parameter (trajectory), or None.
-        stride: rows are sums over ``stride`` iterations (shown in the axis title).
         t_marker: iteration of the slider.
+
+    A row that sums several iterations is drawn as a bar as wide as its window and as high as
+    its mean per iteration, so one-iteration rows and window sums share one scale; the running
+    total is exact at the end of every row.
     """
     n = 3 if weights is not None else 2
-    titles = [f"LCA per {'row of ' + str(stride) + ' iterations' if stride > 1 else 'iteration'}",
+    w = np.asarray(windows, np.int64).reshape(-1, 2)
+    width = np.maximum(w[:, 1] - w[:, 0], 1)
+    single = bool(np.all(width == 1))
+    titles = ["LCA per iteration" if single else
+              "LCA per iteration (rows of several iterations: their mean)",
               "cumulative LCA", "weight θ"][:n]
     fig = make_subplots(rows=n, cols=1, shared_xaxes=True, vertical_spacing=0.08,
                         subplot_titles=titles)
-    x = np.asarray(rows_iter)
     y = np.asarray(lca_rows, np.float64)
+    per_it = y / width
     colors = np.where(y < 0, HELP_COLOR, HURT_COLOR)
+    centre = w[:, 0] + (width - 1) / 2
     if len(y) <= 2000:
-        fig.add_trace(go.Bar(x=x, y=y, marker={"color": colors}, name="LCA"), row=1, col=1)
+        fig.add_trace(go.Bar(x=centre, y=per_it, width=width, marker={"color": colors},
+                             name="LCA", customdata=np.stack([w[:, 0], w[:, 1] - 1, y], 1),
+                             hovertemplate="iterations %{customdata[0]}–%{customdata[1]}"
+                             "<br>LCA %{customdata[2]:.4g}<extra></extra>"), row=1, col=1)
     else:
-        fig.add_trace(_line(x, y, "LCA", "#555"), row=1, col=1)
-    fig.add_trace(_line(x + stride, np.cumsum(y), "cumulative", LOSS_COLOR), row=2, col=1)
+        fig.add_trace(_line(centre, per_it, "LCA", "#555"), row=1, col=1)
+    fig.add_trace(_line(w[:, 1], np.cumsum(y), "cumulative", LOSS_COLOR), row=2, col=1)
     if weights is not None:
         fig.add_trace(_line(np.arange(len(weights)), weights, "θ", VAL_COLOR), row=3, col=1)
     if t_marker is not None:

@@ -209,13 +209,17 @@ def test_layer_curves_and_bars():
 
 
 def test_param_drill_with_and_without_weights():
-    fig = curves.param_drill_figure(np.arange(5) * 2, np.array([-1.0, 1, -1, 0, 2]),
-                                    name="w[0]", stride=2)
-    assert len(fig.data) == 2
-    assert np.allclose(fig.data[1].y, [-1, 0, -1, -1, 1])
-    fig = curves.param_drill_figure(np.arange(5), np.ones(5), name="w[0]",
-                                    weights=np.arange(6.0))
-    assert len(fig.data) == 3
+    windows = np.array([[0, 1], [1, 2], [2, 4], [4, 8], [8, 9]])  # dense, then wider rows
+    fig = curves.param_drill_figure(windows, np.array([-1.0, 1, -2, 0, 2]), name="w[0]")
+    assert len(fig.data) == 2 and "their mean" in fig.layout.annotations[0].text
+    assert np.allclose(fig.data[0].y, [-1, 1, -1, 0, 2])  # per iteration: -2 over 2 its
+    assert np.allclose(fig.data[0].width, [1, 1, 2, 4, 1])
+    assert np.allclose(fig.data[0].x, [0, 1, 2.5, 5.5, 8])
+    assert np.allclose(fig.data[1].x, [1, 2, 4, 8, 9])  # exact totals at each row's end
+    assert np.allclose(fig.data[1].y, [-1, 0, -2, -2, 0])
+    fig = curves.param_drill_figure(np.stack([np.arange(5), np.arange(1, 6)], 1), np.ones(5),
+                                    name="w[0]", weights=np.arange(6.0))
+    assert len(fig.data) == 3 and fig.layout.annotations[0].text == "LCA per iteration"
 
 
 def test_helping_figures():

@@ -118,3 +118,12 @@ def state_client(state):
     app = Flask(__name__)
     register_route(app, state)
     return app.test_client()
+
+
+def test_server_heatmap_titles_follow_the_row_windows(state):
+    """Exports and the HTML report name a row's iterations from ``lca_rows`` (any schedule)."""
+    from lcaviz.app.pages.run_views import Controls, heatmap
+
+    for row, when in ((3, "iteration 3"), (5, "iterations 5–7"), (6, "iterations 8–10")):
+        fig = heatmap(state, Controls.from_dict({"run_id": "big.h5", "row": row}))[0]
+        assert fig.layout.title.text.startswith(f"big — LCA at {when}"), fig.layout.title.text

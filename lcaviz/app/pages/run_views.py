@@ -189,5 +189,5 @@ def drill(state: AppState, c: Controls) -> go.Figure:
     name = c.drill.get("label", f"#{flat}")
     if c.drill.get("block"):
         name += " (centre of the clicked block)"
-    return curves.param_drill_figure(np.arange(len(lca)) * b.stride, lca, name=name, weights=w,
-                                     stride=b.stride, t_marker=t_marker(b, c))
+    return curves.param_drill_figure(b.row_windows[:len(lca)], lca, name=name, weights=w,
+                                     t_marker=t_marker(b, c))
