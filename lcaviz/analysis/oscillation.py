@@ -122,7 +122,9 @@ def counter_oscillation(bundle: RunBundle) -> dict | None:
         bundle: an open bundle; returns None if it has no counters (older or synthetic runs).
 
     Returns:
-        ``{"n_iters": T, "moves": stats, "gradients": stats, "layers": [{"layer": name,
+        ``{"n_iters": iterations the counters cover (a live run's lag behind its T until the
+        next checkpoint), "n_iters_run": T, "moves": stats, "gradients": stats,
+        "layers": [{"layer": name,
         "moves": stats, "gradients": stats}, ...]}`` where ``stats`` are the module
         docstring's (``iters_per_change``: "a weight changes direction once every x
         iterations" / "its full gradient changes sign once every y iterations"; for gradients
@@ -133,7 +135,9 @@ def counter_oscillation(bundle: RunBundle) -> dict | None:
         return None
     moves, changes = c["param_moves"], c["param_move_changes"]
     signs, flips = c["param_grad_signs"], c["param_grad_changes"]
-    out = {"n_iters": bundle.n_iters, "moves": _stats(moves, changes),
+    covered = bundle.oscillation_iters()
+    out = {"n_iters": bundle.n_iters if covered is None else covered,
+           "n_iters_run": bundle.n_iters, "moves": _stats(moves, changes),
            "gradients": _stats(signs, flips), "layers": []}
     for li, name in enumerate(bundle.layer_names):
         cols = bundle.layer_columns(li)

@@ -130,6 +130,12 @@ class _BundleDiagnostics:
                                      f"{self.n_params} entries (P)")
         return out
 
+    def oscillation_iters(self) -> int | None:
+        """Iterations the oscillation counters cover: ``T`` when they were last written (at
+        each checkpoint and at completion, so a live run's counters may lag behind ``T``)."""
+        out = self._series("oscillation_iters", 1, optional=True)
+        return None if out is None or not len(out) else int(out[0])
+
     def layer_oscillation(self) -> pd.DataFrame | None:
         """Per-layer sums of the oscillation counters: one row per layer with ``layer`` (name)
         and the columns moves, move_changes, moving, grad_signs, grad_changes, grad_nonzero;

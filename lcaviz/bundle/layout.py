@@ -229,6 +229,8 @@ def create_datasets(f: h5py.File, layout: LayoutInfo) -> None:
         ds = make_dataset(f, "layer_oscillation", (L, len(OSC_LAYER_COLUMNS)), np.int64,
                           "per-layer sums of the oscillation counters")
         ds.attrs["columns"] = json.dumps(OSC_LAYER_COLUMNS)
+        make_dataset(f, "oscillation_iters", (1,), np.int64,
+                     "iterations the oscillation counters cover (T at their last write)")
 
 
 def _error_datasets(f: h5py.File, layout: LayoutInfo, P_rows: int, L: int, wide) -> None:

@@ -211,12 +211,14 @@ class BundleWriter:
                                  layer: np.ndarray) -> None:
         """Overwrite the oscillation counters: ``counters`` maps each of
         :data:`~lcaviz.bundle.layout.OSC_COUNTERS` to (P,), ``layer`` is their (L, 6) sums.
-        A bundle created without them (``oscillation_counters=False``) is left as it is."""
+        A bundle created without them (``oscillation_counters=False``) is left as it is.
+        ``oscillation_iters`` records the iterations they cover (``T`` appended so far)."""
         if "layer_oscillation" not in self.f:
             return
         for name in OSC_COUNTERS:
             self.f[name][:] = counters[name]
         self.f["layer_oscillation"][:] = layer
+        self.f["oscillation_iters"][0] = self.T
 
     def flush(self) -> None:
         """Write the buffered rows (one resize and one block write per dataset), flush, then

@@ -27,7 +27,9 @@ def _counter_lines(c: dict) -> list[str]:
     out = [f"moves    a weight changes direction once every "
            f"{_fmt(c['moves']['iters_per_change'], '.2f')} iterations; its full gradient "
            f"changes sign once every {_fmt(c['gradients']['iters_per_change'], '.2f')} "
-           f"(counters over {c['n_iters']} iterations; paper, CIFAR-ResNet: 6.7 and 9.5)"]
+           f"(counters over {c['n_iters']} iterations"
+           + (f" of {c['n_iters_run']}, as of the last checkpoint" if c["n_iters"] <
+              c["n_iters_run"] else "") + "; paper, CIFAR-ResNet: 6.7 and 9.5)"]
     out += [f"         {lay['layer']:<16} moves every "
             f"{_fmt(lay['moves']['iters_per_change'], '.2f'):>7}, gradient sign every "
             f"{_fmt(lay['gradients']['iters_per_change'], '.2f'):>7}" for lay in c["layers"]]

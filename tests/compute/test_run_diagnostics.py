@@ -21,8 +21,8 @@ from lcaviz.reports.summary_cli import main as summary_main
 
 SMALL = dict(net="mnist_fc", dataset="synthetic", train_size=600, val_size=100, batch_size=50,
              iters=12, chunk_size=128, checkpoint_every=4, seed=3)
-NEW = (*M_DATASETS, *OSC_COUNTERS, "layer_oscillation", "hit_max_halvings", "lca_residual",
-       "splits", "lca", "loss/train")
+NEW = (*M_DATASETS, *OSC_COUNTERS, "layer_oscillation", "oscillation_iters", "hit_max_halvings",
+       "lca_residual", "splits", "lca", "loss/train")
 
 
 def _run(path, **kw):
@@ -93,12 +93,17 @@ def test_resume_equals_uninterrupted_with_every_new_option(tmp_path):
     run_lca(RunConfig(**{**SMALL, **kw}), out, progress=False, stop_after=8)  # ckpt at T=6
     with h5py.File(out, "r") as f:  # killed after 8 iterations; flushed at least up to T=6
         assert f["progress"][0] >= 6 and len(f["lca_error_iters"]) >= 2
+    with RunBundle.open(out) as b:  # the counters are as of the last checkpoint, and say so
+        assert b.oscillation_iters() == 6
+        assert counter_oscillation(b)["n_iters"] == 6
     run_lca(None, out, resume=True, progress=False)
     got, attrs = _datasets(out)
     assert set(got) == set(NEW)
     for key in NEW:  # bit for bit
         np.testing.assert_array_equal(got[key], ref[key], err_msg=key)
     assert got["lca_error_iters"].tolist() == [0, 3, 6, 9]
+    with RunBundle.open(out) as b:
+        assert b.oscillation_iters() == 11
     for key in ("lca_cum_residual", "lca_cum_abs_residual", "lca_cum_loss_change",
                 "lca_cum_error", "lca_cum_abs_error", "lca_hit_max_halvings"):
         assert attrs[key] == ref_attrs[key], key

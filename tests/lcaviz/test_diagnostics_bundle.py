@@ -96,6 +96,7 @@ def test_reader_returns_what_was_written(tmp_path):
         np.testing.assert_array_equal(c["param_grad_changes"], GRAD_CHANGES)
         lay = b.layer_oscillation()
         assert list(lay.layer) == ["l0", "l1"] and lay.moves.tolist() == [12, 9]
+        assert b.oscillation_iters() == T  # written with the counters: the T they cover
 
 
 def test_bundles_without_the_options_read_as_none(tmp_path):
@@ -104,7 +105,8 @@ def test_bundles_without_the_options_read_as_none(tmp_path):
         assert not b.has_lca_error
         for value in (b.lca_error_iters(), b.lca_error(), b.lca_error_stats(),
                       b.hit_max_halvings(), b.closing_error(), b.oscillation_counters(),
-                      b.layer_oscillation(), rule_errors(b), error_table(b), table_s1(b),
+                      b.layer_oscillation(), b.oscillation_iters(), rule_errors(b),
+                      error_table(b), table_s1(b),
                       counter_oscillation(b)):
             assert value is None
         assert conservation(b)["hit_max_halvings"] is None
