@@ -11,7 +11,10 @@ statistics are computed) and of handing it to the writer. Runs with ``--lca-erro
 reported, and within the K runs the error iterations are compared with the others (same
 process, same moment: the number least disturbed by other load on a shared machine). An rk4
 iteration evaluates 2 new full-dataset gradients; one with an error estimate 6 more, so the
-expected ratio is a little under 4 (the train step and the record are shared).
+expected ratio is a little under 4 (the train step and the record are shared). Measured on
+this project's shared 2-core CPU (10,000 synthetic examples, 41 iterations, 3 repeats): plain
+rk4 61 ms, every iteration estimated 3.84x, within --lca-error-every 5 an error iteration 3.89x
+the others; on real MNIST (55,000, 300 iterations, K = 10) 3.92x from the bundle's timings.
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ bundle with known numbers. Bundles without them read as None, never as an error.
 
 from __future__ import annotations
 
+import json
 import math
 import runpy
 from pathlib import Path
@@ -212,6 +213,7 @@ def test_conservation_and_counter_oscillation(tmp_path):
 def test_summary_report_and_figures(tmp_path):
     path = _bundle(tmp_path / "f.h5")
     s = summarize(path, weibull_sample=100, shift_resamples=10)
+    assert json.loads(json.dumps(s, allow_nan=False)) == s  # NaN medians become null
     assert s["lca_error"]["every"] == EVERY and len(s["lca_error"]["layers"]) == 3
     text = format_report(s)
     assert "its full gradient changes sign once every 2.00" in text
