@@ -149,8 +149,8 @@ def layer_bars_figure(totals: np.ndarray, layer_sizes: np.ndarray,
 
 
 def param_drill_figure(windows: np.ndarray, lca_rows: np.ndarray, *, name: str,
-                       weights: np.ndarray | None = None,
-                       t_marker: float | None = None) -> go.Figure:
+                       weights: np.ndarray | None = None, t_marker: float | None = None,
+                       errors: tuple[np.ndarray, np.ndarray] | None = None) -> go.Figure:
     """One parameter over training: its LCA per iteration, the running total, and θ_t if known.
 
     Args:
@@ -159,6 +159,8 @@ def param_drill_figure(windows: np.ndarray, lca_rows: np.ndarray, *, name: str,
         name: label, e.g. ``"fc1.weight[3, 17]"``.
         weights: θ_0…θ_T of the parameter (trajectory), or None.
         t_marker: iteration of the slider.
+        errors: ``(iterations, |A − A_ref|)`` of the run's error estimates
+            (``--lca-error-every``): error bars on the iterations that have one-iteration rows.
 
     A row that sums several iterations is drawn as a bar as wide as its window and as high as
     its mean per iteration, so one-iteration rows and window sums share one scale; the running
@@ -184,6 +186,17 @@ def param_drill_figure(windows: np.ndarray, lca_rows: np.ndarray, *, name: str,
                              "<br>LCA %{customdata[2]:.4g}<extra></extra>"), row=1, col=1)
     else:
         fig.add_trace(_line(centre, per_it, "LCA", "#555"), row=1, col=1)
+    if errors is not None and len(errors[0]):
+        its, err = (np.asarray(e) for e in errors)
+        r = np.searchsorted(w[:, 1], its, side="right")  # the row holding each iteration
+        ok = (r < len(y)) & (width[np.minimum(r, len(y) - 1)] == 1)
+        if ok.any():
+            fig.add_trace(go.Scatter(
+                x=its[ok], y=y[r[ok]], mode="markers", name="error estimate",
+                marker={"color": "#222", "size": 4},
+                error_y={"type": "data", "array": err[ok], "color": "#222", "thickness": 1},
+                hovertemplate="iteration %{x}<br>LCA %{y:.4g} ± %{error_y.array:.2g} "
+                "(vs 4× the Simpson intervals)<extra></extra>"), row=1, col=1)
     fig.add_trace(_line(w[:, 1], np.cumsum(y), "cumulative", LOSS_COLOR), row=2, col=1)
     if weights is not None:
         fig.add_trace(_line(np.arange(len(weights)), weights, "θ", VAL_COLOR), row=3, col=1)

@@ -352,3 +352,33 @@ def test_compare_callbacks(state):
     out = compare.export(state, {"graph": ids.CMP_LOSS, "fmt": "csv"}, ["fc.h5", "nested/conv.h5"],
                          0, "fraction", "row", "fc1")
     assert out["filename"] == "compare-cmp-loss.csv"
+
+
+def test_error_panel_and_drill_error_bars(tmp_path):
+    """A run made with --lca-error-every shows its per-layer error, Table S1 and error bars on
+    the drill-down; one without says how to get them (issue 15.1)."""
+    import torch  # noqa: F401 - a real (tiny) run: the estimates come from the engine
+
+    from compute.config import RunConfig
+    from compute.train import run_lca
+
+    root = tmp_path / "runs"
+    root.mkdir()
+    run_lca(RunConfig(net="mnist_fc", dataset="synthetic", train_size=200, batch_size=50,
+                      iters=6, chunk_size=128, seed=1, lca_error_every=2,
+                      lca_rows="dense:4,2"), root / "err.h5", progress=False)
+    st = get_state(create_app(root))
+    meta = run_callbacks.init_run(st, "err.h5")[0]
+    fig = run_callbacks.simple_view(st, "lca_error", "err.h5", meta)
+    assert [t.type for t in fig.data][:1] == ["bar"] and "fc1" in list(fig.data[0].x)
+    s1 = run_callbacks.simple_view(st, "table_s1", "err.h5", meta)
+    assert {t.name for t in s1.data} >= {"first order", "RK4 (Simpson)"}
+    param = {"flat": 5, "label": "fc1.weight[0, 5]", "block": False}
+    dfig, _ = run_callbacks.update_drill(st, "err.h5", param, {"row": 1}, "row", 1)
+    err = [t for t in dfig.data if t.name == "error estimate"]
+    assert len(err) == 1 and list(err[0].x) == [0, 2]  # iterations 0, 2 (4 is a 2-wide row)
+    with RunBundle.open(root / "err.h5") as b:
+        np.testing.assert_allclose(err[0].error_y.array, b.lca_error(cols=5).ravel()[:2])
+    write_synthetic_bundle(root / "plain.h5", n_iters=5, layers=FC_LAYERS, n_classes=3)
+    plain = run_callbacks.simple_view(st, "lca_error", "plain.h5", meta)
+    assert "--lca-error-every" in plain.layout.annotations[0].text

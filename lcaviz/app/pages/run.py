@@ -165,10 +165,17 @@ def layout(id: str | None = None, run_id: str | None = None, **_query) -> html.D
     ])
 
 
+def _error_section() -> html.Section:
+    return section("How exact is each parameter's LCA (paper Table S1)", [html.Div([
+        graph_card(ids.LCA_ERROR, "Error of the stored LCA per layer"),
+        graph_card(ids.TABLE_S1, "First order vs RK4"),
+    ], className="grid2")], sid="sec-error")
+
+
 def panels() -> list[html.Section]:
     """The sections below the heatmap (mounted when ``PANELS_READY`` is set)."""
-    return [_drill_section(), _layers_section(), _loss_section(), _helping_section(),
-            _sync_section()]
+    return [_drill_section(), _layers_section(), _loss_section(), _error_section(),
+            _helping_section(), _sync_section()]
 
 
 def register_callbacks(app: dash.Dash, state: AppState) -> None:

@@ -12,6 +12,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from lcaviz.analysis import helping, layers
+from lcaviz.analysis.lca_error import error_table, rule_errors
 from lcaviz.app.queries import (
     fixed_limit,
     iterations_of_rows,
@@ -27,6 +28,7 @@ from lcaviz.app.state import AppState
 from lcaviz.figures import curves
 from lcaviz.figures import helping as fhelp
 from lcaviz.figures.heatmap import downsample_label, layer_heatmap
+from lcaviz.figures.lca_error import lca_error_figure, table_s1_figure
 from lcaviz.figures.theme import empty_figure
 
 MODE_LABEL = {"row": "LCA at", "cumulative": "Cumulative LCA,", "window": "Window sum,"}
@@ -189,5 +191,21 @@ def drill(state: AppState, c: Controls) -> go.Figure:
     name = c.drill.get("label", f"#{flat}")
     if c.drill.get("block"):
         name += " (centre of the clicked block)"
+    errors = None
+    if b.has_lca_error and b.has_rows(b.column_layer(flat)):
+        its = b.lca_error_iters()
+        errors = (its, b.lca_error(cols=flat).astype(np.float64).ravel())
     return curves.param_drill_figure(b.row_windows[:len(lca)], lca, name=name, weights=w,
-                                     t_marker=t_marker(b, c))
+                                     t_marker=t_marker(b, c), errors=errors)
+
+
+def lca_error(state: AppState, c: Controls) -> go.Figure:
+    """Per layer: how far the stored per-parameter LCA is from 4× the Simpson intervals."""
+    b, key = state.open(c.run_id)
+    return lca_error_figure(state.cached(("error_table", key), lambda: error_table(b)))
+
+
+def table_s1(state: AppState, c: Controls) -> go.Figure:
+    """The paper's Table S1 from this run: first order vs RK4 against the finer reference."""
+    b, key = state.open(c.run_id)
+    return table_s1_figure(state.cached(("rule_errors", key), lambda: rule_errors(b)))
