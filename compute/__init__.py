@@ -7,10 +7,14 @@ torch is imported lazily so that the torch-free modules (``lcaviz.bundle.writer`
 from __future__ import annotations
 
 __version__ = "0.1.0"
-__all__ = ["compute_lca", "LCAResult", "LCAIntegrator"]
+__all__ = ["compute_lca", "LCAResult", "LCAIntegrator", "LCATracker"]
 
 
 def __getattr__(name: str):
+    if name == "LCATracker":
+        from compute.tracker import LCATracker
+
+        return LCATracker
     if name in __all__:
         from compute import lca
 

@@ -15,7 +15,7 @@ or gradient that differs between the two is refused with :class:`Nondeterministi
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -24,7 +24,7 @@ from torch.nn import functional as F
 from torch.nn.modules.batchnorm import _BatchNorm, _NormBase
 
 from compute.distributed import all_reduce_, world
-from compute.params import flat_grads, load_flat_params
+from compute.params import flat_grads, load_flat_params, selected
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (outputs, y) -> (n,) losses
 
@@ -117,6 +117,8 @@ class FullDatasetObjective:
             ``"mixed"`` otherwise; ``"class"`` on a model with BatchNorm raises
             :class:`ChunkingError`.
         loss_fn: per-example loss, default cross-entropy.
+        param_names: the parameters θ consists of (``named_parameters`` names); None = all.
+            The others stay fixed at the model's values.
         compile: run the probe's forward (and so its backward) through ``torch.compile``.
             Same parameters, same loss definition; only kernels and fusion change, so check
             the precision with ``lca-run --precision-check --compile``.
@@ -129,7 +131,8 @@ class FullDatasetObjective:
 
     def __init__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, n_classes: int,
                  chunk_size: int = 1000, per_class: bool = False, chunking: str | None = None,
-                 loss_fn: LossFn = per_example_cross_entropy, compile: bool = False):
+                 loss_fn: LossFn = per_example_cross_entropy, compile: bool = False,
+                 param_names: Sequence[str] | None = None):
         if chunk_size <= 0:
             raise ValueError(f"chunk_size must be positive, got {chunk_size}")
         if len(x) != len(y) or len(x) == 0:
@@ -145,7 +148,12 @@ class FullDatasetObjective:
         self.model = _probe_copy(model)
         # the compiled wrapper shares the probe's parameters, so set_theta reaches both
         self.forward = torch.compile(self.model) if compile else self.model
-        self.params = list(self.model.parameters())
+        # θ is the vector of these parameters (all by default; LCATracker: the trainable ones)
+        self.params = selected(self.model, param_names)
+        if param_names is not None:
+            chosen = {id(p) for p in self.params}
+            for p in self.model.parameters():
+                p.requires_grad_(id(p) in chosen)  # no gradient work for the others
         ref = self.params[0]
         self.verified = False  # set by the first evaluate(), which checks determinism
         order = torch.argsort(y, stable=True) if self.chunking == "class" else None
@@ -176,7 +184,7 @@ class FullDatasetObjective:
 
     def set_theta(self, theta: torch.Tensor) -> None:
         """Load the flat parameter vector θ (P,)."""
-        load_flat_params(self.model, theta)
+        load_flat_params(self.params, theta)
 
     def evaluate(self, theta: torch.Tensor | None = None, *, grad: bool = True) -> Evaluation:
         """Loss (and gradient) over the whole dataset at θ (or the current parameters).
@@ -260,10 +268,10 @@ class FullDatasetObjective:
             correct += self._correct(out, self.y[s:e])
             last_of_class = k + 1 == len(self.chunks) or self.chunks[k + 1][2] != c
             if class_grads is not None and last_of_class:
-                class_grads.append((c, flat_grads(self.model)))
+                class_grads.append((c, flat_grads(self.params)))
                 self._zero_grad()
         if class_grads is None:
-            return Evaluation(loss, correct, flat_grads(self.model))
+            return Evaluation(loss, correct, flat_grads(self.params))
         cg = torch.zeros((self.n_classes, sum(p.numel() for p in self.params)),
                          dtype=self.params[0].dtype, device=self.y.device)
         for c, g in class_grads:

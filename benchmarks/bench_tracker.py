@@ -1,0 +1,138 @@
+"""LCATracker and its Lightning callback against the 2-gradient floor, side by side.
+
+    python benchmarks/bench_tracker.py [--dataset mnist] [--steps 12] [--repeats 3]
+
+MNIST-FC on the training set (55,000 images; ``--dataset synthetic`` for a quick run). Prints
+medians of:
+  * floor: two full-dataset gradient evaluations (what rk4 with endpoint reuse must pay);
+  * ``LCATracker.step()`` (the LCA of one optimizer step, bundle write included) and its ratio
+    to the floor;
+  * the Lightning callback's own cost per step (its hook time minus the tracker step inside
+    it), as a share of the tracker step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch.nn import functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from compute import LCATracker  # noqa: E402
+from compute.data import load_splits  # noqa: E402
+from compute.models import build_model  # noqa: E402
+from compute.params import flat_params  # noqa: E402
+
+
+def _setup(dataset: str):
+    splits = load_splits(dataset, None, seed=0)
+    tr = splits.train
+    model = build_model("mnist_fc", tr.input_shape, tr.n_classes, seed=0)
+    return model, tr.x, tr.y
+
+
+def floor(model, x, y, repeats: int) -> float:
+    with tempfile.TemporaryDirectory() as d, LCATracker(model, x, y, out=Path(d) / "f.h5",
+                                                         chunk_size=5000) as lca:
+        obj, theta = lca.integ.objective, flat_params(model)
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            obj.evaluate(theta)
+            obj.evaluate(theta)
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def tracker_steps(model, x, y, steps: int) -> list[float]:
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    out = []
+    with tempfile.TemporaryDirectory() as d, LCATracker(model, x, y, out=Path(d) / "t.h5",
+                                                         chunk_size=5000) as lca:
+        for t in range(steps):
+            idx = torch.arange(t * 250, (t + 1) * 250) % len(y)
+            opt.zero_grad()
+            F.cross_entropy(model(x[idx]), y[idx]).backward()
+            opt.step()
+            t0 = time.perf_counter()
+            lca.step()
+            out.append(time.perf_counter() - t0)
+    return out[1:]  # the first step includes one-off work
+
+
+def lightning_overhead(model, x, y, steps: int) -> tuple[float, float]:
+    """(median hook seconds, median tracker.step seconds inside the hook) per step."""
+    import lightning as L
+
+    from compute.integrations.lightning import LCACallback
+
+    class Module(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = model
+
+        def forward(self, xb):
+            return self.net(xb)
+
+        def training_step(self, batch, i):
+            xb, yb = batch
+            return F.cross_entropy(self(xb), yb)
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.01, momentum=0.9)
+
+    hooks, inner = [], []
+
+    class Timed(LCACallback):
+        def on_train_batch_end(self, *a, **k):
+            step = self.tracker.step
+
+            def timed_step(**kw):
+                t0 = time.perf_counter()
+                step(**kw)
+                inner.append(time.perf_counter() - t0)
+
+            self.tracker.step = timed_step
+            t0 = time.perf_counter()
+            super().on_train_batch_end(*a, **k)
+            hooks.append(time.perf_counter() - t0)
+            self.tracker.step = step
+
+    with tempfile.TemporaryDirectory() as d:
+        loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y),
+                                             batch_size=250, shuffle=False)
+        trainer = L.Trainer(max_steps=steps, callbacks=[Timed(x, y, out=Path(d) / "l.h5",
+                                                              chunk_size=5000)],
+                            logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                            enable_model_summary=False, accelerator="cpu")
+        trainer.fit(Module(), loader)
+    return statistics.median(hooks[1:]), statistics.median(inner[1:])
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dataset", default="mnist")
+    ap.add_argument("--steps", type=int, default=12)
+    ap.add_argument("--repeats", type=int, default=3)
+    a = ap.parse_args(argv)
+    model, x, y = _setup(a.dataset)
+    fl = floor(model, x, y, a.repeats)
+    tr = statistics.median(tracker_steps(model, x, y, a.steps))
+    hook, inner = lightning_overhead(model, x, y, a.steps)
+    print(f"MNIST-FC on {len(y):,} examples ({a.dataset}), {torch.get_num_threads()} threads")
+    print(f"floor (2 full gradients)        {fl:8.3f} s")
+    print(f"LCATracker.step()               {tr:8.3f} s   ratio to floor {tr / fl:5.3f}")
+    print(f"Lightning hook / tracker inside {hook:8.3f} / {inner:.3f} s   callback's own cost "
+          f"{100 * (hook - inner) / inner:+.2f} % of the tracker step")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

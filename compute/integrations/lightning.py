@@ -1,0 +1,73 @@
+"""PyTorch Lightning: ``LCACallback`` writes the LCA bundle of a ``Trainer.fit``.
+
+    from compute.integrations.lightning import LCACallback
+
+    lca = LCACallback(X_fixed, y_fixed, out="runs/lit.h5", lca_rows="dense:200,10")
+    trainer = L.Trainer(max_steps=1000, callbacks=[lca])
+    trainer.fit(module, train_loader)
+
+The allocated loss is the fixed set's, evaluated with ``model`` (default: the LightningModule
+itself, whose ``forward`` must map inputs to the outputs the loss takes, e.g. logits). One LCA
+step per optimizer step (gradient accumulation and skipped steps follow ``global_step``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch import nn
+
+try:
+    from lightning.pytorch import Callback
+except ImportError:  # pragma: no cover - the older package name
+    try:
+        from pytorch_lightning import Callback
+    except ImportError as e:
+        raise ImportError("compute.integrations.lightning needs PyTorch Lightning: "
+                          "pip install 'lca-explorer[lightning]'") from e
+
+from compute.tracker import LCATracker
+
+
+class LCACallback(Callback):
+    """Drive an :class:`~compute.tracker.LCATracker` from a Lightning ``Trainer``.
+
+    Args:
+        inputs, targets: the fixed set whose loss is allocated (see ``LCATracker``).
+        out: bundle path.
+        model: the module evaluated on the fixed set (default: the LightningModule).
+        **tracker: any other ``LCATracker`` argument (method, per_class, lca_rows, ...).
+    """
+
+    def __init__(self, inputs, targets=None, *, out: str | Path, model: nn.Module | None = None,
+                 **tracker):
+        super().__init__()
+        self.inputs, self.targets, self.out = inputs, targets, out
+        self.model, self.kwargs = model, tracker
+        self.tracker: LCATracker | None = None
+        self._step = 0
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        opts = trainer.optimizers
+        self.tracker = LCATracker(self.model or pl_module, self.inputs, self.targets,
+                                  out=self.out, optimizer=opts[0] if opts else None,
+                                  **self.kwargs)
+        self.tracker.start()
+        self._step = trainer.global_step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self.tracker is None or trainer.global_step == self._step:
+            return  # no optimizer step in this batch (accumulating, or skipped)
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        self.tracker.step(minibatch_loss=float(loss) if loss is not None else float("nan"))
+        self._step = trainer.global_step
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        if self.tracker is not None:
+            self.tracker.close()
+            self.tracker = None
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        if self.tracker is not None:
+            self.tracker.fail(f"{type(exception).__name__}: {exception}")
+            self.tracker = None
