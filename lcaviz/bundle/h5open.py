@@ -27,6 +27,11 @@ from lcaviz.bundle.schema import FORMAT, FORMAT_VERSION, READABLE_VERSIONS, ROW_
 
 CHUNK_CACHE_BYTES = 64 * 2**20  # per open dataset; bounded
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+# version 2: what any producer must write (docs/bundle-format.md, "A bundle of your own");
+# the reader derives or defaults the rest (lcaviz.bundle.derived)
+CORE = ("progress", "params/names", "params/shapes", "params/offsets", "params/layer",
+        "params/layer_names", "lca", "lca_rows", "loss/train")
+# version 1 was only ever written by lca-run, which wrote all of these
 _REQUIRED = (
     "progress", "params/names", "params/shapes", "params/offsets", "params/layer",
     "params/module_type", "params/layer_names", "params/layer_sizes", "classes/names", "lca",
@@ -123,7 +128,7 @@ class _BundleFile:
                 f"reads versions {', '.join(map(str, READABLE_VERSIONS))}); "
                 + ("upgrade lca-explorer" if version > FORMAT_VERSION else "re-run it"))
         self.format_version = version
-        required = _REQUIRED + (("lca_rows",) if version >= 2 else ())
+        required = CORE if version >= 2 else _REQUIRED
         missing = [name for name in required if name not in f]
         if missing:
             raise CorruptBundleError(f"{p}: required datasets missing: {', '.join(missing)}")
@@ -138,10 +143,16 @@ class _BundleFile:
         self._shapes = g["shapes"][()]  # (n, 4)
         self._offsets = g["offsets"][()].astype(np.int64)  # (n + 1,)
         self._tensor_layer = g["layer"][()].astype(np.int64)  # (n,)
-        self._module_type = [_text(s) for s in g["module_type"][()]]
+        self._module_type = ([_text(s) for s in g["module_type"][()]] if "module_type" in g
+                             else [""] * len(self._names))
         self.layer_names: list[str] = [_text(s) for s in g["layer_names"][()]]
-        self.layer_sizes: np.ndarray = g["layer_sizes"][()].astype(np.int64)  # (L,)
-        self.class_names: list[str] = [_text(s) for s in f["classes/names"][()]]
+        if "layer_sizes" in g:
+            self.layer_sizes: np.ndarray = g["layer_sizes"][()].astype(np.int64)  # (L,)
+        else:  # derived: the sizes of the tensors of each layer
+            self.layer_sizes = np.zeros(len(self.layer_names), np.int64)
+            np.add.at(self.layer_sizes, self._tensor_layer, np.diff(self._offsets))
+        self.class_names: list[str] = ([_text(s) for s in f["classes/names"][()]]
+                                       if "classes/names" in f else [])
         self.n_iters, self.n_rows = (int(v) for v in f["progress"][()])
         self._columns_cache: dict[int, slice | np.ndarray] = {}
         self._check_layout()
@@ -181,7 +192,7 @@ class _BundleFile:
                             "increasing offsets from 0")
         for name, length in (("params/shapes", n), ("params/layer", n),
                              ("params/module_type", n), ("params/layer_sizes", L)):
-            if f[name].shape[0] != length:
+            if name in f and f[name].shape[0] != length:
                 problems.append(f"{name} has {f[name].shape[0]} entries, expected {length}")
         if n and (self._tensor_layer.min() < 0 or self._tensor_layer.max() >= L):
             problems.append("params/layer refers to layers that do not exist")
@@ -217,7 +228,7 @@ class _BundleFile:
             if name in f and f[name].shape[1:] != tail:
                 problems.append(f"{name} has shape {f[name].shape}, expected (T, *{tail})")
         for name in ("param_help_iters", "param_nonzero_iters"):
-            if f[name].shape != (P,):
+            if name in f and f[name].shape != (P,):
                 problems.append(f"{name} has shape {f[name].shape}, expected ({P},)")
         if problems:
             raise CorruptBundleError(f"{p}: inconsistent bundle: " + "; ".join(problems))

@@ -15,8 +15,9 @@ import h5py
 import numpy as np
 
 from lcaviz.bundle.blocks import BLOCK_BYTES, _n_cols, _read_block
+from lcaviz.bundle.derived import derive
 from lcaviz.bundle.diagnostics import _BundleDiagnostics
-from lcaviz.bundle.errors import BundleError, read_guard
+from lcaviz.bundle.errors import BundleError, CorruptBundleError, read_guard
 from lcaviz.bundle.h5open import _BundleFile
 from lcaviz.bundle.meta import _BundleMeta
 from lcaviz.bundle.schema import from_bfloat16
@@ -38,6 +39,7 @@ class RunBundle(_BundleFile, _BundleMeta, _BundleDiagnostics):
         self._ds: dict[str, h5py.Dataset] = {}
         # one lock per handle: refresh() and close() wait for a read in another thread
         self._lock = threading.RLock()
+        self._derived: dict[str, np.ndarray] = {}  # what derived.py worked out
         self._load()
 
     @classmethod
@@ -59,6 +61,7 @@ class RunBundle(_BundleFile, _BundleMeta, _BundleDiagnostics):
         """Close the file (idempotent)."""
         with self._lock:
             self._ds.clear()
+            self._derived.clear()
             if self._f is not None:
                 try:
                     self._f.close()
@@ -135,6 +138,8 @@ class RunBundle(_BundleFile, _BundleMeta, _BundleDiagnostics):
         R = self.n_rows
         if not -1 <= r < R:
             raise IndexError(f"row {r} out of range (R = {R})")
+        if "lca_cumsum" not in self._f:  # a bundle without running totals: add the rows
+            return self._read("lca", 0, r + 1, cols).sum(axis=0, dtype=np.float64)
         cum = self._dataset("lca_cumsum")
         every = int(cum.attrs.get("every", 1))
         k = min((r + 1) // every, cum.shape[0], R // every)
@@ -151,7 +156,8 @@ class RunBundle(_BundleFile, _BundleMeta, _BundleDiagnostics):
         """Σ of ``lca`` rows ``r0 .. r1 - 1``, (ncols,) float64 (short windows are summed
         directly; long ones as a difference of two :meth:`cumulative` reads)."""
         r0, r1 = self._row_range(r0, r1, "lca")
-        every = int(self._dataset("lca_cumsum").attrs.get("every", 1))
+        every = (int(self._dataset("lca_cumsum").attrs.get("every", 1))
+                 if "lca_cumsum" in self._f else r1 - r0)
         if r1 - r0 <= 2 * every:
             return self._read("lca", r0, r1, cols).sum(axis=0, dtype=np.float64)
         return self.cumulative(r1 - 1, cols) - self.cumulative(r0 - 1, cols)
@@ -196,8 +202,13 @@ class RunBundle(_BundleFile, _BundleMeta, _BundleDiagnostics):
         with self._lock:
             if self._f is None:
                 raise BundleError(f"{self.path}: bundle is closed")
-            if optional and name not in self._f:
-                return None
+            if name not in self._f:
+                if optional:
+                    return None
+                value = derive(self, name, n)  # a bundle of another program's (derived.py)
+                if value is None:
+                    raise CorruptBundleError(f"{self.path}: required dataset {name!r} missing")
+                return value
             ds = self._dataset(name)
             with read_guard(self.path, f"reading {name!r}"):
                 return ds[:n]

@@ -164,7 +164,7 @@ def test_typed_errors_name_the_file(tmp_path, known):
     cases[UnsupportedVersionError].append(_copy_with(
         good, tmp_path / "v3.h5", lambda f: f.attrs.__setitem__("format_version", 3)))
     cases[CorruptBundleError] += [
-        _copy_with(good, tmp_path / "nolca.h5", lambda f: f.__delitem__("lca_layer")),
+        _copy_with(good, tmp_path / "noloss.h5", lambda f: f.__delitem__("loss/train")),
         _copy_with(good, tmp_path / "off.h5",
                    lambda f: f["params/offsets"].__setitem__(-1, 99)),
         _copy_with(good, tmp_path / "prog.h5",
