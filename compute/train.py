@@ -102,10 +102,10 @@ def build_run(cfg: RunConfig) -> Run:
     full = len(ranges) == 1 and ranges[0, 0] == 0 and ranges[0, 1] == table.n_params
     row_idx = None if full else torch.as_tensor(ranges_index(ranges), device=device)
 
-    def integrator(ds) -> LCAIntegrator:
+    def integrator(ds, per_class: bool) -> LCAIntegrator:
         obj = FullDatasetObjective(model, ds.x.to(dtype, memory_format=layout), ds.y,
                                    n_classes=train.n_classes,
-                                   chunk_size=cfg.chunk_size, per_class=cfg.per_class,
+                                   chunk_size=cfg.chunk_size, per_class=per_class,
                                    chunking=cfg.chunking, compile=cfg.compile)
         return LCAIntegrator(obj, cfg.method, tol=cfg.tol, max_halvings=cfg.max_halvings,
                              rtol=cfg.rtol)
@@ -114,7 +114,8 @@ def build_run(cfg: RunConfig) -> Run:
                torch.as_tensor(table.param_layer_index(), device=device),
                train.x.to(device=device, dtype=dtype, memory_format=layout),
                train.y.to(device), train.class_names,
-               integrator(train), integrator(splits.val) if cfg.val_lca else None,
+               integrator(train, cfg.per_class),
+               integrator(splits.val, False) if cfg.val_lca else None,
                flags, cfg.row_schedule(), ranges, row_idx)
 
 
