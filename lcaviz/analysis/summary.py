@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from lcaviz.analysis.distributions import lca_histograms, tail_mass
+from lcaviz.analysis.generalization import train_val_layers
 from lcaviz.analysis.helping import layer_helping, overall_helping, param_help_histogram
 from lcaviz.analysis.layers import layer_totals
 from lcaviz.analysis.lca_error import conservation, error_table, table_s1
@@ -90,6 +91,8 @@ def _analyse(b: RunBundle, weibull_sample: int, sync_k: int, shift_resamples: in
         "oscillation": movement_oscillation(b),
         "oscillation_counters": counter_oscillation(b),
         "conservation": conservation(b),
+        "train_val": None if (tv := train_val_layers(b)) is None else
+        tv.to_dict(orient="records"),
         "lca_error": None if errors is None else {
             "every": int(b.lca_error_stats()["every"]), "n_iters": int(errors["n_iters"][0]),
             "layers": errors.to_dict(orient="records"),

@@ -43,6 +43,7 @@ HEATMAP_INFO = "run-heatmap-info"  # written by the player
 ZOOM_RESET = "run-zoom-reset"
 ZOOM = "run-zoom"  # dcc.Store: zoom region of the heatmap
 ZOOM_REQUEST = "run-zoom-request"  # dcc.Store: the player's box zoom (Plotly relayout data)
+TRAIN_VAL = "run-train-val"  # training vs validation LCA per layer (--val-lca)
 LCA_ERROR = "run-lca-error"  # per-layer error of the stored LCA (--lca-error-every)
 TABLE_S1 = "run-table-s1"  # first order vs RK4 against the finer reference
 DRILL = "run-drill"

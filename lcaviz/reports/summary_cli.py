@@ -97,6 +97,14 @@ def format_report(s: dict) -> str:
                    f"{_fmt(lay['per_param'], '.3g'):>12}{_fmt(lay['pct_help'], '.2f'):>9}"
                    f"{_fmt(lay['pct_zero'], '.2f'):>9}{_fmt(w['help']['k'], '.3f'):>8}"
                    f"{_fmt(w['hurt']['k'], '.3f'):>8}{flag}")
+    tv = s.get("train_val")
+    if tv:
+        out += ["", f"{'layer':<16}{'LCA train':>14}{'LCA validation':>16}"]
+        for row in tv:
+            flag = ("  helps training, hurts validation" if row["helps_train_hurts_val"] else
+                    "  hurts training, helps validation" if row["hurts_train_helps_val"] else "")
+            out.append(f"{row['name']:<16}{_fmt(row['train'], '.4g'):>14}"
+                       f"{_fmt(row['val'], '.4g'):>16}{flag}")
     o, c = s.get("oscillation"), s.get("oscillation_counters")
     out.append("")
     if c:

@@ -317,7 +317,8 @@ def test_exports_csv_png_and_report(state):
         is dash.no_update  # animations exist for the heatmap only
     rep = run_exports.report(state, values)
     html = rep["content"]
-    assert rep["filename"] == "fc-report.html" and html.count("<section>") == 11
+    # every panel, plus training vs validation (fc.h5 was made with --val-lca)
+    assert rep["filename"] == "fc-report.html" and html.count("<section>") == 12
     assert "<script src=" not in html and len(html) > 1_000_000  # plotly.js inlined
 
 

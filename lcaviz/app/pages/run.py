@@ -72,7 +72,9 @@ def _layers_section() -> html.Section:
     return section("Layers", [html.Div([
         graph_card(ids.LAYER_BARS, "LCA per layer", controls=bars_ctl),
         graph_card(ids.LAYER_CURVES, "LCA per layer over time", controls=curve_ctl),
-    ], className="grid2")], sid="sec-layers")
+    ], className="grid2"),
+        graph_card(ids.TRAIN_VAL, "Training vs validation loss: which layers generalise")],
+        sid="sec-layers")
 
 
 def _loss_section() -> html.Section:

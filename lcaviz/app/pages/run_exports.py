@@ -50,7 +50,8 @@ def build_figure(state: AppState, graph: str, c: Controls):
     simple = {ids.LAYER_BARS: "layer_bars", ids.LAYER_CURVES: "layer_curves",
               ids.LOSS: "loss", ids.RESIDUAL: "residual", ids.HELP_TIME: "help_time",
               ids.HELP_LAYER: "help_layer", ids.HELP_FRACTION: "help_fraction",
-              ids.DRILL: "drill", ids.LCA_ERROR: "lca_error", ids.TABLE_S1: "table_s1"}
+              ids.DRILL: "drill", ids.LCA_ERROR: "lca_error", ids.TABLE_S1: "table_s1",
+              ids.TRAIN_VAL: "train_val"}
     if graph == ids.HEATMAP:
         return run_views.heatmap(state, c)[0]
     if graph in simple:
@@ -138,7 +139,8 @@ def report(state: AppState, values: list):
         return dash.no_update
     graphs = [ids.HEATMAP, ids.LAYER_BARS, ids.LAYER_CURVES, ids.LOSS, ids.RESIDUAL,
               ids.HELP_TIME, ids.HELP_HIST, ids.HELP_LAYER, ids.HELP_FRACTION, ids.WEIBULL,
-              ids.SYNC_PEAKS] + ([ids.LCA_ERROR, ids.TABLE_S1] if b.has_lca_error else [])
+              ids.SYNC_PEAKS] + ([ids.LCA_ERROR, ids.TABLE_S1] if b.has_lca_error else []) \
+        + ([ids.TRAIN_VAL] if b.has_val else [])
     figs = [build_figure(state, g, c) for g in graphs]
     from lcaviz.app.queries import run_meta, subtitle
 

@@ -138,6 +138,7 @@ def register_views(app: dash.Dash, state: AppState) -> None:
        Input(ids.RESIDUAL_LOG, "value"))(view("residual", residual_log=bool))
     cb(Output(ids.HELP_TIME, "figure"), meta_in, rid_st, *frame_st)(view("help_time"))
     cb(Output(ids.LCA_ERROR, "figure"), meta_in, rid_st, *frame_st)(view("lca_error"))
+    cb(Output(ids.TRAIN_VAL, "figure"), meta_in, rid_st, *frame_st)(view("train_val"))
     cb(Output(ids.TABLE_S1, "figure"), meta_in, rid_st, *frame_st)(view("table_s1"))
     cb(Output(ids.HELP_LAYER, "figure"), meta_in, rid_st, *frame_st)(view("help_layer"))
     cb(Output(ids.HELP_FRACTION, "figure"), meta_in, rid_st, *frame_st)(view("help_fraction"))

@@ -12,6 +12,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from lcaviz.analysis import helping, layers
+from lcaviz.analysis.generalization import train_val_curves, train_val_layers
 from lcaviz.analysis.lca_error import error_table, rule_errors
 from lcaviz.app.queries import (
     fixed_limit,
@@ -30,6 +31,7 @@ from lcaviz.figures import helping as fhelp
 from lcaviz.figures.heatmap import downsample_label, layer_heatmap
 from lcaviz.figures.lca_error import lca_error_figure, table_s1_figure
 from lcaviz.figures.theme import empty_figure
+from lcaviz.figures.train_val import train_val_figure
 
 MODE_LABEL = {"row": "LCA at", "cumulative": "Cumulative LCA,", "window": "Window sum,"}
 
@@ -209,3 +211,11 @@ def table_s1(state: AppState, c: Controls) -> go.Figure:
     """The paper's Table S1 from this run: first order vs RK4 against the finer reference."""
     b, key = state.open(c.run_id)
     return table_s1_figure(state.cached(("rule_errors", key), lambda: rule_errors(b)))
+
+
+def train_val(state: AppState, c: Controls) -> go.Figure:
+    """Per layer, the LCA of the training vs the validation loss (runs made with --val-lca)."""
+    b, key = state.open(c.run_id)
+    table = state.cached(("train_val", key), lambda: train_val_layers(b))
+    curves = state.cached(("train_val_curves", key), lambda: train_val_curves(b))
+    return train_val_figure(table, curves)
