@@ -1,7 +1,10 @@
-"""The four networks of the LCA paper: MNIST-FC, LeNet, All-CNN-C and ResNet-20.
+"""The four networks of the LCA paper: MNIST-FC, LeNet, All-CNN-C and ResNet-20, and a
+transformer for modular addition (:mod:`compute.transformer`, ``build_model("transformer")``).
 
-Every model is built only from nn.Conv2d / nn.Linear / nn.BatchNorm2d (activations and pooling
-are functional), so generic code can walk ``named_modules()`` and find just the layers.
+Every image model is built only from nn.Conv2d / nn.Linear / nn.BatchNorm2d (activations and
+pooling are functional), so generic code can walk ``named_modules()`` and find just the layers;
+the transformer's modules each hold one layer's parameters too (embedding tables, per-head
+projections, nn.Linear, optional LayerNorms).
 There is no dropout anywhere: the LCA loss must be a deterministic function of the parameters.
 """
 
@@ -13,7 +16,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-MODELS = ("mnist_fc", "lenet", "allcnn", "resnet20")
+MODELS = ("mnist_fc", "lenet", "allcnn", "resnet20")  # image classifiers
+SEQUENCE_MODELS = ("transformer",)  # token sequences: compute/transformer.py
+# the reference transformer (lca-run --net transformer): the grokking run's widths
+TRANSFORMER_DEFAULTS = dict(d_model=64, n_heads=4, d_mlp=256, n_layers=1, activation="relu",
+                            layernorm=False)
 
 
 class MnistFC(nn.Module):
@@ -151,20 +158,31 @@ def init_weights(model: nn.Module) -> None:
 
 
 def build_model(name: str, input_shape: tuple[int, ...], n_classes: int,
-                seed: int = 0) -> nn.Module:
+                seed: int = 0, **options) -> nn.Module:
     """Builds a freshly initialised network.
 
     Args:
-        name: one of ``mnist_fc``, ``lenet``, ``allcnn``, ``resnet20``.
-        input_shape: one example's shape, e.g. (1, 28, 28); conv nets need (C, H, W).
+        name: one of ``mnist_fc``, ``lenet``, ``allcnn``, ``resnet20``, ``transformer``.
+        input_shape: one example's shape, e.g. (1, 28, 28); conv nets need (C, H, W), the
+            transformer (sequence length,) of token ids in 0..n_classes (n_classes + 1 tokens:
+            the classes and "=", as in modular addition).
         n_classes: number of outputs.
         seed: the initialisation depends only on this (the global RNG is left untouched).
+        options: ``transformer`` only: keyword arguments of
+            :class:`compute.transformer.Transformer` over :data:`TRANSFORMER_DEFAULTS`
+            (``d_model``, ``n_heads``, ``d_mlp``, ``n_layers``, ``activation``, ``layernorm``,
+            ``d_vocab``).
 
     Raises:
         ValueError: unknown name or an input shape the network cannot take.
     """
+    if name == "transformer":
+        return _build_transformer(input_shape, n_classes, seed, options)
+    if options:
+        raise ValueError(f"{name} takes no options, got {', '.join(options)}")
     if name not in _BUILDERS:
-        raise ValueError(f"unknown model {name!r}; valid names: {', '.join(MODELS)}")
+        raise ValueError(f"unknown model {name!r}; valid names: "
+                         f"{', '.join(MODELS + SEQUENCE_MODELS)}")
     input_shape = tuple(int(d) for d in input_shape)
     if name != "mnist_fc" and len(input_shape) != 3:
         raise ValueError(f"{name} needs a (C, H, W) input shape, got {input_shape}")
@@ -177,3 +195,21 @@ def build_model(name: str, input_shape: tuple[int, ...], n_classes: int,
         model = _BUILDERS[name](input_shape, n_classes)
         init_weights(model)
     return model
+
+
+def _build_transformer(input_shape: tuple[int, ...], n_classes: int, seed: int,
+                       options: dict) -> nn.Module:
+    from compute.transformer import Transformer
+
+    input_shape = tuple(int(d) for d in input_shape)
+    if len(input_shape) != 1 or input_shape[0] < 1:
+        raise ValueError(f"transformer needs a (sequence length,) input shape of token ids, "
+                         f"got {input_shape}")
+    unknown = set(options) - set(TRANSFORMER_DEFAULTS) - {"d_vocab"}
+    if unknown:
+        raise ValueError(f"unknown transformer options: {', '.join(sorted(unknown))}")
+    kw = {**TRANSFORMER_DEFAULTS, **options}
+    d_vocab = kw.pop("d_vocab", n_classes + 1)
+    with torch.random.fork_rng(devices=[]):  # its own init (Transformer.reset_parameters)
+        torch.manual_seed(seed)
+        return Transformer(input_shape[0], d_vocab, n_classes, **kw)
