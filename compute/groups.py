@@ -1,0 +1,108 @@
+"""Named groups of parameters finer than layers: the components of a transformer.
+
+A *group* is a name and a list of flat ``[start, end)`` ranges in the order of
+:func:`compute.params.flat_params` / :func:`compute.params.param_table`. The groups of
+:func:`component_groups` partition the parameters (every flat index is in exactly one group)
+and each lies inside one layer of the param table, so summing a per-parameter LCA vector per
+group refines the per-layer sums exactly:
+
+* every layer of the table is one group named like the layer (``embed``, ``pos_embed``,
+  ``blocks.0.mlp.fc_in`` (weight and bias), ``blocks.0.ln1``, ``unembed`` ...),
+* except head projections (:class:`compute.transformer.HeadProjection` with more than one
+  head: the attention's ``q``, ``k``, ``v`` and ``o``), which split into one group per head,
+  ``blocks.0.attn.q.head0`` ... (their head axis comes first, so a head is one range).
+
+Any model works: one without head projections gets its layers back as groups.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from compute.lca import layer_sums
+from compute.params import param_table
+
+Group = tuple[str, list[tuple[int, int]]]
+
+
+def _owners(model: nn.Module) -> dict[int, tuple[str, nn.Module]]:
+    """id(parameter) -> (module name, module) of its first owner, as param_table counts it."""
+    owner: dict[int, tuple[str, nn.Module]] = {}
+    for mod_name, module in model.named_modules():
+        for p in module.parameters(recurse=False):
+            owner.setdefault(id(p), (mod_name, module))
+    return owner
+
+
+def component_groups(model: nn.Module) -> list[Group]:
+    """The model's parameters by component, in flat order (see the module docstring).
+
+    Returns:
+        ``[(name, [(start, end), ...]), ...]``: names unique, ranges sorted and non-empty;
+        together they cover 0..P−1 exactly once.
+    """
+    from compute.transformer import HeadProjection  # transformer.py does not import this
+
+    table = param_table(model)
+    owner = _owners(model)
+    groups: dict[str, list[tuple[int, int]]] = {}
+    for i, (_, p) in enumerate(model.named_parameters()):
+        start, end = int(table.offsets[i]), int(table.offsets[i + 1])
+        mod_name, module = owner[id(p)]
+        if isinstance(module, HeadProjection) and module.n_heads > 1 and end > start:
+            size = (end - start) // module.n_heads  # (H, ...): head h is the h-th block
+            for h in range(module.n_heads):
+                groups.setdefault(f"{mod_name}.head{h}", []).append(
+                    (start + h * size, start + (h + 1) * size))
+        elif end > start:
+            groups.setdefault(table.layer_names[table.layer[i]], []).append((start, end))
+    out = []
+    for name, ranges in groups.items():
+        merged: list[tuple[int, int]] = []
+        for s, e in sorted(ranges):  # adjacent tensors of one layer: one range
+            if merged and merged[-1][1] == s:
+                merged[-1] = (merged[-1][0], e)
+            else:
+                merged.append((s, e))
+        out.append((name, merged))
+    return sorted(out, key=lambda g: g[1][0][0])
+
+
+def group_index(groups: list[Group], n_params: int) -> np.ndarray:
+    """Group of every scalar parameter, (P,) int64; raises ValueError unless a partition."""
+    idx = np.full(n_params, -1, dtype=np.int64)
+    for g, (name, ranges) in enumerate(groups):
+        for s, e in ranges:
+            if not 0 <= s < e <= n_params:
+                raise ValueError(f"group {name!r}: range [{s}, {e}) outside 0..{n_params}")
+            if (idx[s:e] >= 0).any():
+                raise ValueError(f"group {name!r} overlaps another group in [{s}, {e})")
+            idx[s:e] = g
+    if (idx < 0).any():
+        raise ValueError(f"{int((idx < 0).sum())} parameters are in no group "
+                         f"(first: flat index {int(np.argmax(idx < 0))})")
+    return idx
+
+
+def group_layers(groups: list[Group], layer_index: np.ndarray) -> np.ndarray:
+    """The layer each group lies in, (G,) int64 (−1 where a group spans several layers).
+
+    Args:
+        layer_index: layer of every scalar parameter, (P,) (``ParamTable.param_layer_index``).
+    """
+    out = np.empty(len(groups), dtype=np.int64)
+    for g, (_, ranges) in enumerate(groups):
+        layers = np.unique(np.concatenate([layer_index[s:e] for s, e in ranges]))
+        out[g] = layers[0] if len(layers) == 1 else -1
+    return out
+
+
+def group_sums(values: torch.Tensor, index: torch.Tensor, n_groups: int) -> torch.Tensor:
+    """Sum (P,) or (C, P) values per group -> (G,) or (C, G), in float64, on the device.
+
+    ``index`` is :func:`group_index` as a tensor on the values' device; the reduction is
+    :func:`compute.lca.layer_sums`, so group and layer sums add up in the same way.
+    """
+    return layer_sums(values, index, n_groups)
