@@ -64,6 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="use only the first N training examples (default: all)")
     g.add_argument("--val-size", type=int, default=None,
                    help="validation examples (default: the dataset's split)")
+    g.add_argument("--modulus", type=int, default=d.modulus,
+                   help="modular-addition: p (examples are all p^2 pairs a, b < p)")
+    g.add_argument("--train-fraction", type=float, default=d.train_fraction,
+                   help="modular-addition: fraction of the pairs that train (seeded split; "
+                   "the rest validate)")
     g = p.add_argument_group("optimizer")
     g.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer, help="optimizer")
     g.add_argument("--lr", type=float, default=d.lr, help="learning rate")
@@ -173,7 +178,8 @@ def config_from_args(a: argparse.Namespace) -> RunConfig:
         layer_momentum=dict(a.layer_momentum), freeze=list(a.freeze), seed=a.seed,
         device=a.device, precision=a.precision, memory_format=a.memory_format,
         compile=a.compile, allow_tf32=a.allow_tf32,
-        checkpoint_every=a.checkpoint_every, checkpoint_seconds=a.checkpoint_seconds)
+        checkpoint_every=a.checkpoint_every, checkpoint_seconds=a.checkpoint_seconds,
+        modulus=a.modulus, train_fraction=a.train_fraction)
 
 
 class Terminated(Exception):

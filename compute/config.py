@@ -6,11 +6,12 @@ import math
 from dataclasses import asdict, dataclass, field
 
 from compute.lca import METHODS
+from compute.modular import DEFAULT_MODULUS, DEFAULT_TRAIN_FRACTION, check_modular
 from lcaviz.bundle.schema import COMPRESSIONS, STORAGES, RowSchedule, ScheduleError
 
-NETS = ("mnist_fc", "lenet", "allcnn", "resnet20")
-DATASETS = ("mnist", "fashion-mnist", "cifar10", "synthetic")
-OPTIMIZERS = ("sgd", "adam")
+NETS = ("mnist_fc", "lenet", "allcnn", "resnet20", "transformer")
+DATASETS = ("mnist", "fashion-mnist", "cifar10", "synthetic", "modular-addition")
+OPTIMIZERS = ("sgd", "adam", "adamw")
 PRECISIONS = ("float32", "float64")
 MEMORY_FORMATS = ("contiguous", "channels_last")
 
@@ -67,6 +68,9 @@ class RunConfig:
     allow_tf32: bool = False
     checkpoint_every: int = 50  # iterations between resumable checkpoints ...
     checkpoint_seconds: float = 120.0  # ... or seconds, whichever comes first
+    # modular-addition (compute/modular.py): p, and the fraction of the p² pairs that train
+    modulus: int = DEFAULT_MODULUS
+    train_fraction: float = DEFAULT_TRAIN_FRACTION
 
     def row_schedule(self) -> RowSchedule:
         """The per-parameter row schedule (``--lca-rows``, else ``--lca-stride``)."""
@@ -134,6 +138,7 @@ class RunConfig:
             raise ConfigError("--layer-momentum only applies to --optimizer sgd")
         if self.device != "cpu" and not self.device.startswith("cuda"):
             raise ConfigError(f"--device must be 'cpu' or 'cuda[:N]', got {self.device!r}")
+        _modular(self)
         return self
 
 
@@ -142,6 +147,22 @@ def check_memory_format(requested: str, input_shape: tuple[int, ...]) -> None:
     if requested == "channels_last" and len(input_shape) != 3:
         raise ConfigError(f"--memory-format channels_last needs image inputs (C, H, W), "
                           f"got input shape {input_shape}")
+
+
+def _modular(cfg: RunConfig) -> None:
+    """--modulus / --train-fraction: valid, and only where they act (modular-addition)."""
+    try:
+        check_modular(cfg.modulus, cfg.train_fraction)
+    except ValueError as e:
+        raise ConfigError(f"--modulus/--train-fraction: {e}") from None
+    if (cfg.modulus, cfg.train_fraction) != (DEFAULT_MODULUS, DEFAULT_TRAIN_FRACTION):
+        if cfg.dataset != "modular-addition":
+            raise ConfigError("--modulus and --train-fraction only apply to --dataset "
+                              "modular-addition")
+        # TODO(issue 16.4): compute/train.py does not pass them to load_splits yet; refuse
+        # rather than record values the run would not use
+        raise ConfigError(f"--modulus/--train-fraction other than {DEFAULT_MODULUS}/"
+                          f"{DEFAULT_TRAIN_FRACTION} are not wired into lca-run yet")
 
 
 def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:

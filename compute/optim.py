@@ -1,4 +1,4 @@
-"""Optimizers with per-layer learning-rate, momentum and freeze overrides.
+"""Optimizers (SGD, Adam, AdamW) with per-layer learning-rate, momentum and freeze overrides.
 
 Overrides name a layer (``fc3``) or a module prefix (``layer3`` covers ``layer3.0.conv1`` ...),
 so the paper's last-layer experiments are one flag each: ``--freeze fc3``,
@@ -58,4 +58,7 @@ def build_optimizer(model: nn.Module, cfg: RunConfig) -> torch.optim.Optimizer:
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum,
                                weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":  # decoupled weight decay (Loshchilov & Hutter)
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas,
+                                 weight_decay=cfg.weight_decay)
     return torch.optim.Adam(groups, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
