@@ -10,7 +10,8 @@
 #   bash benchmarks/gpu_suite.sh profile     # where an iteration's time goes
 #   bash benchmarks/gpu_suite.sh lastlayer [--only regular fc_frozen ...]
 #                                            # last-layer experiments, 10k images, 200 iterations
-#                                            # (~3 min per run; split the six over two calls)
+#                                            # (~3 min per run; 6 settings x 3 seeds:
+#                                            #  one --seeds N per call, --only to split)
 # Results land in $OUT (the device tool copies that folder back) or ./gpu_results.
 set -euo pipefail
 cd "$(dirname "$0")/.."

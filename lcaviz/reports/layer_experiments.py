@@ -3,7 +3,9 @@
 Each bundle is classified by what its config does to the *last* layer: nothing ("regular"),
 frozen, its own learning rate, or its own momentum (a delay d = m / (1 − m), so momentum 0.9
 is d = 9). The report compares per-layer total LCA and final loss across them, and fits the
-last layer's LCA against d (the paper finds it "fairly linear").
+last layer's LCA against d (the paper finds it "fairly linear"). Runs of several seeds are
+grouped by treatment (means ± std) and every claim is tested over seeds
+(:mod:`lcaviz.reports.layer_claims`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import plotly.graph_objects as go
 
 from lcaviz.bundle import RunBundle
 from lcaviz.figures.compare import layer_totals_figure
+from lcaviz.reports.layer_claims import claims, claims_table
 
 EARLY = 10  # "start of training": the paper notes the last layer's LCA is high in the first few
 
@@ -35,7 +38,12 @@ class LayerRun:
     loss_final: float
     loss_mean: float  # mean full-dataset loss over the run (area under the curve / T)
     residual_pct: float  # |Σ residual| / |ΔL| in %
+    residual_abs: float  # |Σ residual|, loss units: the error of any sum of this run's LCA
     config: dict
+
+    @property
+    def seed(self) -> int:
+        return int(self.config.get("seed", 0))
 
 
 def _delay(m: float) -> float:
@@ -67,11 +75,11 @@ def load_runs(runs_dir: Path) -> list[LayerRun]:
             treatment, delay = classify(cfg, names[-1])
             d_loss = float(loss[-1] - loss[0])
             per_iter = b.lca_layer()  # (T, L)
+            res = abs(float(b.residual().sum()))
             out.append(LayerRun(path.stem, treatment, delay, names, per_iter.sum(0),
                                 per_iter[:EARLY].sum(0), float(loss[0]), float(loss[-1]),
-                                float(loss[1:].mean()),
-                                100 * abs(float(b.residual().sum())) / max(abs(d_loss), 1e-30),
-                                cfg))
+                                float(loss[1:].mean()), 100 * res / max(abs(d_loss), 1e-30),
+                                res, cfg))
     return out
 
 
@@ -88,7 +96,7 @@ def delay_fit(runs: Sequence[LayerRun]) -> tuple[float, float, float] | None:
     Returns:
         (a, b, R²), or None with fewer than three distinct delays.
     """
-    pts = sorted({(r.delay, r.totals[-1]) for r in momentum_sweep(runs)})
+    pts = sorted((r.delay, r.totals[-1]) for r in momentum_sweep(runs))  # every seed's point
     if len({d for d, _ in pts}) < 3:
         return None
     d, y = np.array(pts).T
@@ -104,82 +112,92 @@ def _setup_line(r: LayerRun) -> str:
     n = f", first {c['train_size']:,} training images" if c.get("train_size") else ""
     return (f"`{c.get('net')}` on {data}{n}; {c.get('optimizer')} lr {c.get('lr')}, momentum "
             f"{c.get('momentum')}, batch {c.get('batch_size')}, {c.get('iters')} iterations, "
-            f"method `{c.get('method')}`, chunk {c.get('chunk_size')}, seed {c.get('seed')}, "
+            f"method `{c.get('method')}`{_tolerance(c)}, chunk {c.get('chunk_size')}, "
             f"precision {c.get('precision')}.")
 
 
-def _verdicts(runs: Sequence[LayerRun]) -> list[str]:
-    by = {r.treatment: r for r in runs}
-    out = []
-    reg = by.get("regular")
-    if reg is None:
-        return out
-    first, last = reg.totals[0], reg.totals[-1]
-    out.append(f"Regular run: the first layer's total LCA is {first:+.4g} "
-               f"({'hurts' if first > 0 else 'helps'}; paper: hurts) and the last layer's is "
-               f"{last:+.4g} ({'hurts' if last > 0 else 'helps'}; paper: hurts).")
-    if "frozen" in by:
-        fr = by["frozen"]
-        others = (fr.totals[:-1].sum(), reg.totals[:-1].sum())
-        out.append(f"Last layer frozen: final loss {fr.loss_final:.4f} vs {reg.loss_final:.4f} "
-                   f"regular ({'lower' if fr.loss_final < reg.loss_final else 'not lower'}; "
-                   f"paper: lower), mean loss over the run {fr.loss_mean:.4f} vs "
-                   f"{reg.loss_mean:.4f}; all other layers together {others[0]:+.4g} vs "
-                   f"{others[1]:+.4g} ({'help less' if others[0] > others[1] else 'help more'}; "
-                   "paper: help less).")
-    for t, r in by.items():
-        if t.startswith("lr "):
-            out.append(f"Last layer at {t}: its LCA {r.totals[-1]:+.4g}, final loss "
-                       f"{r.loss_final:.4f}, mean {r.loss_mean:.4f} (paper: like the frozen run).")
+def _tolerance(c: dict) -> str:
+    if c.get("method") != "adaptive":
+        return ""
+    return f" (tol {c.get('tol'):g}, rtol {c.get('rtol', 0):g})"
+
+
+def _mean_sd(x: Sequence[float], fmt: str) -> str:
+    x = np.asarray(x, dtype=float)
+    sd = f" ± {x.std(ddof=1):{fmt}}" if x.size > 1 else ""
+    return f"{x.mean():{fmt}}{sd}"
+
+
+def treatments(runs: Sequence[LayerRun]) -> dict[str, list[LayerRun]]:
+    """Runs grouped by treatment, in the order the treatments first appear."""
+    out: dict[str, list[LayerRun]] = {}
+    for r in runs:
+        out.setdefault(r.treatment, []).append(r)
     return out
 
 
 def section(runs: Sequence[LayerRun], label: str) -> str:
-    """Markdown: setup, per-run table, delay sweep with its linear fit, per-layer table."""
+    """Markdown: setup, per-run table, per-treatment means over seeds, the claims with their
+    verdicts, the delay sweep with its linear fit, and the per-layer totals."""
     if not runs:
         return f"No bundles in `{label}`.\n"
     first, last = runs[0].layer_names[0], runs[0].layer_names[-1]
-    lines = [f"Bundles in `{label}`: {_setup_line(runs[0])}", ""]
-    lines += ["| run | last layer | final / mean train loss | first layer (`" + first + "`) | "
-              "last layer (`" + last + f"`) | last layer, first {EARLY} it | middle layers | "
-              "ΣLCA | cum. residual | layers that hurt |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+    seeds = sorted({r.seed for r in runs})
+    lines = [f"Bundles in `{label}`: {_setup_line(runs[0])} Seeds {', '.join(map(str, seeds))}.",
+             "", "| run | last layer | seed | final / mean train loss | first layer (`" + first +
+             "`) | last layer (`" + last + f"`) | last layer, first {EARLY} it | middle layers "
+             "| ΣLCA | cum. residual | layers that hurt |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in runs:
         hurt = [n for n, v in zip(r.layer_names, r.totals, strict=True) if v > 0]
-        lines.append(f"| {r.name} | {r.treatment} | {r.loss_final:.4f} / {r.loss_mean:.4f} | "
-                     f"{r.totals[0]:+.4g} | "
-                     f"{r.totals[-1]:+.4g} | {r.early[-1]:+.4g} | {r.totals[1:-1].sum():+.4g} | "
-                     f"{r.totals.sum():+.4g} "
+        lines.append(f"| {r.name} | {r.treatment} | {r.seed} | {r.loss_final:.4f} / "
+                     f"{r.loss_mean:.4f} | {r.totals[0]:+.4g} | {r.totals[-1]:+.4g} | "
+                     f"{r.early[-1]:+.4g} | {r.totals[1:-1].sum():+.4g} | {r.totals.sum():+.4g} "
                      f"| {r.residual_pct:.2f} % | {', '.join(hurt) or 'none'} |")
-    lines += [""] + [f"- {v}" for v in _verdicts(runs)]
+    groups = treatments(runs)
+    lines += ["", "Per treatment, mean ± std over seeds:", "",
+              "| last layer | seeds | final train loss | mean train loss | first layer | "
+              "last layer | all other layers | largest cum. residual |",
+              "|---|---|---|---|---|---|---|---|"]
+    for t, rs in groups.items():
+        lines.append(f"| {t} | {len(rs)} | {_mean_sd([r.loss_final for r in rs], '.4f')} | "
+                     f"{_mean_sd([r.loss_mean for r in rs], '.4f')} | "
+                     f"{_mean_sd([r.totals[0] for r in rs], '+.4g')} | "
+                     f"{_mean_sd([r.totals[-1] for r in rs], '+.4g')} | "
+                     f"{_mean_sd([r.totals[:-1].sum() for r in rs], '+.4g')} | "
+                     f"{max(r.residual_pct for r in rs):.2f} % |")
+    cs = claims(runs)
+    if cs:
+        lines += ["", "The paper's claims, each reduced to one value per seed that is positive "
+                  "when the claim holds (paired by seed where two treatments are compared):", ""]
+        lines += claims_table(cs)
     sweep = momentum_sweep(runs)
-    if sweep:
-        lines += ["", "Momentum-delay sweep of the last layer (momentum = d / (d + 1); the rest "
-                  "keep the regular momentum):", "",
-                  "| delay d | last-layer momentum | last-layer LCA | all other layers | "
-                  "final / mean loss |", "|---|---|---|---|---|"]
-        lines += [f"| {r.delay:.3g} | {r.delay / (r.delay + 1):.3g} | {r.totals[-1]:+.4g} | "
-                  f"{r.totals[:-1].sum():+.4g} | {r.loss_final:.4f} / {r.loss_mean:.4f} |"
-                  for r in sweep]
-        fit = delay_fit(runs)
-        if fit:
-            lines += ["", f"Linear fit: last-layer LCA = {fit[0]:+.4g} {fit[1]:+.4g}·d, "
-                      f"R² = {fit[2]:.3f} (paper: fairly linear; hurting at d = 9, helping a "
-                      "lot at d = 0)."]
+    fit = delay_fit(runs)
+    if sweep and fit:
+        lines += ["", f"Linear fit over every seed's sweep point (momentum = d / (d + 1), the "
+                  f"rest keep the regular momentum): last-layer LCA = {fit[0]:+.4g} "
+                  f"{fit[1]:+.4g}·d, R² = {fit[2]:.3f} (paper: fairly linear; hurting at d = 9, "
+                  "helping a lot at d = 0)."]
     names = runs[0].layer_names
-    lines += ["", "Total LCA per layer:", "",
-              "| layer | " + " | ".join(r.name for r in runs) + " |",
-              "|---" * (len(runs) + 1) + "|"]
-    lines += [f"| {n} | " + " | ".join(f"{r.totals[i]:+.3g}" for r in runs) + " |"
+    lines += ["", "Total LCA per layer, mean over seeds:", "",
+              "| layer | " + " | ".join(groups) + " |", "|---" * (len(groups) + 1) + "|"]
+    lines += [f"| {n} | " + " | ".join(f"{np.mean([r.totals[i] for r in rs]):+.3g}"
+                                      for rs in groups.values()) + " |"
               for i, n in enumerate(names)]
     return "\n".join(lines) + "\n"
 
 
 def figure(runs: Sequence[LayerRun]) -> go.Figure:
-    """The paper's Fig. 4 layout: total LCA per layer, one bar series per run."""
-    fig = layer_totals_figure([(f"{r.name} ({r.treatment})", r.layer_names, r.totals)
-                               for r in runs],
-                              title="Total LCA per layer (negative = helped)")
+    """The paper's Fig. 4 layout: total LCA per layer, one bar series per treatment (the mean
+    over its seeds, with the standard deviation as error bars when there are several)."""
+    groups = treatments(runs)
+    series = [(f"{t} ({len(rs)} seed{'s' if len(rs) > 1 else ''})", rs[0].layer_names,
+               np.mean([r.totals for r in rs], axis=0)) for t, rs in groups.items()]
+    fig = layer_totals_figure(series, title="Total LCA per layer (negative = helped)")
+    for trace, rs in zip(fig.data, groups.values(), strict=True):
+        if len(rs) > 1:
+            trace.error_y = {"type": "data", "array": np.std([r.totals for r in rs], axis=0,
+                                                              ddof=1), "visible": True}
     fig.update_layout(width=1100, height=440, legend={"orientation": "h", "y": -0.45})
     fig.update_xaxes(tickangle=-45)
     return fig
