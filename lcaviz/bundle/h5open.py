@@ -158,6 +158,15 @@ class _BundleFile:
         self._check_layout()
         self._read_rows_layout()
 
+    def _shared(self) -> bool:
+        """Whether another handle in this process has this file open.
+
+        Such a handle shares our view of the file, cached shapes included, which can be older
+        than ``progress``: the writer may have appended since, and even finished (so the file
+        no longer looks live).
+        """
+        return h5py.h5f.get_obj_count(self._f.id, h5py.h5f.OBJ_FILE) > 1
+
     def _clamp_live(self, T: int, R: int) -> tuple[int, int]:
         """Progress of a live run, limited to what this handle's datasets show.
 
@@ -210,7 +219,7 @@ class _BundleFile:
         S = int(self._attrs.get("lca_stride", 1))
         if S < 1:
             problems.append(f"lca_stride {S} is not positive")
-        elif self.live:
+        elif self.live or self._shared():
             T, R = self._clamp_live(T, R)
         if self.format_version < 2 and S >= 1 and (T < 0 or not T // S <= R <= -(-T // S)):
             problems.append(f"progress [T={T}, R={R}] is impossible for stride {S}")

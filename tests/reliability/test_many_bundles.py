@@ -1,11 +1,14 @@
 """A runs directory with 500 bundles, 50 of them broken in five different ways: ``scan_runs``
-stays fast and describes every file, and the runs page renders a row for each without raising.
+describes every file, and the runs page renders a row for each without raising.
+
+How fast that is belongs to the benchmarks (``python benchmarks/bench_dashboard.py --runs 500``),
+not to these tests: they must pass beside a CPU hog, where a time limit would only measure the
+hog.
 """
 
 from __future__ import annotations
 
 import shutil
-import time
 from pathlib import Path
 
 import dash
@@ -67,13 +70,9 @@ def runs_dir(tmp_path_factory):
 
 
 @pytest.mark.timeout(300)  # a safety net, generous: the suite must pass beside a CPU hog
-def test_scan_500_bundles_with_broken_ones_is_fast_and_complete(runs_dir):
+def test_scan_500_bundles_with_broken_ones_is_complete(runs_dir):
     root, kinds = runs_dir
-    start = time.perf_counter()
     infos = scan_runs(root)
-    elapsed = time.perf_counter() - start
-    print(f"scan_runs over {N_TOTAL} files: {elapsed:.2f} s")
-    assert elapsed < 10, f"scan_runs took {elapsed:.1f} s for {N_TOTAL} files"
     assert len(infos) == N_TOTAL
     by_path = {i.path: i for i in infos}
     assert set(by_path) == set(kinds)
@@ -93,11 +92,7 @@ def test_scan_500_bundles_with_broken_ones_is_fast_and_complete(runs_dir):
 def test_runs_page_renders_a_row_for_each_of_500_bundles(runs_dir):
     root, kinds = runs_dir
     state = get_state(create_app(root))
-    start = time.perf_counter()
     rows, cards, count, digest = refresh_runs(state, 0, None)
-    elapsed = time.perf_counter() - start
-    print(f"runs page callback over {N_TOTAL} files: {elapsed:.2f} s")
-    assert elapsed < 15
     assert len(rows) == N_TOTAL and {r["id"] for r in rows} == set(kinds)
     n_bad = N_PER_BAD_KIND * len(BAD_KINDS)
     unreadable = [r for r in rows if r["status"] == "unreadable"]
