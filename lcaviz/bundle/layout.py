@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 import h5py
 import numpy as np
 
+from lcaviz.bundle.chunks import LCA_CHUNK, layer_stats, lca_chunks  # noqa: F401 - re-exported
 from lcaviz.bundle.schema import (
     BF16_ENCODING,
     COMPRESSIONS,
@@ -21,12 +22,11 @@ from lcaviz.bundle.schema import (
     ScheduleError,
 )
 
-LCA_CHUNK = (8, 32768)  # 1 MiB float32 chunks: a row read touches P/32768 chunks
 STR = h5py.string_dtype()
 # per-iteration datasets of length T (the others of length T + 1 hold values at θ_0 … θ_T)
 T_DATASETS = ("loss/minibatch", "lca_residual", "splits", "lca_layer", "help_count",
               "hurt_count", "timing/seconds", "lca_class_layer", "lca_val_layer",
-              "lca_val_residual", "hit_max_halvings")
+              "lca_val_residual", "hit_max_halvings", "loss_change")
 T1_DATASETS = ("loss/train", "accuracy/train", "loss/val", "accuracy/val", "trajectory")
 # --lca-error-every: rules compared with the refined quadrature, and the M-length datasets
 # (one entry per error iteration, in ``lca_error_iters`` order)
@@ -41,6 +41,9 @@ M_DATASETS = ("lca_error_iters", "lca_error", f"{ERROR_STATS}/intervals",
 OSC_COUNTERS = ("param_moves", "param_move_changes", "param_grad_signs", "param_grad_changes")
 OSC_LAYER_COLUMNS = ("moves", "move_changes", "moving", "grad_signs", "grad_changes",
                      "grad_nonzero")
+# cheaper LCA (docs/approximations.md): the allocated iterations (--lca-every K > 1) and the
+# full training loss at θ_0, θ_K, ... (--full-loss-every K)
+FULL_LOSS_DATASETS = ("full_loss_iters", "full_loss", "full_accuracy")
 
 
 @dataclass
@@ -71,6 +74,10 @@ class LayoutInfo:
     lca_error_every: int = 0  # > 0: lca_error* datasets (an error estimate every K iterations)
     max_halvings_flags: bool = False  # hit_max_halvings (T,) int8 (adaptive runs)
     oscillation_counters: bool = False  # param_moves ... and layer_oscillation
+    lca_every: int = 1  # K > 1: only iterations 0, K, 2K, ... are allocated (lca_iters)
+    full_loss_every: int = 0  # K > 0: full_loss_iters / full_loss / full_accuracy
+    loss_change: bool = False  # loss_change (T,): ΔL of each step (resampled subsets)
+    allocated_loss: str = ""  # e.g. "loss on 5,000 of 55,000 training examples"
 
     def schedule(self) -> RowSchedule:
         return RowSchedule.parse(self.row_schedule or self.lca_stride)
@@ -105,6 +112,9 @@ class IterationRecord:
     val_residual: float | None = None
     hit_max_halvings: bool | None = None  # adaptive: this step hit --max-halvings unaccepted
     lca_error: ErrorRecord | None = None  # at an error iteration (--lca-error-every)
+    allocated: bool = True  # False: not allocated (--lca-every), LCA fields are NaN / 0
+    full_loss: tuple[int, float, float] | None = None  # (t, L_full(θ_t), accuracy) if evaluated
+    loss_change: float | None = None  # the allocated ΔL of this step (loss_change bundles)
 
 
 @dataclass
@@ -162,6 +172,10 @@ def create_datasets(f: h5py.File, layout: LayoutInfo) -> None:
     a["lca_storage"], a["n_classes"] = layout.lca_storage, C
     a["lca_compression"] = layout.compression
     a["iters_planned"] = int(layout.iters_planned)
+    if layout.allocated_loss:
+        a["allocated_loss"] = layout.allocated_loss
+    if layout.lca_every > 1:
+        a["lca_every"] = int(layout.lca_every)
 
     make_dataset(f, "progress", (2,), np.int64, "[T iterations complete, R lca rows complete]")
     _params(f.create_group("params"), layout)
@@ -220,6 +234,7 @@ def create_datasets(f: h5py.File, layout: LayoutInfo) -> None:
                  "intervals and still missed the tolerance")
     if layout.lca_error_every > 0:
         _error_datasets(f, layout, P_rows, L, wide)
+    _approx_datasets(f, layout)
     if layout.oscillation_counters:
         for name, what in zip(OSC_COUNTERS, (
                 "iterations with a nonzero move", "move direction changes",
@@ -231,6 +246,19 @@ def create_datasets(f: h5py.File, layout: LayoutInfo) -> None:
         ds.attrs["columns"] = json.dumps(OSC_LAYER_COLUMNS)
         make_dataset(f, "oscillation_iters", (1,), np.int64,
                      "iterations the oscillation counters cover (T at their last write)")
+
+
+def _approx_datasets(f: h5py.File, layout: LayoutInfo) -> None:
+    """``lca_iters``, ``full_loss_iters`` / ``full_loss`` / ``full_accuracy``, ``loss_change``."""
+    if layout.lca_every > 1:
+        _growing(f, "lca_iters", (), np.int64, "iterations that were allocated", 256)
+    if layout.full_loss_every > 0:
+        for name, dtype, what in zip(FULL_LOSS_DATASETS, (np.int64, np.float64, np.float64), (
+                "t of each full-loss evaluation (theta_t)", "full training-set loss at theta_t",
+                "full training-set accuracy at theta_t"), strict=True):
+            _growing(f, name, (), dtype, what, 256)
+    if layout.loss_change:
+        _growing(f, "loss_change", (), np.float64, "allocated loss change of each step")
 
 
 def _error_datasets(f: h5py.File, layout: LayoutInfo, P_rows: int, L: int, wide) -> None:
@@ -273,26 +301,3 @@ def _params(g: h5py.Group, layout: LayoutInfo) -> None:
     sizes = np.zeros(L, np.int64)
     np.add.at(sizes, layout.param_layer, np.diff(layout.param_offsets))
     make_dataset(g, "layer_sizes", (L,), np.int64, "parameters per layer", data=sizes)
-
-
-def lca_chunks(P: int, expected_rows: int) -> tuple[int, int]:
-    """Chunk shape of (rows, P) datasets: at most LCA_CHUNK, split as evenly as possible so edge
-    chunks waste little (a run with 2 stored rows would otherwise allocate 8-row chunks, 4x the
-    bytes, and P = 84,060 would pad to 3 x 32,768 columns)."""
-    expected = expected_rows if expected_rows > 0 else LCA_CHUNK[0]
-    n_chunks = -(-expected // LCA_CHUNK[0])
-    height = -(-expected // n_chunks)  # as even as possible: 20 rows -> 3 chunks of 7, not 8
-    width = -(-P // -(-P // LCA_CHUNK[1])) if P > 0 else 1  # same for the columns
-    return max(1, height), max(1, width)
-
-
-def layer_stats(lca_row: np.ndarray, param_layer_index: np.ndarray, n_layers: int):
-    """Per-layer sums and help/hurt counts of one (P,) LCA row (numpy; for synthetic data).
-
-    Returns:
-        (lca_layer (L,), help_count (L,), hurt_count (L,)).
-    """
-    sums = np.bincount(param_layer_index, weights=lca_row, minlength=n_layers)
-    helped = np.bincount(param_layer_index, weights=lca_row < 0, minlength=n_layers)
-    hurt = np.bincount(param_layer_index, weights=lca_row > 0, minlength=n_layers)
-    return sums, helped.astype(np.int32), hurt.astype(np.int32)

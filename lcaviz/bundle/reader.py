@@ -14,6 +14,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from lcaviz.bundle.approx import _BundleApprox
 from lcaviz.bundle.blocks import BLOCK_BYTES, _n_cols, _read_block
 from lcaviz.bundle.derived import derive
 from lcaviz.bundle.diagnostics import _BundleDiagnostics
@@ -23,7 +24,7 @@ from lcaviz.bundle.meta import _BundleMeta
 from lcaviz.bundle.schema import from_bfloat16
 
 
-class RunBundle(_BundleFile, _BundleMeta, _BundleDiagnostics):
+class RunBundle(_BundleFile, _BundleMeta, _BundleDiagnostics, _BundleApprox):
     """One run bundle opened for reading (also a context manager).
 
     Shapes: T iterations, R per-parameter rows (row r sums the iterations
@@ -238,14 +239,19 @@ class RunBundle(_BundleFile, _BundleMeta, _BundleDiagnostics):
     def splits(self) -> np.ndarray:
         return self._series("splits", self.n_iters)  # (T,)
 
-    def lca_layer(self) -> np.ndarray:
-        return self._series("lca_layer", self.n_iters)  # (T, L)
+    # Per-layer series, (T, ...). ``gaps``: their value at iterations that were not allocated
+    # (--lca-every): 0 makes every sum over iterations the exact sum over the allocated ones,
+    # as the rows are; NaN marks them for per-iteration views (see lcaviz/bundle/approx.py).
+    def lca_layer(self, gaps: float = 0.0) -> np.ndarray:
+        return self.gaps(self._series("lca_layer", self.n_iters), gaps)  # (T, L)
 
-    def lca_class_layer(self) -> np.ndarray | None:
-        return self._series("lca_class_layer", self.n_iters, optional=True)  # (T, C, L)
+    def lca_class_layer(self, gaps: float = 0.0) -> np.ndarray | None:
+        x = self._series("lca_class_layer", self.n_iters, optional=True)  # (T, C, L)
+        return None if x is None else self.gaps(x, gaps)
 
-    def lca_val_layer(self) -> np.ndarray | None:
-        return self._series("lca_val_layer", self.n_iters, optional=True)  # (T, L)
+    def lca_val_layer(self, gaps: float = 0.0) -> np.ndarray | None:
+        x = self._series("lca_val_layer", self.n_iters, optional=True)  # (T, L)
+        return None if x is None else self.gaps(x, gaps)
 
     def help_count(self) -> np.ndarray:
         return self._series("help_count", self.n_iters)  # (T, L)

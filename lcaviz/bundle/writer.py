@@ -22,6 +22,7 @@ from lcaviz.bundle.layout import (  # noqa: F401 - re-exported: the writer's pub
     ERROR_LAYER_FIELDS,
     ERROR_RULE_FIELDS,
     ERROR_STATS,
+    FULL_LOSS_DATASETS,
     M_DATASETS,
     OSC_COUNTERS,
     T1_DATASETS,
@@ -63,8 +64,12 @@ class BundleWriter:
     @classmethod
     def create(cls, path: str | Path, layout: LayoutInfo, *, theta0: np.ndarray | None,
                loss_train0: float, acc_train0: float, loss_val0: float | None = None,
-               acc_val0: float | None = None, flush_seconds: float = 2.0) -> BundleWriter:
+               acc_val0: float | None = None, flush_seconds: float = 2.0,
+               full_loss0: tuple[float, float] | None = None) -> BundleWriter:
         """Create the bundle, write θ_0 quantities and switch to SWMR.
+
+        ``full_loss0`` is ``(loss, accuracy)`` of the full training set at θ_0 for bundles
+        with ``full_loss_every`` (its first ``full_loss`` entry).
 
         The caller is responsible for not replacing a bundle that must be kept (``lca-run``
         refuses an existing ``--out`` unless ``--overwrite``).
@@ -81,6 +86,9 @@ class BundleWriter:
                 _append(f["accuracy/val"], acc_val0)
             if layout.save_trajectory:
                 _append(f["trajectory"], np.asarray(theta0, np.float32))
+            if layout.full_loss_every > 0 and full_loss0 is not None:
+                for name, v in zip(FULL_LOSS_DATASETS, (0, *full_loss0), strict=True):
+                    _append(f[name], v)
             f["progress"][:] = [0, 0]
             f.attrs["writer_pid"] = os.getpid()  # lets a resume refuse a live writer
             f.swmr_mode = True
@@ -116,6 +124,12 @@ class BundleWriter:
         for name in T1_DATASETS:
             if name in f:
                 f[name].resize(T + 1, axis=0)
+        if "lca_iters" in f:  # allocated iterations before T
+            f["lca_iters"].resize(int(np.searchsorted(f["lca_iters"][()], T)), axis=0)
+        if "full_loss_iters" in f:  # evaluations at θ_0 … θ_T
+            F = int(np.searchsorted(f["full_loss_iters"][()], T, side="right"))
+            for name in FULL_LOSS_DATASETS:
+                f[name].resize(F, axis=0)
         for name in (*ROW_SOURCES, "lca_rows"):
             if name in f:
                 f[name].resize(R, axis=0)
@@ -150,6 +164,13 @@ class BundleWriter:
             add("hit_max_halvings", np.int8(bool(rec.hit_max_halvings)))
         if rec.lca_error is not None:
             self._add_error(rec.lca_error)
+        if rec.allocated and "lca_iters" in self.f:
+            add("lca_iters", np.int64(self.T))
+        if rec.full_loss is not None and "full_loss_iters" in self.f:
+            for name, v in zip(FULL_LOSS_DATASETS, rec.full_loss, strict=True):
+                add(name, v)
+        if "loss_change" in self.f:
+            add("loss_change", np.nan if rec.loss_change is None else rec.loss_change)
         if "lca_val" in self.f:
             add("loss/val", rec.loss_val)
             add("accuracy/val", rec.acc_val)
