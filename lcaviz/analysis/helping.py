@@ -6,6 +6,9 @@ for every iteration, so they are exact whatever the per-parameter stride.
 Definitions: a parameter *helps* at iteration t if A[t, i] < 0, *hurts* if A[t, i] > 0.
 ``pct_help`` is the paper's Table 1 quantity: helped / (helped + hurt), i.e. among parameters
 with nonzero LCA, averaged over iterations (iterations where every LCA is zero are skipped).
+
+Runs made with ``--lca-every K`` allocated only some iterations (``RunBundle.allocated``): the
+others have no LCA, so their percentages are NaN and every average is over the allocated ones.
 """
 
 from __future__ import annotations
@@ -28,18 +31,22 @@ def help_series(bundle: RunBundle) -> pd.DataFrame:
     """Per-iteration counts and percentages (Fig. 3a), one row per iteration t.
 
     Columns: ``helped, hurt, zero`` (counts over all layers); ``pct_help, pct_hurt`` (of the
-    nonzero, in %); ``frac_help, frac_hurt, frac_zero`` (of all P parameters, in %).
+    nonzero, in %); ``frac_help, frac_hurt, frac_zero`` (of all P parameters, in %);
+    ``allocated`` (False for iterations a ``--lca-every`` run skipped: counts 0, % NaN).
     """
     helped = bundle.help_count().sum(axis=1).astype(np.int64)  # (T,)
     hurt = bundle.hurt_count().sum(axis=1).astype(np.int64)  # (T,)
+    mask = bundle.allocated()[: len(helped)]
     P = bundle.n_params
-    zero = P - helped - hurt
+    zero = np.where(mask, P - helped - hurt, 0)
     nonzero = helped + hurt
+    gap = np.where(mask, 1.0, np.nan)  # no LCA, no percentage (never a made-up 0)
     return pd.DataFrame({
         "iteration": np.arange(len(helped)), "helped": helped, "hurt": hurt, "zero": zero,
-        "pct_help": 100 * _ratio(helped, nonzero), "pct_hurt": 100 * _ratio(hurt, nonzero),
-        "frac_help": 100 * helped / max(P, 1), "frac_hurt": 100 * hurt / max(P, 1),
-        "frac_zero": 100 * zero / max(P, 1),
+        "pct_help": 100 * _ratio(helped, nonzero) * gap,
+        "pct_hurt": 100 * _ratio(hurt, nonzero) * gap,
+        "frac_help": 100 * helped / max(P, 1) * gap, "frac_hurt": 100 * hurt / max(P, 1) * gap,
+        "frac_zero": 100 * zero / max(P, 1) * gap, "allocated": mask,
     })
 
 
@@ -49,9 +56,11 @@ def overall_helping(bundle: RunBundle) -> dict:
     Returns:
         ``pct_help`` (Table 1: mean over iterations of helped / nonzero, %), ``pct_hurt``,
         ``pct_help_pooled`` (Σ helped / Σ nonzero over all iterations, %), ``pct_zero`` (mean
-        over iterations of the share of all parameters with zero LCA, %), ``n_iters``.
+        over iterations of the share of all parameters with zero LCA, %), ``n_iters`` (the
+        allocated iterations these average over).
     """
     s = help_series(bundle)
+    s = s[s.allocated]
     if len(s) == 0:
         nan = math.nan
         return {"pct_help": nan, "pct_hurt": nan, "pct_help_pooled": nan, "pct_zero": nan,
@@ -70,8 +79,9 @@ def layer_helping(bundle: RunBundle) -> pd.DataFrame:
 
     Columns: ``layer, name, size, pct_help, pct_hurt, pct_zero``.
     """
-    helped = bundle.help_count().astype(np.int64)  # (T, L)
-    hurt = bundle.hurt_count().astype(np.int64)  # (T, L)
+    mask = bundle.allocated()
+    helped = bundle.help_count().astype(np.int64)[mask]  # (T_alloc, L)
+    hurt = bundle.hurt_count().astype(np.int64)[mask]
     nonzero = helped + hurt
     sizes = bundle.layer_sizes  # (L,)
     pct_help = 100 * _ratio(helped, nonzero)  # (T, L)
@@ -94,7 +104,8 @@ def param_help_fraction(bundle: RunBundle, layer: int | str | None = None,
         bundle: an open bundle.
         layer: restrict to one layer.
         denominator: ``"nonzero"`` (iterations with nonzero LCA; parameters that never had
-            any are left out) or ``"all"`` (all T iterations).
+            any are left out) or ``"all"`` (all allocated iterations: T unless
+            ``--lca-every``).
 
     Returns:
         (n,) float64. Counters are as of the writer's last flush (final once complete).
@@ -102,7 +113,7 @@ def param_help_fraction(bundle: RunBundle, layer: int | str | None = None,
     cols = slice(None) if layer is None else bundle.layer_columns(layer)
     helped = bundle.param_help_iters()[cols].astype(np.float64)
     if denominator == "all":
-        return helped / max(bundle.n_iters, 1)
+        return helped / max(len(bundle.lca_iters()), 1)
     nonzero = bundle.param_nonzero_iters()[cols]
     keep = nonzero > 0
     return helped[keep] / nonzero[keep]

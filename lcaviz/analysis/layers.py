@@ -1,7 +1,10 @@
 """Per-layer LCA totals and whether a layer hurts overall (paper Section 4, Fig. 4).
 
 Uses ``lca_layer`` (T, L), exact for every iteration. A positive total means the layer moved,
-on balance, against the training-set gradient ("hurts").
+on balance, against the training-set gradient ("hurts"). For a run made with ``--lca-every K``
+the totals and running totals are exact sums over the allocated iterations only (the others
+count 0: nothing is made up for them), i.e. about 1/K of the loss change; rescaling them is
+an estimate, which :mod:`lcaviz.analysis.calibration` labels as one.
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ from lcaviz.bundle import RunBundle
 
 
 def cumulative_layer_lca(bundle: RunBundle, per_param: bool = False) -> np.ndarray:
-    """Running total of each layer's LCA after iterations 0..t, (T, L) float64.
+    """Running total of each layer's LCA after iterations 0..t, (T, L) float64 (over the
+    allocated iterations, for ``--lca-every`` runs).
 
     Args:
         bundle: an open bundle.

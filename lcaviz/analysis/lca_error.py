@@ -62,8 +62,7 @@ def rule_errors(bundle: RunBundle, rules: tuple[str, ...] | None = None) -> pd.D
         raise ValueError(f"no rule {', '.join(unknown)} in this bundle; rules are "
                          f"{', '.join(s['rules'])}")
     M = len(s["iters"])
-    loss = bundle.loss_train()
-    dL = loss[s["iters"] + 1] - loss[s["iters"]] if M else np.zeros(0)
+    dL = bundle.loss_change()[s["iters"]] if M else np.zeros(0)  # each step's own ΔL
     rows = []
     for rule in rules:
         k = s["rules"].index(rule)
@@ -149,10 +148,13 @@ def conservation(bundle: RunBundle) -> dict:
         ``cum_error`` = |Σ_t residual_t| / |Σ_t ΔL_t| (the paper's "< 1 %" criterion),
         ``cum_abs_error`` = Σ|residual_t| / Σ|ΔL_t|, ``within_1pct``, ``max_abs_residual``,
         ``hit_max_halvings`` (count; None without the flags), ``method``, ``tol``, ``rtol``,
-        ``max_halvings`` and ``stored`` (:meth:`RunBundle.closing_error`).
+        ``max_halvings`` and ``stored`` (:meth:`RunBundle.closing_error`). Over the allocated
+        iterations only (``--lca-every``; ``n_iters`` counts them), with each step's own ΔL
+        (:meth:`RunBundle.loss_change`).
     """
-    res = bundle.residual().astype(np.float64)
-    dL = np.diff(bundle.loss_train().astype(np.float64))[: len(res)]
+    mask = bundle.allocated()
+    res = bundle.residual().astype(np.float64)[mask]
+    dL = bundle.loss_change()[mask]
     sum_dL, abs_dL = float(dL.sum()), float(np.abs(dL).sum())
     cum = abs(float(res.sum())) / abs(sum_dL) if sum_dL else math.nan
     flags = bundle.hit_max_halvings()

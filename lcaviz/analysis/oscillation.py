@@ -138,7 +138,13 @@ def counter_oscillation(bundle: RunBundle) -> dict | None:
     covered = bundle.oscillation_iters()
     out = {"n_iters": bundle.n_iters if covered is None else covered,
            "n_iters_run": bundle.n_iters, "moves": _stats(moves, changes),
-           "gradients": _stats(signs, flips), "layers": []}
+           "gradients": _stats(signs, flips), "layers": [], "gradient_points": "every θ_t"}
+    if bundle.is_gapped or bundle.config.get("lca_data_resample"):
+        # the cheaper modes see the gradient only at the start of each allocated step
+        out["gradient_points"] = (f"the start of each allocated step (one every "
+                                  f"{bundle.lca_every} iterations"
+                                  + (", each on its own subset)" if bundle.config.get(
+                                      "lca_data_resample") else ")"))
     for li, name in enumerate(bundle.layer_names):
         cols = bundle.layer_columns(li)
         out["layers"].append({"layer": name, "moves": _stats(moves[cols], changes[cols]),

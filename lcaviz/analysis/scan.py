@@ -101,11 +101,26 @@ def distribution_rows(bundle: RunBundle) -> tuple[np.ndarray, str, bool]:
     ``dense:220,10`` keeps the first 220); otherwise every row, which is then a window sum of
     several iterations, and the note says it.
 
+    With ``--lca-every K`` a row's window also spans iterations that were not allocated; a
+    row holding exactly one *allocated* iteration is that iteration's LCA.
+
     Returns:
         ``(row indices, note, per_iteration)``.
     """
-    single = bundle.single_iteration_rows()
     w = bundle.row_windows
+    if bundle.n_row_cols == 0:  # --lca-layers none: rows of no parameter
+        return np.zeros(0, np.int64), "no per-parameter rows", True
+    if bundle.is_gapped and len(w):
+        its = bundle.lca_iters()
+        n_in = np.searchsorted(its, w[:, 1]) - np.searchsorted(its, w[:, 0])  # (R,)
+        single = np.flatnonzero(n_in == 1)
+        if len(single):
+            first = its[np.searchsorted(its, w[single, 0])]
+            return single, (f"per-iteration LCA of {len(single):,} allocated iterations "
+                            f"(one every {bundle.lca_every}, {first[0]:,}–{first[-1]:,})"), True
+        return np.arange(bundle.n_rows), ("window sums of several allocated iterations "
+                                          f"(one every {bundle.lca_every})"), False
+    single = bundle.single_iteration_rows()
     if len(single):
         its = w[single, 0]
         span = (f"iterations {its[0]:,}–{its[-1]:,}" if len(its) == its[-1] - its[0] + 1

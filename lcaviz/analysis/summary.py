@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from lcaviz.analysis.calibration import calibration_summary
 from lcaviz.analysis.distributions import lca_histograms, tail_mass
 from lcaviz.analysis.generalization import train_val_layers
 from lcaviz.analysis.helping import layer_helping, overall_helping, param_help_histogram
@@ -47,6 +48,11 @@ def jsonable(x):
     return x if x is None or isinstance(x, str) else str(x)
 
 
+def _approximate(b: RunBundle) -> bool:
+    """Gapped (--lca-every) or resampled runs: ΔL is the sum of the allocated steps' own."""
+    return b.is_gapped or bool(b.config.get("lca_data_resample"))
+
+
 def _run_info(b: RunBundle) -> dict:
     loss = b.loss_train()
     res = b.residual()
@@ -55,14 +61,18 @@ def _run_info(b: RunBundle) -> dict:
         "path": str(b.path), "status": b.status, "status_reason": b.status_reason,
         "net": cfg.get("net"), "dataset": cfg.get("dataset"), "optimizer": cfg.get("optimizer"),
         "method": b.method, "stride": b.stride, "rows": b.row_schedule.spec,
+        "allocated_loss": b.allocated_loss, "lca_every": b.lca_every,
+        "n_allocated": int(len(b.lca_iters())),
         "n_iters": b.n_iters, "n_rows": b.n_rows,
         "n_params": b.n_params, "n_layers": b.n_layers, "n_classes": b.n_classes,
         "initial_loss": float(loss[0]) if len(loss) else None,
         "final_loss": float(loss[-1]) if len(loss) else None,
-        "loss_change": float(loss[-1] - loss[0]) if len(loss) else None,
-        "lca_total": float(b.lca_layer().sum()),
-        "residual_abs_max": float(np.abs(res).max()) if len(res) else None,
-        "residual_total": float(res.sum()) if len(res) else None,
+        "loss_change": (float(loss[-1] - loss[0]) if not _approximate(b)  # else Σ of steps
+                        else float(np.nansum(b.loss_change()))) if len(loss) else None,
+        "lca_total": float(b.lca_layer().sum()),  # over the allocated iterations
+        "residual_abs_max": float(np.nanmax(np.abs(res))) if np.isfinite(res).any() else None,
+        "residual_total": float(np.nansum(res)) if len(res) else None,
+        "calibration": calibration_summary(b),
     }
 
 

@@ -20,6 +20,12 @@ The paper's "9.4 vs 0.4" (MNIST–FC, 10 classes, 3 layers, top 20) reads as the
 aligned moments per class (``actual_mean_per_class`` vs ``baseline_mean_per_class``): 9.4 of
 20 peaks aligned per class; a 10-class total of 9.4 would be under one per class.
 
+Runs made with ``--lca-every K`` have LCA only at the allocated iterations (NaN elsewhere in
+the series :func:`synchrony` reads): peaks are then the local minima of the allocated series
+(neighbours are the previous and next *allocated* iterations), reported as iterations, and the
+shift test's offsets count allocated steps (±s steps = ±s·K iterations). Nothing is filled in
+between. Rows with any NaN are treated as not allocated, also in arrays passed directly.
+
 The resampling is vectorised: for every reference peak i (of layer 0) and layer l ≥ 1 we
 precompute which relative offsets δ = d_0 − d_l would align i with some peak of l; a resample
 is then a table look-up, (N, C, L − 1, k) booleans.
@@ -33,8 +39,16 @@ from lcaviz.bundle import RunBundle
 
 
 def top_peaks(series: np.ndarray, k: int = 20) -> np.ndarray:
-    """Iterations of the k lowest strict local minima of ``series`` (T,), sorted by iteration."""
+    """Iterations of the k lowest strict local minima of ``series`` (T,), sorted by iteration.
+
+    NaN entries (iterations that were not allocated) are skipped: a value's neighbours are the
+    nearest finite values on either side.
+    """
     x = np.asarray(series, np.float64)
+    finite = np.isfinite(x)
+    if not finite.all():
+        its = np.flatnonzero(finite)
+        return its[top_peaks(x[finite], k)]
     if x.size < 3:
         return np.zeros(0, np.int64)
     inner = np.nonzero((x[1:-1] < x[:-2]) & (x[1:-1] < x[2:]))[0] + 1
@@ -131,23 +145,27 @@ def synchrony(data: RunBundle | np.ndarray, *, k: int = 20, max_shift: int = 2,
     Returns:
         :func:`shift_test`'s dict plus ``peaks`` (per class, per layer: list of iterations),
         ``aligned_iterations`` (per class), ``class_names``, ``layer_names``, ``k``,
-        ``max_shift``, ``n_resamples``, ``seed``, ``source``; None if T < 3.
+        ``max_shift``, ``n_resamples``, ``seed``, ``source``, ``n_allocated`` (iterations
+        the series has; the shift test's unit is one of them); None if fewer than 3.
     """
     if isinstance(data, RunBundle):
-        x = data.lca_class_layer() if per_class else None
+        x = data.lca_class_layer(gaps=np.nan) if per_class else None
         source = "lca_class_layer" if x is not None else "lca_layer"
         if x is None:
-            x = data.lca_layer()[:, None, :]
+            x = data.lca_layer(gaps=np.nan)[:, None, :]
         class_names = data.class_names if source == "lca_class_layer" else ["all classes"]
         layer_names = data.layer_names
     else:
         x, source = np.asarray(data), "array"
         class_names = [str(c) for c in range(x.shape[1])]
         layer_names = [str(li) for li in range(x.shape[2])]
+    its = np.flatnonzero(np.isfinite(x).reshape(len(x), -1).all(axis=1))  # allocated
+    x = x[its]
     if x.shape[0] < 3:
         return None
-    peaks = peak_table(x, k)  # (C, L, k)
-    res = shift_test(peaks, x.shape[0], max_shift=max_shift, n_resamples=n_resamples, seed=seed)
+    steps = peak_table(x, k)  # (C, L, k), in allocated steps
+    res = shift_test(steps, x.shape[0], max_shift=max_shift, n_resamples=n_resamples, seed=seed)
+    peaks = np.where(steps >= 0, its[np.maximum(steps, 0)], -1)  # back to iterations
     aligned = []
     for c in range(peaks.shape[0]):
         sets = [set(peaks[c, li][peaks[c, li] >= 0].tolist()) for li in range(peaks.shape[1])]
@@ -157,5 +175,6 @@ def synchrony(data: RunBundle | np.ndarray, *, k: int = 20, max_shift: int = 2,
         "aligned_iterations": aligned, "class_names": list(class_names),
         "layer_names": list(layer_names), "k": k, "max_shift": max_shift,
         "n_resamples": n_resamples, "seed": seed, "source": source,
+        "n_allocated": int(len(its)),
     })
     return res

@@ -42,14 +42,23 @@ def run_meta(b) -> dict:
         "has_class_layer": bool(b.has_class_layer),
         "net": str(cfg.get("net", "")), "dataset": str(cfg.get("dataset", "")),
         "optimizer": str(cfg.get("optimizer", "")), "lr": cfg.get("lr"),
+        # cheaper LCA (docs/approximations.md): None / 1 for runs of the whole training set
+        "allocated_loss": b.allocated_loss, "lca_every": int(b.lca_every),
+        "n_allocated": int(len(b.lca_iters())) if b.lca_every > 1 else int(b.n_iters),
     }
 
 def subtitle(meta: dict) -> str:
     """``"mnist_fc · mnist · sgd · rk4 · 300 iterations · 84,060 parameters · rows
-    dense:220,10 · complete"``."""
+    dense:220,10 · complete"``; a subset run says which loss it allocates ("loss on 5,000 of
+    55,000 training examples") and a ``--lca-every`` run which iterations it allocated."""
     parts = [meta["net"], meta["dataset"], meta["optimizer"], meta["method"],
              f"{meta['T']:,} iterations", f"{meta['P']:,} parameters",
              f"rows {meta['rows']}", meta["status"]]
+    if meta.get("allocated_loss"):
+        parts.insert(4, meta["allocated_loss"])
+    if (every := meta.get("lca_every") or 1) > 1:
+        parts.insert(5 if meta.get("allocated_loss") else 4,
+                     f"LCA of one iteration in {every} ({meta.get('n_allocated', 0):,} allocated)")
     if meta.get("status_reason"):
         parts.append(meta["status_reason"])
     return " · ".join(str(p) for p in parts if p not in (None, ""))

@@ -17,9 +17,10 @@ def class_curves(state: AppState, run_id: str) -> tuple[np.ndarray | None, list[
     """(T, C, L) per-class per-layer LCA (or lca_layer as one pseudo-class), cached."""
     b, key = state.open(run_id)
     if b.has_class_layer:
-        x = state.cached(("class_layer", key), b.lca_class_layer)
+        # NaN where a --lca-every run allocated nothing: peaks skip those iterations
+        x = state.cached(("class_layer", key), lambda: b.lca_class_layer(gaps=np.nan))
         return x, list(b.class_names), list(b.layer_names)
-    x = state.cached(("layer_as_class", key), lambda: b.lca_layer()[:, None, :])
+    x = state.cached(("layer_as_class", key), lambda: b.lca_layer(gaps=np.nan)[:, None, :])
     return x, ["all classes"], list(b.layer_names)
 
 

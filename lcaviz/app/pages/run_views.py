@@ -12,6 +12,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from lcaviz.analysis import helping, layers
+from lcaviz.analysis.calibration import calibration
 from lcaviz.analysis.generalization import train_val_curves, train_val_layers
 from lcaviz.analysis.lca_error import error_table, rule_errors
 from lcaviz.app.queries import (
@@ -28,6 +29,7 @@ from lcaviz.app.queries import (
 from lcaviz.app.state import AppState
 from lcaviz.figures import curves
 from lcaviz.figures import helping as fhelp
+from lcaviz.figures.calibration import calibrate_loss_figure
 from lcaviz.figures.heatmap import downsample_label, layer_heatmap
 from lcaviz.figures.lca_error import lca_error_figure, table_s1_figure
 from lcaviz.figures.theme import empty_figure
@@ -136,11 +138,16 @@ def layer_curves(state: AppState, c: Controls) -> go.Figure:
 
 
 def loss(state: AppState, c: Controls) -> go.Figure:
+    """The losses; a subset or sparse run names its allocated loss and shows the full training
+    loss where --full-loss-every evaluated it, with the gap of its cumulative LCA."""
     b, key = state.open(c.run_id)
-    return curves.loss_figure(series(state, key, b, "loss_train"),
-                              loss_val=series(state, key, b, "loss_val"),
-                              loss_minibatch=series(state, key, b, "loss_minibatch"),
-                              t_marker=t_marker(b, c), log_y=c.loss_log)
+    fig = curves.loss_figure(series(state, key, b, "loss_train"),
+                             loss_val=series(state, key, b, "loss_val"),
+                             loss_minibatch=series(state, key, b, "loss_minibatch"),
+                             t_marker=t_marker(b, c), log_y=c.loss_log)
+    full = state.cached(("calibration", key), lambda: calibration(b))
+    return calibrate_loss_figure(fig, full=full, allocated_loss=b.allocated_loss,
+                                 gapped=b.is_gapped)
 
 
 def residual(state: AppState, c: Controls) -> go.Figure:
