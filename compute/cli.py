@@ -107,6 +107,19 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--lca-error-every", type=int, default=d.lca_error_every, metavar="K",
                    help="at iterations 0, K, 2K, ... also integrate on 4x the Simpson intervals "
                    "and store the per-parameter error; 0: off")
+    g = p.add_argument_group("cheaper LCA (docs/approximations.md)")
+    g.add_argument("--lca-data", default=None, metavar="N|FRACTION",
+                   help="allocate the loss of a seeded class-stratified subset: N examples, "
+                   "a fraction such as 0.1 or a percentage such as 5%% (default: all)")
+    g.add_argument("--lca-data-resample", action="store_true",
+                   help="draw a fresh stratified subset of that size every iteration "
+                   "(unbiased for the full loss change; 3 gradients per rk4 step, not 2)")
+    g.add_argument("--lca-every", type=int, default=d.lca_every, metavar="K",
+                   help="allocate only iterations 0, K, 2K, ... exactly (theta_t to "
+                   "theta_t+1); the others are not allocated and are marked so")
+    g.add_argument("--full-loss-every", type=int, default=d.full_loss_every, metavar="K",
+                   help="also evaluate the full training loss at theta_0, theta_K, ... and "
+                   "theta_T (to calibrate a subset or sparse run); 0: never")
     g = p.add_argument_group("what the bundle stores")
     g.add_argument("--lca-rows", default=None, metavar="SCHEDULE",
                    help="per-parameter rows: S (exact sums over windows of S iterations) or "
@@ -170,6 +183,8 @@ def config_from_args(a: argparse.Namespace) -> RunConfig:
         momentum=a.momentum, betas=tuple(a.betas), weight_decay=a.weight_decay,
         batch_size=a.batch_size, iters=a.iters, method=a.method, tol=a.tol, rtol=a.rtol,
         max_halvings=a.max_halvings, lca_error_every=a.lca_error_every,
+        lca_data=a.lca_data, lca_data_resample=a.lca_data_resample, lca_every=a.lca_every,
+        full_loss_every=a.full_loss_every,
         chunk_size=a.chunk_size, chunking=a.chunking,
         per_class=a.per_class, val_lca=a.val_lca, lca_stride=a.lca_stride,
         lca_rows=a.lca_rows, lca_layers=_layers(a.lca_layers), lca_storage=a.lca_storage,

@@ -43,6 +43,14 @@ class RunConfig:
     rtol: float = 0.0
     max_halvings: int = 8
     lca_error_every: int = 0  # K > 0: at iterations 0, K, 2K, ... an error estimate (4x intervals)
+    # cheaper LCA (compute/approx.py, docs/approximations.md): allocate the loss of a stratified
+    # subset (a count, a fraction or a percentage; None: every training example), fresh each
+    # iteration if lca_data_resample; allocate only iterations 0, K, 2K, ... (lca_every = K);
+    # evaluate the full training loss every K iterations (full_loss_every = K; 0: never)
+    lca_data: str | None = None
+    lca_data_resample: bool = False
+    lca_every: int = 1
+    full_loss_every: int = 0
     chunk_size: int = 1000
     chunking: str | None = None
     per_class: bool = True
@@ -126,6 +134,7 @@ class RunConfig:
         if not isinstance(self.lca_error_every, int) or self.lca_error_every < 0:
             raise ConfigError(f"--lca-error-every must be an integer >= 0, got "
                               f"{self.lca_error_every}")
+        _approximations(self)
         if not 0 <= self.max_halvings <= 16:
             raise ConfigError(f"--max-halvings must be in 0..16, got {self.max_halvings}")
         for layer, lr in self.layer_lr.items():
@@ -163,6 +172,24 @@ def _modular(cfg: RunConfig) -> None:
         # rather than record values the run would not use
         raise ConfigError(f"--modulus/--train-fraction other than {DEFAULT_MODULUS}/"
                           f"{DEFAULT_TRAIN_FRACTION} are not wired into lca-run yet")
+
+
+def _approximations(cfg: RunConfig) -> None:
+    """--lca-data, --lca-data-resample, --lca-every and --full-loss-every."""
+    from compute.subset import subset_size
+
+    for name in ("lca_every", "full_loss_every"):
+        v = getattr(cfg, name)
+        if isinstance(v, bool) or not isinstance(v, int) or v < (1 if name == "lca_every" else 0):
+            low = 1 if name == "lca_every" else 0
+            raise ConfigError(f"--{name.replace('_', '-')} must be an integer >= {low}, got {v}")
+    if cfg.lca_data is not None:
+        try:
+            subset_size(cfg.lca_data, 10**15)  # the syntax; the size is checked against N later
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+    if cfg.lca_data_resample and cfg.lca_data is None:
+        raise ConfigError("--lca-data-resample needs --lca-data N|fraction (the subset size)")
 
 
 def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:

@@ -154,20 +154,29 @@ class FullDatasetObjective:
             chosen = {id(p) for p in self.params}
             for p in self.model.parameters():
                 p.requires_grad_(id(p) in chosen)  # no gradient work for the others
-        ref = self.params[0]
         self.verified = False  # set by the first evaluate(), which checks determinism
-        order = torch.argsort(y, stable=True) if self.chunking == "class" else None
-        if order is not None:
+        self.n_classes = n_classes
+        self.per_class = per_class
+        self.loss_fn = loss_fn
+        self.chunk_size = chunk_size
+        self.set_data(x, y)
+
+    def set_data(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """Allocate the loss of these examples from now on (``--lca-data-resample`` draws a
+        new subset each step; the probe model, its determinism check and the chunking rule
+        stay). Class-pure chunking sorts them by class; the chunk partition is rebuilt."""
+        if len(x) != len(y) or len(x) == 0:
+            raise ValueError(f"need as many labels as inputs (got {len(x)} and {len(y)})")
+        ref = self.params[0]
+        if self.chunking == "class":
+            order = torch.argsort(y, stable=True)
             x, y = x[order], y[order]
         self.x = x.to(device=ref.device, dtype=ref.dtype if x.is_floating_point() else x.dtype)
         self.y = y.to(ref.device)
         self.n = len(self.y)
-        self.n_classes = n_classes
-        self.per_class = per_class
-        self.loss_fn = loss_fn
         self.classify = not self.y.is_floating_point()  # accuracy only makes sense for labels
         rank, size = world()
-        self.all_chunks = self._make_chunks(chunk_size)
+        self.all_chunks = self._make_chunks(self.chunk_size)
         self.chunks = self.all_chunks[rank::size]  # this process's shard of the partition
 
     def _make_chunks(self, chunk_size: int) -> list[tuple[int, int, int]]:

@@ -26,21 +26,35 @@ def host(t: torch.Tensor) -> np.ndarray:
     return t.detach().cpu().numpy().copy()
 
 
+def row_closes(run, t: int) -> bool:
+    """Whether a per-parameter row closes after iteration t (``--lca-every`` counts the row
+    schedule in allocated steps: :meth:`compute.approx.Approx.row_closes`)."""
+    approx = getattr(run, "approx", None)
+    return (approx.row_closes(run.schedule, t) if approx is not None
+            else run.schedule.closes_after(t))
+
+
 def record(run, st: LCAStep, vst: LCAStep | None, state: RunState, mb_loss: float,
-           theta: torch.Tensor, t: int, seconds: float) -> IterationRecord:
-    """Account iteration ``t`` in ``state`` and build what the writer appends for it."""
+           theta: torch.Tensor, t: int, seconds: float, *,
+           count_grad: bool = True) -> IterationRecord:
+    """Account iteration ``t`` in ``state`` and build what the writer appends for it.
+
+    ``count_grad`` False leaves θ_{t+1}'s gradient out of the sign counters (the approximate
+    modes count each allocated step's start instead, :func:`compute.approx.prepare`).
+    """
     L, n = run.table.n_layers, len(run.y)
     state.window += st.lca if run.row_idx is None else st.lca[run.row_idx]
     helps, hurts = st.lca < 0, st.lca > 0  # (P,) each, computed once
     state.help_iters += helps.int()
     state.nonzero_iters += (st.lca != 0).int()
     count_move(state, st.delta)
-    count_gradient(state, st.grad_after)  # the gradient at θ_{t+1}; θ_0's is counted at start
+    if count_grad:  # the gradient at θ_{t+1}; θ_0's is counted at start
+        count_gradient(state, st.grad_after)
     dL = st.loss_after - st.loss_before
     state.error_sums += torch.tensor([st.residual, abs(st.residual), dL, abs(dL)],
                                      dtype=torch.float64)
     state.hit_max += int(st.hit_max)
-    close = run.schedule.closes_after(t)
+    close = row_closes(run, t)
     # one (3, L) reduction and one device→host copy instead of three (matters on a GPU)
     per_layer = layer_sums(torch.stack([st.lca, helps.double(), hurts.double()]),
                            run.layer_idx, L).cpu().numpy()  # (3, L): LCA, helping, hurting
@@ -62,6 +76,33 @@ def record(run, st: LCAStep, vst: LCAStep | None, state: RunState, mb_loss: floa
         rec.acc_val = vst.correct_after / len(run.val_lca.objective.y)
         rec.lca_val_layer = layer_sums(vst.lca, run.layer_idx, L).cpu().numpy()
         rec.val_residual = vst.residual
+        rec.lca_val_row = host(state.window_val) if close else None
+    if close:
+        state.window.zero_()
+        if state.window_val is not None:
+            state.window_val.zero_()
+    return rec
+
+
+def gap_record(run, state: RunState, t: int, mb_loss: float,
+               theta: torch.Tensor) -> IterationRecord:
+    """The record of an iteration that was not allocated (``--lca-every``): its LCA does not
+    exist, so per-layer values and the residual are NaN, help/hurt counts 0 and splits −1;
+    the loss at θ_{t+1} is NaN unless the next allocated step starts there (the caller sets
+    it). A row that closes here holds the allocated iterations of its window."""
+    L, C, nan = run.table.n_layers, len(run.class_names), math.nan
+    close = row_closes(run, t)
+    rec = IterationRecord(
+        loss_train=nan, acc_train=nan, loss_minibatch=mb_loss, residual=nan, splits=-1,
+        lca_layer=np.full(L, nan), help_count=np.zeros(L, np.int32),
+        hurt_count=np.zeros(L, np.int32), seconds=0.0,
+        lca_row=host(state.window) if close else None,
+        lca_class_layer=np.full((C, L), nan) if run.cfg.per_class else None,
+        theta=theta.cpu().numpy() if run.cfg.save_trajectory else None,
+        hit_max_halvings=False if run.cfg.method == "adaptive" else None, allocated=False)
+    if state.window_val is not None:
+        rec.loss_val, rec.acc_val, rec.val_residual = nan, nan, nan
+        rec.lca_val_layer = np.full(L, nan)
         rec.lca_val_row = host(state.window_val) if close else None
     if close:
         state.window.zero_()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 import platform
 import sys
@@ -16,6 +15,8 @@ import torch
 from tqdm import tqdm
 
 from compute import __version__
+from compute import approx as approx_mode
+from compute.approx import Approx, RunFailed
 from compute.backends import set_matmul_precision
 from compute.checkpoint import (
     RunState,
@@ -26,23 +27,17 @@ from compute.checkpoint import (
     save_checkpoint,
 )
 from compute.config import ConfigError, RunConfig, check_memory_format
-from compute.data import load_splits
+from compute.data import TensorDataset, load_splits
 from compute.distributed import broadcast_, is_main, world
 from compute.lca import LCAIntegrator
-from compute.lca_error import is_error_iteration
 from compute.models import build_model
 from compute.objective import FullDatasetObjective, resolve_chunking
 from compute.optim import build_optimizer
-from compute.oscillation import count_gradient
 from compute.params import ParamTable, flat_params, param_table
 from compute.precision import auto_precision_check
-from compute.record import capped_warning, closing_attrs, host, postfix, record, write_counters
+from compute.record import capped_warning, closing_attrs, host, postfix, row_closes, write_counters
 from lcaviz.bundle.schema import RowSchedule, ScheduleError, column_ranges, ranges_index
 from lcaviz.bundle.writer import BundleWriter, LayoutInfo
-
-
-class RunFailed(RuntimeError):
-    """The run stopped; the bundle is marked ``failed`` and keeps what it had."""
 
 
 @dataclass
@@ -63,6 +58,8 @@ class Run:
     schedule: RowSchedule  # when a per-parameter row closes
     row_ranges: np.ndarray  # (K, 2) parameter ranges with rows (--lca-layers)
     row_idx: torch.Tensor | None  # (P_rows,) their flat indices on the device; None = all
+    approx: Approx  # which steps are allocated, on which examples (compute/approx.py)
+    approx_info: dict  # what the bundle's config records about the allocated loss
 
     @property
     def n_row_cols(self) -> int:
@@ -110,13 +107,18 @@ def build_run(cfg: RunConfig) -> Run:
         return LCAIntegrator(obj, cfg.method, tol=cfg.tol, max_halvings=cfg.max_halvings,
                              rtol=cfg.rtol)
 
-    return Run(cfg, model, optimizer, table,
-               torch.as_tensor(table.param_layer_index(), device=device),
-               train.x.to(device=device, dtype=dtype, memory_format=layout),
-               train.y.to(device), train.class_names,
-               integrator(train, cfg.per_class),
-               integrator(splits.val, False) if cfg.val_lca else None,
-               flags, cfg.row_schedule(), ranges, row_idx)
+    x, y = train.x.to(device=device, dtype=dtype, memory_format=layout), train.y.to(device)
+    approx, idx, info = approx_mode.setup(cfg, train, x, y)
+    allocated = train if idx is None else TensorDataset(
+        train.x[torch.as_tensor(idx)], train.y[torch.as_tensor(idx)], train.class_names,
+        train.name)
+    run = Run(cfg, model, optimizer, table,
+              torch.as_tensor(table.param_layer_index(), device=device), x, y,
+              train.class_names, integrator(allocated, cfg.per_class),
+              integrator(splits.val, False) if cfg.val_lca else None,
+              flags, cfg.row_schedule(), ranges, row_idx, approx, info)
+    approx.full = approx_mode.full_objective(run, cfg)
+    return run
 
 
 def minibatch_indices(t: int, n: int, batch_size: int, seed: int) -> torch.Tensor:
@@ -139,7 +141,7 @@ def _layout(run: Run, cfg: RunConfig, check: dict | None = None) -> LayoutInfo:
     software = {"lca_explorer": __version__, "python": platform.python_version(),
                 "torch": torch.__version__, "numpy": np.__version__, "h5py": h5py.__version__}
     rank, size = world()
-    config = {**cfg.to_dict(), "world_size": size,
+    config = {**cfg.to_dict(), **run.approx_info, "world_size": size,
               "backend": torch.distributed.get_backend() if size > 1 else None,
               "precision_flags": run.precision_flags}
     if check is not None:
@@ -151,7 +153,10 @@ def _layout(run: Run, cfg: RunConfig, check: dict | None = None) -> LayoutInfo:
                       software=software, row_schedule=run.schedule.spec,
                       row_columns=run.row_ranges, lca_storage=cfg.lca_storage,
                       compression=cfg.lca_compression, lca_error_every=cfg.lca_error_every,
-                      max_halvings_flags=cfg.method == "adaptive", oscillation_counters=True)
+                      max_halvings_flags=cfg.method == "adaptive", oscillation_counters=True,
+                      lca_every=cfg.lca_every, full_loss_every=cfg.full_loss_every,
+                      loss_change=cfg.lca_data_resample,
+                      allocated_loss=run.approx_info["allocated_loss"])
 
 
 class NullWriter:
@@ -215,9 +220,9 @@ def run_lca(cfg: RunConfig | None, out: str | Path, *, resume: bool = False,
         run = build_run(cfg)
         state = RunState(run.table.n_params, run.n_row_cols, run.y.device, cfg.val_lca)
         theta = flat_params(run.model)
-        e0 = run.train_lca.start(theta)
-        count_gradient(state, e0.grad)  # θ_0's gradient, once (a resume does not recount it)
-        v0 = run.val_lca.start(theta) if run.val_lca else None
+        # θ_0's loss and gradient, counted once (a resume does not recount it)
+        e0, v0 = approx_mode.prepare(run, state, 0, theta)
+        full0 = approx_mode.full_loss(run.approx, theta) if run.approx.full else None
         if is_main():
             ckpt_path.unlink(missing_ok=True)  # a stale checkpoint of the replaced run
         writer = NullWriter() if not is_main() else BundleWriter.create(
@@ -225,7 +230,8 @@ def run_lca(cfg: RunConfig | None, out: str | Path, *, resume: bool = False,
             loss_train0=float(e0.loss),
             acc_train0=int(e0.correct) / len(run.y),
             loss_val0=float(v0.loss) if v0 else None,
-            acc_val0=int(v0.correct) / len(run.val_lca.objective.y) if v0 else None)
+            acc_val0=int(v0.correct) / len(run.val_lca.objective.y) if v0 else None,
+            full_loss0=full0)
         T0 = 0
         save_checkpoint(ckpt_path, 0, run, state, writer)
     return _loop(cfg, run, writer, state, T0, ckpt_path, progress, stop_after)
@@ -243,16 +249,12 @@ def _loop(cfg, run, writer, state, T0, ckpt_path, progress, stop_after) -> Path:
                 return writer.path
             start = time.perf_counter()
             mb_loss = train_step(run, t)
-            theta = flat_params(run.model)
-            st = run.train_lca.step(theta, refine=is_error_iteration(t, cfg.lca_error_every))
-            vst = run.val_lca.step(theta) if run.val_lca else None
-            if not (math.isfinite(st.loss_after) and math.isfinite(mb_loss)):
-                raise RunFailed(f"loss became NaN/Inf at iteration {t} (minibatch loss "
-                                f"{mb_loss}, full loss {st.loss_after}); lower the learning rate")
-            rec = record(run, st, vst, state, mb_loss, theta, t, time.perf_counter() - start)
+            rec, st = approx_mode.iteration(run, state, t, flat_params(run.model), mb_loss)
+            rec.seconds = time.perf_counter() - start
             writer.append(rec)
             bar.update(1)
-            bar.set_postfix(postfix(st, state, cfg.method))
+            if st is not None:
+                bar.set_postfix(postfix(st, state, cfg.method))
             due = ((t + 1) % cfg.checkpoint_every == 0
                    or time.monotonic() - last_ckpt >= cfg.checkpoint_seconds)
             if due and t + 1 < cfg.iters:  # every N iterations or M seconds, whichever first
@@ -260,7 +262,7 @@ def _loop(cfg, run, writer, state, T0, ckpt_path, progress, stop_after) -> Path:
                 writer.flush()
                 save_checkpoint(ckpt_path, t + 1, run, state, writer)
                 last_ckpt = time.monotonic()
-        if not run.schedule.closes_after(cfg.iters - 1):  # the last, partial row window
+        if not row_closes(run, cfg.iters - 1):  # the last, partial row window
             if state.window_val is not None:
                 writer.append_lca_row(host(state.window_val), "lca_val")
             writer.append_lca_row(host(state.window))
@@ -314,8 +316,5 @@ def _resume(out: Path, ckpt_path: Path):
     total = ckpt.get("running_total")
     writer = BundleWriter.reopen(out, T0, running_total=None if total is None else
                                  total.numpy()) if is_main() else NullWriter()
-    theta = flat_params(run.model)
-    run.train_lca.start(theta)
-    if run.val_lca:
-        run.val_lca.start(theta)
+    approx_mode.resume(run, state, T0, flat_params(run.model))
     return cfg, writer, run, state, T0
