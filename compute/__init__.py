@@ -1,4 +1,6 @@
-"""lca-explorer compute: reference networks, online exact LCA and HDF5 run bundles.
+"""lca-explorer compute: reference networks, online LCA and HDF5 run bundles.
+
+The gradients are exact full-dataset gradients; the quadrature error is measured and recorded.
 
 torch is imported lazily so that the torch-free modules (``lcaviz.bundle.writer``,
 ``lcaviz.bundle.synthetic``) can be used without it.

@@ -80,7 +80,7 @@ class TrackedRun:
 
 
 class LCATracker:
-    """Online exact LCA of any ``nn.Module`` trained by any loop and optimizer.
+    """Online LCA of any ``nn.Module`` trained by any loop and optimizer (exact gradients).
 
     Args:
         model: the network being trained (read, never modified; a private copy evaluates the
