@@ -164,14 +164,10 @@ def _modular(cfg: RunConfig) -> None:
         check_modular(cfg.modulus, cfg.train_fraction)
     except ValueError as e:
         raise ConfigError(f"--modulus/--train-fraction: {e}") from None
-    if (cfg.modulus, cfg.train_fraction) != (DEFAULT_MODULUS, DEFAULT_TRAIN_FRACTION):
-        if cfg.dataset != "modular-addition":
-            raise ConfigError("--modulus and --train-fraction only apply to --dataset "
-                              "modular-addition")
-        # TODO(issue 16.4): compute/train.py does not pass them to load_splits yet; refuse
-        # rather than record values the run would not use
-        raise ConfigError(f"--modulus/--train-fraction other than {DEFAULT_MODULUS}/"
-                          f"{DEFAULT_TRAIN_FRACTION} are not wired into lca-run yet")
+    if ((cfg.modulus, cfg.train_fraction) != (DEFAULT_MODULUS, DEFAULT_TRAIN_FRACTION)
+            and cfg.dataset != "modular-addition"):
+        raise ConfigError("--modulus and --train-fraction only apply to --dataset "
+                          "modular-addition")
 
 
 def _approximations(cfg: RunConfig) -> None:

@@ -70,7 +70,12 @@ def record(run, st: LCAStep, vst: LCAStep | None, state: RunState, mb_loss: floa
         hit_max_halvings=st.hit_max if run.cfg.method == "adaptive" else None,
         lca_error=(error_record(t, st, run.layer_idx, L, run.row_idx)
                    if st.refined is not None else None))
+    group_idx = getattr(run, "group_idx", None)
+    if group_idx is not None:
+        rec.lca_group = layer_sums(st.lca, group_idx, len(run.groups)).cpu().numpy()
     if vst is not None:
+        if group_idx is not None:
+            rec.lca_val_group = layer_sums(vst.lca, group_idx, len(run.groups)).cpu().numpy()
         state.window_val += vst.lca if run.row_idx is None else vst.lca[run.row_idx]
         rec.loss_val = vst.loss_after
         rec.acc_val = vst.correct_after / len(run.val_lca.objective.y)
@@ -100,6 +105,10 @@ def gap_record(run, state: RunState, t: int, mb_loss: float,
         lca_class_layer=np.full((C, L), nan) if run.cfg.per_class else None,
         theta=theta.cpu().numpy() if run.cfg.save_trajectory else None,
         hit_max_halvings=False if run.cfg.method == "adaptive" else None, allocated=False)
+    if getattr(run, "groups", None):
+        rec.lca_group = np.full(len(run.groups), nan)
+        if state.window_val is not None:
+            rec.lca_val_group = np.full(len(run.groups), nan)
     if state.window_val is not None:
         rec.loss_val, rec.acc_val, rec.val_residual = nan, nan, nan
         rec.lca_val_layer = np.full(L, nan)

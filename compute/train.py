@@ -29,6 +29,7 @@ from compute.checkpoint import (
 from compute.config import ConfigError, RunConfig, check_memory_format
 from compute.data import TensorDataset, load_splits
 from compute.distributed import broadcast_, is_main, world
+from compute.groups import component_groups, group_index
 from compute.lca import LCAIntegrator
 from compute.models import build_model
 from compute.objective import FullDatasetObjective, resolve_chunking
@@ -60,6 +61,8 @@ class Run:
     row_idx: torch.Tensor | None  # (P_rows,) their flat indices on the device; None = all
     approx: Approx  # which steps are allocated, on which examples (compute/approx.py)
     approx_info: dict  # what the bundle's config records about the allocated loss
+    groups: list | None = None  # named groups finer than layers (attention heads), or None
+    group_idx: torch.Tensor | None = None  # (P,) group of each parameter, on the device
 
     @property
     def n_row_cols(self) -> int:
@@ -74,8 +77,10 @@ def build_run(cfg: RunConfig) -> Run:
         raise ConfigError("--device cuda was asked for but torch sees no CUDA device")
     flags = set_matmul_precision(device, cfg.allow_tf32)  # before any CUDA kernel runs
     dtype = torch.float64 if cfg.precision == "float64" else torch.float32
+    modular = ({"modulus": cfg.modulus, "train_fraction": cfg.train_fraction}
+               if cfg.dataset == "modular-addition" else {})
     splits = load_splits(cfg.dataset, cfg.data_root, rgb32=cfg.rgb32, train_size=cfg.train_size,
-                         val_size=cfg.val_size, seed=cfg.seed)
+                         val_size=cfg.val_size, seed=cfg.seed, **modular)
     train = splits.train
     if cfg.batch_size > len(train):
         raise ConfigError(f"--batch-size {cfg.batch_size} is larger than the training set "
@@ -118,6 +123,10 @@ def build_run(cfg: RunConfig) -> Run:
               integrator(splits.val, False) if cfg.val_lca else None,
               flags, cfg.row_schedule(), ranges, row_idx, approx, info)
     approx.full = approx_mode.full_objective(run, cfg)
+    groups = component_groups(model)
+    if len(groups) > table.n_layers:  # only models with finer components (heads) get groups
+        run.groups = groups
+        run.group_idx = torch.as_tensor(group_index(groups, table.n_params), device=device)
     return run
 
 
@@ -156,7 +165,7 @@ def _layout(run: Run, cfg: RunConfig, check: dict | None = None) -> LayoutInfo:
                       max_halvings_flags=cfg.method == "adaptive", oscillation_counters=True,
                       lca_every=cfg.lca_every, full_loss_every=cfg.full_loss_every,
                       loss_change=cfg.lca_data_resample,
-                      allocated_loss=run.approx_info["allocated_loss"])
+                      allocated_loss=run.approx_info["allocated_loss"], groups=run.groups)
 
 
 class NullWriter:

@@ -23,6 +23,7 @@ from lcaviz.bundle.errors import (
     UnsupportedVersionError,
     read_guard,
 )
+from lcaviz.bundle.groups import read_groups
 from lcaviz.bundle.schema import FORMAT, FORMAT_VERSION, READABLE_VERSIONS, ROW_SOURCES
 
 CHUNK_CACHE_BYTES = 64 * 2**20  # per open dataset; bounded
@@ -64,7 +65,8 @@ def superblock_flags(path: Path) -> int | None:
 
 
 _T_SERIES = ("loss/minibatch", "lca_residual", "splits", "lca_layer", "help_count",
-             "hurt_count", "timing/seconds", "lca_class_layer", "lca_val_layer")
+             "hurt_count", "timing/seconds", "lca_class_layer", "lca_val_layer", "lca_group",
+             "lca_val_group")
 _T1_SERIES = ("loss/train", "accuracy/train", "loss/val", "trajectory")
 
 
@@ -227,7 +229,7 @@ class _BundleFile:
                    "loss/minibatch": T, "lca_residual": T, "splits": T, "lca_layer": T,
                    "help_count": T, "hurt_count": T, "timing/seconds": T,
                    "lca_class_layer": T, "loss/val": T + 1, "lca_val": R, "lca_val_layer": T,
-                   "trajectory": T + 1}
+                   "trajectory": T + 1, "lca_group": T, "lca_val_group": T}
         for name, need in lengths.items():
             if name in f and f[name].shape[0] < need:
                 problems.append(f"progress says {need} entries of {name} but it has "
@@ -236,6 +238,12 @@ class _BundleFile:
                            ("lca_class_layer", (len(self.class_names), L))):
             if name in f and f[name].shape[1:] != tail:
                 problems.append(f"{name} has shape {f[name].shape}, expected (T, *{tail})")
+        if "params/groups" in f:
+            G = len(f["params/groups/names"])
+            problems += read_groups(f["params"], L, P)[3]
+            problems += [f"{n} has shape {f[n].shape}, expected (T, {G}) (one per group)"
+                         for n in ("lca_group", "lca_val_group") if n in f
+                         and f[n].shape[1:] != (G,)]
         for name in ("param_help_iters", "param_nonzero_iters"):
             if name in f and f[name].shape != (P,):
                 problems.append(f"{name} has shape {f[name].shape}, expected ({P},)")

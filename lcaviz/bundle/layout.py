@@ -12,6 +12,7 @@ import h5py
 import numpy as np
 
 from lcaviz.bundle.chunks import LCA_CHUNK, layer_stats, lca_chunks  # noqa: F401 - re-exported
+from lcaviz.bundle.groups import write_groups
 from lcaviz.bundle.schema import (
     BF16_ENCODING,
     COMPRESSIONS,
@@ -26,7 +27,8 @@ STR = h5py.string_dtype()
 # per-iteration datasets of length T (the others of length T + 1 hold values at θ_0 … θ_T)
 T_DATASETS = ("loss/minibatch", "lca_residual", "splits", "lca_layer", "help_count",
               "hurt_count", "timing/seconds", "lca_class_layer", "lca_val_layer",
-              "lca_val_residual", "hit_max_halvings", "loss_change")
+              "lca_val_residual", "hit_max_halvings", "loss_change", "lca_group",
+              "lca_val_group")
 T1_DATASETS = ("loss/train", "accuracy/train", "loss/val", "accuracy/val", "trajectory")
 # --lca-error-every: rules compared with the refined quadrature, and the M-length datasets
 # (one entry per error iteration, in ``lca_error_iters`` order)
@@ -78,6 +80,8 @@ class LayoutInfo:
     full_loss_every: int = 0  # K > 0: full_loss_iters / full_loss / full_accuracy
     loss_change: bool = False  # loss_change (T,): ΔL of each step (resampled subsets)
     allocated_loss: str = ""  # e.g. "loss on 5,000 of 55,000 training examples"
+    # named parameter groups finer than layers (a transformer's heads): [(name, [(s, e)])]
+    groups: list[tuple[str, list[tuple[int, int]]]] | None = None
 
     def schedule(self) -> RowSchedule:
         return RowSchedule.parse(self.row_schedule or self.lca_stride)
@@ -115,6 +119,8 @@ class IterationRecord:
     allocated: bool = True  # False: not allocated (--lca-every), LCA fields are NaN / 0
     full_loss: tuple[int, float, float] | None = None  # (t, L_full(θ_t), accuracy) if evaluated
     loss_change: float | None = None  # the allocated ΔL of this step (loss_change bundles)
+    lca_group: np.ndarray | None = None  # (G,) LCA per named group (bundles with groups)
+    lca_val_group: np.ndarray | None = None  # (G,)
 
 
 @dataclass
@@ -219,6 +225,12 @@ def create_datasets(f: h5py.File, layout: LayoutInfo) -> None:
                  **counters)
     make_dataset(f, "param_nonzero_iters", (P,), np.int32, "iterations with nonzero LCA",
                  **counters)
+    if layout.groups:
+        write_groups(f["params"], layout.groups, layout.param_offsets, layout.param_layer)
+        G = len(layout.groups)
+        _growing(f, "lca_group", (G,), np.float64, "LCA summed per named group")
+        if layout.val_lca:
+            _growing(f, "lca_val_group", (G,), np.float64, "validation LCA per named group")
     if layout.val_lca:
         _growing(f, "loss/val", (), np.float64, "full validation loss at theta_t")
         _growing(f, "accuracy/val", (), np.float64, "validation accuracy at theta_t")
@@ -301,3 +313,4 @@ def _params(g: h5py.Group, layout: LayoutInfo) -> None:
     sizes = np.zeros(L, np.int64)
     np.add.at(sizes, layout.param_layer, np.diff(layout.param_offsets))
     make_dataset(g, "layer_sizes", (L,), np.int64, "parameters per layer", data=sizes)
+

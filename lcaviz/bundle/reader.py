@@ -19,12 +19,13 @@ from lcaviz.bundle.blocks import BLOCK_BYTES, _n_cols, _read_block
 from lcaviz.bundle.derived import derive
 from lcaviz.bundle.diagnostics import _BundleDiagnostics
 from lcaviz.bundle.errors import BundleError, CorruptBundleError, read_guard
+from lcaviz.bundle.groups import _BundleGroups
 from lcaviz.bundle.h5open import _BundleFile
 from lcaviz.bundle.meta import _BundleMeta
 from lcaviz.bundle.schema import from_bfloat16
 
 
-class RunBundle(_BundleFile, _BundleMeta, _BundleDiagnostics, _BundleApprox):
+class RunBundle(_BundleFile, _BundleMeta, _BundleDiagnostics, _BundleApprox, _BundleGroups):
     """One run bundle opened for reading (also a context manager).
 
     Shapes: T iterations, R per-parameter rows (row r sums the iterations

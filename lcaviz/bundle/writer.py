@@ -156,6 +156,10 @@ class BundleWriter:
         add("timing/seconds", rec.seconds)
         if "lca_class_layer" in self.f:
             add("lca_class_layer", rec.lca_class_layer)
+        if "lca_group" in self.f:
+            if rec.lca_group is None:
+                raise ValueError("this bundle stores lca_group: give it every iteration")
+            add("lca_group", rec.lca_group)
         if "trajectory" in self.f:
             add("trajectory", rec.theta.astype(np.float32))
         if "hit_max_halvings" in self.f:
@@ -176,6 +180,8 @@ class BundleWriter:
             add("accuracy/val", rec.acc_val)
             add("lca_val_layer", rec.lca_val_layer)
             add("lca_val_residual", rec.val_residual)
+            if "lca_val_group" in self.f:
+                add("lca_val_group", rec.lca_val_group)
             if rec.lca_val_row is not None:
                 self.append_lca_row(rec.lca_val_row, "lca_val")
         self.T += 1
