@@ -75,7 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--momentum", type=float, default=d.momentum, help="SGD momentum (0 = none)")
     g.add_argument("--betas", type=float, nargs=2, default=d.betas, metavar=("B1", "B2"),
                    help="Adam betas")
-    g.add_argument("--weight-decay", type=float, default=d.weight_decay, help="L2 weight decay")
+    g.add_argument("--weight-decay", type=float, default=d.weight_decay,
+                   help="weight decay: added to the gradient (L2) for sgd and adam, decoupled "
+                   "for adamw")
     g.add_argument("--batch-size", type=int, default=d.batch_size, help="minibatch size")
     g.add_argument("--iters", type=int, default=d.iters, help="optimizer steps")
     g.add_argument("--seed", type=int, default=d.seed,

@@ -15,7 +15,7 @@ from pathlib import Path
 from compute import data
 from compute.fetch import mnist_present
 
-FETCHABLE = ("mnist", "fashion-mnist", "cifar10", "synthetic")
+FETCHABLE = ("mnist", "fashion-mnist", "cifar10", "synthetic", "modular-addition")
 
 
 def _err(msg: str) -> None:
@@ -35,8 +35,8 @@ def _fetch(name: str, dest: Path | None) -> int:
         path = data.fetch_mnist(dest)
         print(f"MNIST ready in {path} (md5 verified)")
         return 0
-    if name == "synthetic":
-        print("synthetic data is generated on the fly; nothing to fetch")
+    if name in ("synthetic", *data.GENERATED_DATASETS):
+        print(f"{name} data is generated on the fly; nothing to fetch")
         return 0
     root = dest or data.default_root(name)
     try:
@@ -52,6 +52,20 @@ def _fetch(name: str, dest: Path | None) -> int:
 
 def _describe(name: str, root: Path | None) -> list[str]:
     """Lines describing one dataset; raises FileNotFoundError/ValueError if it cannot load."""
+    if name in data.GENERATED_DATASETS:
+        s = data.load_splits(name)
+        return [f"{name}: generated (no download); a + b mod p as token sequences [a, b, =], "
+                f"default p = {data.DEFAULT_MODULUS}: train {len(s.train):,} and val "
+                f"{len(s.val):,} of the p² pairs (--train-fraction "
+                f"{data.DEFAULT_TRAIN_FRACTION}, split by --seed), {s.train.n_classes} classes; "
+                "set p with --modulus"]
+    if name in data.GENERATED_DATASETS:
+        s = data.load_splits(name)
+        return [f"{name}: generated (no download); a + b mod p as token sequences [a, b, =], "
+                f"default p = {data.DEFAULT_MODULUS}: train {len(s.train):,} and val "
+                f"{len(s.val):,} of the p² pairs (--train-fraction "
+                f"{data.DEFAULT_TRAIN_FRACTION}, split by --seed), {s.train.n_classes} classes; "
+                "set p with --modulus"]
     if name == "synthetic":
         s = data.load_splits("synthetic")
         return [f"synthetic: generated (seed-dependent); default train {len(s.train):,}, "
@@ -67,11 +81,12 @@ def _describe(name: str, root: Path | None) -> list[str]:
 
 
 def _info(name: str | None, root: Path | None) -> int:
-    if name is not None and name not in data.DATASETS:
-        _err(f"unknown dataset {name!r}; valid names: {', '.join(data.DATASETS)}")
+    known = data.DATASETS + data.GENERATED_DATASETS
+    if name is not None and name not in known:
+        _err(f"unknown dataset {name!r}; valid names: {', '.join(known)}")
         return 2
     status = 0
-    for n in [name] if name else data.DATASETS:
+    for n in [name] if name else known:
         try:
             print("\n".join(_describe(n, root if name else None)))
         except FileNotFoundError as e:
@@ -92,7 +107,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="target directory (default: $LCA_DATA_DIR/NAME or "
                         "~/.cache/lca-explorer/data/NAME)")
     i = sub.add_parser("info", help="show split sizes, shapes and classes")
-    i.add_argument("name", nargs="?", default=None, help=f"one of: {', '.join(data.DATASETS)}")
+    i.add_argument("name", nargs="?", default=None, help="one of: "
+                   f"{', '.join(data.DATASETS + data.GENERATED_DATASETS)}")
     i.add_argument("--root", type=Path, default=None, help="data directory for NAME")
     return p
 

@@ -40,6 +40,7 @@ def run_meta(b) -> dict:
         "status_reason": b.status_reason, "method": b.method,
         "has_trajectory": bool(b.has_trajectory), "has_val": bool(b.has_val),
         "has_class_layer": bool(b.has_class_layer),
+        "has_groups": bool(b.has_groups),
         "net": str(cfg.get("net", "")), "dataset": str(cfg.get("dataset", "")),
         "optimizer": str(cfg.get("optimizer", "")), "lr": cfg.get("lr"),
         # cheaper LCA (docs/approximations.md): None / 1 for runs of the whole training set

@@ -370,6 +370,10 @@ def test_cli_info(fake_env, capsys):
     assert main(["info", "cifar10"]) == 1  # asked for and missing
     assert main(["info", "mnist"]) == 0
     assert main(["info", "nonsense"]) == 2
+    capsys.readouterr()
+    assert main(["info", "modular-addition"]) == 0  # generated: described, never missing
+    out = capsys.readouterr().out
+    assert "train 3,764 and val 5,645" in out and "97 classes" in out
 
 
 def test_cli_fetch_errors(fake_env, capsys):
@@ -379,6 +383,7 @@ def test_cli_fetch_errors(fake_env, capsys):
     assert "apt-get install dataset-fashion-mnist" in capsys.readouterr().err
     assert main([]) == 2 and main(["--help"]) == 0
     assert main(["fetch", "synthetic"]) == 0
+    assert main(["fetch", "modular-addition"]) == 0
 
 
 def test_cli_fetch_mnist(tmp_path, monkeypatch, capsys):

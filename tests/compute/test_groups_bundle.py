@@ -61,11 +61,17 @@ def test_heads_are_groups_whose_sums_refine_the_layer_sums(grok):
         np.testing.assert_allclose(rows, b.lca_group()[:, head], rtol=1e-5, atol=1e-9)
 
 
-def test_models_without_heads_store_no_groups(tmp_path):
-    out = tmp_path / "fc.h5"
+@pytest.fixture(scope="module")
+def plain(tmp_path_factory):
+    out = tmp_path_factory.mktemp("plain") / "fc.h5"
     assert lca_run(["--net", "mnist_fc", "--dataset", "synthetic", "--train-size", "100",
                     "--val-size", "20", "--batch-size", "50", "--iters", "2", "--no-progress",
                     "--out", str(out)]) == 0
+    return out
+
+
+def test_models_without_heads_store_no_groups(plain):
+    out = plain
     with RunBundle(out) as b:
         assert not b.has_groups and b.lca_group() is None
 
@@ -92,3 +98,37 @@ def test_lca_group_of_the_wrong_width_is_refused(grok, tmp_path):
         f["lca_group"] = np.hstack([data, data[:, :1]])
     with pytest.raises(CorruptBundleError, match="one per group"):
         RunBundle.open(bad)
+
+
+def test_run_page_shows_bars_and_curves_per_head(grok):
+    from lcaviz.app import create_app, get_state
+    from lcaviz.app.pages import run_panels, run_views
+
+    state = get_state(create_app(grok.parent))
+    rid = state.run_id(grok)
+    with RunBundle(grok) as b:
+        lca_group, names, lca_layer = b.lca_group(), b.group_names, b.lca_layer()
+    c = run_views.Controls(run_id=rid, bars_by="group")
+    bars = run_views.layer_bars(state, c)
+    assert list(bars.data[0].x) == names and "per group" in bars.layout.title.text
+    np.testing.assert_allclose(bars.data[0].y, lca_group.sum(0), rtol=0, atol=1e-15)
+    curves = run_views.layer_curves(state, c)
+    assert [tr.name for tr in curves.data] == names
+    by_layer = run_views.layer_bars(state, run_views.Controls(run_id=rid))
+    np.testing.assert_allclose(by_layer.data[0].y, lca_layer.sum(0), rtol=0, atol=1e-15)
+    opts = run_panels.by_options({"has_groups": True})
+    assert not opts[1]["disabled"]
+    assert run_panels.by_options({"has_groups": False})[1]["disabled"]
+
+
+def test_bars_by_group_on_a_run_without_groups_shows_layers(plain):
+    from lcaviz.app import create_app, get_state
+    from lcaviz.app.pages import run_views
+
+    out = plain
+    state = get_state(create_app(out.parent))
+    bars = run_views.layer_bars(state, run_views.Controls(run_id=state.run_id(out),
+                                                          bars_by="group"))
+    with RunBundle(out) as b:
+        assert list(bars.data[0].x) == list(b.layer_names)
+    assert "per layer" in bars.layout.title.text

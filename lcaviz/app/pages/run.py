@@ -67,7 +67,10 @@ def _layers_section() -> html.Section:
     bars_ctl = [labelled("scope", radio(ids.BARS_SCOPE, [("total", "whole run"),
                                                         ("upto", "up to t")], "total")),
                 labelled("scale", radio(ids.BARS_NORM, [("raw", "total"),
-                                                       ("per_param", "per parameter")], "raw"))]
+                                                       ("per_param", "per parameter")], "raw")),
+                # enabled by the run's metadata where it stores named groups (heads)
+                labelled("by", radio(ids.BARS_BY, [("layer", "layer"),
+                                                   ("group", "head / part")], "layer"))]
     curve_ctl = [toggle(ids.CURVES_CUMULATIVE, "cumulative", "cum")]
     return section("Layers", [html.Div([
         graph_card(ids.LAYER_BARS, "LCA per layer", controls=bars_ctl),

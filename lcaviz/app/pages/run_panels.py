@@ -35,6 +35,14 @@ def simple_view(state: AppState, name: str, run_id, meta, **controls):
     return fig
 
 
+def by_options(meta: dict | None) -> list[dict]:
+    """The bars' "by" choices: "head / part" only where the run stores named groups."""
+    groups = bool((meta or {}).get("has_groups"))
+    return [{"label": "layer", "value": "layer"},
+            {"label": "head / part", "value": "group", "disabled": not groups,
+             "title": "" if groups else "this run stores no groups finer than layers"}]
+
+
 def class_options(meta: dict) -> tuple[list[dict], int]:
     """Options of the shift test's class menu (``"class 3"``), first class selected."""
     if not meta.get("has_class_layer"):
@@ -125,13 +133,16 @@ def register_views(app: dash.Dash, state: AppState) -> None:
                             Output(ids.FRAME_BARS, "data"), Output(ids.FRAME_DRILL, "data"),
                             Input(ids.FRAME, "data"), State(ids.BARS_SCOPE, "value"),
                             State(ids.DRILL_PARAM, "data"))
-    bars = view("layer_bars", bars_scope=str, bars_norm=str)
+    bars = view("layer_bars", bars_scope=str, bars_norm=str, bars_by=str)
     cb(Output(ids.LAYER_BARS, "figure"), meta_in, rid_st, Input(ids.FRAME_BARS, "data"),
        Input(ids.MODE, "value"), Input(ids.WINDOW, "value"), Input(ids.BARS_SCOPE, "value"),
-       Input(ids.BARS_NORM, "value"), State(ids.FRAME, "data"),
-       )(lambda meta, rid, _fb, m, w, scope, norm, fr: bars(meta, rid, fr, m, w, scope, norm))
+       Input(ids.BARS_NORM, "value"), Input(ids.BARS_BY, "value"), State(ids.FRAME, "data"),
+       )(lambda meta, rid, _fb, m, w, scope, norm, by, fr: bars(meta, rid, fr, m, w, scope,
+                                                                 norm, by))
     cb(Output(ids.LAYER_CURVES, "figure"), meta_in, rid_st, *frame_st,
-       Input(ids.CURVES_CUMULATIVE, "value"))(view("layer_curves", curves_cumulative=bool))
+       Input(ids.CURVES_CUMULATIVE, "value"), Input(ids.BARS_BY, "value"),
+       )(view("layer_curves", curves_cumulative=bool, bars_by=str))
+    cb(Output(ids.BARS_BY, "options"), Input(ids.RUN_META, "data"))(by_options)
     cb(Output(ids.LOSS, "figure"), meta_in, rid_st, *frame_st,
        Input(ids.LOSS_LOG, "value"))(view("loss", loss_log=bool))
     cb(Output(ids.RESIDUAL, "figure"), meta_in, rid_st, *frame_st,

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, fields
 import numpy as np
 import plotly.graph_objects as go
 
-from lcaviz.analysis import helping, layers
+from lcaviz.analysis import helping
 from lcaviz.analysis.calibration import calibration
 from lcaviz.analysis.generalization import train_val_curves, train_val_layers
 from lcaviz.analysis.lca_error import error_table, rule_errors
@@ -52,6 +52,7 @@ class Controls:
     zoom: list | None = None
     bars_scope: str = "total"
     bars_norm: str = "raw"
+    bars_by: str = "layer"  # or "group": named groups (attention heads) where the run has them
     curves_cumulative: bool = False
     loss_log: bool = False
     residual_log: bool = False
@@ -113,28 +114,40 @@ def heatmap(state: AppState, c: Controls) -> tuple[go.Figure, list[dict], str]:
     return fig, plan, info
 
 
+def _parts(state: AppState, key, b, c: Controls):
+    """``(name, (T, K) LCA per part, sizes, names)`` of layers or, where the run stores them
+    and the control asks, of its named groups (a transformer's heads): both exact sums."""
+    if c.bars_by == "group" and b.has_groups:
+        lca = series(state, key, b, "lca_group")
+        return "group", lca, b.group_sizes, b.group_names
+    return "layer", series(state, key, b, "lca_layer"), b.layer_sizes, b.layer_names
+
+
 def layer_bars(state: AppState, c: Controls) -> go.Figure:
-    """Per-layer LCA totals (whole run, or up to the slider), raw or per parameter."""
+    """Per-layer (or per-group) LCA totals (whole run, or up to the slider), raw or per
+    parameter."""
     b, key = state.open(c.run_id)
     if b.n_iters == 0:
         return empty_figure("No iterations yet.")
     per = c.bars_norm == "per_param"
+    part, lca, sizes, names = _parts(state, key, b, c)
+    lca = np.nan_to_num(np.asarray(lca, np.float64))  # --lca-every gaps add nothing
     if c.bars_scope == "upto":
-        cum = state.cached(("cumlayer", key), lambda: layers.cumulative_layer_lca(b))
-        t = max(1, t_marker(b, c))
-        totals, scope = cum[t - 1], f"up to iteration {t - 1:,}"
+        t = max(1, min(t_marker(b, c), len(lca)))
+        totals, scope = lca[:t].sum(axis=0), f"up to iteration {t - 1:,}"
     else:
-        totals = state.cached(("totals", key), lambda: layers.layer_totals(b))["total"]
-        totals, scope = totals.to_numpy(), "whole run"
-    title = f"LCA per layer{' per parameter' if per else ''} — {scope}"
-    return curves.layer_bars_figure(totals, b.layer_sizes, b.layer_names, per_param=per,
-                                    title=title)
+        totals, scope = lca.sum(axis=0), "whole run"
+    title = f"LCA per {part}{' per parameter' if per else ''} — {scope}"
+    return curves.layer_bars_figure(totals, sizes, names, per_param=per, title=title)
 
 
 def layer_curves(state: AppState, c: Controls) -> go.Figure:
     b, key = state.open(c.run_id)
-    return curves.layer_curves_figure(series(state, key, b, "lca_layer"), b.layer_names,
-                                      cumulative=c.curves_cumulative, t_marker=t_marker(b, c))
+    part, lca, _, names = _parts(state, key, b, c)
+    title = (("Cumulative LCA" if c.curves_cumulative else "LCA") + f" per {part}"
+             + ("" if c.curves_cumulative else " and iteration"))
+    return curves.layer_curves_figure(lca, names, cumulative=c.curves_cumulative,
+                                      t_marker=t_marker(b, c), title=title)
 
 
 def loss(state: AppState, c: Controls) -> go.Figure:
