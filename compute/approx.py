@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from compute.config import ConfigError
+from compute.counterfactual import counterfactual_step
 from compute.lca_error import is_error_iteration
 from compute.objective import Evaluation, FullDatasetObjective
 from compute.oscillation import count_gradient, count_move
@@ -163,6 +164,11 @@ def iteration(run, state, t: int, theta: torch.Tensor, mb_loss: float):
         _finite(t, mb_loss, st.loss_after)
         rec = record(run, st, vst, state, mb_loss, theta, t, 0.0, count_grad=a.plain)
         rec.loss_change = st.loss_after - st.loss_before
+        K = cfg.counterfactual_every
+        if K and t % K == 0:  # the causal test: only the helping / hurting / zero coordinates
+            rec.counterfactual = counterfactual_step(
+                run.train_lca.objective, a.prev_theta, theta, st.lca,
+                loss0=st.loss_before, loss1=st.loss_after)
     else:
         _finite(t, mb_loss, 0.0)
         count_move(state, theta - a.prev_theta)

@@ -109,6 +109,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--lca-error-every", type=int, default=d.lca_error_every, metavar="K",
                    help="at iterations 0, K, 2K, ... also integrate on 4x the Simpson intervals "
                    "and store the per-parameter error; 0: off")
+    g.add_argument("--counterfactual-every", type=int, default=d.counterfactual_every,
+                   metavar="K", help="the causal test: at iterations 0, K, 2K, ... also "
+                   "evaluate the full loss after only the helping, only the hurting and only "
+                   "the zero-LCA coordinates of the step (3 forward passes); 0: off")
+    g.add_argument("--update-mask", choices=("none", "helping"), default=d.update_mask,
+                   help="helping: train applying only the coordinates of each step whose "
+                   "first-order LCA g(theta_t)_i * delta_i is negative (the optimizer's state "
+                   "sees the unmasked step); default none")
     g = p.add_argument_group("cheaper LCA (docs/approximations.md)")
     g.add_argument("--lca-data", default=None, metavar="N|FRACTION",
                    help="allocate the loss of a seeded class-stratified subset: N examples, "
@@ -185,6 +193,7 @@ def config_from_args(a: argparse.Namespace) -> RunConfig:
         momentum=a.momentum, betas=tuple(a.betas), weight_decay=a.weight_decay,
         batch_size=a.batch_size, iters=a.iters, method=a.method, tol=a.tol, rtol=a.rtol,
         max_halvings=a.max_halvings, lca_error_every=a.lca_error_every,
+        counterfactual_every=a.counterfactual_every, update_mask=a.update_mask,
         lca_data=a.lca_data, lca_data_resample=a.lca_data_resample, lca_every=a.lca_every,
         full_loss_every=a.full_loss_every,
         chunk_size=a.chunk_size, chunking=a.chunking,

@@ -14,6 +14,7 @@ DATASETS = ("mnist", "fashion-mnist", "cifar10", "synthetic", "modular-addition"
 OPTIMIZERS = ("sgd", "adam", "adamw")
 PRECISIONS = ("float32", "float64")
 MEMORY_FORMATS = ("contiguous", "channels_last")
+UPDATE_MASKS = ("none", "helping")  # --update-mask
 
 
 class ConfigError(ValueError):
@@ -43,6 +44,11 @@ class RunConfig:
     rtol: float = 0.0
     max_halvings: int = 8
     lca_error_every: int = 0  # K > 0: at iterations 0, K, 2K, ... an error estimate (4x intervals)
+    # the causal test (compute/counterfactual.py): at iterations 0, K, 2K, ... the full loss after
+    # only the helping / hurting / zero-LCA coordinates of the step (counterfactual_every = K);
+    # update_mask "helping": apply only the coordinates whose first-order LCA is negative
+    counterfactual_every: int = 0
+    update_mask: str = "none"
     # cheaper LCA (compute/approx.py, docs/approximations.md): allocate the loss of a stratified
     # subset (a count, a fraction or a percentage; None: every training example), fresh each
     # iteration if lca_data_resample; allocate only iterations 0, K, 2K, ... (lca_every = K);
@@ -135,6 +141,7 @@ class RunConfig:
             raise ConfigError(f"--lca-error-every must be an integer >= 0, got "
                               f"{self.lca_error_every}")
         _approximations(self)
+        _causal(self)
         if not 0 <= self.max_halvings <= 16:
             raise ConfigError(f"--max-halvings must be in 0..16, got {self.max_halvings}")
         for layer, lr in self.layer_lr.items():
@@ -186,6 +193,17 @@ def _approximations(cfg: RunConfig) -> None:
             raise ConfigError(str(e)) from None
     if cfg.lca_data_resample and cfg.lca_data is None:
         raise ConfigError("--lca-data-resample needs --lca-data N|fraction (the subset size)")
+
+
+def _causal(cfg: RunConfig) -> None:
+    """--counterfactual-every and --update-mask."""
+    v = cfg.counterfactual_every
+    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+        raise ConfigError(f"--counterfactual-every must be an integer >= 0, got {v}")
+    _choice("update-mask", cfg.update_mask, UPDATE_MASKS)
+    if cfg.update_mask != "none" and cfg.lca_every > 1:
+        raise ConfigError("--update-mask needs the gradient at every theta_t, which --lca-every "
+                          f"{cfg.lca_every} does not evaluate; drop one of them")
 
 
 def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:

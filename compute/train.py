@@ -28,7 +28,7 @@ from compute.checkpoint import (
 )
 from compute.config import ConfigError, RunConfig, check_memory_format
 from compute.data import TensorDataset, load_splits
-from compute.distributed import broadcast_, is_main, world
+from compute.distributed import is_main, world
 from compute.groups import component_groups, group_index
 from compute.lca import LCAIntegrator
 from compute.models import build_model
@@ -37,6 +37,7 @@ from compute.optim import build_optimizer
 from compute.params import ParamTable, flat_params, param_table
 from compute.precision import auto_precision_check
 from compute.record import capped_warning, closing_attrs, host, postfix, row_closes, write_counters
+from compute.step import minibatch_indices, train_step  # noqa: F401 - re-exported
 from lcaviz.bundle.schema import RowSchedule, ScheduleError, column_ranges, ranges_index
 from lcaviz.bundle.writer import BundleWriter, LayoutInfo
 
@@ -130,19 +131,6 @@ def build_run(cfg: RunConfig) -> Run:
     return run
 
 
-def minibatch_indices(t: int, n: int, batch_size: int, seed: int) -> torch.Tensor:
-    """Indices of iteration t's minibatch: a pure function of (t, seed), so resumes match.
-
-    Each epoch is a fresh permutation drawn from a generator seeded with (seed, epoch); the last
-    incomplete batch of an epoch is dropped.
-    """
-    per_epoch = n // batch_size
-    epoch, b = divmod(t, per_epoch)
-    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    perm = torch.randperm(n, generator=g)
-    return perm[b * batch_size : (b + 1) * batch_size]
-
-
 def _layout(run: Run, cfg: RunConfig, check: dict | None = None) -> LayoutInfo:
     t = run.table
     device_name = (torch.cuda.get_device_name(torch.device(cfg.device))
@@ -165,7 +153,8 @@ def _layout(run: Run, cfg: RunConfig, check: dict | None = None) -> LayoutInfo:
                       max_halvings_flags=cfg.method == "adaptive", oscillation_counters=True,
                       lca_every=cfg.lca_every, full_loss_every=cfg.full_loss_every,
                       loss_change=cfg.lca_data_resample,
-                      allocated_loss=run.approx_info["allocated_loss"], groups=run.groups)
+                      allocated_loss=run.approx_info["allocated_loss"], groups=run.groups,
+                      counterfactual_every=cfg.counterfactual_every)
 
 
 class NullWriter:
@@ -175,21 +164,6 @@ class NullWriter:
 
     def __getattr__(self, name):
         return lambda *args, **kwargs: None
-
-
-def train_step(run: Run, t: int) -> float:
-    """One optimizer step on iteration t's minibatch; returns the minibatch loss."""
-    idx = minibatch_indices(t, len(run.y), run.cfg.batch_size, run.cfg.seed).to(run.y.device)
-    run.model.train()
-    loss = torch.nn.functional.cross_entropy(run.model(run.x[idx]), run.y[idx])
-    run.optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    run.optimizer.step()
-    if world()[1] > 1:  # keep every rank on exactly rank 0's θ (GPU kernels may differ in bits)
-        with torch.no_grad():
-            for p in run.model.parameters():
-                broadcast_(p.data)
-    return loss.item()
 
 
 def run_lca(cfg: RunConfig | None, out: str | Path, *, resume: bool = False,

@@ -1,13 +1,16 @@
 """Analyses of LCA run bundles from the paper (numpy / scipy / pandas only; never torch).
 
 One module per idea: ``helping`` (Table 1, Fig. 3), ``distributions`` and ``weibull`` (heavy
-tails), ``layers`` (layers that hurt), ``oscillation`` (direction changes, from a trajectory or
-from lca-run's counters), ``lca_error`` (quadrature error per layer, Table S1, conservation),
-``synchrony``
-(synchronised learning and the random-shift test), ``summary`` (all of them). ``scan`` is the
+tails), ``layers`` (layers that hurt), ``calibration`` (a subset or sparse run against the
+full training loss), ``counterfactual`` (the causal test of helping), ``oscillation``
+(direction changes, from a trajectory or from lca-run's counters), ``lca_error`` (quadrature
+error per layer, Table S1, conservation), ``synchrony`` (synchronised learning and the
+random-shift test), ``summary`` (all of them). ``scan`` is the
 single streaming pass over the (R, P) matrix that the distribution analyses share.
 """
 
+from lcaviz.analysis.calibration import calibration, calibration_summary
+from lcaviz.analysis.counterfactual import counterfactual_summary, counterfactual_table
 from lcaviz.analysis.distributions import lca_histograms, magnitude_quantile, moments, tail_mass
 from lcaviz.analysis.helping import (
     help_series,
@@ -29,7 +32,8 @@ from lcaviz.analysis.synchrony import peak_table, shift_test, synchrony, top_pea
 from lcaviz.analysis.weibull import WeibullFit, fit_weibull, weibull_fits, weibull_mle
 
 __all__ = [
-    "ValueScan", "WeibullFit", "compare_runs", "conservation", "counter_oscillation",
+    "ValueScan", "WeibullFit", "calibration", "calibration_summary", "compare_runs",
+    "conservation", "counter_oscillation", "counterfactual_summary", "counterfactual_table",
     "cumulative_layer_lca", "direction_changes", "error_table", "fit_weibull", "rule_errors",
     "table_s1", "help_series", "jsonable", "layer_helping", "layer_totals", "lca_histograms",
     "magnitude_quantile", "moments", "movement_oscillation", "overall_helping",

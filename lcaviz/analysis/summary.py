@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from lcaviz.analysis.calibration import calibration_summary
+from lcaviz.analysis.counterfactual import counterfactual_summary
 from lcaviz.analysis.distributions import lca_histograms, tail_mass
 from lcaviz.analysis.generalization import train_val_layers
 from lcaviz.analysis.helping import layer_helping, overall_helping, param_help_histogram
@@ -107,6 +108,7 @@ def _analyse(b: RunBundle, weibull_sample: int, sync_k: int, shift_resamples: in
             "every": int(b.lca_error_stats()["every"]), "n_iters": int(errors["n_iters"][0]),
             "layers": errors.to_dict(orient="records"),
             "table_s1": s1.to_dict(orient="records")},
+        "counterfactual": counterfactual_summary(b),
         "synchrony": sync,
         "settings": {"weibull_sample": weibull_sample, "layer_sample": layer_sample,
                      "sync_k": sync_k, "shift_resamples": shift_resamples, "seed": seed},
@@ -130,7 +132,8 @@ def summarize(bundle_or_path: RunBundle | str | Path, *, weibull_sample: int = 2
         Keys ``run, helping, param_help_histogram, distribution, tail, weibull, layers,
         oscillation`` (None without trajectory), ``oscillation_counters`` (None without the
         counters), ``conservation``, ``lca_error`` (None without ``--lca-error-every``: the
-        stored LCA's error per layer and Table S1), ``synchrony`` (None if T < 3),
+        stored LCA's error per layer and Table S1), ``counterfactual`` (None without
+        ``--counterfactual-every``), ``synchrony`` (None if T < 3),
         ``settings``.
     """
     if isinstance(bundle_or_path, RunBundle):

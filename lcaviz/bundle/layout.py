@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 import h5py
 import numpy as np
 
+from lcaviz.bundle import counterfactual
 from lcaviz.bundle.chunks import LCA_CHUNK, layer_stats, lca_chunks  # noqa: F401 - re-exported
 from lcaviz.bundle.groups import write_groups
 from lcaviz.bundle.schema import (
@@ -74,6 +75,7 @@ class LayoutInfo:
     lca_storage: str = "float32"  # or "bfloat16" (per-parameter rows only)
     compression: str = "none"  # or "gzip": lossless gzip + shuffle of the (rows, P) datasets
     lca_error_every: int = 0  # > 0: lca_error* datasets (an error estimate every K iterations)
+    counterfactual_every: int = 0  # > 0: counterfactual* datasets (lcaviz.bundle.counterfactual)
     max_halvings_flags: bool = False  # hit_max_halvings (T,) int8 (adaptive runs)
     oscillation_counters: bool = False  # param_moves ... and layer_oscillation
     lca_every: int = 1  # K > 1: only iterations 0, K, 2K, ... are allocated (lca_iters)
@@ -121,6 +123,7 @@ class IterationRecord:
     loss_change: float | None = None  # the allocated ΔL of this step (loss_change bundles)
     lca_group: np.ndarray | None = None  # (G,) LCA per named group (bundles with groups)
     lca_val_group: np.ndarray | None = None  # (G,)
+    counterfactual: np.ndarray | None = None  # (4, 2) at --counterfactual-every iterations
 
 
 @dataclass
@@ -246,6 +249,8 @@ def create_datasets(f: h5py.File, layout: LayoutInfo) -> None:
                  "intervals and still missed the tolerance")
     if layout.lca_error_every > 0:
         _error_datasets(f, layout, P_rows, L, wide)
+    if layout.counterfactual_every > 0:
+        counterfactual.create(f, layout.counterfactual_every)
     _approx_datasets(f, layout)
     if layout.oscillation_counters:
         for name, what in zip(OSC_COUNTERS, (

@@ -16,6 +16,7 @@ import numpy as np
 
 from lcaviz.bundle.approx import _BundleApprox
 from lcaviz.bundle.blocks import BLOCK_BYTES, _n_cols, _read_block
+from lcaviz.bundle.counterfactual import _BundleCounterfactual
 from lcaviz.bundle.derived import derive
 from lcaviz.bundle.diagnostics import _BundleDiagnostics
 from lcaviz.bundle.errors import BundleError, CorruptBundleError, read_guard
@@ -25,7 +26,8 @@ from lcaviz.bundle.meta import _BundleMeta
 from lcaviz.bundle.schema import from_bfloat16
 
 
-class RunBundle(_BundleFile, _BundleMeta, _BundleDiagnostics, _BundleApprox, _BundleGroups):
+class RunBundle(_BundleFile, _BundleMeta, _BundleDiagnostics, _BundleApprox, _BundleGroups,
+                _BundleCounterfactual):
     """One run bundle opened for reading (also a context manager).
 
     Shapes: T iterations, R per-parameter rows (row r sums the iterations

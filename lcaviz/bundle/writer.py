@@ -17,6 +17,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from lcaviz.bundle import counterfactual
 from lcaviz.bundle.h5flags import clear_write_flags
 from lcaviz.bundle.layout import (  # noqa: F401 - re-exported: the writer's public vocabulary
     ERROR_LAYER_FIELDS,
@@ -121,6 +122,7 @@ class BundleWriter:
             M = int(np.searchsorted(f["lca_error_iters"][()], T, side="left"))
             for name in M_DATASETS:
                 f[name].resize(M, axis=0)
+        counterfactual.truncate(f, T)
         for name in T1_DATASETS:
             if name in f:
                 f[name].resize(T + 1, axis=0)
@@ -168,6 +170,11 @@ class BundleWriter:
             add("hit_max_halvings", np.int8(bool(rec.hit_max_halvings)))
         if rec.lca_error is not None:
             self._add_error(rec.lca_error)
+        if rec.counterfactual is not None:
+            if "counterfactual_iters" not in self.f:
+                raise ValueError("this bundle was created without counterfactual datasets")
+            self._add("counterfactual_iters", np.int64(self.T))
+            self._add("counterfactual", np.asarray(rec.counterfactual, np.float64))
         if rec.allocated and "lca_iters" in self.f:
             add("lca_iters", np.int64(self.T))
         if rec.full_loss is not None and "full_loss_iters" in self.f:

@@ -49,7 +49,8 @@ def run_rows(summary: dict, config: dict, name: str) -> tuple[str, str]:
     hurting = [lay["name"] for lay in summary["layers"] if lay["hurts"]]
     setup = (f"{r['net']}, {r['optimizer']}"
              + (f" m={config.get('momentum')}" if r["optimizer"] == "sgd" else "")
-             + f", lr {config.get('lr')}, {r['n_iters']} it")
+             + f", lr {config.get('lr')}, {r['n_iters']} it, seed {config.get('seed')}, "
+             f"rows `{r['rows']}`")
     sync = (f"{s['actual_mean_per_class']:.2f} vs {s['baseline_mean_per_class']:.2f} "
             f"(p = {s['p_value']:.3g})") if s else "–"
     v = summary["values"]

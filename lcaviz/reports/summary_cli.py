@@ -120,6 +120,13 @@ def format_report(s: dict) -> str:
         out += _conservation_lines(s["conservation"])
     if s.get("lca_error"):
         out += _error_lines(s["lca_error"])
+    if k := s.get("counterfactual"):
+        out.append(f"causal   {k['n']} sampled steps: the helping coordinates alone lower the "
+                   f"loss in {_fmt(k['pct_help_lowers'], '.0f')} %, the hurting ones alone raise "
+                   f"it in {_fmt(k['pct_hurt_raises'], '.0f')} %; ΔL/ΣLCA of each part (median) "
+                   f"{_fmt(k['median_ratio_help'], '.2f')} / {_fmt(k['median_ratio_hurt'], '.2f')}"
+                   "; interaction |ΔL − Σ parts| / |ΔL| "
+                   f"{_fmt(k['median_abs_interaction'], '.2f')}")
     y = s.get("synchrony")
     if y:
         out.append(f"sync     top-{y['k']} learning moments ({y['source']}): "
