@@ -162,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="runs made by scripts/make_last_layer_runs.py")
     ap.add_argument("--last-layer-figure", type=Path, default=None,
                     help="also write the last-layer runs' per-layer bars as PNG here")
+    ap.add_argument("--causal", type=Path, default=None,
+                    help="runs made by scripts/make_causal_runs.py")
     ap.add_argument("--out", type=Path, default=Path("docs/reproduction.md"))
     a = ap.parse_args(argv)
     text = a.out.read_text() if a.out.exists() else "# Reproduction\n"
@@ -184,6 +186,11 @@ def main(argv: list[str] | None = None) -> int:
             rel = os.path.relpath(a.last_layer_figure, a.out.parent)
             body += f"\n![Total LCA per layer, one bar series per run]({rel})\n"
         text = replace_between(text, LAST_BEGIN, LAST_END, body)
+    if a.causal is not None:
+        from lcaviz.reports import causal
+
+        text = replace_between(text, causal.BEGIN, causal.END,
+                               causal.section(causal.load_runs(a.causal), a.causal.as_posix()))
     a.out.write_text(text)
     print(f"wrote {a.out}")
     return 0

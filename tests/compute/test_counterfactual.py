@@ -195,3 +195,35 @@ def test_summary_reports_the_causal_test(tmp_path):
     assert s["pct_hurt_raises"] == 100 * np.mean(cf[:, 2, 0] > 0)
     assert f"causal   3 sampled steps: the helping coordinates alone lower the loss in " \
            f"{s['pct_help_lowers']:.0f} %" in text
+
+
+def test_causal_report_pairs_plain_and_masked_runs_by_seed(tmp_path):
+    from dataclasses import replace
+
+    from compute.train import run_lca
+    from lcaviz.bundle import RunBundle
+    from lcaviz.reports import causal
+
+    for seed in (1, 2):
+        base = replace(_cfg(tmp_path), seed=seed, val_lca=True)
+        run_lca(replace(base, counterfactual_every=3), tmp_path / f"plain_s{seed}.h5",
+                progress=False)
+        run_lca(replace(base, update_mask="helping"), tmp_path / f"masked_s{seed}.h5",
+                progress=False)
+    runs = causal.load_runs(tmp_path)
+    assert sorted((r.seed, r.masked) for r in runs) == [(1, False), (1, True), (2, False),
+                                                        (2, True)]
+    text = causal.section(runs, "runs/causal")
+    final = {}
+    for name in ("plain", "masked"):
+        losses = []
+        for seed in (1, 2):
+            with RunBundle(tmp_path / f"{name}_s{seed}.h5") as b:
+                losses.append(b.loss_train()[-1])
+        final[name] = np.array(losses)
+    d = final["masked"] - final["plain"]
+    row = [ln for ln in text.splitlines() if ln.startswith("| training loss at θ_T |")][0]
+    assert f"{final['plain'].mean():.4f} ± {final['plain'].std(ddof=1):.4f}" in row
+    assert f"{d.mean():.4f} ± {d.std(ddof=1):.4f}" in row
+    assert "| plain_s1.h5 | 2 |" in text  # iterations 0 and 3 sampled
+    assert "masked_s1.h5 |" not in text.split("**Training only")[0]  # no test in masked runs
