@@ -87,8 +87,9 @@ def synchrony_all(x: np.ndarray, *, k: int = 20, max_shift: int = 2,
     """The shift test on per-component series (T, G), all components together.
 
     Without per-class series there is one "class", so shifting every component by the same
-    offset (probability (2s + 1)^−(G−1)) keeps every alignment: that is the smallest p-value
-    the test can give (``p_floor``), 1/5 for a pair, which is why pairs are not tested.
+    offset (probability (2s + 1)^−(G−1)) keeps every alignment, and N resamples cannot give
+    p below 1/(N + 1): the larger of the two is the smallest p-value the test can give
+    (``p_floor``), 1/5 for a pair, which is why pairs are not tested.
 
     Returns:
         ``aligned``: iterations where all G components have a top-k peak; ``actual`` (their
@@ -101,5 +102,6 @@ def synchrony_all(x: np.ndarray, *, k: int = 20, max_shift: int = 2,
     sets = [set(row[row >= 0].tolist()) for row in peaks[0]]
     return {"aligned": sorted(set.intersection(*sets)) if sets else [],
             "actual": res["actual_total"], "baseline": res["baseline_total_mean"],
-            "p": res["p_value"], "p_floor": float((2 * max_shift + 1) ** -(x.shape[1] - 1)),
+            "p": res["p_value"], "p_floor": max(float((2 * max_shift + 1) ** -(x.shape[1] - 1)),
+                                            1.0 / (n_resamples + 1)),
             "k": k, "max_shift": max_shift, "n_resamples": n_resamples}

@@ -22,8 +22,17 @@ from lcaviz.bundle.layout import lca_chunks
 _WIDE = ("lca", "lca_val", "lca_cumsum", "trajectory")
 
 
-def repack(path: str | Path) -> None:
-    """Rewrite ``path`` in place (via a temporary file and an atomic rename)."""
+def repack(path: str | Path, gzip_level: int | None = None, compress_all: bool = False) -> None:
+    """Rewrite ``path`` in place (via a temporary file and an atomic rename).
+
+    Args:
+        path: a complete bundle.
+        gzip_level: recompress the gzip datasets at this level (1–9; the writer uses 4, which
+            is fast to write; 9 packs bfloat16 rows about 3 % smaller and reads as fast).
+        compress_all: also gzip (with byte shuffle) the chunked datasets the writer left
+            uncompressed (the per-iteration series: help/hurt counts shrink ~70 %, float64
+            LCA sums ~20 %); any HDF5 reader reads them, no plugin needed.
+    """
     path = Path(path)
     tmp = path.with_name(path.name + ".repack")
     with h5py.File(path, "r") as src, h5py.File(tmp, "w", libver="latest") as dst:
@@ -38,6 +47,10 @@ def repack(path: str | Path) -> None:
             kw = {"maxshape": obj.maxshape, "chunks": obj.chunks,
                   "compression": obj.compression, "compression_opts": obj.compression_opts,
                   "shuffle": obj.shuffle}
+            if compress_all and obj.chunks is not None and obj.compression is None:
+                kw.update(compression="gzip", compression_opts=4, shuffle=True)
+            if gzip_level is not None and kw["compression"] == "gzip":
+                kw["compression_opts"] = int(gzip_level)
             if name in _WIDE and obj.shape[0] and obj.shape[1]:
                 kw["chunks"] = lca_chunks(obj.shape[1], obj.shape[0])
             ds = dst.create_dataset(name, data=obj[()], dtype=obj.dtype, **kw)

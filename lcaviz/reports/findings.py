@@ -70,10 +70,11 @@ def component_table(ph: list[gk.Phase], names: list[str], which: str) -> list[st
     return rows
 
 
-def synchrony_line(x: np.ndarray, names: list[str], label: str, n_resamples: int) -> str:
+def synchrony_line(x: np.ndarray, names: list[str], label: str, n_resamples: int,
+                   kind: str = "components") -> str:
     s = gk.synchrony_all(x, n_resamples=n_resamples)
     at = f" (iterations {', '.join(map(str, s['aligned']))})" if s["aligned"] else ""
-    return (f"- {label}: all {len(names)} components peak together at {s['actual']} of their "
+    return (f"- {label}: all {len(names)} {kind} peak together at {s['actual']} of their "
             f"top-{s['k']} moments{at} vs {s['baseline']:.2f} in the shift baseline "
             f"(p = {s['p']:.3g}; the smallest p this test can give is {s['p_floor']:.2g}).")
 
@@ -89,9 +90,14 @@ def figure(b: RunBundle) -> go.Figure:
         fig.add_trace(go.Scatter(x=x, y=acc, name=label, line={"color": "#222", "dash": dash}),
                       row=1, col=1)
     cum = np.vstack([np.zeros((1, va.shape[1])), np.cumsum(va, axis=0)])  # (T + 1, G)
+    # groups: one colour per layer, the heads of a layer told apart by their dash
+    layer = b.group_layer if kind == "groups" else np.arange(len(names))
+    dashes = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
     for g, n in enumerate(names):
-        fig.add_trace(go.Scatter(x=x, y=cum[:, g], name=n,
-                                 line={"width": 1.2, "color": layer_color(g)}), row=2, col=1)
+        nth = int(np.sum(layer[:g] == layer[g]))  # the group's index within its layer
+        fig.add_trace(go.Scatter(x=x, y=cum[:, g], name=n, line={
+            "width": 1.2, "color": layer_color(int(layer[g])),
+            "dash": dashes[nth % len(dashes)]}), row=2, col=1)
     for p in gk.phases(b)[1:]:
         fig.add_vline(x=p.start, line={"dash": "dot", "color": "#888", "width": 1})
     style(fig, f"Grokking: cumulative validation LCA per {kind[:-1]} (negative = lowered the "
@@ -113,10 +119,16 @@ def section(b: RunBundle, n_resamples: int = 1000) -> str:
     lines += component_table(ph, names, "lca_val")
     lines += ["", "LCA of the **training** loss per component and phase:", ""]
     lines += component_table(ph, names, "lca_train")
-    lines += ["", "Synchrony (the paper's random-shift test, top-20 local minima per component, "
+    lines += ["", "Synchrony (the paper's random-shift test, top-20 local minima per component "
+              "or layer, "
               f"shifts in {{−2..2}}, {n_resamples} resamples):", ""]
-    lines += [synchrony_line(tr, names, "training loss", n_resamples),
-              synchrony_line(va, names, "validation loss", n_resamples)]
+    lines += [synchrony_line(tr, names, "training loss", n_resamples, kind),
+              synchrony_line(va, names, "validation loss", n_resamples, kind)]
+    if kind == "groups":  # all heads at once is strict: the layers too
+        lines += [synchrony_line(b.lca_layer(), b.layer_names, "training loss", n_resamples,
+                                 "layers"),
+                  synchrony_line(b.lca_val_layer(), b.layer_names, "validation loss",
+                                 n_resamples, "layers")]
     return "\n".join(lines) + "\n"
 
 

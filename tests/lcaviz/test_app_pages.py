@@ -118,8 +118,9 @@ def test_runs_filter_box_matches_every_word(sample):
     assert names("mnist_fc sgd") == ["mnist_fc_sgd_mom0.9.h5", "mnist_fc_sgd_mom0.h5"]
     assert names("lr=0.01") == [LENET, FC] and names("momentum=0") == ["mnist_fc_sgd_mom0.h5"]
     assert names("run") == []  # the link's URL is not searched
-    data, hint = runs.filtered_table(rows, "adam")
-    assert [r["id"] for r in data] == ["mnist_fc_adam.h5"] and hint.startswith("1 of 4")
+    assert names("adam") == ["grokking_transformer.h5", "mnist_fc_adam.h5"]  # adamw too
+    data, hint = runs.filtered_table(rows, "adam mnist")
+    assert [r["id"] for r in data] == ["mnist_fc_adam.h5"] and hint.startswith("1 of 5")
 
 
 # -- item 10: compare page ------------------------------------------------------------------------

@@ -158,3 +158,12 @@ def test_repack_shrinks_a_live_written_gzip_bundle_without_changing_it(tmp_path)
         np.testing.assert_array_equal(b.row_windows, windows)
         np.testing.assert_array_equal(b.cumulative(39), cum)
         assert f["lca"].compression == "gzip" and f["lca"].dtype == np.uint16
+    with RunBundle.open(path) as b:
+        layer, counts = b.lca_layer(), b.help_count()
+    repack(path, gzip_level=9, compress_all=True)  # recompressed harder: the same values
+    with RunBundle.open(path) as b, h5py.File(path, locking=False) as f:
+        np.testing.assert_array_equal(b.rows(), rows)
+        np.testing.assert_array_equal(b.lca_layer(), layer)
+        np.testing.assert_array_equal(b.help_count(), counts)
+        assert f["lca"].compression_opts == 9
+        assert f["lca_layer"].compression == "gzip" and f["help_count"].compression == "gzip"
