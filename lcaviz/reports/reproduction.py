@@ -162,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="runs made by scripts/make_last_layer_runs.py")
     ap.add_argument("--last-layer-figure", type=Path, default=None,
                     help="also write the last-layer runs' per-layer bars as PNG here")
+    ap.add_argument("--run-length", type=Path, default=None,
+                    help="one long MNIST-FC run: %% helping by run length and by epoch")
     ap.add_argument("--causal", type=Path, default=None,
                     help="runs made by scripts/make_causal_runs.py")
     ap.add_argument("--out", type=Path, default=Path("docs/reproduction.md"))
@@ -186,6 +188,14 @@ def main(argv: list[str] | None = None) -> int:
             rel = os.path.relpath(a.last_layer_figure, a.out.parent)
             body += f"\n![Total LCA per layer, one bar series per run]({rel})\n"
         text = replace_between(text, LAST_BEGIN, LAST_END, body)
+    if a.run_length is not None:
+        from lcaviz.bundle import RunBundle
+        from lcaviz.reports import run_length
+
+        with RunBundle.open(a.run_length) as b:
+            paper = _paper_helping(b.config)
+        text = replace_between(text, run_length.BEGIN, run_length.END,
+                               run_length.section(a.run_length, paper))
     if a.causal is not None:
         from lcaviz.reports import causal
 
