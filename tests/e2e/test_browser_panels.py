@@ -168,3 +168,35 @@ def test_compare_heatmaps_have_export_buttons(driver, live_server, download_dir)
     text = wait_for(lambda: (lambda t: t if t.count("\n") > 20 * 30 else None)(
         new[0].read_text()))
     assert text.startswith("trace,x,y,value")
+
+
+def test_grokking_sample_opens_and_shows_bars_per_head(driver, tmp_path):
+    """The committed transformer sample plays, and its bars switch from layers to heads."""
+    import shutil
+
+    from selenium.webdriver.common.by import By
+
+    from tests.e2e.conftest import serve
+    from tests.e2e.test_browser import ROOT, body_text, open_run, wait_for
+
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    shutil.copy(ROOT / "sample_runs" / "grokking_transformer.h5", runs / "grok.h5")
+    with serve(runs) as url:
+        s = open_run(driver, url, "grok.h5")
+        assert s["n"] == 36  # rows every 100 of 3,600 iterations
+
+        def bar_labels():
+            return driver.execute_script(
+                "var g = document.querySelector('#run-layer-bars .js-plotly-plot');"
+                "return g && g.data && g.data[0] ? g.data[0].x : null")
+
+        assert wait_for(lambda: (bar_labels() or [None])[0] == "embed")
+        assert "blocks.0.attn.q.head0" not in bar_labels()
+        option = wait_for(lambda: [e for e in driver.find_elements(
+            By.CSS_SELECTOR, "#run-bars-by input[type=radio]")
+            if e.get_attribute("value") == "group" and e.is_enabled()])
+        option[0].click()
+        labels = wait_for(lambda: (lambda x: x if x and len(x) == 21 else None)(bar_labels()))
+        assert "blocks.0.attn.q.head0" in labels and "blocks.0.attn.o.head3" in labels
+        assert "LCA per group" in body_text(driver)
