@@ -59,13 +59,6 @@ def _describe(name: str, root: Path | None) -> list[str]:
                 f"{len(s.val):,} of the p² pairs (--train-fraction "
                 f"{data.DEFAULT_TRAIN_FRACTION}, split by --seed), {s.train.n_classes} classes; "
                 "set p with --modulus"]
-    if name in data.GENERATED_DATASETS:
-        s = data.load_splits(name)
-        return [f"{name}: generated (no download); a + b mod p as token sequences [a, b, =], "
-                f"default p = {data.DEFAULT_MODULUS}: train {len(s.train):,} and val "
-                f"{len(s.val):,} of the p² pairs (--train-fraction "
-                f"{data.DEFAULT_TRAIN_FRACTION}, split by --seed), {s.train.n_classes} classes; "
-                "set p with --modulus"]
     if name == "synthetic":
         s = data.load_splits("synthetic")
         return [f"synthetic: generated (seed-dependent); default train {len(s.train):,}, "
