@@ -82,10 +82,7 @@ def record(run, st: LCAStep, vst: LCAStep | None, state: RunState, mb_loss: floa
         rec.lca_val_layer = layer_sums(vst.lca, run.layer_idx, L).cpu().numpy()
         rec.val_residual = vst.residual
         rec.lca_val_row = host(state.window_val) if close else None
-    if close:
-        state.window.zero_()
-        if state.window_val is not None:
-            state.window_val.zero_()
+    _reset_window(state, close)
     return rec
 
 
@@ -113,10 +110,7 @@ def gap_record(run, state: RunState, t: int, mb_loss: float,
         rec.loss_val, rec.acc_val, rec.val_residual = nan, nan, nan
         rec.lca_val_layer = np.full(L, nan)
         rec.lca_val_row = host(state.window_val) if close else None
-    if close:
-        state.window.zero_()
-        if state.window_val is not None:
-            state.window_val.zero_()
+    _reset_window(state, close)
     return rec
 
 
@@ -160,3 +154,11 @@ def capped_warning(state: RunState, cfg) -> str | None:
             f"{2 ** cfg.max_halvings} Simpson intervals (--max-halvings) without meeting "
             f"{rule}; they are flagged in the bundle's hit_max_halvings (raise --max-halvings "
             "or loosen --tol/--rtol; in float32 |ΔL| below ~1e-7·L cannot be resolved)")
+
+
+def _reset_window(state: RunState, close: bool) -> None:
+    """A row closed: its window sums start again from zero."""
+    if close:
+        state.window.zero_()
+        if state.window_val is not None:
+            state.window_val.zero_()

@@ -6,9 +6,9 @@ Every step waits for a condition (never a fixed sleep), so the tests hold on a l
 
 from __future__ import annotations
 
-import time
-
 import pytest
+
+from tests.e2e.test_browser import body_text, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -30,25 +30,6 @@ DISPLAYED_AXES = """
 return Array.from(document.querySelectorAll('.main-svg'))
   .filter(function (s) { return s.getClientRects().length > 0; }).length;
 """
-
-
-def wait_for(fn, timeout: float = 30.0, interval: float = 0.2):
-    """Poll ``fn`` until it returns something truthy (its value), or fail after timeout."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = fn()
-        except Exception as e:  # noqa: BLE001 - elements come and go while Dash renders
-            last = e
-        if last and not isinstance(last, Exception):
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out waiting; last value: {last!r}")
-
-
-def body_text(driver) -> str:
-    return driver.execute_script("return document.body.innerText")
 
 
 def graph_title(driver, sel: str) -> str:
@@ -177,7 +158,7 @@ def test_grokking_sample_opens_and_shows_bars_per_head(driver, tmp_path):
     from selenium.webdriver.common.by import By
 
     from tests.e2e.conftest import serve
-    from tests.e2e.test_browser import ROOT, body_text, open_run, wait_for
+    from tests.e2e.test_browser import ROOT, open_run
 
     runs = tmp_path / "runs"
     runs.mkdir()
