@@ -26,7 +26,9 @@ def test_summarize_is_strict_json_and_complete(run):
     assert json.loads(text) == s
     assert set(s) == {"run", "values", "helping", "param_help_histogram", "distribution",
                       "tail", "weibull", "layers", "oscillation", "synchrony", "settings",
-                      "oscillation_counters", "conservation", "lca_error", "train_val"}
+                      "oscillation_counters", "conservation", "lca_error", "train_val",
+                      "counterfactual"}
+    assert s["counterfactual"] is None  # made without --counterfactual-every
     # a synthetic bundle has none of lca-run's counters or error estimates
     assert s["oscillation_counters"] is None and s["lca_error"] is None
     assert s["run"]["n_iters"] == 80 and s["run"]["n_rows"] == 40
