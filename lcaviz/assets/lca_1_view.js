@@ -77,6 +77,10 @@
     this.offscreen = [];
     this.paints = 0;          // frames painted (benchmarks and tests read these two)
     this.lastPaint = 0;
+    // a failed fetch (server gone, error reply) is retried after 250 ms, doubling to 5 s, never
+    // at once: an immediate retry would spin the page against a dead server
+    this.backoff = 0; this.retryAt = 0; this.retryTimer = null;
+    this.failTimes = [];      // performance.now() of each failed fetch (tests read it)
   }
   View.prototype.host = function () { return document.getElementById(this.hostId); };
   // the Plotly axes, once Plotly has drawn this stream's figure (else null)
@@ -91,6 +95,7 @@
       this.inflight.clear();
       this.pending = new Set();
       this.shown = -1; this.frame = null; this.error = null;
+      this.backoff = 0; this.retryAt = 0; clearTimeout(this.retryTimer);
     }
     var newFigure = !this.stream || !same || JSON.stringify(this.stream.items) !== JSON.stringify(stream.items);
     this.stream = stream;
@@ -125,6 +130,7 @@
   // make sure rows [r, r + n) are cached or on their way (blocks aligned to rowsPerBlock)
   View.prototype.request = function (r, n) {
     if (!this.stream || !this.stream.has_rows) return;
+    if (performance.now() < this.retryAt) return;  // backing off after a failed fetch
     var R = this.nRows(), per = this.rowsPerBlock();
     for (var q = Math.max(r, 0); q < Math.min(R, r + n); q++) {
       if (this.inflight.size >= MAX_INFLIGHT) return;
@@ -160,10 +166,18 @@
           total: head.totals[k], zmax: head.zmax ? head.zmax[k] : null});
       }
       done();
+      self.backoff = 0; self.retryAt = 0;
       if (self.stream === stream) self.onFrameData(self);
     }).catch(function (e) {
       done();
-      if (e.name !== 'AbortError') { self.error = String(e.message || e); self.onFrameData(self); }
+      if (e.name === 'AbortError' || self.stream !== stream) return;
+      self.error = String(e.message || e);
+      self.failTimes.push(performance.now());
+      self.backoff = Math.min(self.backoff ? 2 * self.backoff : 250, 5000);
+      self.retryAt = performance.now() + self.backoff;
+      clearTimeout(self.retryTimer);
+      self.retryTimer = setTimeout(function () { self.onFrameData(self); }, self.backoff + 1);
+      self.onFrameData(self);  // shows the error; its prefetch waits for retryAt
     });
   };
   // paint row r if its frame is cached; returns whether it did

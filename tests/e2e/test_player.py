@@ -254,3 +254,34 @@ def test_a_live_run_grows_on_the_page_and_opens_complete(driver, tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+FAILS = """
+var v = window.lcaviz.players.run.views[0];
+return v.failTimes.length ? {n: v.failTimes.length, first: v.failTimes[0],
+                             last: v.failTimes[v.failTimes.length - 1],
+                             times: v.failTimes.slice(0, 50), error: v.error} : null;
+"""
+
+
+def test_a_dead_server_is_retried_with_backoff_not_in_a_loop(driver, tmp_path):
+    """When the server goes away, failed frame fetches are retried after 250 ms, doubling, so
+    the page stays responsive (an immediate retry spun the renderer and stalled the browser)."""
+    from lcaviz.bundle.synthetic import write_synthetic_bundle
+
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    write_synthetic_bundle(runs / "many.h5", n_iters=300, stride=1, seed=4, n_classes=3,
+                           layers=(("fc1", (100, 784)),))
+    with serve(runs) as url:
+        s = open_run(driver, url, "many.h5")
+        assert s["n"] == 300
+    # the server is gone; ask for a frame that is not cached
+    driver.execute_script("var p = window.lcaviz.players.run; p.seek(p.timeline.length - 1)")
+    f = wait_for(lambda: (lambda x: x if x and x["last"] - x["first"] >= 1000 else None)(
+        driver.execute_script(FAILS)), timeout=120)
+    early = [t for t in f["times"] if t < f["first"] + 1000]
+    # at most 2 fetches in flight per round, rounds >= 250, 500 ms apart: a few, not hundreds
+    assert len(early) <= 8, f"{len(early)} failed fetches within 1 s of the first"
+    assert f["error"]
+    driver.get("about:blank")
