@@ -126,6 +126,7 @@ def layer_heatmap(frames: Sequence[TensorFrame], plan: Sequence[dict], *,
         if p["kind"] == "image":
             fig.update_yaxes(autorange="reversed", row=k, col=1,
                              title_text=_axis_names(p["shape"])[0])
+            whole_row_ticks(fig, p, k)
             fig.update_xaxes(row=k, col=1, title_text=_axis_names(p["shape"])[1],
                              title_standoff=4)
             _add_grid(fig, p, row=k)
@@ -144,6 +145,13 @@ def layer_heatmap(frames: Sequence[TensorFrame], plan: Sequence[dict], *,
     fig.update_xaxes(showgrid=False, zeroline=False, mirror=True)
     fig.update_yaxes(showgrid=False, zeroline=False, mirror=True)
     return fig
+
+
+def whole_row_ticks(fig: go.Figure, p: dict, row: int) -> None:
+    """An image of a few rows (a stack of attention heads, say) gets a tick per row, not
+    Plotly's half-integer ticks between them."""
+    if p["nrows"] <= 16 and p.get("by", 1) == 1:
+        fig.update_yaxes(dtick=1, tick0=0, row=row, col=1)
 
 
 def _axis_names(shape: Sequence[int]) -> tuple[str, str]:

@@ -130,6 +130,19 @@ def test_conv_heatmap_image_shape_and_hover_indices():
     assert "customdata[4]" in img.hovertemplate  # weight shown when a trajectory exists
 
 
+def test_a_few_rows_get_whole_number_ticks():
+    heads = [("attn.q.weight", (4, 64, 16))]  # (heads, d_model, d_head): one row per head
+    fig = layer_heatmap(frames_for(heads), plan_layer(heads))
+    assert np.asarray(fig.data[0].z).shape == (4, 1024)
+    assert fig.layout.yaxis.dtick == 1 and fig.layout.yaxis.tick0 == 0
+    fc = [("fc1.weight", (100, 784))]
+    assert layer_heatmap(frames_for(fc), plan_layer(fc)).layout.yaxis.dtick is None
+    from lcaviz.figures.heatmap_axes import heatmap_axes  # what the browser's player draws
+
+    assert heatmap_axes(plan_layer(heads)).layout.yaxis.dtick == 1
+    assert heatmap_axes(plan_layer(fc)).layout.yaxis.dtick is None
+
+
 def test_per_frame_range_is_symmetric():
     tensors = [("w", (10, 10))]
     fig = layer_heatmap(frames_for(tensors), plan_layer(tensors), zmax=None)
