@@ -202,8 +202,12 @@ def rules_markdown(df) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--net", default="mnist_fc", choices=("mnist_fc", "lenet"))
+    ap.add_argument("--net", default="mnist_fc", choices=("mnist_fc", "lenet", "resnet20"))
     ap.add_argument("--dataset", default="mnist")
+    ap.add_argument("--data-root", default=None)
+    ap.add_argument("--rgb32", action="store_true", help="MNIST padded to 3x32x32 (ResNet-20)")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--chunk-size", type=int, default=1000)
     ap.add_argument("--train-size", type=int, default=None)
     ap.add_argument("--batch-size", type=int, default=250)
     ap.add_argument("--iters", type=int, default=200)
@@ -212,9 +216,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--json", type=Path, default=None, help="write the results here")
     ap.add_argument("--keep", type=Path, default=None, help="keep the bundles in this folder")
     a = ap.parse_args(argv)
-    base = RunConfig(net=a.net, dataset=a.dataset, train_size=a.train_size, val_size=1000,
-                     batch_size=a.batch_size, iters=a.iters, lr=a.lr, momentum=0.9,
-                     method="rk4", seed=0, checkpoint_every=10**6, checkpoint_seconds=1e9)
+    base = RunConfig(net=a.net, dataset=a.dataset, data_root=a.data_root, rgb32=a.rgb32,
+                     train_size=a.train_size, val_size=1000, batch_size=a.batch_size,
+                     iters=a.iters, lr=a.lr, momentum=0.9, method="rk4", seed=0,
+                     device=a.device, chunk_size=a.chunk_size, per_class=a.net != "resnet20",
+                     checkpoint_every=10**6, checkpoint_seconds=1e9)
     work = a.keep or Path(tempfile.mkdtemp(prefix="bench_approx_"))
     work.mkdir(parents=True, exist_ok=True)
     only = set(a.only.split(",")) if a.only else None
@@ -249,6 +255,7 @@ def main(argv: list[str] | None = None) -> None:
         print(rules_markdown(quad))
     if a.json:
         meta = {"net": a.net, "train_size": a.train_size, "iters": a.iters,
+                "device": a.device,
                 "batch_size": a.batch_size, "lr": a.lr,
                 "baselines": {k: {"seconds": v["seconds"], "wall": v["wall"],
                                   "pct_help": v["pct_help"], "k_help": v["k_help"],

@@ -8,6 +8,7 @@
 #   bash benchmarks/gpu_suite.sh engine      # floor ratio, per-class, naive, adaptive: resnet20
 #   bash benchmarks/gpu_suite.sh precision   # per-parameter error vs float64, both layouts
 #   bash benchmarks/gpu_suite.sh profile     # where an iteration's time goes
+#   bash benchmarks/gpu_suite.sh approx      # issue 17's error table: resnet20, 10k images
 #   bash benchmarks/gpu_suite.sh lastlayer [--only regular fc_frozen ...]
 #                                            # last-layer experiments, 10k images, 200 iterations
 #                                            # (~3 min per run; 6 settings x 3 seeds:
@@ -15,7 +16,7 @@
 # Results land in $OUT (the device tool copies that folder back) or ./gpu_results.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-step="${1:?usage: gpu_suite.sh prepare|engine|precision|profile|lastlayer}"
+step="${1:?usage: gpu_suite.sh prepare|engine|precision|profile|approx|lastlayer}"
 out="${OUT:-gpu_results}"
 mkdir -p "$out"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # the device image has torch, h5py, tqdm
@@ -43,6 +44,10 @@ case "$step" in
   profile)
     python benchmarks/profile_engine.py --net resnet20 "${data[@]}" --device cuda --iters 20 \
       --chunk-size 1000 2>&1 | log ;;
+  approx)
+    python benchmarks/bench_approx.py --net resnet20 "${data[@]}" --device cuda --iters 100 \
+      --train-size 10000 --lr 0.1 --chunk-size 1000 --json "$out/approx_resnet20.json" \
+      2>&1 | log ;;
   lastlayer)
     python scripts/make_last_layer_runs.py --device cuda --train-size 10000 --iters 200 \
       --out "$out/last_layer" "${@:2}" 2>&1 | log ;;
