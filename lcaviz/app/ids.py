@@ -52,6 +52,7 @@ DRILL_INFO = "run-drill-info"
 LAYER_BARS = "run-layer-bars"
 BARS_SCOPE = "run-bars-scope"  # total | upto
 BARS_NORM = "run-bars-norm"  # raw | per_param
+HEAT_GROUP = "run-heat-group"  # "" or a group name: the heatmap zoomed to one head
 BARS_BY = "run-bars-by"  # layer | group (runs with named groups: attention heads)
 LAYER_CURVES = "run-layer-curves"
 CURVES_CUMULATIVE = "run-curves-cumulative"

@@ -132,3 +132,38 @@ def test_bars_by_group_on_a_run_without_groups_shows_layers(plain):
     with RunBundle(out) as b:
         assert list(bars.data[0].x) == list(b.layer_names)
     assert "per layer" in bars.layout.title.text
+
+
+def test_heatmap_menu_zooms_to_one_head(grok):
+    from lcaviz.app import create_app, get_state, ids
+    from lcaviz.app.pages import run_callbacks, run_groups
+    from lcaviz.app.queries import run_meta
+
+    state = get_state(create_app(grok.parent))
+    rid = state.run_id(grok)
+    b, _ = state.open(rid)
+    meta = run_meta(b)
+    q = b.layer_names.index("blocks.0.attn.q")
+    opts = run_groups.group_options(state, rid, meta, q)
+    assert [o["value"] for o in opts] == [""] + [f"blocks.0.attn.q.head{h}" for h in range(HEADS)]
+    assert run_groups.group_options(state, rid, meta, b.layer_names.index("embed")) == \
+        [run_groups.WHOLE]  # one group: nothing to choose
+    # q.weight is (heads, d_model, d_head): head 2 is image row 2, all of its columns
+    region, stream, plan = run_callbacks.zoom_callback(
+        state, ids.HEAT_GROUP, None, rid, meta, q, "row", 1, "fixed", "auto", None, None,
+        "blocks.0.attn.q.head2")
+    d_model_x_head = int(np.prod(b.params.set_index("name").loc["blocks.0.attn.q.weight",
+                                                                "shape"][1:]))
+    assert region == [2, 3, 0, d_model_x_head]
+    main = plan[0]
+    assert (main["r0"], main["nrows"], main["c0"], main["ncols"]) == (2, 1, 0, d_model_x_head)
+    cols = b.group_columns("blocks.0.attn.q.head2")
+    assert set(range(main["offset"] + 2 * d_model_x_head,
+                     main["offset"] + 3 * d_model_x_head)) == set(cols.tolist())
+    # back to the whole layer
+    assert run_callbacks.zoom_callback(state, ids.HEAT_GROUP, None, rid, meta, q, "row", 1,
+                                       "fixed", "auto", plan, region, "")[0] is None
+    # a new layer resets a chosen head; a live refresh keeps it
+    head2 = "blocks.0.attn.q.head2"
+    assert run_callbacks.group_menu(state, ids.LAYER, rid, meta, q, head2)[1] == ""
+    assert run_callbacks.group_menu(state, ids.RUN_META, rid, meta, q, "x")[1] is run_callbacks.NU

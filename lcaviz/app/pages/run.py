@@ -39,6 +39,9 @@ def _heatmap_section() -> html.Section:
     controls = [
         labelled("layer", dcc.Dropdown(id=ids.LAYER, options=[], value=0, clearable=False),
                  "220px"),
+        labelled("head / part", dcc.Dropdown(id=ids.HEAT_GROUP, clearable=False, value="",
+                                             options=[{"label": "whole layer", "value": ""}]),
+                 "160px"),
         labelled("colour range", radio(ids.RANGE_MODE, [("fixed", "fixed over run"),
                                                        ("frame", "per frame")], "fixed")),
         labelled("resolution", radio(ids.RESOLUTION, [("auto", "block sums"),

@@ -13,7 +13,7 @@ from dash import ClientsideFunction, Input, Output, State, ctx
 
 from lcaviz.app import ids
 from lcaviz.app.frames import stream_descriptor
-from lcaviz.app.pages import run_views
+from lcaviz.app.pages import run_groups, run_views
 from lcaviz.app.pages.components import error_card
 from lcaviz.app.pages.run_exports import register_exports
 from lcaviz.app.pages.run_panels import (  # noqa: F401 - re-exported for tests and benchmarks
@@ -112,15 +112,23 @@ def stream_callback(state: AppState, trigger, run_id, meta, layer, mode, window,
 
 
 def zoom_callback(state: AppState, trigger, relayout, run_id, meta, layer, mode, window,
-                  range_mode, resolution, plan, current):
-    """A box zoom (the player's relayout data) or the reset button: the new zoom region and
-    its stream (full resolution where the region is small enough).
+                  range_mode, resolution, plan, current, group=None):
+    """A box zoom (the player's relayout data), the reset button or a head chosen in the
+    "head / part" menu: the new zoom region and its stream (full resolution where the region
+    is small enough).
 
     Returns:
         ``(zoom, stream, plan)``.
     """
-    region = None if trigger == ids.ZOOM_RESET else update_zoom(trigger, relayout, plan,
-                                                                 current)
+    if trigger == ids.HEAT_GROUP:
+        try:
+            region = run_groups.group_zoom(state, run_id, layer, group)
+        except _OPEN_ERRORS:
+            return NU, NU, NU
+    elif trigger == ids.ZOOM_RESET:
+        region = None
+    else:
+        region = update_zoom(trigger, relayout, plan, current)
     if region is NU or region == current:
         return NU, NU, NU
     stream, new_plan = heatmap_stream(state, run_id, meta, layer, mode, window, range_mode,
@@ -143,6 +151,17 @@ def update_zoom(trigger: str | None, relayout, plan, current):
     region = region_from_relayout(relayout, nrows, ncols)
     region = list(region) if region else None
     return NU if region == current else region
+
+
+def group_menu(state: AppState, trigger, run_id, meta, layer, current):
+    """Options of the "head / part" menu; the value goes back to the whole layer when the layer
+    changes or the zoom is reset while a head was chosen (a live run's new metadata keeps it)."""
+    try:
+        options = run_groups.group_options(state, run_id, meta, layer)
+    except _OPEN_ERRORS:
+        return [run_groups.WHOLE], NU
+    value = "" if (trigger in (ids.LAYER, ids.ZOOM_RESET) and current) else NU
+    return options, value
 
 
 def update_drill(state: AppState, run_id, param, frame, mode, window, trigger=None):
@@ -188,12 +207,19 @@ def register(app: dash.Dash, state: AppState) -> None:
        Output(ids.HEATMAP_STREAM, "data", allow_duplicate=True),
        Output(ids.HEATMAP_PLAN, "data", allow_duplicate=True),
        Input(ids.ZOOM_REQUEST, "data"), Input(ids.ZOOM_RESET, "n_clicks"),
+       Input(ids.HEAT_GROUP, "value"),
        State(ids.RUN_ID, "data"), State(ids.RUN_META, "data"), State(ids.LAYER, "value"),
        State(ids.MODE, "value"), State(ids.WINDOW, "value"), State(ids.RANGE_MODE, "value"),
        State(ids.RESOLUTION, "value"), State(ids.HEATMAP_PLAN, "data"),
        State(ids.ZOOM, "data"), prevent_initial_call=True,
-       )(lambda rl, _b, rid, meta, lay, m, w, rm, res, plan, cur: zoom_callback(
-           state, ctx.triggered_id, rl, rid, meta, lay, m, w, rm, res, plan, cur))
+       )(lambda rl, _b, grp, rid, meta, lay, m, w, rm, res, plan, cur: zoom_callback(
+           state, ctx.triggered_id, rl, rid, meta, lay, m, w, rm, res, plan, cur, grp))
+    # the menu lists the selected layer's heads; a new layer starts from the whole layer
+    cb(Output(ids.HEAT_GROUP, "options"), Output(ids.HEAT_GROUP, "value"),
+       Input(ids.RUN_META, "data"), Input(ids.LAYER, "value"), Input(ids.ZOOM_RESET, "n_clicks"),
+       State(ids.RUN_ID, "data"), State(ids.HEAT_GROUP, "value"),
+       )(lambda meta, lay, _r, rid, cur: group_menu(state, ctx.triggered_id, rid, meta, lay,
+                                                    cur))
     # the player (assets/lca_player.js) takes the stream; frames never come back through Dash
     app.clientside_callback(ClientsideFunction("lcaviz", "runStream"),
                             Output(ids.PLAYER_BAR, "title"), Input(ids.HEATMAP_STREAM, "data"))
