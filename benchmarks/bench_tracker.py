@@ -69,6 +69,27 @@ def tracker_steps(model, x, y, steps: int) -> list[float]:
     return out[1:]  # the first step includes one-off work
 
 
+def timed(callback: type, hook: str, hooks: list, inner: list) -> type:
+    """A subclass of ``callback`` whose ``hook`` appends its own seconds to ``hooks`` and those
+    of the ``tracker.step()`` it makes to ``inner``."""
+
+    def timed_hook(self, *a, **k):
+        step = self.tracker.step
+
+        def timed_step(**kw):
+            t0 = time.perf_counter()
+            step(**kw)
+            inner.append(time.perf_counter() - t0)
+
+        self.tracker.step = timed_step
+        t0 = time.perf_counter()
+        getattr(callback, hook)(self, *a, **k)
+        hooks.append(time.perf_counter() - t0)
+        self.tracker.step = step
+
+    return type(f"Timed{callback.__name__}", (callback,), {hook: timed_hook})
+
+
 def lightning_overhead(model, x, y, steps: int) -> tuple[float, float]:
     """(median hook seconds, median tracker.step seconds inside the hook) per step."""
     import lightning as L
@@ -91,21 +112,7 @@ def lightning_overhead(model, x, y, steps: int) -> tuple[float, float]:
             return torch.optim.SGD(self.parameters(), lr=0.01, momentum=0.9)
 
     hooks, inner = [], []
-
-    class Timed(LCACallback):
-        def on_train_batch_end(self, *a, **k):
-            step = self.tracker.step
-
-            def timed_step(**kw):
-                t0 = time.perf_counter()
-                step(**kw)
-                inner.append(time.perf_counter() - t0)
-
-            self.tracker.step = timed_step
-            t0 = time.perf_counter()
-            super().on_train_batch_end(*a, **k)
-            hooks.append(time.perf_counter() - t0)
-            self.tracker.step = step
+    Timed = timed(LCACallback, "on_train_batch_end", hooks, inner)
 
     with tempfile.TemporaryDirectory() as d:
         loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y),
@@ -139,21 +146,7 @@ def hf_overhead(steps: int) -> tuple[float, float]:
         tokenizer_object=Tokenizer(WordLevel(vocab, unk_token="[PAD]")), pad_token="[PAD]")
     collator = transformers.DataCollatorWithPadding(tok)
     hooks, inner = [], []
-
-    class Timed(LCATrainerCallback):
-        def on_step_end(self, *a, **k):
-            step = self.tracker.step
-
-            def timed_step(**kw):
-                t0 = time.perf_counter()
-                step(**kw)
-                inner.append(time.perf_counter() - t0)
-
-            self.tracker.step = timed_step
-            t0 = time.perf_counter()
-            super().on_step_end(*a, **k)
-            hooks.append(time.perf_counter() - t0)
-            self.tracker.step = step
+    Timed = timed(LCATrainerCallback, "on_step_end", hooks, inner)
 
     with tempfile.TemporaryDirectory() as d:
         args = transformers.TrainingArguments(
