@@ -43,8 +43,8 @@ def truncate(f: h5py.File, T: int) -> None:
             f[name].resize(M, axis=0)
 
 
-def problems(f: h5py.File, T: int) -> list[str]:
-    """What does not fit: shapes, or iterations outside 0..T−1."""
+def problems(f: h5py.File) -> list[str]:
+    """What does not fit: the values' shape, or fewer values than iterations listed."""
     if NAMES[0] not in f:
         return []
     out = []

@@ -239,7 +239,7 @@ class _BundleFile:
                            ("lca_class_layer", (len(self.class_names), L))):
             if name in f and f[name].shape[1:] != tail:
                 problems.append(f"{name} has shape {f[name].shape}, expected (T, *{tail})")
-        problems += counterfactual.problems(f, T)
+        problems += counterfactual.problems(f)
         if "params/groups" in f:
             G = len(f["params/groups/names"])
             problems += read_groups(f["params"], L, P)[3]

@@ -45,14 +45,18 @@ def group_options(state: AppState, run_id, meta, layer) -> list[dict]:
     """Options of the menu for the selected layer ("whole layer" first)."""
     if not run_id or not meta or not meta.get("has_groups") or layer is None:
         return [WHOLE]
-    b, _ = state.open(run_id)
     return [WHOLE] + [{"label": n.rsplit(".", 1)[-1], "value": n}
-                      for n in group_regions(b, int(layer))]
+                      for n in _regions(state, run_id, int(layer))]
 
 
 def group_zoom(state: AppState, run_id, layer, name) -> list[int] | None:
     """The zoom region of the chosen group (None: the whole layer)."""
     if not name or not run_id or layer is None:
         return None
-    b, _ = state.open(run_id)
-    return group_regions(b, int(layer)).get(name)
+    return _regions(state, run_id, int(layer)).get(name)
+
+
+def _regions(state: AppState, run_id, layer: int) -> dict[str, list[int]]:
+    """:func:`group_regions`, once per bundle and layer (a live run's page asks every second)."""
+    b, key = state.open(run_id)
+    return state.cached(("group_regions", key, layer), lambda: group_regions(b, layer))
