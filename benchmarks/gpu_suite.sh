@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The performance issue's GPU measurements, as steps that each fit one device call (< 10 min on
-# one H100). CI never runs this: it needs a CUDA device.
+# one H100/H200; sized from the first H200 session, docs/benchmarks.md). CI never runs this: it
+# needs a CUDA device.
 #
 # On this (CPU) machine, once:   bash benchmarks/gpu_suite.sh prepare
 #   (writes data/mnist/*.gz, 11 MB, from the md5-verified cache of `lca-data fetch mnist`)
@@ -9,14 +10,16 @@
 #   bash benchmarks/gpu_suite.sh precision   # per-parameter error vs float64, both layouts
 #   bash benchmarks/gpu_suite.sh profile     # where an iteration's time goes
 #   bash benchmarks/gpu_suite.sh approx      # issue 17's error table: resnet20, 10k images
-#   bash benchmarks/gpu_suite.sh lastlayer [--only regular fc_frozen ...]
-#                                            # last-layer experiments, 10k images, 200 iterations
-#                                            # (~3 min per run; 6 settings x 3 seeds:
-#                                            #  one --seeds N per call, --only to split)
+#   bash benchmarks/gpu_suite.sh lastlayer [--seeds 0 1 2] [--only regular fc_frozen ...]
+#                                            # last-layer experiments, 1,000 images, 150 iterations,
+#                                            # into runs/last_layer (kept on a warm machine between
+#                                            # calls); ~60 s per run on an H200, so one seed (6 runs)
+#                                            # per call
+#   bash benchmarks/gpu_suite.sh pack        # runs/last_layer -> $OUT, three bundles per .tar.xz
 # Results land in $OUT (the device tool copies that folder back) or ./gpu_results.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-step="${1:?usage: gpu_suite.sh prepare|engine|precision|profile|approx|lastlayer}"
+step="${1:?usage: gpu_suite.sh prepare|engine|precision|profile|approx|lastlayer|pack}"
 out="${OUT:-gpu_results}"
 mkdir -p "$out"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # the device image has torch, h5py, tqdm
@@ -31,25 +34,39 @@ case "$step" in
     du -sh data/mnist ;;
   engine)
     nvidia-smi --query-gpu=name,driver_version --format=csv | log
-    python benchmarks/bench_engine.py --net resnet20 "${data[@]}" --device cuda --iters 20 \
-      --repeats 5 --chunk-size 1000 --skip adaptive 2>&1 | log ;;
+    # 55,000 images: ~2.3 s per full-dataset gradient on an H200 in strict fp32
+    python benchmarks/bench_engine.py --net resnet20 "${data[@]}" --device cuda --iters 10 \
+      --repeats 3 --chunk-size 1000 --skip adaptive 2>&1 | log ;;
   precision)
-    for extra in "--memory-format contiguous" "--memory-format channels_last" "--compile"; do
+    tmp=$(mktemp -d)  # each check writes its own bundle (an existing --out is never replaced)
+    i=0
+    # 2,000 images: the float64 recomputation over all 55,000 took > 80 s per check on an H200
+    for extra in "--memory-format contiguous" "--memory-format channels_last" "--compile" \
+        "--allow-tf32" "--memory-format channels_last --allow-tf32"; do
+      i=$((i + 1))
       # shellcheck disable=SC2086  # $extra is two words on purpose
       python -m compute.cli --net resnet20 "${data[@]}" --device cuda --lr 0.1 --iters 3 \
-        --chunk-size 1000 $extra --precision-check 2>&1 | log
+        --train-size 2000 --chunk-size 1000 $extra --precision-check --out "$tmp/check_$i.h5" \
+        --no-progress 2>&1 | log
     done
-    python benchmarks/bench_engine.py --net resnet20 "${data[@]}" --device cuda --iters 20 \
-      --repeats 5 --chunk-size 1000 --skip perclass,adaptive,naive --compile 2>&1 | log ;;
+    python benchmarks/bench_engine.py --net resnet20 "${data[@]}" --device cuda --iters 5 \
+      --repeats 3 --train-size 10000 --chunk-size 1000 --skip perclass,adaptive,naive \
+      --compile 2>&1 | log ;;
   profile)
-    python benchmarks/profile_engine.py --net resnet20 "${data[@]}" --device cuda --iters 20 \
-      --chunk-size 1000 2>&1 | log ;;
+    python benchmarks/profile_engine.py --net resnet20 "${data[@]}" --device cuda --iters 10 \
+      --train-size 10000 --chunk-size 1000 2>&1 | log ;;
   approx)
     python benchmarks/bench_approx.py --net resnet20 "${data[@]}" --device cuda --iters 100 \
       --train-size 10000 --lr 0.1 --chunk-size 1000 --json "$out/approx_resnet20.json" \
       2>&1 | log ;;
   lastlayer)
-    python scripts/make_last_layer_runs.py --device cuda --train-size 10000 --iters 200 \
-      --out "$out/last_layer" "${@:2}" 2>&1 | log ;;
+    python scripts/make_last_layer_runs.py --device cuda --train-size 1000 --iters 150 \
+      --chunk-size 1000 --lca-stride 1000 --out runs/last_layer "${@:2}" 2>&1 | log ;;
+  pack)  # $OUT takes 8 files of <= 16 MiB: three bundles per .tar.xz (each ~2-3 MB packed)
+    mapfile -t runs < <(cd runs && ls last_layer/*.h5)
+    for ((i = 0; i < ${#runs[@]}; i += 3)); do
+      tar -C runs -cJf "$out/last_layer_$((i / 3)).tar.xz" "${runs[@]:i:3}"
+    done
+    ls -la "$out" ;;
   *) echo "unknown step $step" >&2; exit 2 ;;
 esac

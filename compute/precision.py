@@ -25,9 +25,29 @@ from compute.params import flat_params
 MAX_REL_ERROR = 1e-4
 MIN_SIGN_AGREEMENT = 0.999
 AUTO_CHECK_STEPS = 3  # iterations the automatic check of a CUDA run trains and compares
+# The automatic check compares the two precisions on this many examples (rounded up to whole
+# chunks, so the kernels see the run's chunk shape), not on the whole set: what it tests is the
+# kernels' arithmetic, and a float64 ResNet-20 pass over 55,000 images on an H200 took longer
+# than 80 s where 2,000 images took seconds (docs/benchmarks.md, GPU section).
+AUTO_CHECK_EXAMPLES = 2000
 
 
-def precision_check_result(cfg: RunConfig, steps: int = 3) -> dict:
+def _check_subset(n_total: int, chunk_size: int, max_examples: int | None) -> torch.Tensor | None:
+    """Evenly spaced example indices for a check on at most ``max_examples`` (whole chunks).
+
+    Returns:
+        (n,) int64 indices, or None to use every example.
+    """
+    if max_examples is None:
+        return None
+    n = min(n_total, -(-max_examples // chunk_size) * chunk_size)
+    if n >= n_total:
+        return None
+    return torch.arange(n, dtype=torch.int64) * n_total // n  # (n,) spread over the set
+
+
+def precision_check_result(cfg: RunConfig, steps: int = 3,
+                           max_examples: int | None = None) -> dict:
     """Train ``steps`` iterations of ``cfg`` and compare each step's LCA with float64.
 
     The run is rebuilt from ``cfg`` (its own model, optimizer and data, nothing shared with a
@@ -38,10 +58,14 @@ def precision_check_result(cfg: RunConfig, steps: int = 3) -> dict:
     Args:
         cfg: the run settings.
         steps: iterations to compare.
+        max_examples: compare the LCA of the loss over this many evenly spaced training
+            examples (rounded up to whole chunks) instead of all of them; the run still trains
+            on its own minibatches. None: all examples.
 
     Returns:
         JSON-serialisable: ``precision``, ``reference`` ("float64"), ``net``, ``method``,
-        ``device``, ``steps``; per step ``rel_error`` (relative L2 error of the per-parameter
+        ``device``, ``steps``, ``examples`` (how many the comparison used) and
+        ``examples_total``; per step ``rel_error`` (relative L2 error of the per-parameter
         LCA vector), ``sign_agreement`` (share of parameters with nonzero reference LCA whose
         sign matches) and ``signs_flipped`` (count); ``max_rel_error``,
         ``min_sign_agreement``; ``layer_rel_error`` (per layer, the largest relative L2 error
@@ -53,20 +77,28 @@ def precision_check_result(cfg: RunConfig, steps: int = 3) -> dict:
 
     backend = set_matmul_precision(cfg.device, bool(getattr(cfg, "allow_tf32", False)))
     run = build_run(dataclasses.replace(cfg, per_class=False, val_lca=False))
-    obj = run.train_lca.objective
-    ref_obj = FullDatasetObjective(copy.deepcopy(run.model).double(), obj.x.double(), obj.y,
+    obj, lca = run.train_lca.objective, run.train_lca
+    x, y = obj.x, obj.y
+    idx = _check_subset(len(y), cfg.chunk_size, max_examples)
+    if idx is not None:
+        x, y = x[idx.to(x.device)], y[idx.to(y.device)]  # indexing keeps an NHWC layout
+        obj = FullDatasetObjective(run.model, x, y, n_classes=obj.n_classes,
+                                   chunk_size=cfg.chunk_size, chunking=obj.chunking,
+                                   compile=cfg.compile)
+        lca = LCAIntegrator(obj, cfg.method, tol=cfg.tol, max_halvings=cfg.max_halvings)
+    ref_obj = FullDatasetObjective(copy.deepcopy(run.model).double(), x.double(), y,
                                    n_classes=obj.n_classes, chunk_size=cfg.chunk_size,
                                    chunking=obj.chunking)
     ref = LCAIntegrator(ref_obj, cfg.method, tol=cfg.tol, max_halvings=cfg.max_halvings)
     theta = flat_params(run.model)
-    run.train_lca.start(theta)
+    lca.start(theta)
     ref.start(theta.double())
     rel, agree, flipped = [], [], []
     layer_err = torch.zeros(run.table.n_layers, dtype=torch.float64)
     for t in range(steps):
         train_step(run, t)
         theta = flat_params(run.model)
-        a = run.train_lca.step(theta).lca.double()
+        a = lca.step(theta).lca.double()
         b = ref.step(theta.double()).lca
         rel.append(float((a - b).norm() / b.norm().clamp_min(1e-300)))
         nz = b != 0
@@ -80,6 +112,7 @@ def precision_check_result(cfg: RunConfig, steps: int = 3) -> dict:
     return {
         "precision": cfg.precision, "reference": "float64", "net": cfg.net,
         "method": cfg.method, "device": cfg.device, "steps": steps,
+        "examples": len(y), "examples_total": len(run.train_lca.objective.y),
         "rel_error": rel, "sign_agreement": agree, "signs_flipped": flipped,
         "max_rel_error": max_rel, "min_sign_agreement": min_agree,
         "layer_rel_error": dict(zip(run.table.layer_names, layer_err.tolist(), strict=True)),
@@ -97,7 +130,8 @@ def precision_check(cfg: RunConfig, steps: int = 3) -> str:
         against the thresholds (relative error ≤ 1e-4, sign agreement ≥ 99.9 %).
     """
     r = precision_check_result(cfg, steps)
-    lines = [f"precision check: {cfg.precision} vs float64, {cfg.net}, method {cfg.method}"]
+    lines = [f"precision check: {cfg.precision} vs float64, {cfg.net}, method {cfg.method}, "
+             f"{r['examples']:,} examples"]
     if r["device"].startswith("cuda"):
         lines.append(f"  CUDA float32 precision: matmul {r['backend']['matmul']}, "
                      f"conv {r['backend']['conv']}")
@@ -111,10 +145,14 @@ def precision_check(cfg: RunConfig, steps: int = 3) -> str:
 def auto_precision_check(cfg: RunConfig, steps: int = AUTO_CHECK_STEPS) -> dict | None:
     """The precision check every CUDA run makes of its first ``steps`` iterations.
 
+    It compares the LCA of the loss over :data:`AUTO_CHECK_EXAMPLES` evenly spaced training
+    examples, so its cost does not grow with the dataset; ``lca-run --precision-check`` uses
+    them all.
+
     Returns:
         :func:`precision_check_result` for a float32 run on CUDA; None for CPU runs and
         float64 runs (nothing to compare against).
     """
     if not cfg.device.startswith("cuda") or cfg.precision == "float64":
         return None
-    return precision_check_result(cfg, steps)
+    return precision_check_result(cfg, steps, max_examples=AUTO_CHECK_EXAMPLES)

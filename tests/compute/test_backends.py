@@ -139,3 +139,52 @@ def test_precision_check_fails_beyond_the_thresholds(monkeypatch):
 def test_auto_precision_check_only_for_float32_on_cuda():
     assert auto_precision_check(RunConfig(**SMALL)) is None  # CPU
     assert auto_precision_check(RunConfig(**SMALL, device="cuda", precision="float64")) is None
+
+
+def test_check_subset_takes_whole_chunks_spread_over_the_set():
+    from compute.precision import _check_subset
+
+    idx = _check_subset(1000, 128, 200)  # 200 examples round up to two chunks of 128
+    assert idx is not None and len(idx) == 256
+    assert idx[0] == 0 and idx[-1] >= 990 and bool((idx.diff() > 0).all())  # spread, unique
+    assert _check_subset(1000, 128, 950) is None  # 8 chunks would cover the whole set
+    assert _check_subset(1000, 128, None) is None
+
+
+def test_precision_check_on_a_subset_compares_those_examples(monkeypatch):
+    import compute.precision as precision
+
+    r = precision_check_result(RunConfig(**SMALL), steps=2, max_examples=200)
+    assert (r["examples"], r["examples_total"]) == (256, 400)
+    assert 0 < r["max_rel_error"] <= 1e-4 and r["passed"] is True
+    full = precision_check_result(RunConfig(**SMALL), steps=2)
+    assert (full["examples"], full["examples_total"]) == (400, 400)
+    assert r["rel_error"] != full["rel_error"]  # a different loss was allocated
+    monkeypatch.setattr(precision, "MAX_REL_ERROR", 1e-12)  # and it still fails where it should
+    assert precision_check_result(RunConfig(**SMALL), steps=1, max_examples=200)["passed"] is False
+
+
+def test_the_automatic_check_uses_the_subset(monkeypatch):
+    import compute.precision as precision
+
+    seen = {}
+    monkeypatch.setattr(precision, "precision_check_result",
+                        lambda cfg, steps, max_examples=None: seen.update(n=max_examples))
+    precision.auto_precision_check(RunConfig(**SMALL, device="cuda"))
+    assert seen["n"] == precision.AUTO_CHECK_EXAMPLES
+
+
+def test_a_channels_last_run_is_checked_in_channels_last(monkeypatch):
+    import compute.precision as precision
+
+    layouts = []
+    real = precision.FullDatasetObjective
+
+    def recording(model, x, y, **kw):
+        layouts.append(x.is_contiguous(memory_format=torch.channels_last))
+        return real(model, x, y, **kw)
+
+    monkeypatch.setattr(precision, "FullDatasetObjective", recording)
+    cfg = RunConfig(**{**SMALL, "net": "lenet", "memory_format": "channels_last"})
+    r = precision_check_result(cfg, steps=1, max_examples=100)
+    assert r["examples"] == 128 and layouts == [True, True]  # the float32 and float64 probes
