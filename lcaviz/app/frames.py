@@ -25,7 +25,7 @@ from lcaviz.app.queries import layer_tensors, make_plan, rows_for
 from lcaviz.app.security import RunPathError
 from lcaviz.app.state import AppState
 from lcaviz.bundle import BundleError
-from lcaviz.figures.layout2d import image_shape, symmetric_limit
+from lcaviz.figures.layout2d import symmetric_limit, tensor_images
 
 ROUTE = "/lcaviz/frames"
 MAX_BLOCK_BYTES = 8 * 2**20  # one response at most (the browser asks for fewer rows)
@@ -115,13 +115,7 @@ def _cumulative(b, cols, r0: int, r1: int) -> np.ndarray:
 def _panel_rows(p: dict, values: np.ndarray) -> np.ndarray:
     """:func:`lcaviz.figures.heatmap.panel_values` for many rows at once: (n, ny, nx)."""
     n = values.shape[0]
-    shape = tuple(p["shape"])
-    if len(shape) == 4:
-        o, i, kh, kw = shape
-        img = values.reshape(n, o, i, kh, kw).transpose(0, 1, 3, 2, 4).reshape(
-            n, o * kh, i * kw)
-    else:
-        img = values.reshape(n, *image_shape(shape))
+    img = tensor_images(values, tuple(p["shape"]))
     img = img[:, p["r0"]:p["r0"] + p["nrows"], p["c0"]:p["c0"] + p["ncols"]]
     by, bx, ny, nx = p["by"], p["bx"], p["ny"], p["nx"]
     if (by, bx) == (1, 1):

@@ -18,6 +18,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from lcaviz.figures.image_axes import add_grid, axis_names, has_grid, image_ticks
 from lcaviz.figures.layout2d import (
     block_sum,
     choose_blocks,
@@ -34,7 +35,6 @@ MAX_CELLS = 250_000  # cells of one heatmap image: keeps a frame < 300 ms and ~1
 FULL_RES_CAP = 4_000_000  # "full resolution" still block-sums beyond this
 STRIP_MAX = 2_048  # cells of a 1-D strip
 HOVER_INDEX_MAX = 80_000  # conv images up to this many cells carry (o, i, kh, kw) for hover
-GRID_MAX_LINES = 300
 
 
 @dataclass
@@ -125,11 +125,11 @@ def layer_heatmap(frames: Sequence[TensorFrame], plan: Sequence[dict], *,
         fig.add_trace(_heat_trace(p, f, z), row=k, col=1)
         if p["kind"] == "image":
             fig.update_yaxes(autorange="reversed", row=k, col=1,
-                             title_text=_axis_names(p["shape"])[0])
-            whole_row_ticks(fig, p, k)
-            fig.update_xaxes(row=k, col=1, title_text=_axis_names(p["shape"])[1],
+                             title_text=axis_names(p["shape"])[0])
+            image_ticks(fig, p, k)
+            fig.update_xaxes(row=k, col=1, title_text=axis_names(p["shape"])[1],
                              title_standoff=4)
-            _add_grid(fig, p, row=k)
+            add_grid(fig, p, row=k)
         else:
             fig.update_yaxes(showticklabels=False, ticks="", row=k, col=1,
                              title_text=p["name"].rsplit(".", 1)[-1], title_font_size=11)
@@ -145,22 +145,6 @@ def layer_heatmap(frames: Sequence[TensorFrame], plan: Sequence[dict], *,
     fig.update_xaxes(showgrid=False, zeroline=False, mirror=True)
     fig.update_yaxes(showgrid=False, zeroline=False, mirror=True)
     return fig
-
-
-def whole_row_ticks(fig: go.Figure, p: dict, row: int) -> None:
-    """An image of a few rows (a stack of attention heads, say) gets a tick per row, not
-    Plotly's half-integer ticks between them."""
-    if p["nrows"] <= 16 and p.get("by", 1) == 1:
-        fig.update_yaxes(dtick=1, tick0=0, row=row, col=1)
-
-
-def _axis_names(shape: Sequence[int]) -> tuple[str, str]:
-    """Axis titles of a tensor image: what its rows and columns index."""
-    if len(shape) == 4:
-        return "output channel × kh", "input channel × kw"
-    if len(shape) == 2:
-        return "output unit", "input unit"
-    return "axis 0", "other axes (flattened)"
 
 
 def _row_heights(plan: Sequence[dict]) -> list[float]:
@@ -219,29 +203,6 @@ def _conv_customdata(p: dict, w_img: np.ndarray | None) -> tuple[np.ndarray, str
     return cd, "[%{customdata[0]}, %{customdata[1]}, %{customdata[2]}, %{customdata[3]}]"
 
 
-def _add_grid(fig: go.Figure, p: dict, row: int) -> None:
-    """Thin lines between the kh×kw blocks of a conv weight (when they stay readable)."""
-    shape = p["shape"]
-    if len(shape) != 4 or (shape[2], shape[3]) == (1, 1):
-        return
-    kh, kw = shape[2], shape[3]
-    r0, r1, c0, c1 = p["r0"], p["r0"] + p["nrows"], p["c0"], p["c0"] + p["ncols"]
-    ys = np.arange((r0 // kh + 1) * kh, r1, kh) - 0.5
-    xs = np.arange((c0 // kw + 1) * kw, c1, kw) - 0.5
-    if len(xs) + len(ys) > GRID_MAX_LINES or (len(xs) + len(ys)) == 0:
-        return
-    lx, ly = [], []
-    for y in ys:
-        lx += [c0 - 0.5, c1 - 0.5, None]
-        ly += [y, y, None]
-    for x in xs:
-        lx += [x, x, None]
-        ly += [r0 - 0.5, r1 - 0.5, None]
-    fig.add_trace(go.Scatter(x=lx, y=ly, mode="lines", hoverinfo="skip", showlegend=False,
-                             line={"color": "rgba(120,120,120,0.35)", "width": 0.6}),
-                  row=row, col=1)
-
-
 def click_to_param(plan: Sequence[dict], offsets: Sequence[int], click: dict | None
                    ) -> dict | None:
     """Map Plotly ``clickData`` on the heatmap back to one parameter.
@@ -283,18 +244,8 @@ def _trace_to_plan(plan: Sequence[dict], curve: int) -> int | None:
         if k == curve:
             return i
         k += 1
-        if p["kind"] == "image" and _has_grid(p):
+        if p["kind"] == "image" and has_grid(p):
             if k == curve:
                 return i
             k += 1
     return None
-
-
-def _has_grid(p: dict) -> bool:
-    shape = p["shape"]
-    if len(shape) != 4 or (shape[2], shape[3]) == (1, 1):
-        return False
-    kh, kw = shape[2], shape[3]
-    r0, r1, c0, c1 = p["r0"], p["r0"] + p["nrows"], p["c0"], p["c0"] + p["ncols"]
-    n = len(range((r0 // kh + 1) * kh, r1, kh)) + len(range((c0 // kw + 1) * kw, c1, kw))
-    return 0 < n <= GRID_MAX_LINES

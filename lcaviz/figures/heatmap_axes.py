@@ -15,7 +15,8 @@ from collections.abc import Sequence
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from lcaviz.figures.heatmap import _add_grid, _axis_names, _row_heights, whole_row_ticks
+from lcaviz.figures.heatmap import _row_heights
+from lcaviz.figures.image_axes import add_grid, axis_names, image_ticks
 from lcaviz.figures.theme import style
 
 # fixed margins and no automargin, so that the player can place its pixels exactly where
@@ -35,11 +36,11 @@ def heatmap_axes(plan: Sequence[dict], title: str = "", uirevision: str = "") ->
                                  name=p["name"]), row=k, col=1)
         fig.update_xaxes(range=[x0, x1], row=k, col=1)
         if p["kind"] == "image":
-            rows_name, cols_name = _axis_names(p["shape"])
+            rows_name, cols_name = axis_names(p["shape"])
             fig.update_yaxes(range=[y1, y0], row=k, col=1, title_text=rows_name)
-            whole_row_ticks(fig, p, k)
+            image_ticks(fig, p, k)
             fig.update_xaxes(title_text=cols_name, title_standoff=4, row=k, col=1)
-            _add_grid(fig, p, row=k)
+            add_grid(fig, p, row=k)
         else:
             fig.update_yaxes(range=[y1, y0], showticklabels=False, ticks="", row=k, col=1,
                              title_text=p["name"].rsplit(".", 1)[-1], title_font_size=11)

@@ -3,7 +3,10 @@
 * a fully connected weight ``(out, in)`` is an ``out x in`` matrix;
 * a conv weight ``(o, i, kh, kw)`` is a grid of ``kh x kw`` blocks, output channels as rows
   and input channels as columns, i.e. an image of shape ``(o*kh, i*kw)``;
-* a 3-d weight ``(o, i, k)`` is ``(o, i*k)``; higher ranks keep axis 0 as rows;
+* a 3-d weight ``(a, b, c)`` is its ``a`` slices side by side, each a ``b x c`` block, i.e. an
+  image of shape ``(b, a*c)``: a stack of attention heads ``(heads, d_in, d_out)`` reads like
+  the fused ``d_in x (heads*d_out)`` projection, one head per block (a Conv1d weight
+  ``(out, in, k)`` shows one ``in x k`` filter per block); higher ranks keep axis 0 as rows;
 * biases and other 1-D tensors are ``1 x n`` strips.
 
 Large images are shown as exact block sums so that the colour of a cell is the total LCA of
@@ -27,7 +30,48 @@ def image_shape(shape: tuple[int, ...]) -> tuple[int, int]:
     if len(shape) == 4:
         o, i, kh, kw = shape
         return o * kh, i * kw
+    if len(shape) == 3:
+        a, b, c = shape
+        return b, a * c
     return shape[0], math.prod(shape[1:])
+
+
+def block_size(shape: tuple[int, ...]) -> tuple[int, int] | None:
+    """Height and width of the blocks a tensor's image is made of (None: no blocks).
+
+    A conv weight ``(o, i, kh, kw)`` is a grid of ``kh x kw`` blocks; a 3-d weight ``(a, b, c)``
+    a row of ``a`` blocks of ``b x c``.
+    """
+    shape = tuple(int(s) for s in shape)
+    if len(shape) == 4:
+        return shape[2], shape[3]
+    if len(shape) == 3:
+        return shape[1], shape[2]
+    return None
+
+
+def tensor_images(values: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """:func:`tensor_image` of many tensors of one shape at once.
+
+    Args:
+        values: (n, size) flat values, one tensor per row, in row-major order.
+        shape: the tensors' shape.
+
+    Returns:
+        (n, *image_shape(shape)).
+    """
+    values = np.asarray(values)
+    n = values.shape[0]
+    shape = tuple(int(s) for s in shape)
+    if len(shape) == 4:
+        o, i, kh, kw = shape
+        # (o, i, kh, kw) -> (o, kh, i, kw): rows run over (o, kh), columns over (i, kw)
+        return values.reshape(n, *shape).transpose(0, 1, 3, 2, 4).reshape(n, o * kh, i * kw)
+    if len(shape) == 3:
+        a, b, c = shape
+        # (a, b, c) -> (b, a, c): rows run over b, columns over (a, c)
+        return values.reshape(n, *shape).transpose(0, 2, 1, 3).reshape(n, b, a * c)
+    return values.reshape(n, *image_shape(shape))
 
 
 def tensor_image(values: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
@@ -40,13 +84,7 @@ def tensor_image(values: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     Returns:
         A 2-D array of shape :func:`image_shape` ``(shape)``.
     """
-    values = np.asarray(values)
-    shape = tuple(int(s) for s in shape)
-    if len(shape) == 4:
-        o, i, kh, kw = shape
-        # (o, i, kh, kw) -> (o, kh, i, kw): rows run over (o, kh), columns over (i, kw)
-        return values.reshape(shape).transpose(0, 2, 1, 3).reshape(o * kh, i * kw)
-    return values.reshape(image_shape(shape))
+    return tensor_images(np.asarray(values)[None], shape)[0]
 
 
 def pixel_to_index(shape: tuple[int, ...], row: int, col: int) -> tuple[int, ...]:
@@ -63,6 +101,9 @@ def pixel_to_index(shape: tuple[int, ...], row: int, col: int) -> tuple[int, ...
         o, a = divmod(int(row), shape[2])
         i, b = divmod(int(col), shape[3])
         return o, i, a, b
+    if len(shape) == 3:
+        a, c = divmod(int(col), shape[2])
+        return a, int(row), c
     return (int(row), *np.unravel_index(int(col), shape[1:]))
 
 

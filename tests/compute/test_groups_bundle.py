@@ -148,18 +148,19 @@ def test_heatmap_menu_zooms_to_one_head(grok):
     assert [o["value"] for o in opts] == [""] + [f"blocks.0.attn.q.head{h}" for h in range(HEADS)]
     assert run_groups.group_options(state, rid, meta, b.layer_names.index("embed")) == \
         [run_groups.WHOLE]  # one group: nothing to choose
-    # q.weight is (heads, d_model, d_head): head 2 is image row 2, all of its columns
+    # q.weight is (heads, d_model, d_head): head 2 is the image's third block of d_head
+    # columns, every d_model row
     region, stream, plan = run_callbacks.zoom_callback(
         state, ids.HEAT_GROUP, None, rid, meta, q, "row", 1, "fixed", "auto", None, None,
         "blocks.0.attn.q.head2")
-    d_model_x_head = int(np.prod(b.params.set_index("name").loc["blocks.0.attn.q.weight",
-                                                                "shape"][1:]))
-    assert region == [2, 3, 0, d_model_x_head]
+    _, d_model, d_head = b.params.set_index("name").loc["blocks.0.attn.q.weight", "shape"]
+    assert region == [0, d_model, 2 * d_head, 3 * d_head]
     main = plan[0]
-    assert (main["r0"], main["nrows"], main["c0"], main["ncols"]) == (2, 1, 0, d_model_x_head)
+    assert (main["r0"], main["nrows"], main["c0"], main["ncols"]) == (0, d_model, 2 * d_head,
+                                                                      d_head)
     cols = b.group_columns("blocks.0.attn.q.head2")
-    assert set(range(main["offset"] + 2 * d_model_x_head,
-                     main["offset"] + 3 * d_model_x_head)) == set(cols.tolist())
+    assert set(range(main["offset"] + 2 * d_model * d_head,
+                     main["offset"] + 3 * d_model * d_head)) == set(cols.tolist())
     # back to the whole layer
     assert run_callbacks.zoom_callback(state, ids.HEAT_GROUP, None, rid, meta, q, "row", 1,
                                        "fixed", "auto", plan, region, "")[0] is None

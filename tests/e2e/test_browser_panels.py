@@ -181,7 +181,7 @@ def test_grokking_sample_opens_and_shows_bars_per_head(driver, tmp_path):
         labels = wait_for(lambda: (lambda x: x if x and len(x) == 21 else None)(bar_labels()))
         assert "blocks.0.attn.q.head0" in labels and "blocks.0.attn.o.head3" in labels
         assert "LCA per group" in body_text(driver)
-        # the heatmap's "head / part" menu zooms the image to one head (row 2 of q.weight)
+        # the heatmap's "head / part" menu zooms the image to one head (block 2 of q.weight)
         menu = driver.find_element(By.ID, "run-heat-group")
         driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", menu)
         menu.click()  # (centred: the sticky player bar covers the top of the window)
@@ -189,5 +189,5 @@ def test_grokking_sample_opens_and_shows_bars_per_head(driver, tmp_path):
                           if o.text.strip() == "head2"])[0].click()
         item = wait_for(lambda: driver.execute_script(
             "var v = window.lcaviz.players.run.views[0], it = v.stream && v.stream.items[0];"
-            "return it && it.r0 === 2 && it.nrows === 1 && v.paints ? it : null"))
-        assert (item["c0"], item["ncols"]) == (0, 1024)
+            "return it && it.c0 === 32 && it.ncols === 16 && v.paints ? it : null"))
+        assert (item["r0"], item["nrows"]) == (0, 64)  # head 2: a d_model × d_head block

@@ -24,6 +24,7 @@ from lcaviz.figures.layout2d import (
     region_from_relayout,
     symmetric_limit,
     tensor_image,
+    tensor_images,
 )
 from lcaviz.figures.theme import DIVERGING, empty_figure, layer_color
 
@@ -54,6 +55,17 @@ def test_conv_image_is_grid_of_kernel_blocks():
     assert img.shape == (o * kh, i * kw)
     # block (row o, column i) is the kh×kw kernel w[o, i]
     assert np.array_equal(img[1 * kh:(1 + 1) * kh, 2 * kw:(2 + 1) * kw], w[1, 2])
+
+
+def test_a_3d_weight_is_a_row_of_blocks_one_per_slice():
+    h, d_in, d_out = 4, 6, 3  # a stack of attention heads (heads, d_in, d_out)
+    w = RNG.normal(size=(h, d_in, d_out))
+    img = tensor_image(w.ravel(), w.shape)
+    assert img.shape == (d_in, h * d_out)
+    for k in range(h):  # block k is head k's d_in × d_out matrix
+        assert np.array_equal(img[:, k * d_out:(k + 1) * d_out], w[k])
+    many = tensor_images(np.stack([w.ravel(), 2 * w.ravel()]), w.shape)
+    assert np.array_equal(many[0], img) and np.array_equal(many[1], 2 * img)
 
 
 @pytest.mark.parametrize("shape", [(5,), (3, 4), (2, 3, 4), (2, 3, 2, 5), (2, 2, 2, 2, 2)])
@@ -131,16 +143,32 @@ def test_conv_heatmap_image_shape_and_hover_indices():
 
 
 def test_a_few_rows_get_whole_number_ticks():
-    heads = [("attn.q.weight", (4, 64, 16))]  # (heads, d_model, d_head): one row per head
-    fig = layer_heatmap(frames_for(heads), plan_layer(heads))
-    assert np.asarray(fig.data[0].z).shape == (4, 1024)
+    rows = [("emb.weight", (4, 1024))]
+    fig = layer_heatmap(frames_for(rows), plan_layer(rows))
     assert fig.layout.yaxis.dtick == 1 and fig.layout.yaxis.tick0 == 0
     fc = [("fc1.weight", (100, 784))]
     assert layer_heatmap(frames_for(fc), plan_layer(fc)).layout.yaxis.dtick is None
     from lcaviz.figures.heatmap_axes import heatmap_axes  # what the browser's player draws
 
-    assert heatmap_axes(plan_layer(heads)).layout.yaxis.dtick == 1
+    assert heatmap_axes(plan_layer(rows)).layout.yaxis.dtick == 1
     assert heatmap_axes(plan_layer(fc)).layout.yaxis.dtick is None
+
+
+def test_heads_are_blocks_with_one_labelled_tick_and_a_line_between_each():
+    from lcaviz.figures.heatmap_axes import heatmap_axes
+
+    heads = [("attn.q.weight", (4, 64, 16))]  # (heads, d_model, d_head)
+    fig = layer_heatmap(frames_for(heads), plan_layer(heads))
+    assert np.asarray(fig.data[0].z).shape == (64, 64)
+    for f in (fig, heatmap_axes(plan_layer(heads))):
+        assert list(f.layout.xaxis.ticktext) == ["0", "1", "2", "3"]
+        assert list(f.layout.xaxis.tickvals) == [7.5, 23.5, 39.5, 55.5]  # block centres
+        lines = [t for t in f.data if getattr(t, "mode", None) == "lines"]
+        assert len(lines) == 1 and sorted({x for x in lines[0].x if x is not None}) == [
+            15.5, 31.5, 47.5]  # three lines between four heads
+    one = heatmap_axes(plan_layer(heads, region=(0, 64, 32, 48)))  # zoomed into head 2
+    assert list(one.layout.xaxis.tickvals) == [32, 34, 36, 38, 40, 42, 44, 46]
+    assert list(one.layout.xaxis.ticktext) == ["0", "2", "4", "6", "8", "10", "12", "14"]
 
 
 def test_per_frame_range_is_symmetric():
@@ -189,6 +217,17 @@ def test_click_maps_back_to_parameter():
     hit = click_to_param(plan, offsets, {"points": [{"x": 3, "y": 0, "curveNumber": 2}]})
     assert hit == {"tensor": "c.bias", "index": [3], "flat": 1000 + 108 + 3, "block": False}
     assert click_to_param(plan, offsets, None) is None
+
+
+def test_click_on_a_head_block_maps_to_its_parameter():
+    tensors = [("attn.q.weight", (4, 8, 3)), ("attn.b", (5,))]  # (heads, d_in, d_out)
+    plan = plan_layer(tensors)
+    fig = layer_heatmap(frames_for(tensors), plan)
+    assert [type(t).__name__ for t in fig.data] == ["Heatmap", "Scatter", "Heatmap"]
+    hit = click_to_param(plan, [0, 96], {"points": [{"x": 7, "y": 5, "curveNumber": 0}]})
+    assert hit["index"] == [2, 5, 1] and hit["flat"] == 2 * 24 + 5 * 3 + 1  # head 2, row 5
+    hit = click_to_param(plan, [0, 96], {"points": [{"x": 4, "y": 0, "curveNumber": 2}]})
+    assert hit["tensor"] == "attn.b" and hit["flat"] == 100  # past the head grid lines
 
 
 # -- curves and the paper's figures --------------------------------------------------------

@@ -2,8 +2,8 @@
 zooming the layer's image to the group's rectangle (runs with ``params/groups``).
 
 A group qualifies when its parameters in the layer's main tensor fill a rectangle of that
-tensor's image (a head of a stacked ``(heads, d_model, d_head)`` weight is one image row);
-other groups are left to the bars and curves, which show every group.
+tensor's image (a head of a stacked ``(heads, d_model, d_head)`` weight is one d_model × d_head
+block of it); other groups are left to the bars and curves, which show every group.
 """
 
 from __future__ import annotations
