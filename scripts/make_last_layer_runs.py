@@ -1,7 +1,8 @@
 """The paper's last-layer experiments (Sec. 5, Fig. 4–5) on ResNet-20, at an affordable size.
 
     python scripts/make_last_layer_runs.py [--out runs/last_layer] [--train-size 1000]
-        [--iters 150] [--seeds 0 1 2] [--device cpu] [--only NAME ...]
+        [--iters 150] [--seeds 0 1 2] [--device cpu] [--only NAME ...] [--rtol 1e-3]
+        [--chunk-size 250] [--lca-stride 10]
 
 Regular SGD (lr 0.1, momentum 0.9, batch 250), the last layer (``fc``) frozen at its
 initialisation, the last layer at a 10× smaller learning rate, and a momentum-delay sweep for the
@@ -12,9 +13,12 @@ momentum 0), so the pair separates fresher information from a smaller step. Ever
 0.1 % of its loss change, at most 4 times), so each run's cumulative residual stays well under
 1 % of its loss change; the report checks it. CIFAR-10 cannot be fetched
 here, so the data are MNIST padded to 3×32×32 (the paper's MNIST–ResNet also showed a hurting
-last layer). The defaults fit a 2-core CPU (about 5 s per rk4 iteration on 1,000 images); on a
-GPU use ``--device cuda --train-size 45000 --iters 4500`` for the paper's length. The report is
-``python -m lcaviz.reports.reproduction --runs runs`` (section "Last-layer experiments").
+last layer). The defaults (1,000 images, 150 iterations) are slow on 2 CPU cores (the first
+iterations took 7–14 s each) and take about 60 s per run on an H200; docs/reproduction.md's runs used ``--train-size 500
+--iters 60 --chunk-size 500 --rtol 5e-3 --lca-stride 1000`` (about 3 minutes each on 2 cores).
+On a GPU use ``--device cuda --train-size 45000 --iters 4500`` for the paper's length. The report
+is ``python -m lcaviz.reports.reproduction --last-layer runs/last_layer`` (section "Last-layer
+experiments").
 """
 
 from __future__ import annotations

@@ -124,7 +124,7 @@ def _tolerance(c: dict) -> str:
 
 def _mean_sd(x: Sequence[float], fmt: str) -> str:
     x = np.asarray(x, dtype=float)
-    sd = f" ± {x.std(ddof=1):{fmt}}" if x.size > 1 else ""
+    sd = f" ± {x.std(ddof=1):{fmt.lstrip('+')}}" if x.size > 1 else ""  # a spread has no sign
     return f"{x.mean():{fmt}}{sd}"
 
 
