@@ -14,8 +14,9 @@ momentum 0), so the pair separates fresher information from a smaller step. Ever
 1 % of its loss change; the report checks it. CIFAR-10 cannot be fetched
 here, so the data are MNIST padded to 3×32×32 (the paper's MNIST–ResNet also showed a hurting
 last layer). The defaults (1,000 images, 150 iterations) are slow on 2 CPU cores (the first
-iterations took 7–14 s each) and take about 60 s per run on an H200; docs/reproduction.md's runs used ``--train-size 500
---iters 60 --chunk-size 500 --rtol 5e-3 --lca-stride 1000`` (about 3 minutes each on 2 cores).
+iterations took 7–14 s each) and take about 60 s per run on an H200; docs/reproduction.md's
+runs used ``--train-size 500 --iters 60 --chunk-size 500 --rtol 5e-3 --lca-stride 1000``
+(about 3 minutes each on 2 cores).
 On a GPU use ``--device cuda --train-size 45000 --iters 4500`` for the paper's length. The report
 is ``python -m lcaviz.reports.reproduction --last-layer runs/last_layer`` (section "Last-layer
 experiments").
