@@ -19,7 +19,10 @@ model's own ``loss`` on the fixed set as one batch, to float rounding. Any other
 
 One LCA step per optimizer step. ``loss/minibatch`` holds the trainer's logged training loss
 at the steps it logs (its mean since the previous log; ``logging_steps=1`` logs every step) and
-NaN between. The ``Trainer`` has no hook for an exception in ``train()``: the bundle then stays
+NaN between. It need not equal the allocated loss even at θ_t: dropout is on in training, and
+transformers 5.24's ``Trainer`` divides a ``GPT2LMHeadModel``'s token-loss sum by the count of
+unshifted labels (its ``loss_type`` is None): 0.84 of the model's own loss on 3-8-token
+sequences. The ``Trainer`` has no hook for an exception in ``train()``: the bundle then stays
 ``running``, as a killed ``lca-run`` does, with every iteration up to the last flush readable.
 """
 

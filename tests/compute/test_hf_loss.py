@@ -1,7 +1,8 @@
 """The Hugging Face callback allocates the loss the model trains on (issue 22, items 1 and 2):
 the bundle's loss at θ_0 and θ_T is the model's own ``loss`` on the fixed set as one batch, for
-sequence classification (with token_type_ids), masked LM and causal LM; every input the
-collator produces reaches the model; ``loss/minibatch`` is the trainer's logged loss.
+sequence classification (with token_type_ids; also regression and multi-label heads), masked
+LM and causal LM; every input the collator produces reaches the model; ``loss/minibatch`` is
+the trainer's logged loss.
 Tiny random-init models built from configs, two or three optimizer steps on the CPU."""
 
 import copy
@@ -56,6 +57,19 @@ def _bert_classification():
     return model, data, transformers.DataCollatorWithPadding(_tokenizer())
 
 
+def _bert_float_labels(num_labels: int):
+    """Regression (one float label) or multi-label (C floats in {0, 1}) heads."""
+    torch.manual_seed(0)
+    model = transformers.BertForSequenceClassification(
+        transformers.BertConfig(vocab_size=VOCAB, num_labels=num_labels, **SMALL))
+    g = torch.Generator().manual_seed(5)
+    labels = (torch.randn(32, generator=g) if num_labels == 1 else
+              (torch.rand(32, num_labels, generator=g) < 0.5).float())
+    data = [{"input_ids": ids, "labels": lab.tolist()}
+            for ids, lab in zip(_sequences(32, 6), labels, strict=True)]
+    return model, data, transformers.DataCollatorWithPadding(_tokenizer())
+
+
 def _bert_mlm():
     """Masked LM with the masks drawn once (so the test and the callback collate one batch);
     unmasked tokens are labelled -100, and sequences hold 1..3 labelled tokens."""
@@ -82,7 +96,8 @@ def _gpt2_lm():
 
 
 CASES = {"bert_classification": _bert_classification, "bert_mlm": _bert_mlm,
-         "gpt2_lm": _gpt2_lm}
+         "gpt2_lm": _gpt2_lm, "bert_regression": lambda: _bert_float_labels(1),
+         "bert_multi_label": lambda: _bert_float_labels(3)}
 
 
 def _own_loss(model, batch) -> float:
