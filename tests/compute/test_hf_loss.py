@@ -173,3 +173,21 @@ def test_logged_every_second_step_the_others_are_nan(tmp_path):
 def test_causal_lm_heads_are_detected():
     assert is_causal_lm(_gpt2_lm()[0])
     assert not is_causal_lm(_bert_mlm()[0]) and not is_causal_lm(_bert_classification()[0])
+
+
+def test_gradient_accumulation_is_one_step_per_optimizer_step(tmp_path):
+    model, data, collator = _gpt2_lm()
+    args = transformers.TrainingArguments(
+        output_dir=str(tmp_path / "hf"), max_steps=2, per_device_train_batch_size=4,
+        gradient_accumulation_steps=2, learning_rate=1e-2, report_to=[], save_strategy="no",
+        use_cpu=True, seed=0, disable_tqdm=True, logging_steps=1)
+    trainer = transformers.Trainer(
+        model=model, args=args, train_dataset=data, data_collator=collator,
+        callbacks=[LCATrainerCallback(data, collator=collator, out=tmp_path / "hf.h5")])
+    trainer.train()
+    with RunBundle.open(tmp_path / "hf.h5") as b:
+        loss, minibatch = b.loss_train(), b.loss_minibatch()
+    assert len(loss) == 3  # two optimizer steps, four minibatches
+    np.testing.assert_allclose(loss[-1], _own_loss(model, collator(data)), rtol=1e-6)
+    logged = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    np.testing.assert_allclose(minibatch, logged, rtol=1e-12)
