@@ -71,8 +71,12 @@ def process_alive(pid: int) -> bool:
     return True
 
 
-def check_out_path(out: Path, overwrite: bool) -> None:
+def check_out_path(out: Path, overwrite: bool, *, api: bool = False) -> None:
     """Refuse to replace an existing ``out`` unless ``overwrite``; never one being written.
+
+    ``api``: the caller is Python (``LCATracker``, ``compute_lca``): the message names
+    ``out=`` and ``overwrite=True`` instead of ``--out`` and ``--overwrite``, and offers no
+    ``lca-run --resume``.
 
     Raises:
         ConfigError: naming what the file holds and the flag (``--resume``/``--overwrite``).
@@ -81,6 +85,7 @@ def check_out_path(out: Path, overwrite: bool) -> None:
         return
     from lcaviz.bundle import BundleError, RunBundle
 
+    name, flag = ("out=", "overwrite=True") if api else ("--out ", "--overwrite")
     try:
         with RunBundle.open(out) as b:
             status, T, planned = b.status, b.n_iters, b.iters_planned
@@ -88,19 +93,20 @@ def check_out_path(out: Path, overwrite: bool) -> None:
     except BundleError as e:
         if overwrite:
             return
-        raise ConfigError(f"--out {out} exists and is not a readable LCA bundle ({e}); "
-                          "choose another --out, or pass --overwrite to replace it") from None
+        raise ConfigError(f"{name}{out} exists and is not a readable LCA bundle ({e}); "
+                          f"choose another {name.strip()}, or pass {flag} to replace it"
+                          ) from None
     if status == "running" and process_alive(pid):
-        raise ConfigError(f"--out {out} is being written by process {pid}, which is still "
-                          "running; choose another --out")
+        raise ConfigError(f"{name}{out} is being written by process {pid}, which is still "
+                          f"running; choose another {name.strip()}")
     if overwrite:
         return
     if status == "complete":
-        raise ConfigError(f"--out {out} already holds a complete run ({T:,} iterations); "
-                          "choose another --out, or pass --overwrite to replace it")
-    raise ConfigError(f"--out {out} holds an unfinished run (status {status}, {T:,} of "
-                      f"{planned:,} iterations); continue it with: lca-run --resume {out}; "
-                      "or pass --overwrite to replace it")
+        raise ConfigError(f"{name}{out} already holds a complete run ({T:,} iterations); "
+                          f"choose another {name.strip()}, or pass {flag} to replace it")
+    resume = "" if api else f"continue it with: lca-run --resume {out}; or "
+    raise ConfigError(f"{name}{out} holds an unfinished run (status {status}, {T:,} of "
+                      f"{planned:,} iterations); {resume}pass {flag} to replace it")
 
 
 def restart_config(out: Path) -> RunConfig:

@@ -28,14 +28,16 @@ Simpson on 4× the intervals (4·max(splits, 1)), reusing every node the step al
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import copy
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
 
 from compute.objective import Evaluation, FullDatasetObjective, LossFn, per_example_cross_entropy
-from compute.params import flat_params, param_table
+from compute.params import as_flat, flat_params, load_flat_params, param_table
 from compute.simpson import Refinement, SimpsonSums
 
 METHODS = ("first_order", "trapezoid", "rk4", "adaptive")
@@ -215,18 +217,21 @@ class LCAResult:
 
 
 def compute_lca(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
-                trajectory: Iterable[torch.Tensor], *, method: str = "rk4", tol: float = 1e-3,
+                trajectory: Iterable[torch.Tensor | Mapping[str, torch.Tensor]], *,
+                method: str = "rk4", tol: float = 1e-3,
                 max_halvings: int = 8, chunk_size: int = 1000, per_class: bool = False,
                 n_classes: int | None = None, chunking: str | None = None,
-                loss_fn: LossFn = per_example_cross_entropy, rtol: float = 0.0) -> LCAResult:
+                loss_fn: LossFn = per_example_cross_entropy, rtol: float = 0.0,
+                out: str | Path | None = None, overwrite: bool = False) -> LCAResult:
     """Loss Change Allocation of any model along a sequence of parameter vectors.
 
     Args:
         model: any ``nn.Module``; only its architecture is used (it is copied, not modified).
         inputs: the whole dataset whose loss is allocated, (N, ...).
         targets: labels, (N,).
-        trajectory: θ_0, θ_1, ..., θ_T as flat vectors (P,) in ``model.parameters()`` order
-            (see ``compute.params.flat_params``).
+        trajectory: θ_0, θ_1, ..., θ_T, each a flat vector (P,) in ``model.parameters()``
+            order (see ``compute.params.flat_params``) or a state dict
+            (``model.state_dict()``, also with a ``module.``/``_orig_mod.`` prefix).
         method: ``"first_order"``, ``"trapezoid"``, ``"rk4"`` or ``"adaptive"``.
         tol: adaptive only: |ΔL − ΣA| each iteration must end below this.
         rtol: adaptive only: if > 0, |ΔL − ΣA| must also be <= rtol·|ΔL|.
@@ -236,23 +241,25 @@ def compute_lca(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
         n_classes: C; defaults to ``targets.max() + 1`` for integer targets.
         chunking: ``"class"`` or ``"mixed"``, see ``FullDatasetObjective``.
         loss_fn: per-example loss ``(outputs, targets) -> (n,)``.
+        out: also write the result as a run bundle there (as ``LCATracker`` does, one
+            per-parameter row per iteration), for the dashboard; an existing file is refused
+            unless ``overwrite``. Not with ``chunking`` or ``rtol``.
 
     Returns:
         LCAResult with per-parameter LCA, per-layer sums and the residual per iteration.
+
+    Raises:
+        ValueError: a state dict without one of the model's parameters, or ``out`` with
+            ``chunking``/``rtol``.
     """
     if n_classes is None:
         n_classes = 1 if targets.is_floating_point() else int(targets.max()) + 1
-    objective = FullDatasetObjective(model, inputs, targets, n_classes=n_classes,
-                                     chunk_size=chunk_size, per_class=per_class,
-                                     chunking=chunking, loss_fn=loss_fn)
-    integ = LCAIntegrator(objective, method, tol=tol, max_halvings=max_halvings, rtol=rtol)
     table = param_table(model)
     layer_idx = torch.as_tensor(table.param_layer_index(), device=flat_params(model).device)
-    it = iter(trajectory)
-    losses = [float(integ.start(next(it)).loss)]
-    rows, residuals, splits, layers, class_layers, capped = [], [], [], [], [], []
-    for theta in it:
-        st = integ.step(theta)
+    thetas = (as_flat(model, theta) for theta in trajectory)
+    losses, rows, residuals, splits, layers, class_layers, capped = [], [], [], [], [], [], []
+
+    def account(st: LCAStep) -> None:
         rows.append(st.lca.cpu())
         residuals.append(st.residual)
         splits.append(st.splits)
@@ -261,6 +268,23 @@ def compute_lca(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
         layers.append(layer_sums(st.lca, layer_idx, table.n_layers).cpu())
         if st.class_lca is not None:
             class_layers.append(layer_sums(st.class_lca, layer_idx, table.n_layers).cpu())
+
+    if out is None:
+        objective = FullDatasetObjective(model, inputs, targets, n_classes=n_classes,
+                                         chunk_size=chunk_size, per_class=per_class,
+                                         chunking=chunking, loss_fn=loss_fn)
+        integ = LCAIntegrator(objective, method, tol=tol, max_halvings=max_halvings, rtol=rtol)
+        losses.append(float(integ.start(next(thetas)).loss))
+        for theta in thetas:
+            account(integ.step(theta))
+    else:
+        if chunking is not None or rtol:
+            raise ValueError("compute_lca(out=...): chunking and rtol cannot be written as a "
+                             "bundle (LCATracker writes it, with the default chunking and no "
+                             "rtol); leave them out, or leave out out=")
+        _tracked(model, inputs, targets, thetas, account, losses, Path(out), overwrite,
+                 method=method, tol=tol, max_halvings=max_halvings, chunk_size=chunk_size,
+                 per_class=per_class, n_classes=n_classes, loss_fn=loss_fn)
     P = table.n_params
     return LCAResult(
         lca=torch.stack(rows) if rows else torch.zeros((0, P)),
@@ -272,6 +296,30 @@ def compute_lca(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
         class_lca_layer=torch.stack(class_layers) if class_layers else None,
         hit_max=torch.tensor(capped, dtype=torch.bool),
     )
+
+
+def _tracked(model: nn.Module, inputs, targets, thetas, account, losses: list, out: Path,
+             overwrite: bool, **options) -> None:
+    """compute_lca's path with ``out``: an LCATracker drives a copy of ``model`` along the
+    trajectory, so the bundle is the one a tracked run writes; ``account`` gets each step."""
+    from compute.tracker import LCATracker  # the tracker builds on this module
+
+    net = copy.deepcopy(model)
+    for p in net.parameters():
+        p.requires_grad_(True)  # θ is every parameter, as without out
+    load_flat_params(net, next(thetas))
+    with LCATracker(net, inputs, targets, out=out, overwrite=overwrite, **options) as lca:
+        for theta in thetas:
+            load_flat_params(net, theta)
+            st = lca.step()
+            if not losses:
+                losses.append(st.loss_before)
+            account(st)
+    if not losses:  # θ_0 only: its loss is the bundle's
+        from lcaviz.bundle import RunBundle
+
+        with RunBundle.open(out) as b:
+            losses.append(float(b.loss_train()[0]))
 
 
 def layer_sums(values: torch.Tensor, layer_index: torch.Tensor, n_layers: int) -> torch.Tensor:

@@ -28,10 +28,17 @@ from torch import nn
 
 from compute import __version__
 from compute.checkpoint import RunState, check_out_path
-from compute.lca import LCAIntegrator
+from compute.lca import LCAIntegrator, LCAStep
 from compute.objective import FullDatasetObjective, LossFn, per_example_cross_entropy
 from compute.oscillation import count_gradient
-from compute.params import flat_params, param_table, trainable_names
+from compute.params import (
+    flat_params,
+    layer_list,
+    network_name,
+    param_table,
+    trainable_names,
+    unwrap,
+)
 from compute.record import closing_attrs, host, record, write_counters
 from lcaviz.bundle.schema import RowSchedule, column_ranges, ranges_index
 from lcaviz.bundle.writer import BundleWriter, LayoutInfo
@@ -94,7 +101,8 @@ class LCATracker:
         loss_fn: per-example loss ``(outputs, targets) -> (N,)``; default cross-entropy.
         n_classes: number of classes (default: ``max(targets) + 1`` for integer labels).
         lca_rows: row schedule (``"1"``, ``"dense:200,10"``, ...).
-        lca_layers: layer names that get per-parameter rows (None: all, []: none).
+        lca_layers: layer names that get per-parameter rows (None: all, [] or "none": none;
+            a string is comma-separated, "fc1,fc2").
         lca_storage: ``"float32"`` or ``"bfloat16"``.
         optimizer: the training optimizer, recorded (class and param-group settings).
         val_inputs, val_targets: a second fixed set whose loss change is allocated too.
@@ -106,7 +114,7 @@ class LCATracker:
     def __init__(self, model: nn.Module, inputs, targets=None, *, out: str | Path,
                  method: str = "rk4", per_class: bool = True, loss_fn: LossFn | None = None,
                  n_classes: int | None = None, lca_rows: str | int = 1,
-                 lca_layers: list[str] | None = None, lca_storage: str = "float32",
+                 lca_layers: str | list[str] | None = None, lca_storage: str = "float32",
                  lca_compression: str = "none", optimizer: torch.optim.Optimizer | None = None,
                  val_inputs=None, val_targets=None, tol: float = 1e-3, max_halvings: int = 8,
                  chunk_size: int = 1000, overwrite: bool = False, flush_seconds: float = 2.0):
@@ -119,7 +127,7 @@ class LCATracker:
             raise ValueError("LCATracker: per_class needs integer class labels as targets")
         self.n_classes = int(n_classes or (int(self.y.max()) + 1 if labels else 1))
         self.options = dict(method=method, per_class=per_class, lca_rows=str(lca_rows),
-                            lca_layers=lca_layers, lca_storage=lca_storage,
+                            lca_layers=layer_list(lca_layers), lca_storage=lca_storage,
                             lca_compression=lca_compression, tol=tol,
                             max_halvings=max_halvings, chunk_size=chunk_size)
         self.optimizer, self.overwrite, self.flush_seconds = optimizer, overwrite, flush_seconds
@@ -140,12 +148,14 @@ class LCATracker:
 
     def start(self) -> None:
         """Snapshot θ_0, evaluate the fixed set's loss and gradient there, create the bundle."""
-        check_out_path(self.out, self.overwrite)
+        check_out_path(self.out, self.overwrite, api=True)
         o, model = self.options, self.model
         names = trainable_names(model)
         if not names:
             raise ValueError("LCATracker: the model has no parameter that requires grad")
-        self.frozen = [n for n, p in model.named_parameters() if not p.requires_grad]
+        prefix = unwrap(model)[1]  # names as the wrapped network has them (no "hf.")
+        self.frozen = [n.removeprefix(prefix) for n, p in model.named_parameters()
+                       if not p.requires_grad]
         table = param_table(model, names)
         device = next(model.parameters()).device
         ranges = column_ranges(table.offsets, table.layer, table.layer_names, o["lca_layers"])
@@ -170,9 +180,9 @@ class LCATracker:
             acc_val0=int(v0.correct) / len(self.run.val_lca.objective.y) if v0 else None,
             flush_seconds=self.flush_seconds)
 
-    def step(self, minibatch_loss: float = float("nan")) -> None:
+    def step(self, minibatch_loss: float = float("nan")) -> LCAStep:
         """Allocate the step from the last θ to the model's current parameters (call it after
-        every optimizer step)."""
+        every optimizer step); returns the step's allocation."""
         if self.writer is None:
             raise RuntimeError("LCATracker.step() outside its with block (or before start())")
         t0 = time.perf_counter()
@@ -185,6 +195,7 @@ class LCATracker:
         self.t += 1
         if self.t % COUNTERS_EVERY == 0:
             write_counters(self.writer, self.run, self.state)
+        return st
 
     def close(self) -> Path:
         """Append the open row window, write the counters and close the bundle ``complete``."""
@@ -222,7 +233,7 @@ class LCATracker:
         groups = [{k: v for k, v in g.items() if k != "params" and _jsonable(v)}
                   for g in opt.param_groups] if opt is not None else None
         config = {
-            "source": "LCATracker", "net": type(model).__name__, "dataset": "fixed set",
+            "source": "LCATracker", "net": network_name(model), "dataset": "fixed set",
             "optimizer": type(opt).__name__ if opt is not None else "unknown",
             "optimizer_groups": groups, "lr": groups[0].get("lr") if groups else None,
             "n_examples": len(self.x), "loss_fn": getattr(self.loss_fn, "__name__", "custom"),

@@ -13,9 +13,9 @@ biases, the MLP has, and the unembedding has none. There is no dropout: the mode
 deterministic function of θ in train and eval mode alike.
 
 Each LayerNorm (``layernorm=True``; off by default, as in Nanda et al.) is its own
-:class:`LayerNorm` module rather than ``nn.LayerNorm``: :func:`compute.params.param_table`
-folds a torch norm into the layer registered before it (a BatchNorm after its conv), which in a
-pre-LN block would be the previous sublayer rather than the one the norm feeds.
+:class:`LayerNorm` module and its own layer (:func:`compute.params.param_table` folds only a
+BatchNorm into the conv/linear before it; in a pre-LN block that module would be the previous
+sublayer rather than the one the norm feeds).
 """
 
 from __future__ import annotations

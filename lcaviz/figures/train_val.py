@@ -12,17 +12,21 @@ from lcaviz.figures.theme import empty_figure, layer_color, style
 
 TRAIN_COLOR, VAL_COLOR = "#1f77b4", "#ff7f0e"
 NO_VAL = "no validation LCA in this run (make it with lca-run --val-lca)"
+NO_VAL_TRACKER = ("no validation LCA in this run (pass the validation set to the tracker: "
+                  "LCATracker(..., val_inputs=X_val, val_targets=y_val))")
 
 
 def train_val_figure(table: pd.DataFrame | None, curves: tuple | None = None, *,
                      title: str = "LCA of the training vs the validation loss per layer",
-                     height: int = 420) -> go.Figure:
+                     height: int = 420, source: str | None = None) -> go.Figure:
     """Bars of each layer's training and validation LCA (negative = lowered that loss), a ⚠
     over layers that lower the training loss but raise the validation loss, and, if given,
     the cumulative curves ``(train (T, L), val (T, L))`` (solid: training, dotted: validation).
+    ``source``: the bundle config's ``source``; without a validation LCA the message says how
+    that kind of run gets one (``LCATracker``: ``val_inputs=``; otherwise ``--val-lca``).
     """
     if table is None or len(table) == 0:
-        return empty_figure(NO_VAL, height)
+        return empty_figure(NO_VAL_TRACKER if source == "LCATracker" else NO_VAL, height)
     n = 2 if curves is not None else 1
     fig = make_subplots(rows=1, cols=n, horizontal_spacing=0.1, subplot_titles=(
         "whole run", "cumulative over training")[:n])

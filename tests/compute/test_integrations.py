@@ -83,7 +83,7 @@ def test_lightning_callback_equals_the_plain_tracker(tmp_path):
 
 def test_hf_trainer_callback_equals_the_plain_tracker(tmp_path):
     transformers = pytest.importorskip("transformers")
-    from compute.integrations.hf import HFLogits, LCATrainerCallback, collate_fixed_set
+    from compute.integrations.hf import HFLogits, LCATrainerCallback, collate_fixed_set, hf_loss
 
     cfg = transformers.BertConfig(vocab_size=30, hidden_size=16, num_hidden_layers=1,
                                   num_attention_heads=2, intermediate_size=24,
@@ -113,13 +113,13 @@ def test_hf_trainer_callback_equals_the_plain_tracker(tmp_path):
                          callbacks=[Path(), cb]).train()
     got = _read(tmp_path / "hf.h5")
     assert len(thetas) == 4 and got[1].shape[0] == 4 and got[4]["optimizer"] == "AdamW"
-    x, y = collate_fixed_set(data, collator)
-    from compute.integrations.hf import per_example_hf_loss
-
-    _replay(HFLogits(start), thetas, x, y, tmp_path / "plain.h5", chunk_size=16,
-            loss_fn=per_example_hf_loss)
+    x, y, names = collate_fixed_set(data, collator)
+    _replay(HFLogits(start, names), thetas, x, y, tmp_path / "plain.h5", chunk_size=16,
+            loss_fn=hf_loss(start, y))
     _same(got, _read(tmp_path / "plain.h5"))
-    assert got[4]["net"] == "HFLogits" and got[4]["frozen_params"] == []
+    # the network by its own name (not the wrapper's), its parameters without "hf."
+    assert got[4]["net"] == "BertForSequenceClassification" and got[4]["frozen_params"] == []
+    assert got[4]["parameters"][0] == "bert.embeddings.word_embeddings.weight"
 
 
 def _tokenizer():

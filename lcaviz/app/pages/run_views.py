@@ -238,4 +238,4 @@ def train_val(state: AppState, c: Controls) -> go.Figure:
     b, key = state.open(c.run_id)
     table = state.cached(("train_val", key), lambda: train_val_layers(b))
     curves = state.cached(("train_val_curves", key), lambda: train_val_curves(b))
-    return train_val_figure(table, curves)
+    return train_val_figure(table, curves, source=b.config.get("source"))
