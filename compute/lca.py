@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from compute.context import in_engine_context
 from compute.objective import Evaluation, FullDatasetObjective, LossFn, per_example_cross_entropy
 from compute.params import flat_params, param_table
 from compute.simpson import Refinement, SimpsonSums
@@ -81,6 +82,7 @@ class LCAIntegrator:
         self.theta: torch.Tensor | None = None
         self.at_theta: Evaluation | None = None
 
+    @in_engine_context  # gradients on, autocast off, whatever the caller's context
     def start(self, theta0: torch.Tensor) -> Evaluation:
         """Evaluate the objective at θ_0 and remember it as the next start point."""
         self.theta = theta0.detach().clone()
@@ -92,6 +94,7 @@ class LCAIntegrator:
         r = abs(residual)
         return r < self.tol and (self.rtol <= 0 or r <= self.rtol * abs(dL))
 
+    @in_engine_context
     def step(self, theta1: torch.Tensor, *, refine: bool = False) -> LCAStep:
         """Allocate L(θ_{t+1}) − L(θ_t) for the step to ``theta1``.
 
@@ -214,6 +217,7 @@ class LCAResult:
     hit_max: torch.Tensor | None = None  # (T,) bool: adaptive steps that hit max_halvings
 
 
+@in_engine_context  # the objective's copy of the model too, whatever the caller's context
 def compute_lca(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
                 trajectory: Iterable[torch.Tensor], *, method: str = "rk4", tol: float = 1e-3,
                 max_halvings: int = 8, chunk_size: int = 1000, per_class: bool = False,

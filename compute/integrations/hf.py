@@ -70,7 +70,7 @@ class LCATrainerCallback(TrainerCallback):
             ``attention_mask``, and ``labels`` (default: the trainer's data collator).
         out: bundle path.
         **tracker: any other ``LCATracker`` argument (method, lca_rows, chunk_size, ...);
-            ``per_class`` defaults to True for sequence labels, False for token labels.
+            ``per_class`` is off by default, as in the tracker (pass True for sequence labels).
     """
 
     def __init__(self, dataset=None, *, out: str | Path, collator=None, **tracker):
@@ -82,7 +82,7 @@ class LCATrainerCallback(TrainerCallback):
         dataset = self.dataset or train_dataloader.dataset
         collator = self.collator or train_dataloader.collate_fn
         x, y = collate_fixed_set(dataset, collator)
-        kw = {"per_class": y.dim() == 1, "loss_fn": per_example_hf_loss, **self.kwargs}
+        kw = {"loss_fn": per_example_hf_loss, **self.kwargs}
         optimizer = getattr(optimizer, "optimizer", optimizer)  # accelerate wraps it
         self.tracker = LCATracker(HFLogits(model).to(next(model.parameters()).device), x, y,
                                   out=self.out, optimizer=optimizer, **kw)
