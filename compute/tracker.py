@@ -50,11 +50,13 @@ from compute.params import flat_params, param_table
 from compute.record import closing_attrs, host, record, write_counters
 from compute.tracker_checks import (
     LCAWarning,
+    ResidualWatch,
     StepWatch,
+    movable_names,
     moved_outside_theta,
+    never_stepped,
     outside_theta,
-    residual_excess,
-    residual_message,
+    residual_advice,
     unfrozen_message,
 )
 from lcaviz.bundle.schema import RowSchedule, column_ranges, ranges_index
@@ -115,10 +117,11 @@ class LCATracker:
         out: bundle path; an existing file is refused unless ``overwrite``.
         method: ``first_order``, ``trapezoid``, ``rk4`` or ``adaptive``.
         per_class: also split each layer's LCA per class (labels must be class indices).
-            Off by default: it keeps a (C, P) gradient per evaluation and, for models with
-            BatchNorm (whose chunks mix classes), runs one backward per class present in each
-            chunk; issue 22 measured it 4.7× slower on a BatchNorm CNN and 2.8× on a
-            10 M-parameter MLP. ``lca-run`` keeps it on for its reference nets.
+            Off by default: it keeps a (C, P) gradient per evaluation and runs one backward
+            per class present in each chunk for models with BatchNorm (class-pure, smaller
+            chunks otherwise): 2.0× slower per rk4 step on a small BatchNorm CNN and 4.7× on
+            a 1.9 M-parameter MLP (500 examples, 10 classes, CPU; issue 22 reports 4.7× and
+            2.8× on a 10 M MLP). ``lca-run`` keeps it on for its reference nets.
         loss_fn: per-example loss ``(outputs, targets) -> (N,)``; default cross-entropy.
         n_classes: number of classes (default: ``max(targets) + 1`` for integer labels).
         lca_rows: row schedule (``"1"``, ``"dense:200,10"``, ...).
@@ -179,7 +182,7 @@ class LCATracker:
 
     def _start(self) -> None:
         o, model, device = self.options, self.model, self.device
-        names = self._theta_names()
+        names = movable_names(model, self.optimizer)
         if not names:
             raise ValueError("LCATracker: the model has no parameter that requires grad")
         self.frozen = [n for n, _ in model.named_parameters() if n not in set(names)]
@@ -201,13 +204,15 @@ class LCATracker:
         count_gradient(self.state, e0.grad)
         self.outside = outside_theta(model, self.integ.objective.model, names)
         self.loss0 = float(e0.loss)
-        self.watch = StepWatch(self.optimizer)
         self.writer = BundleWriter.create(
             self.out, self._layout(), theta0=None, loss_train0=float(e0.loss),
             acc_train0=int(e0.correct) / len(self.run.y),
             loss_val0=float(v0.loss) if v0 else None,
             acc_val0=int(v0.correct) / len(self.run.val_lca.objective.y) if v0 else None,
             flush_seconds=self.flush_seconds)
+        self.watch = StepWatch(self.optimizer)  # removed when the bundle closes
+        self.residual = ResidualWatch(residual_advice(f"method={o['method']!r}"),
+                                      self.integ.objective.params[0].dtype)
 
     def step(self, minibatch_loss: float = float("nan")) -> None:
         """Allocate the step from the last θ to the model's current parameters (call it after
@@ -253,9 +258,8 @@ class LCATracker:
         self.t += 1
         if self.t % COUNTERS_EVERY == 0:
             write_counters(self.writer, self.run, self.state)
-        if "residual" not in self._warned and (ratio := self._residual_excess()) is not None:
-            self._warn("residual", residual_message(ratio, self.state.error_sums, self.t,
-                                                    self.options["method"]), record=False)
+        if (warning := self.residual.check(self.state.error_sums, self.t, self.loss0)):
+            self._warn("residual", warning, record=False)  # the bundle gets residual.note()
 
     def close(self) -> Path:
         """Append the open row window, write the counters and close the bundle ``complete``
@@ -266,11 +270,7 @@ class LCATracker:
             n_opt = self.watch.take()
             moved = not torch.equal(flat_params(self.model, self.run.names), self.integ.theta)
         if not self.t:
-            what = (f"{n_opt} optimizer steps were taken" if n_opt else
-                    "the parameters moved since the tracker started" if moved else
-                    "nothing was allocated")
-            reason = (f"LCATracker: lca.step() was never called ({what}); call it after every "
-                      "optimizer step")
+            reason = never_stepped(n_opt, moved)
             warnings.warn(reason, LCAWarning, stacklevel=2)
             self.fail(reason)
             return self.out
@@ -279,7 +279,8 @@ class LCATracker:
             self._warn("unallocated", f"LCATracker: {steps} after the last lca.step() "
                        f"(iteration {self.t - 1}) were not allocated; the bundle ends before "
                        "them")
-        self._note_residual()
+        if (note := self.residual.note(self.state.error_sums, self.t)):
+            self.notes.append(note)
         if not self.run.schedule.closes_after(self.t - 1):
             if self.state.window_val is not None:
                 self.writer.append_lca_row(host(self.state.window_val), "lca_val")
@@ -302,13 +303,6 @@ class LCATracker:
                 self.writer = None
 
     # -- checks (compute.tracker_checks) -----------------------------------------------------
-    def _theta_names(self) -> list[str]:
-        """The parameters that can move: those that require grad and, with an optimizer,
-        every one it holds (in ``named_parameters()`` order)."""
-        held = {id(p) for g in self.optimizer.param_groups for p in g["params"]
-                } if self.optimizer is not None else set()
-        return [n for n, p in self.model.named_parameters() if p.requires_grad or id(p) in held]
-
     def _stop(self, reason: str) -> None:
         """Close the bundle ``failed`` with ``reason`` and stop the run."""
         self.fail(reason)
@@ -322,24 +316,6 @@ class LCATracker:
         warnings.warn(message, LCAWarning, stacklevel=4)
         if record:
             self.notes.append(message)
-
-    def _residual_excess(self) -> float | None:
-        return residual_excess(self.state.error_sums, self.t, self.integ.objective.params[0].dtype,
-                               self.loss0)
-
-    def _note_residual(self) -> None:
-        """The bundle's residual warning: the final figure, or when it passed 1 % in the run."""
-        ratio, method = self._residual_excess(), self.options["method"]
-        if ratio is not None:
-            message = residual_message(ratio, self.state.error_sums, self.t, method)
-            self._warn("residual", message, record=False)  # given during the run already
-            self.notes.append(message)
-        elif "residual" in self._warned:
-            res, _, dL, _ = self.state.error_sums.tolist()
-            self.notes.append(
-                f"LCATracker: the cumulative residual passed 1 % of the loss change at "
-                f"iteration {self._warned['residual']} (at the end: {100 * abs(res) / abs(dL):.2f}"
-                f' %); method={method!r}: method="adaptive" keeps every step within tol')
 
     def _warning_attrs(self) -> dict:
         return {"warnings": json.dumps(self.notes)} if self.notes else {}

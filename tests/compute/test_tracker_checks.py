@@ -264,3 +264,22 @@ def test_the_run_page_shows_the_recorded_warnings_at_the_top(tmp_path):
     texts = [p.children for p in card.children[1:]]
     assert len(texts) == 1 and 'method="adaptive"' in texts[0]
     assert run_callbacks.init_run(state, "clean.h5")[3] is None
+
+
+def test_lca_run_warns_in_its_progress_output_and_records_it(tmp_path, capsys):
+    from compute.config import RunConfig
+    from compute.train import run_lca
+
+    small = dict(net="mnist_fc", dataset="synthetic", train_size=300, val_size=50,
+                 batch_size=50, iters=6, chunk_size=300, seed=3, lca_layers=[],
+                 precision="float64")
+    for method, warned in (("first_order", True), ("rk4", False)):
+        path = run_lca(RunConfig(**small, method=method), tmp_path / f"{method}.h5",
+                       progress=False)
+        with RunBundle.open(path) as b:
+            err, recorded = b.closing_error()["lca_cum_error"], b.warnings
+        assert (err > 0.01) == warned and (len(recorded) == 1) == warned
+        printed = capsys.readouterr().err
+        assert ("--method adaptive" in printed) == warned
+        if warned:
+            assert "--method adaptive" in recorded[0] and f"{100 * err:.1f} %" in recorded[0]
