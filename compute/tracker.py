@@ -279,8 +279,6 @@ class LCATracker:
             self._warn("unallocated", f"LCATracker: {steps} after the last lca.step() "
                        f"(iteration {self.t - 1}) were not allocated; the bundle ends before "
                        "them")
-        if (note := self.residual.note(self.state.error_sums, self.t)):
-            self.notes.append(note)
         if not self.run.schedule.closes_after(self.t - 1):
             if self.state.window_val is not None:
                 self.writer.append_lca_row(host(self.state.window_val), "lca_val")
@@ -318,7 +316,10 @@ class LCATracker:
             self.notes.append(message)
 
     def _warning_attrs(self) -> dict:
-        return {"warnings": json.dumps(self.notes)} if self.notes else {}
+        """The bundle's ``warnings``: those recorded in the run, then the residual's."""
+        notes = [*self.notes, self.residual.note(self.state.error_sums, self.t)]
+        notes = [n for n in notes if n]
+        return {"warnings": json.dumps(notes)} if notes else {}
 
     # -- helpers ----------------------------------------------------------------------------
     def _integrator(self, x: torch.Tensor, y: torch.Tensor, names: list[str]) -> LCAIntegrator:

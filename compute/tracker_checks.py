@@ -65,9 +65,9 @@ def unfrozen_message(names: list[str]) -> str:
     shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
     return (f"LCATracker: parameters {shown} changed although they did not require grad "
             "when the tracker started (unfrozen during training?); they are not part of θ, so "
-            "their change would be left out of the allocated loss. Pass optimizer= (every "
-            "parameter it holds is tracked, frozen or not) or set requires_grad before the "
-            "tracker starts")
+            "their change would be left out of the allocated loss. Pass optimizer= holding "
+            "them from the start (every parameter it holds is tracked, frozen or not) or set "
+            "requires_grad before the tracker starts")
 
 
 def residual_excess(error_sums: torch.Tensor, steps: int, dtype: torch.dtype,

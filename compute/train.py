@@ -242,7 +242,8 @@ def _loop(cfg, run, writer, state, T0, ckpt_path, progress, stop_after) -> Path:
             bar.update(1)
             if st is not None:
                 bar.set_postfix(postfix(st, state, cfg.method))
-                if (warning := residual.check(state.error_sums, t + 1, st.loss_after)):
+                warning = residual.check(state.error_sums, t + 1, st.loss_after)
+                if warning and is_main():
                     bar.write(f"lca-run: warning: {warning}", file=sys.stderr)
             due = ((t + 1) % cfg.checkpoint_every == 0
                    or time.monotonic() - last_ckpt >= cfg.checkpoint_seconds)
