@@ -188,13 +188,14 @@ def test_steps_missed_between_calls_are_warned(tmp_path):
 
 # -- item 7: quadrature error beyond 1 % of the loss change -----------------------------------
 def _big_steps(tmp_path, method, name):
-    """Large SGD steps on a tanh net: rk4's cumulative residual is well over 1 % of ΔL."""
+    """Large SGD steps on a tanh net (lr 3, the loss falls 0.52): rk4's cumulative residual
+    is 2.8 % of ΔL, adaptive's 2e-5 (measured with compute_lca); at lr 1.5 rk4 is at 0.06 %."""
     x, y = _data()
     model = _model()
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
         with LCATracker(model, x, y, out=tmp_path / name, method=method) as lca:
-            _sgd_steps(model, x, y, 6, lca, lr=6.0)
+            _sgd_steps(model, x, y, 6, lca, lr=3.0)
     with RunBundle.open(tmp_path / name) as b:
         err = b.closing_error()
         return [w for w in seen if issubclass(w.category, LCAWarning)], b.warnings, err
@@ -202,7 +203,7 @@ def _big_steps(tmp_path, method, name):
 
 def test_a_cumulative_residual_beyond_one_percent_is_warned_and_recorded(tmp_path):
     ours, recorded, err = _big_steps(tmp_path, "rk4", "rk4.h5")
-    assert err["lca_cum_error"] > 0.01  # the case: rk4 is not accurate enough here
+    assert 0.02 < err["lca_cum_error"] < 0.04  # the case: rk4 is not accurate enough here
     assert len(ours) == 1 and 'method="adaptive"' in str(ours[0].message)
     assert len(recorded) == 1 and 'method="adaptive"' in recorded[0]
     assert f"{100 * err['lca_cum_error']:.1f} %" in recorded[0]  # the final figure
