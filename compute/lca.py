@@ -36,6 +36,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from compute.context import in_engine_context
 from compute.objective import Evaluation, FullDatasetObjective, LossFn, per_example_cross_entropy
 from compute.params import as_flat, flat_params, load_flat_params, param_table
 from compute.simpson import Refinement, SimpsonSums
@@ -83,6 +84,7 @@ class LCAIntegrator:
         self.theta: torch.Tensor | None = None
         self.at_theta: Evaluation | None = None
 
+    @in_engine_context  # gradients on, autocast off, whatever the caller's context
     def start(self, theta0: torch.Tensor) -> Evaluation:
         """Evaluate the objective at θ_0 and remember it as the next start point."""
         self.theta = theta0.detach().clone()
@@ -94,6 +96,7 @@ class LCAIntegrator:
         r = abs(residual)
         return r < self.tol and (self.rtol <= 0 or r <= self.rtol * abs(dL))
 
+    @in_engine_context
     def step(self, theta1: torch.Tensor, *, refine: bool = False) -> LCAStep:
         """Allocate L(θ_{t+1}) − L(θ_t) for the step to ``theta1``.
 
@@ -216,6 +219,7 @@ class LCAResult:
     hit_max: torch.Tensor | None = None  # (T,) bool: adaptive steps that hit max_halvings
 
 
+@in_engine_context  # the objective's copy of the model too, whatever the caller's context
 def compute_lca(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
                 trajectory: Iterable[torch.Tensor | Mapping[str, torch.Tensor]], *,
                 method: str = "rk4", tol: float = 1e-3,
@@ -312,6 +316,9 @@ def _tracked(model: nn.Module, inputs, targets, thetas, account, losses: list, o
         for theta in thetas:
             load_flat_params(net, theta)
             st = lca.step()
+            if st is None:  # the tracker ignores a step that moves nothing (a doubled call)
+                raise ValueError("compute_lca(out=...): two consecutive thetas are equal; a "
+                                 "tracked bundle allocates only steps that move θ")
             if not losses:
                 losses.append(st.loss_before)
             account(st)

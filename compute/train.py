@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import sys
@@ -38,6 +39,7 @@ from compute.params import ParamTable, flat_params, param_table
 from compute.precision import auto_precision_check
 from compute.record import capped_warning, closing_attrs, host, postfix, row_closes, write_counters
 from compute.step import minibatch_indices, train_step  # noqa: F401 - re-exported
+from compute.tracker_checks import ResidualWatch, residual_advice
 from lcaviz.bundle.schema import RowSchedule, ScheduleError, column_ranges, ranges_index
 from lcaviz.bundle.writer import BundleWriter, LayoutInfo
 
@@ -224,6 +226,8 @@ def _loop(cfg, run, writer, state, T0, ckpt_path, progress, stop_after) -> Path:
     bar = tqdm(total=cfg.iters, initial=T0, disable=not (progress and is_main()), unit="it",
                desc="LCA")
     last_ckpt = time.monotonic()
+    residual = ResidualWatch(residual_advice(f"--method {cfg.method}", "--method adaptive"),
+                             run.train_lca.objective.params[0].dtype)  # issue 22.7
     try:
         for t in range(T0, cfg.iters):
             if stop_after is not None and t - T0 >= stop_after:
@@ -238,6 +242,9 @@ def _loop(cfg, run, writer, state, T0, ckpt_path, progress, stop_after) -> Path:
             bar.update(1)
             if st is not None:
                 bar.set_postfix(postfix(st, state, cfg.method))
+                warning = residual.check(state.error_sums, t + 1, st.loss_after)
+                if warning and is_main():
+                    bar.write(f"lca-run: warning: {warning}", file=sys.stderr)
             due = ((t + 1) % cfg.checkpoint_every == 0
                    or time.monotonic() - last_ckpt >= cfg.checkpoint_seconds)
             if due and t + 1 < cfg.iters:  # every N iterations or M seconds, whichever first
@@ -250,7 +257,9 @@ def _loop(cfg, run, writer, state, T0, ckpt_path, progress, stop_after) -> Path:
                 writer.append_lca_row(host(state.window_val), "lca_val")
             writer.append_lca_row(host(state.window))
         write_counters(writer, run, state)
-        writer.close("complete", attrs=closing_attrs(state, cfg.method))
+        note = residual.note(state.error_sums, cfg.iters)
+        writer.close("complete", attrs={**closing_attrs(state, cfg.method),
+                                        **({"warnings": json.dumps([note])} if note else {})})
         if is_main():
             ckpt_path.unlink(missing_ok=True)
             if (warning := capped_warning(state, cfg)) is not None:

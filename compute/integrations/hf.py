@@ -172,8 +172,8 @@ class LCATrainerCallback(TrainerCallback):
         out: bundle path.
         shift_labels: token labels: shift them one position (causal LM); None = detect.
         **tracker: any other ``LCATracker`` argument (method, lca_rows, chunk_size,
-            loss_fn, ...); ``per_class`` defaults to True for sequence labels, False for
-            token labels.
+            loss_fn, ...); ``per_class`` is off by default, as in the tracker (pass True
+            for sequence labels).
     """
 
     def __init__(self, dataset=None, *, out: str | Path, collator=None,
@@ -188,8 +188,7 @@ class LCATrainerCallback(TrainerCallback):
         dataset = self.dataset or train_dataloader.dataset
         collator = self.collator or train_dataloader.collate_fn
         x, y, names = collate_fixed_set(dataset, collator)
-        kw = {"per_class": y.dim() == 1 and not y.is_floating_point(),
-              "loss_fn": hf_loss(model, y, self.shift_labels), **self.kwargs}
+        kw = {"loss_fn": hf_loss(model, y, self.shift_labels), **self.kwargs}
         optimizer = getattr(optimizer, "optimizer", optimizer)  # accelerate wraps it
         wrapped = HFLogits(model, names).to(next(model.parameters()).device)
         self.tracker = LCATracker(wrapped, x, y, out=self.out, optimizer=optimizer, **kw)

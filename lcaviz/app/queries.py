@@ -38,6 +38,7 @@ def run_meta(b) -> dict:
         "classes": list(b.class_names), "rows": b.row_schedule.spec, "T": int(b.n_iters),
         "R": int(b.n_rows), "P": int(b.n_params), "status": b.status,
         "status_reason": b.status_reason, "method": b.method,
+        "warnings": list(b.warnings),  # recorded at close, e.g. a residual over 1 % of ΔL
         "has_trajectory": bool(b.has_trajectory), "has_val": bool(b.has_val),
         "has_class_layer": bool(b.has_class_layer),
         "has_groups": bool(b.has_groups),

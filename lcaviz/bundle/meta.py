@@ -3,6 +3,8 @@ which columns belong to a layer or tensor, and which iterations a row sums."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 
@@ -22,6 +24,16 @@ class _BundleMeta:
     @property
     def status_reason(self) -> str:
         return str(self._attrs.get("status_reason", ""))
+
+    @property
+    def warnings(self) -> list[str]:
+        """Warnings the writer recorded at close (root attribute ``warnings``, a JSON list of
+        strings; e.g. a cumulative residual over 1 % of the loss change); [] if none."""
+        try:
+            out = json.loads(self._attrs.get("warnings", "[]"))
+        except (json.JSONDecodeError, TypeError):
+            return [str(self._attrs.get("warnings"))]
+        return [str(w) for w in out] if isinstance(out, list) else [str(out)]
 
     @property
     def created(self) -> str:

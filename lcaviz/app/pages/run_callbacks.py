@@ -9,7 +9,7 @@ callback: :func:`heatmap_stream` describes them once per layer / mode / resoluti
 from __future__ import annotations
 
 import dash
-from dash import ClientsideFunction, Input, Output, State, ctx
+from dash import ClientsideFunction, Input, Output, State, ctx, html
 
 from lcaviz.app import ids
 from lcaviz.app.frames import stream_descriptor
@@ -56,7 +56,16 @@ def init_run(state: AppState, run_id: str | None):
               for i, (n, s) in enumerate(zip(b.layer_names, b.layer_sizes, strict=True))]
     first = min(rows) if rows else 0
     live = meta["status"] == "running"  # only a live run needs the refresh poll
-    return meta, run_id, subtitle(meta), None, {}, layers, first, not live
+    return meta, run_id, subtitle(meta), warning_card(meta), {}, layers, first, not live
+
+
+def warning_card(meta: dict):
+    """The run's recorded warnings, shown at the top of the page (None without any)."""
+    if not meta.get("warnings"):
+        return None
+    return html.Div([html.Strong("Check this run")] + [html.P(w) for w in meta["warnings"]],
+                    className="error-card warning-card",
+                    style={"background": "#fff4e5", "borderColor": "#f0c36d", "color": "#6b4100"})
 
 
 def refresh_live(state: AppState, _n, run_id: str | None, meta: dict | None):
