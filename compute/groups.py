@@ -13,6 +13,20 @@ group refines the per-layer sums exactly:
   ``blocks.0.attn.q.head0`` ... (their head axis comes first, so a head is one range).
 
 Any model works: one without head projections gets its layers back as groups.
+
+Your own groups (``LCATracker(..., groups=...)``) are a *spec*, ``{name: [(parameter name,
+selection), ...]}``, that :func:`resolve_groups` turns into flat ranges. A selection is
+
+* ``None`` (or a bare parameter name instead of the pair): the whole parameter,
+* ``range(start, end)``: elements ``[start, end)`` of the parameter flattened row-major,
+* a ``slice``, an ``int`` or a tuple of them: ``param[sel]`` (basic indexing, step 1; missing
+  trailing axes are whole), e.g. ``slice(0, 64)`` = rows 0..63, ``(slice(None), slice(0, 64))``
+  = columns 0..63 (every row: one range per row).
+
+Each group must lie inside one layer and groups must not overlap; what no group covers is
+filled in, one group per layer: named like the layer, or ``<layer>.rest`` beside groups of that
+layer. :func:`compute.attention_groups.attention_head_groups` builds the spec of the attention
+heads of common layouts (``groups="heads"``).
 """
 
 from __future__ import annotations
@@ -21,8 +35,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from compute.attention_groups import GroupSpec, attention_head_groups
+from compute.group_spec import resolve_groups
 from compute.lca import layer_sums
-from compute.params import param_table
+from compute.params import ParamTable, param_table
+
+__all__ = ["GroupSpec", "attach_groups", "attention_head_groups", "build_groups",
+           "component_groups", "group_index", "group_layers", "group_sums", "resolve_groups"]
 
 Group = tuple[str, list[tuple[int, int]]]
 
@@ -106,3 +125,42 @@ def group_sums(values: torch.Tensor, index: torch.Tensor, n_groups: int) -> torc
     :func:`compute.lca.layer_sums`, so group and layer sums add up in the same way.
     """
     return layer_sums(values, index, n_groups)
+
+
+def build_groups(model: nn.Module, table: ParamTable, groups) -> list[Group] | None:
+    """The groups of ``LCATracker(groups=...)`` on ``table`` (the tracked parameters).
+
+    Args:
+        groups: None (no groups), ``"heads"`` (:func:`attention_head_groups`; parameters that
+            are not tracked are left out), a spec dict (module doc) or a callable
+            ``model -> spec``.
+
+    Raises:
+        ValueError / TypeError: a spec that does not fit the model (:func:`resolve_groups`).
+    """
+    if groups is None:
+        return None
+    skip_untracked = False
+    if isinstance(groups, str):
+        if groups != "heads":
+            raise ValueError(f"groups={groups!r}: the only named choice is 'heads' (or pass a "
+                             "dict name -> [(parameter name, selection)], or a callable)")
+        spec, skip_untracked = attention_head_groups(model), True
+        if not spec:
+            raise ValueError(f"groups='heads': no attention layer found in "
+                             f"{type(model).__name__} (known: nn.MultiheadAttention, "
+                             "query/key/value nn.Linear, GPT-2 c_attn Conv1D); pass your own "
+                             "groups dict instead")
+    elif callable(groups):
+        spec = groups(model)
+    else:
+        spec = groups
+    return resolve_groups(spec, table, model=model, skip_untracked=skip_untracked)
+
+
+def attach_groups(run, groups: list[Group] | None, device: torch.device) -> None:
+    """Give a run (``train.Run``, ``tracker.TrackedRun``) its groups and the (P,) group index
+    on the device that :func:`compute.record.record` sums ``lca_group`` with."""
+    run.groups = groups
+    run.group_idx = (None if groups is None else
+                     torch.as_tensor(group_index(groups, run.table.n_params), device=device))
