@@ -47,6 +47,8 @@ def selection_ranges(sel, shape: tuple[int, ...], where: str) -> list[tuple[int,
     k = partial[-1]  # axes after k are whole: each index of axes 0..k-1 is one run
     strides = [math.prod(shape[a + 1:]) for a in range(len(shape))]
     length = (bounds[k][1] - bounds[k][0]) * strides[k]
+    if length == 0:  # a zero-size trailing axis: nothing selected
+        return []
     out = []
     for outer in itertools.product(*(range(s, e) for s, e in bounds[:k])):
         start = sum(i * strides[a] for a, i in enumerate(outer)) + bounds[k][0] * strides[k]

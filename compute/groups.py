@@ -10,9 +10,10 @@ group refines the per-layer sums exactly:
   ``blocks.0.mlp.fc_in`` (weight and bias), ``blocks.0.ln1``, ``unembed`` ...),
 * except head projections (:class:`compute.transformer.HeadProjection` with more than one
   head: the attention's ``q``, ``k``, ``v`` and ``o``), which split into one group per head,
-  ``blocks.0.attn.q.head0`` ... (their head axis comes first, so a head is one range).
+  ``blocks.0.attn.q.head0`` ... (their head axis comes first, so a head is one range),
+  and the other attention layouts of :func:`attention_head_groups` likewise.
 
-Any model works: one without head projections gets its layers back as groups.
+Any model works: one without attention heads gets its layers back as groups.
 
 Your own groups (``LCATracker(..., groups=...)``) are a *spec*, ``{name: [(parameter name,
 selection), ...]}``, that :func:`resolve_groups` turns into flat ranges. A selection is
@@ -36,57 +37,23 @@ import torch
 from torch import nn
 
 from compute.attention_groups import GroupSpec, attention_head_groups
-from compute.group_spec import resolve_groups
+from compute.group_spec import Group, resolve_groups
 from compute.lca import layer_sums
 from compute.params import ParamTable, param_table
 
 __all__ = ["GroupSpec", "attach_groups", "attention_head_groups", "build_groups",
            "component_groups", "group_index", "group_layers", "group_sums", "resolve_groups"]
 
-Group = tuple[str, list[tuple[int, int]]]
-
-
-def _owners(model: nn.Module) -> dict[int, tuple[str, nn.Module]]:
-    """id(parameter) -> (module name, module) of its first owner, as param_table counts it."""
-    owner: dict[int, tuple[str, nn.Module]] = {}
-    for mod_name, module in model.named_modules():
-        for p in module.parameters(recurse=False):
-            owner.setdefault(id(p), (mod_name, module))
-    return owner
-
 
 def component_groups(model: nn.Module) -> list[Group]:
-    """The model's parameters by component, in flat order (see the module docstring).
+    """The model's parameters by component, in flat order (see the module docstring): the
+    attention heads of :func:`attention_head_groups` and one group per other layer.
 
     Returns:
         ``[(name, [(start, end), ...]), ...]``: names unique, ranges sorted and non-empty;
         together they cover 0..P−1 exactly once.
     """
-    from compute.transformer import HeadProjection  # transformer.py does not import this
-
-    table = param_table(model)
-    owner = _owners(model)
-    groups: dict[str, list[tuple[int, int]]] = {}
-    for i, (_, p) in enumerate(model.named_parameters()):
-        start, end = int(table.offsets[i]), int(table.offsets[i + 1])
-        mod_name, module = owner[id(p)]
-        if isinstance(module, HeadProjection) and module.n_heads > 1 and end > start:
-            size = (end - start) // module.n_heads  # (H, ...): head h is the h-th block
-            for h in range(module.n_heads):
-                groups.setdefault(f"{mod_name}.head{h}", []).append(
-                    (start + h * size, start + (h + 1) * size))
-        elif end > start:
-            groups.setdefault(table.layer_names[table.layer[i]], []).append((start, end))
-    out = []
-    for name, ranges in groups.items():
-        merged: list[tuple[int, int]] = []
-        for s, e in sorted(ranges):  # adjacent tensors of one layer: one range
-            if merged and merged[-1][1] == s:
-                merged[-1] = (merged[-1][0], e)
-            else:
-                merged.append((s, e))
-        out.append((name, merged))
-    return sorted(out, key=lambda g: g[1][0][0])
+    return resolve_groups(attention_head_groups(model), param_table(model))
 
 
 def group_index(groups: list[Group], n_params: int) -> np.ndarray:

@@ -13,11 +13,9 @@ from torch import nn
 from compute.groups import (
     attention_head_groups,
     build_groups,
-    component_groups,
     group_index,
     resolve_groups,
 )
-from compute.models import build_model
 from compute.params import load_flat_params, param_table
 
 transformers = pytest.importorskip("transformers")
@@ -133,12 +131,6 @@ def test_gpt2_heads_are_columns_of_fused_c_attn_and_rows_of_c_proj():
                                               cols(attn.c_attn.weight[:, c], attn.c_attn.bias[c]))
             np.testing.assert_array_equal(got[f"{prefix}.c_proj.head{h}"],
                                           cols(attn.c_proj.weight[h * DH:(h + 1) * DH]))
-
-
-def test_heads_of_the_reference_transformer_are_its_component_groups():
-    model = build_model("transformer", (3,), 7, seed=0)
-    assert resolve_groups(attention_head_groups(model), param_table(model)) == \
-        component_groups(model)
 
 
 def test_a_user_spec_in_every_selection_form_and_the_fill():
