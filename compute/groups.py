@@ -10,9 +10,24 @@ group refines the per-layer sums exactly:
   ``blocks.0.mlp.fc_in`` (weight and bias), ``blocks.0.ln1``, ``unembed`` ...),
 * except head projections (:class:`compute.transformer.HeadProjection` with more than one
   head: the attention's ``q``, ``k``, ``v`` and ``o``), which split into one group per head,
-  ``blocks.0.attn.q.head0`` ... (their head axis comes first, so a head is one range).
+  ``blocks.0.attn.q.head0`` ... (their head axis comes first, so a head is one range),
+  and the other attention layouts of :func:`attention_head_groups` likewise.
 
-Any model works: one without head projections gets its layers back as groups.
+Any model works: one without attention heads gets its layers back as groups.
+
+Your own groups (``LCATracker(..., groups=...)``) are a *spec*, ``{name: [(parameter name,
+selection), ...]}``, that :func:`resolve_groups` turns into flat ranges. A selection is
+
+* ``None`` (or a bare parameter name instead of the pair): the whole parameter,
+* ``range(start, end)``: elements ``[start, end)`` of the parameter flattened row-major,
+* a ``slice``, an ``int`` or a tuple of them: ``param[sel]`` (basic indexing, step 1; missing
+  trailing axes are whole), e.g. ``slice(0, 64)`` = rows 0..63, ``(slice(None), slice(0, 64))``
+  = columns 0..63 (every row: one range per row).
+
+Each group must lie inside one layer and groups must not overlap; what no group covers is
+filled in, one group per layer: named like the layer, or ``<layer>.rest`` beside groups of that
+layer. :func:`compute.attention_groups.attention_head_groups` builds the spec of the attention
+heads of common layouts (``groups="heads"``).
 """
 
 from __future__ import annotations
@@ -21,53 +36,24 @@ import numpy as np
 import torch
 from torch import nn
 
+from compute.attention_groups import GroupSpec, attention_head_groups
+from compute.group_spec import Group, resolve_groups
 from compute.lca import layer_sums
-from compute.params import param_table
+from compute.params import ParamTable, param_table
 
-Group = tuple[str, list[tuple[int, int]]]
-
-
-def _owners(model: nn.Module) -> dict[int, tuple[str, nn.Module]]:
-    """id(parameter) -> (module name, module) of its first owner, as param_table counts it."""
-    owner: dict[int, tuple[str, nn.Module]] = {}
-    for mod_name, module in model.named_modules():
-        for p in module.parameters(recurse=False):
-            owner.setdefault(id(p), (mod_name, module))
-    return owner
+__all__ = ["GroupSpec", "attach_groups", "attention_head_groups", "build_groups",
+           "component_groups", "group_index", "group_layers", "group_sums", "resolve_groups"]
 
 
 def component_groups(model: nn.Module) -> list[Group]:
-    """The model's parameters by component, in flat order (see the module docstring).
+    """The model's parameters by component, in flat order (see the module docstring): the
+    attention heads of :func:`attention_head_groups` and one group per other layer.
 
     Returns:
         ``[(name, [(start, end), ...]), ...]``: names unique, ranges sorted and non-empty;
         together they cover 0..P−1 exactly once.
     """
-    from compute.transformer import HeadProjection  # transformer.py does not import this
-
-    table = param_table(model)
-    owner = _owners(model)
-    groups: dict[str, list[tuple[int, int]]] = {}
-    for i, (_, p) in enumerate(model.named_parameters()):
-        start, end = int(table.offsets[i]), int(table.offsets[i + 1])
-        mod_name, module = owner[id(p)]
-        if isinstance(module, HeadProjection) and module.n_heads > 1 and end > start:
-            size = (end - start) // module.n_heads  # (H, ...): head h is the h-th block
-            for h in range(module.n_heads):
-                groups.setdefault(f"{mod_name}.head{h}", []).append(
-                    (start + h * size, start + (h + 1) * size))
-        elif end > start:
-            groups.setdefault(table.layer_names[table.layer[i]], []).append((start, end))
-    out = []
-    for name, ranges in groups.items():
-        merged: list[tuple[int, int]] = []
-        for s, e in sorted(ranges):  # adjacent tensors of one layer: one range
-            if merged and merged[-1][1] == s:
-                merged[-1] = (merged[-1][0], e)
-            else:
-                merged.append((s, e))
-        out.append((name, merged))
-    return sorted(out, key=lambda g: g[1][0][0])
+    return resolve_groups(attention_head_groups(model), param_table(model))
 
 
 def group_index(groups: list[Group], n_params: int) -> np.ndarray:
@@ -106,3 +92,42 @@ def group_sums(values: torch.Tensor, index: torch.Tensor, n_groups: int) -> torc
     :func:`compute.lca.layer_sums`, so group and layer sums add up in the same way.
     """
     return layer_sums(values, index, n_groups)
+
+
+def build_groups(model: nn.Module, table: ParamTable, groups) -> list[Group] | None:
+    """The groups of ``LCATracker(groups=...)`` on ``table`` (the tracked parameters).
+
+    Args:
+        groups: None (no groups), ``"heads"`` (:func:`attention_head_groups`; parameters that
+            are not tracked are left out), a spec dict (module doc) or a callable
+            ``model -> spec``.
+
+    Raises:
+        ValueError / TypeError: a spec that does not fit the model (:func:`resolve_groups`).
+    """
+    if groups is None:
+        return None
+    skip_untracked = False
+    if isinstance(groups, str):
+        if groups != "heads":
+            raise ValueError(f"groups={groups!r}: the only named choice is 'heads' (or pass a "
+                             "dict name -> [(parameter name, selection)], or a callable)")
+        spec, skip_untracked = attention_head_groups(model), True
+        if not spec:
+            raise ValueError(f"groups='heads': no attention layer found in "
+                             f"{type(model).__name__} (known: nn.MultiheadAttention, "
+                             "query/key/value nn.Linear, GPT-2 c_attn Conv1D); pass your own "
+                             "groups dict instead")
+    elif callable(groups):
+        spec = groups(model)
+    else:
+        spec = groups
+    return resolve_groups(spec, table, model=model, skip_untracked=skip_untracked)
+
+
+def attach_groups(run, groups: list[Group] | None, device: torch.device) -> None:
+    """Give a run (``train.Run``, ``tracker.TrackedRun``) its groups and the (P,) group index
+    on the device that :func:`compute.record.record` sums ``lca_group`` with."""
+    run.groups = groups
+    run.group_idx = (None if groups is None else
+                     torch.as_tensor(group_index(groups, run.table.n_params), device=device))

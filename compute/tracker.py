@@ -43,6 +43,7 @@ from compute import __version__
 from compute.approx import RunFailed
 from compute.checkpoint import RunState, check_out_path
 from compute.context import engine_context
+from compute.groups import attach_groups, build_groups
 from compute.lca import LCAIntegrator, LCAStep
 from compute.objective import FullDatasetObjective, LossFn, per_example_cross_entropy
 from compute.oscillation import count_gradient
@@ -99,6 +100,8 @@ class TrackedRun:
     cfg: SimpleNamespace
     val_lca: LCAIntegrator | None = None
     names: list[str] = field(default_factory=list)  # the parameters θ consists of
+    groups: list | None = None  # named groups (groups=...), or None
+    group_idx: torch.Tensor | None = None  # (P,) group of each parameter, on the device
 
     @property
     def n_row_cols(self) -> int:
@@ -135,6 +138,12 @@ class LCATracker:
         tol, max_halvings: adaptive settings. chunk_size: examples per pass.
         overwrite: replace an existing ``out``.
         flush_seconds: the writer publishes new iterations at least this often.
+        groups: named parameter groups finer than layers, stored as ``params/groups`` with
+            ``lca_group`` per iteration (the run page's "by: head / part"): ``"heads"`` (the
+            attention heads, :func:`compute.groups.attention_head_groups`), a dict
+            ``{name: [(parameter name, selection), ...]}`` (selection: None, a flat ``range``
+            or a ``param[sel]`` index; :mod:`compute.groups`) or a callable model -> dict.
+            What no group covers gets one group per layer. None: no groups.
     """
 
     def __init__(self, model: nn.Module, inputs, targets=None, *, out: str | Path,
@@ -143,7 +152,8 @@ class LCATracker:
                  lca_layers: str | list[str] | None = None, lca_storage: str = "float32",
                  lca_compression: str = "none", optimizer: torch.optim.Optimizer | None = None,
                  val_inputs=None, val_targets=None, tol: float = 1e-3, max_halvings: int = 8,
-                 chunk_size: int = 1000, overwrite: bool = False, flush_seconds: float = 2.0):
+                 chunk_size: int = 1000, overwrite: bool = False, flush_seconds: float = 2.0,
+                 groups=None):
         self.model, self.out = model, Path(out)
         self.x, self.y = fixed_set(inputs, targets)
         self.val = fixed_set(val_inputs, val_targets) if val_inputs is not None else None
@@ -157,6 +167,7 @@ class LCATracker:
                             lca_compression=lca_compression, tol=tol,
                             max_halvings=max_halvings, chunk_size=chunk_size)
         self.optimizer, self.overwrite, self.flush_seconds = optimizer, overwrite, flush_seconds
+        self.groups = groups
         self.writer: BundleWriter | None = None
         self.t = 0
         self.notes: list[str] = []  # warnings recorded in the bundle at close
@@ -190,6 +201,7 @@ class LCATracker:
         self.frozen = [n.removeprefix(prefix) for n, _ in model.named_parameters()
                        if n not in set(names)]
         table = param_table(model, names)
+        groups = build_groups(model, table, self.groups)  # a bad spec fails before any work
         ranges = column_ranges(table.offsets, table.layer, table.layer_names, o["lca_layers"])
         full = len(ranges) == 1 and ranges[0, 0] == 0 and ranges[0, 1] == table.n_params
         cfg = SimpleNamespace(save_trajectory=False, **o)
@@ -200,6 +212,7 @@ class LCATracker:
             schedule=RowSchedule.parse(o["lca_rows"]), row_ranges=ranges,
             row_idx=None if full else torch.as_tensor(ranges_index(ranges), device=device),
             cfg=cfg, val_lca=self._integrator(*self.val, names) if self.val else None)
+        attach_groups(self.run, groups, device)
         self.state = RunState(table.n_params, self.run.n_row_cols, device, self.val is not None)
         theta = flat_params(model, names)
         e0 = self.integ.start(theta)
@@ -346,6 +359,9 @@ class LCATracker:
             "n_examples": len(self.x), "loss_fn": getattr(self.loss_fn, "__name__", "custom"),
             "parameters": list(t.names), "frozen_params": self.frozen,
             "val_lca": self.val is not None, **o,
+            "groups": None if self.groups is None else (
+                self.groups if isinstance(self.groups, str)
+                else getattr(self.groups, "__name__", type(self.groups).__name__)),
         }
         device = next(model.parameters()).device
         software = {"lca_explorer": __version__, "python": platform.python_version(),
@@ -358,7 +374,7 @@ class LCATracker:
             device_name=str(device), software=software, row_schedule=self.run.schedule.spec,
             row_columns=self.run.row_ranges, lca_storage=o["lca_storage"],
             compression=o["lca_compression"], max_halvings_flags=o["method"] == "adaptive",
-            oscillation_counters=True)
+            oscillation_counters=True, groups=self.run.groups)
 
 
 def _jsonable(v) -> bool:

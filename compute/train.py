@@ -30,7 +30,7 @@ from compute.checkpoint import (
 from compute.config import ConfigError, RunConfig, check_memory_format
 from compute.data import TensorDataset, load_splits
 from compute.distributed import is_main, world
-from compute.groups import component_groups, group_index
+from compute.groups import attach_groups, component_groups
 from compute.lca import LCAIntegrator
 from compute.models import build_model
 from compute.objective import FullDatasetObjective, resolve_chunking
@@ -128,8 +128,7 @@ def build_run(cfg: RunConfig) -> Run:
     approx.full = approx_mode.full_objective(run, cfg)
     groups = component_groups(model)
     if len(groups) > table.n_layers:  # only models with finer components (heads) get groups
-        run.groups = groups
-        run.group_idx = torch.as_tensor(group_index(groups, table.n_params), device=device)
+        attach_groups(run, groups, device)
     return run
 
 

@@ -45,8 +45,10 @@ def group_options(state: AppState, run_id, meta, layer) -> list[dict]:
     """Options of the menu for the selected layer ("whole layer" first)."""
     if not run_id or not meta or not meta.get("has_groups") or layer is None:
         return [WHOLE]
-    return [WHOLE] + [{"label": n.rsplit(".", 1)[-1], "value": n}
-                      for n in _regions(state, run_id, int(layer))]
+    b, _ = state.open(run_id)
+    prefix = f"{b.layer_names[int(layer)]}."  # "q.head0" where one layer fuses q, k and v
+    return [WHOLE] + [{"label": n[len(prefix):] if n.startswith(prefix) else n.rsplit(".", 1)[-1],
+                       "value": n} for n in _regions(state, run_id, int(layer))]
 
 
 def group_zoom(state: AppState, run_id, layer, name) -> list[int] | None:
