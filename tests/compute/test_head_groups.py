@@ -112,9 +112,11 @@ def test_bert_heads_are_output_rows_of_query_key_value_and_input_columns_of_outp
                                               cols(lin.weight[rows], lin.bias[rows]))
             np.testing.assert_array_equal(got[f"{prefix}.output.dense.head{h}"],
                                           cols(block.output.dense.weight[:, rows]))
-        # the bias and the LayerNorm folded into output.dense's layer
-        np.testing.assert_array_equal(got[f"{prefix}.output.dense.rest"], cols(
-            block.output.dense.bias, block.output.LayerNorm.weight, block.output.LayerNorm.bias))
+        # the bias stays in output.dense's layer; the LayerNorm is a layer (and group) of its own
+        np.testing.assert_array_equal(got[f"{prefix}.output.dense.rest"],
+                                      cols(block.output.dense.bias))
+        np.testing.assert_array_equal(got[f"{prefix}.output.LayerNorm"], cols(
+            block.output.LayerNorm.weight, block.output.LayerNorm.bias))
 
 
 def test_gpt2_heads_are_columns_of_fused_c_attn_and_rows_of_c_proj():
