@@ -27,13 +27,20 @@ class Dashboard:
     """A dashboard served from this process (returned by :func:`show`)."""
 
     def __init__(self, runs_dir: Path, page: str = "/"):
-        from werkzeug.serving import make_server
+        from werkzeug.serving import WSGIRequestHandler, make_server
 
         from lcaviz.app import create_app
 
+        class Quiet(WSGIRequestHandler):
+            """No access log: it would fill the notebook cell with one line per request."""
+
+            def log_request(self, *args, **kwargs) -> None:
+                pass
+
         self.runs_dir = runs_dir
         self.app = create_app(runs_dir)
-        self._server = make_server(HOST, 0, self.app.server, threaded=True)
+        self._server = make_server(HOST, 0, self.app.server, threaded=True,
+                                   request_handler=Quiet)
         self.port = int(self._server.server_port)
         self.url = f"http://{HOST}:{self.port}{page}"
         self._thread = threading.Thread(target=self._server.serve_forever,
