@@ -35,6 +35,7 @@ from compute.params import flat_params, param_table, trainable_names
 from compute.record import closing_attrs, host, record, write_counters
 from lcaviz.bundle.schema import RowSchedule, column_ranges, ranges_index
 from lcaviz.bundle.writer import BundleWriter, LayoutInfo
+from lcaviz.export.live import TensorBoardMirror, open_live
 
 COUNTERS_EVERY = 50  # steps between writes of the per-parameter counters (a live run's lag)
 
@@ -101,6 +102,8 @@ class LCATracker:
         tol, max_halvings: adaptive settings. chunk_size: examples per pass.
         overwrite: replace an existing ``out``.
         flush_seconds: the writer publishes new iterations at least this often.
+        tensorboard: also write TensorBoard events live, to ``tensorboard/<out's name>/``
+            (the tags of ``lcaviz export tensorboard``; needs the tensorboard package).
     """
 
     def __init__(self, model: nn.Module, inputs, targets=None, *, out: str | Path,
@@ -109,7 +112,8 @@ class LCATracker:
                  lca_layers: list[str] | None = None, lca_storage: str = "float32",
                  lca_compression: str = "none", optimizer: torch.optim.Optimizer | None = None,
                  val_inputs=None, val_targets=None, tol: float = 1e-3, max_halvings: int = 8,
-                 chunk_size: int = 1000, overwrite: bool = False, flush_seconds: float = 2.0):
+                 chunk_size: int = 1000, overwrite: bool = False, flush_seconds: float = 2.0,
+                 tensorboard: str | Path | None = None):
         self.model, self.out = model, Path(out)
         self.x, self.y = fixed_set(inputs, targets)
         self.val = fixed_set(val_inputs, val_targets) if val_inputs is not None else None
@@ -125,6 +129,7 @@ class LCATracker:
         self.optimizer, self.overwrite, self.flush_seconds = optimizer, overwrite, flush_seconds
         self.writer: BundleWriter | None = None
         self.t = 0
+        self.tensorboard = tensorboard
 
     # -- the with block ---------------------------------------------------------------------
     def __enter__(self) -> LCATracker:
@@ -141,6 +146,7 @@ class LCATracker:
     def start(self) -> None:
         """Snapshot θ_0, evaluate the fixed set's loss and gradient there, create the bundle."""
         check_out_path(self.out, self.overwrite)
+        live = open_live(self.tensorboard, self.out.stem) if self.tensorboard else None
         o, model = self.options, self.model
         names = trainable_names(model)
         if not names:
@@ -169,6 +175,11 @@ class LCATracker:
             loss_val0=float(v0.loss) if v0 else None,
             acc_val0=int(v0.correct) / len(self.run.val_lca.objective.y) if v0 else None,
             flush_seconds=self.flush_seconds)
+        if live is not None:  # the same records, also as TensorBoard events
+            self.writer = TensorBoardMirror(self.writer, live, self._layout(),
+                                            loss_train0=float(e0.loss),
+                                            acc_train0=int(e0.correct) / len(self.run.y),
+                                            loss_val0=float(v0.loss) if v0 else None)
 
     def step(self, minibatch_loss: float = float("nan")) -> None:
         """Allocate the step from the last θ to the model's current parameters (call it after
