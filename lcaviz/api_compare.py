@@ -84,12 +84,10 @@ class Comparison:
         if xaxis not in ("iteration", "fraction"):
             raise ValueError(f"xaxis={xaxis!r}: use 'iteration' or 'fraction'")
         if name == "heatmap":
-            _, _, opts, default = compare_views.check_runs(self._state, self.names)
-            value = default if layer is None else compare_views.layer_value(None, layer)
-            if layer is not None and not any(o["value"] == value or
-                                             compare_views.parse_layer(o["value"])[1] == layer
-                                             for o in opts):
+            if layer is not None and not any(layer in r.layer_names for r in self.runs):
                 raise KeyError(f"no run has a layer {layer!r}")
+            default = compare_views.check_runs(self._state, self.names)[3]
+            value = default if layer is None else compare_views.layer_value(None, layer)
             return compare_views.heatmaps(self._state, self.names, iteration, xaxis, mode,
                                           value)
         figs = dict(zip(("loss", "help", "layers"),

@@ -58,6 +58,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                                directory=args.dir, mode="online" if args.online else "offline",
                                histograms=not args.no_histograms,
                                max_histogram_rows=args.max_histogram_rows)
+            import wandb
+
+            wandb.teardown()  # the service process finishes writing the run file first
             hint = "" if args.online else f" (upload: wandb sync {out})"
             print(f"lcaviz: wrote {out}{hint}")
     except (ExportError, BundleError, OSError) as e:

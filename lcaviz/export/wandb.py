@@ -46,7 +46,9 @@ def export_wandb(bundle_path: str | Path, *, project: str = "lca-explorer",
         max_histogram_rows: at most this many rows get histograms (evenly spaced).
 
     Returns:
-        The W&B run's directory (``.../wandb/offline-run-...`` in offline mode).
+        The W&B run's directory (``.../wandb/offline-run-...`` in offline mode). W&B's service
+        process may still be writing its run file when this returns; it is complete once
+        ``wandb.teardown()`` returns (the command line calls it; a notebook need not).
 
     Raises:
         ExportError: wandb is missing or ``mode`` is unknown.
@@ -83,9 +85,6 @@ def export_wandb(bundle_path: str | Path, *, project: str = "lca-explorer",
             run_dir = Path(run.dir).parent
         finally:
             run.finish()
-        # finish() returns before W&B's service process has written the whole run file;
-        # teardown waits for that process to exit, so the run is complete on disk here
-        wandb.teardown()
     finally:
         for k, v in saved.items():
             if v is None:

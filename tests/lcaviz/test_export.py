@@ -4,6 +4,7 @@ the bundle's numbers."""
 from __future__ import annotations
 
 import json
+import os
 import struct
 import subprocess
 import sys
@@ -119,6 +120,15 @@ def test_tensorboard_export_refuses_to_overwrite_and_cli(bundle, tmp_path, capsy
     assert err.startswith("lcaviz export: error:") and err.count("\n") == 1
 
 
+def test_export_help(capsys):
+    with pytest.raises(SystemExit) as info:
+        lcaviz_main(["export", "tensorboard", "-h"])
+    assert info.value.code == 0 and "LOGDIR" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        lcaviz_main(["export", "comet", "x.h5"])
+    assert "invalid choice" in capsys.readouterr().err
+
+
 def test_flat_config():
     flat = flat_config({"a": {"b": 1, "c": [1, 2]}, "d": float("nan"), "e": True})
     assert flat == {"a.b": 1, "a.c": "[1, 2]", "d": "NaN", "e": True}
@@ -175,14 +185,17 @@ def _nested(items) -> dict:
     return out
 
 
-def test_wandb_offline_round_trip(bundle, tmp_path, monkeypatch):
-    pytest.importorskip("wandb")
-    from lcaviz.export.wandb import export_wandb
-
-    monkeypatch.setenv("WANDB_MODE", "offline")  # belt and braces: never reach a server
-    path, lca = bundle
-    run_dir = export_wandb(path, directory=tmp_path / "wb", project="test")
-    assert run_dir.name.startswith("offline-run-")
+def test_wandb_offline_round_trip(bundle, tmp_path):
+    path, _ = bundle
+    env = {**os.environ, "WANDB_MODE": "offline",  # belt and braces: never reach a server
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT),
+                                                       os.environ.get("PYTHONPATH")]))}
+    out = subprocess.run([sys.executable, "-m", "lcaviz.cli", "export", "wandb", str(path),
+                          "--dir", str(tmp_path / "wb"), "--project", "test"], cwd=tmp_path,
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "wandb sync" in out.stdout
+    run_dir = next((tmp_path / "wb" / "wandb").glob("offline-run-*"))
     history, summary, config = {}, {}, {}
     for rec in _wandb_records(next(run_dir.glob("run-*.wandb"))):
         kind = rec.WhichOneof("record_type")
