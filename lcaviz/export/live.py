@@ -64,6 +64,7 @@ class TensorBoardMirror:
         self._loss0 = float(loss_train0)
         self._loss = float(loss_train0)
         self._config = flat_config(json.loads(json.dumps(layout.config, default=str)))
+        self._pending: dict[int, list[tuple[str, float]]] = {}
         self._scalar("loss/train", loss_train0, 0)
         self._scalar("accuracy/train", acc_train0, 0)
         if loss_val0 is not None:
@@ -74,8 +75,15 @@ class TensorBoardMirror:
         return getattr(self._writer, name)
 
     def _scalar(self, tag: str, value, step: int) -> None:
+        """Queue one value; :meth:`_flush` writes each step's values as one event."""
         if value is not None and math.isfinite(float(value)):
-            self._tb.scalar(tag, float(value), step)
+            self._pending.setdefault(int(step), []).append((tag, float(value)))
+
+    def _flush(self, upto: int | None = None) -> None:
+        """Write the queued steps (up to ``upto``): each step once, in order, so that
+        TensorBoard never sees a step go back (it would take it for a restart)."""
+        for step in sorted(k for k in self._pending if upto is None or k <= upto):
+            self._tb.scalars(step, self._pending.pop(step))
 
     def append(self, rec) -> None:
         """Append to the bundle, then write iteration t's scalars (and histograms if a row
@@ -114,6 +122,7 @@ class TensorBoardMirror:
             self._scalar("loss/val", rec.loss_val, t + 1)
             self._scalar("accuracy/val", rec.acc_val, t + 1)
         self._t += 1
+        self._flush(upto=t)  # step t is complete; t + 1's losses wait for its LCA
         if rec.lca_row is not None:
             self._histograms(rec.lca_row)
 
@@ -151,4 +160,5 @@ class TensorBoardMirror:
             self._tb.summary(hp.hparams_pb(self._config, trial_id=self._name))
             for tag, value in metrics.items():
                 self._scalar(tag, value, max(self._t - 1, 0))
+            self._flush()
             self._tb.close()

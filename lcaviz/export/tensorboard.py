@@ -12,6 +12,7 @@ tab with the run-level metrics of :func:`lcaviz.export.series.run_metrics`.
 from __future__ import annotations
 
 import time
+from collections import defaultdict
 from pathlib import Path
 
 from lcaviz.bundle import RunBundle
@@ -54,8 +55,14 @@ class _Writer:
                                                summary=summary))
 
     def scalar(self, tag: str, value: float, step: int) -> None:
+        self.scalars(step, [(tag, value)])
+
+    def scalars(self, step: int, values: list[tuple[str, float]]) -> None:
+        """Several tags at one step in one event (one event per step, not per value, keeps
+        a long run's export fast)."""
         S = self.summary_pb2.Summary
-        self.summary(S(value=[S.Value(tag=tag, simple_value=float(value))]), step)
+        self.summary(S(value=[S.Value(tag=tag, simple_value=float(v)) for tag, v in values]),
+                     step)
 
     def histogram(self, h: Histogram) -> None:
         S = self.summary_pb2.Summary
@@ -98,9 +105,12 @@ def export_tensorboard(bundle_path: str | Path, logdir: str | Path, *,
         out.mkdir(parents=True, exist_ok=True)
         w = _Writer(out)
         try:
+            by_step: dict[int, list[tuple[str, float]]] = defaultdict(list)
             for s in scalar_series(b):
                 for step, value in zip(s.steps.tolist(), s.values.tolist(), strict=True):
-                    w.scalar(s.tag, value, step)
+                    by_step[step].append((s.tag, value))
+            for step in sorted(by_step):
+                w.scalars(step, by_step[step])
             if histograms:
                 for h in layer_histograms(b, max_histogram_rows):
                     w.histogram(h)
