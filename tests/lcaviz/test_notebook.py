@@ -27,5 +27,6 @@ def test_example_notebook_executes(monkeypatch):
     assert len(plotly) == len(figure_cells) >= 8  # every figure cell rendered its figure
     text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
     assert "no per-example values" in text and "shift test p =" in text
+    assert "wrote mnist_fc_sgd_mom0" in text  # the TensorBoard export cell
     html = "".join(o.get("data", {}).get("text/html", "") for o in outputs)
     assert '<iframe src="http://127.0.0.1:' in html  # the inline dashboard
