@@ -15,7 +15,7 @@ import pytest
 
 import lcaviz
 from lcaviz.api import NotInBundleError
-from lcaviz.bundle import BundleNotFoundError, RunBundle
+from lcaviz.bundle import BundleNotFoundError, MissingRowsError, RunBundle
 from lcaviz.bundle.synthetic import write_synthetic_bundle
 from tests.lcaviz._bundle_factory import matrix_bundle
 
@@ -310,3 +310,28 @@ def test_the_api_never_imports_torch():
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                          text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "sample_runs").glob("*.h5")))
+def test_every_sample_run_opens_with_consistent_tables(name):
+    with lcaviz.open(ROOT / "sample_runs" / name) as run:
+        b = run.bundle
+        T, L = b.n_iters, b.n_layers
+        assert run.layers().shape == run.helping().shape == (T, L)
+        assert len(run.loss()) == T + 1
+        np.testing.assert_allclose(run.layers(cumulative=True).iloc[-1].to_numpy(),
+                                   np.nansum(b.lca_layer(), axis=0), rtol=1e-9)
+        # what the loss changed by = what the layers were allocated + the residual
+        loss = run.loss()
+        np.testing.assert_allclose(loss["train"].iloc[-1] - loss["train"].iloc[0],
+                                   run.layers().sum().sum() + loss["residual"].sum(),
+                                   rtol=1e-6, atol=1e-9)
+        li = b.row_layers[0]
+        frame = run.frame(li, T - 1)
+        values = np.concatenate([np.ravel(v) for v in
+                                 (frame.values() if isinstance(frame, dict) else [frame])])
+        np.testing.assert_array_equal(values, b.row(b.n_rows - 1, b.layer_columns(li)))
+        missing = [i for i in range(L) if i not in b.row_layers]
+        if missing:  # --lca-layers: per-parameter rows of the other layers were not kept
+            with pytest.raises(MissingRowsError, match="no per-parameter rows"):
+                run.frame(missing[0], 0)
