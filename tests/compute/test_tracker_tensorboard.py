@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from tensorboard.plugins.hparams import plugin_data_pb2
 
-from compute import LCATracker
-from lcaviz.bundle import RunBundle
-from lcaviz.export.tensorboard import ExportError, export_tensorboard
-from tests.compute.test_tracker import _data, _model, _train
+pytest.importorskip("tensorboard", reason="needs the test extra: pip install -e '.[test]'")
+from tensorboard.backend.event_processing.event_accumulator import (  # noqa: E402
+    EventAccumulator,
+)
+from tensorboard.plugins.hparams import plugin_data_pb2  # noqa: E402
+
+from compute import LCATracker  # noqa: E402
+from lcaviz.bundle import RunBundle  # noqa: E402
+from lcaviz.export.tensorboard import ExportError, export_tensorboard  # noqa: E402
+from tests.compute.test_tracker import _data, _model, _train  # noqa: E402
 
 
 def _read(d):

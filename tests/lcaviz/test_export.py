@@ -12,14 +12,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from tensorboard.plugins.hparams import plugin_data_pb2
 
-from lcaviz.bundle import RunBundle
-from lcaviz.cli import main as lcaviz_main
-from lcaviz.export.series import flat_config
-from lcaviz.export.tensorboard import ExportError, export_tensorboard
-from tests.lcaviz._bundle_factory import matrix_bundle
+pytest.importorskip("tensorboard", reason="needs the test extra: pip install -e '.[test]'")
+from tensorboard.backend.event_processing.event_accumulator import (  # noqa: E402
+    EventAccumulator,
+)
+from tensorboard.plugins.hparams import plugin_data_pb2  # noqa: E402
+
+from lcaviz.bundle import RunBundle  # noqa: E402
+from lcaviz.cli import main as lcaviz_main  # noqa: E402
+from lcaviz.export.series import flat_config  # noqa: E402
+from lcaviz.export.tensorboard import ExportError, export_tensorboard  # noqa: E402
+from tests.lcaviz._bundle_factory import matrix_bundle  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 SIZES = [6, 4, 3]
@@ -186,6 +190,7 @@ def _nested(items) -> dict:
 
 
 def test_wandb_offline_round_trip(bundle, tmp_path):
+    pytest.importorskip("wandb", reason="needs the test extra: pip install -e '.[test]'")
     path, _ = bundle
     env = {**os.environ, "WANDB_MODE": "offline",  # belt and braces: never reach a server
            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT),

@@ -5,8 +5,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import nbformat
-from nbclient import NotebookClient
+import pytest
+
+# in the test extra (scripts/setup.sh --test); skipped, and so reported, where it is missing
+nbformat = pytest.importorskip("nbformat", reason="needs the test extra: pip install -e '.[test]'")
+NotebookClient = pytest.importorskip(
+    "nbclient", reason="needs the test extra: pip install -e '.[test]'").NotebookClient
 
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOK = ROOT / "examples" / "explore_a_run.ipynb"
