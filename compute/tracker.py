@@ -62,6 +62,7 @@ from compute.tracker_checks import (
 )
 from lcaviz.bundle.schema import RowSchedule, column_ranges, ranges_index
 from lcaviz.bundle.writer import BundleWriter, LayoutInfo
+from lcaviz.export.live import TensorBoardMirror, open_live
 
 COUNTERS_EVERY = 50  # steps between writes of the per-parameter counters (a live run's lag)
 
@@ -144,6 +145,8 @@ class LCATracker:
             ``{name: [(parameter name, selection), ...]}`` (selection: None, a flat ``range``
             or a ``param[sel]`` index; :mod:`compute.groups`) or a callable model -> dict.
             What no group covers gets one group per layer. None: no groups.
+        tensorboard: also write TensorBoard events live, to ``tensorboard/<out's name>/``
+            (the tags of ``lcaviz export tensorboard``; needs the tensorboard package).
     """
 
     def __init__(self, model: nn.Module, inputs, targets=None, *, out: str | Path,
@@ -153,7 +156,7 @@ class LCATracker:
                  lca_compression: str = "none", optimizer: torch.optim.Optimizer | None = None,
                  val_inputs=None, val_targets=None, tol: float = 1e-3, max_halvings: int = 8,
                  chunk_size: int = 1000, overwrite: bool = False, flush_seconds: float = 2.0,
-                 groups=None):
+                 groups=None, tensorboard: str | Path | None = None):
         self.model, self.out = model, Path(out)
         self.x, self.y = fixed_set(inputs, targets)
         self.val = fixed_set(val_inputs, val_targets) if val_inputs is not None else None
@@ -172,6 +175,7 @@ class LCATracker:
         self.t = 0
         self.notes: list[str] = []  # warnings recorded in the bundle at close
         self._warned: dict[str, int] = {}  # warning kind -> iteration it was first given at
+        self.tensorboard = tensorboard
 
     # -- the with block ---------------------------------------------------------------------
     def __enter__(self) -> LCATracker:
@@ -188,6 +192,8 @@ class LCATracker:
     def start(self) -> None:
         """Snapshot θ_0, evaluate the fixed set's loss and gradient there, create the bundle."""
         check_out_path(self.out, self.overwrite, api=True)
+        # existing TensorBoard events fail here, before the bundle is created
+        self._live = open_live(self.tensorboard, self.out.stem) if self.tensorboard else None
         self.device = next(self.model.parameters()).device
         with engine_context(self.device):
             self._start()
@@ -229,6 +235,11 @@ class LCATracker:
         self.watch = StepWatch(self.optimizer)  # removed when the bundle closes
         self.residual = ResidualWatch(residual_advice(f"method={o['method']!r}"),
                                       self.integ.objective.params[0].dtype)
+        if self._live is not None:  # the same records, also as TensorBoard events
+            self.writer = TensorBoardMirror(self.writer, self._live, self._layout(),
+                                            loss_train0=float(e0.loss),
+                                            acc_train0=int(e0.correct) / len(self.run.y),
+                                            loss_val0=float(v0.loss) if v0 else None)
 
     def step(self, minibatch_loss: float = float("nan")) -> LCAStep | None:
         """Allocate the step from the last θ to the model's current parameters (call it after

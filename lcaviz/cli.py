@@ -1,4 +1,5 @@
-"""Command line: ``lcaviz serve [RUNS_DIR]`` and ``lcaviz summary RUN.h5 [--json]``."""
+"""Command line: ``lcaviz serve [RUNS_DIR]``, ``lcaviz summary RUN.h5 [--json]``, ``lcaviz
+animate ...`` and ``lcaviz export tensorboard|wandb ...``."""
 
 from __future__ import annotations
 
@@ -34,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     a = sub.add_parser("animate", add_help=False,
                        help="animated GIF or MP4 of a tensor's or layer's LCA (lcaviz animate -h)")
     a.add_argument("args", nargs=argparse.REMAINDER)
+    e = sub.add_parser("export", add_help=False,
+                       help="export a run to TensorBoard or W&B (lcaviz export -h)")
+    e.add_argument("args", nargs=argparse.REMAINDER)
     return ap
 
 
@@ -84,6 +88,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from lcaviz.reports import animation
 
         return animation.main(argv[1:])
+    if argv[:1] == ["export"]:  # its own parser too
+        from lcaviz.export import cli as export_cli
+
+        return export_cli.main(argv[1:])
     args = build_parser().parse_args(argv)
     if args.command == "serve":
         return serve(args)
@@ -91,6 +99,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from lcaviz.reports import animation
 
         return animation.main(args.args)
+    if args.command == "export":
+        from lcaviz.export import cli as export_cli
+
+        return export_cli.main(args.args)
     return summary(args)
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from lcaviz.bundle.errors import BundleError
@@ -37,6 +37,7 @@ class RunInfo:
     batch_size: int | None = None
     seed: int | None = None
     frames: int = 0  # stored per-parameter rows
+    config: dict = field(default_factory=dict)  # the run's config (runs-table queries)
 
 
 def scan_runs(runs_dir: str | Path, pattern: str = "*.h5",
@@ -74,6 +75,7 @@ def scan_runs(runs_dir: str | Path, pattern: str = "*.h5",
                 info.momentum = _num((cfg.get("betas") or [None])[0] if adam
                                      else cfg.get("momentum"))
                 info.frames = b.n_rows
+                info.config = cfg
                 info.ok = True
         except BundleError as e:
             info.error = str(e)

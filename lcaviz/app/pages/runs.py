@@ -14,11 +14,21 @@ from dash.dash_table.Format import Format, Scheme
 from lcaviz.app import ids
 from lcaviz.app.pages.components import error_card
 from lcaviz.app.queries import human_size
+from lcaviz.app.runs_query import (
+    QueryError,
+    cell,
+    config_fields,
+    lookup,
+    parse_query,
+    record_matches,
+    unknown_fields,
+)
 from lcaviz.app.security import RunPathError, resolve_run
 from lcaviz.app.state import AppState
 
 REFRESH_MS = 5_000
 MAX_COMPARE = 4
+CONFIG_COLUMNS = "runs-config-columns"  # dropdown: config fields shown as extra columns
 
 # (row key, header, numeric?, tooltip)
 COLUMNS = [
@@ -85,8 +95,11 @@ def layout(**_query) -> html.Div:
                className="muted"),
         html.Div([
             dcc.Input(id=ids.RUNS_FILTER, type="search", value="", debounce=False,
-                      placeholder="filter: name, network, optimizer, status… (all words)",
-                      className="filter-box"),
+                      placeholder="filter: words, or config queries such as optimizer=sgd "
+                      "lr<0.05 momentum>0", className="filter-box"),
+            dcc.Dropdown(id=CONFIG_COLUMNS, multi=True, options=[], value=[],
+                         placeholder="add config columns…", className="config-columns",
+                         style={"minWidth": "220px"}),
             dcc.Link("Open", id=ids.RUNS_OPEN, href="", className="btn disabled"),
             dcc.Link("Compare", id=ids.RUNS_COMPARE, href="", className="btn disabled"),
             html.Span(id=ids.RUNS_HINT, className="muted"),
@@ -150,6 +163,7 @@ def run_rows(state: AppState) -> list[dict]:
             (f"planned {info.iters_planned:,}" if planned else ""),
             "modified": datetime.fromtimestamp(info.mtime).strftime("%Y-%m-%d %H:%M:%S"),
             "size": human_size(info.size), "size_mb": round(info.size / 2**20, 3),
+            "config": info.config,
         })
     return rows
 
@@ -158,38 +172,51 @@ _SEARCHED = ("id", "net", "dataset", "optimizer", "method", "status", "note")
 
 
 def filter_rows(rows: list[dict] | None, query: str | None) -> list[dict]:
-    """Rows whose text (id, network, dataset, optimizer, method, status, note) contains every
-    whitespace-separated word of ``query``, case-insensitively; ``key=value`` words match a
-    column exactly (``lr=0.01``, ``seed=3``, ``status=running``)."""
-    words = (query or "").lower().split()
-    if not words:
-        return list(rows or [])
+    """Rows that satisfy every term of ``query`` (:mod:`lcaviz.app.runs_query`): plain words
+    are searched in the row's text (id, network, dataset, optimizer, method, status, note),
+    case-insensitively; ``field<op>value`` terms compare a column or a config field
+    (``optimizer=sgd lr<0.05 momentum>0``, ``precision_flags.matmul=ieee``).
+
+    Raises:
+        QueryError: a malformed query.
+    """
+    terms, words = parse_query(query)
     out = []
     for r in rows or []:
         text = " ".join(str(r.get(k) or "") for k in _SEARCHED).lower()
-        if all(_matches(r, text, w) for w in words):
+        if record_matches(terms, words, r, r.get("config") or {}, text):
             out.append(r)
     return out
 
 
-def _matches(row: dict, text: str, word: str) -> bool:
-    key, sep, want = word.partition("=")
-    if sep and key in row:
-        have = row.get(key)
-        num, got = _number(want), _number(have)
-        if num is not None and got is not None:
-            return math.isclose(num, got, rel_tol=1e-9)
-        return str(have or "").lower() == want
-    return word in text
-
-
 def filtered_table(rows: list[dict] | None, query: str | None):
-    """Table data for the filter box, and a hint when the filter hides rows."""
-    shown = filter_rows(rows, query)
+    """Table data for the filter box, and a hint when the filter hides rows (a malformed
+    query shows every run and says what is wrong)."""
     n = len(rows or [])
-    hidden = f"{len(shown)} of {n} runs match “{query.strip()}”" if (query or "").strip() \
+    try:
+        shown = filter_rows(rows, query)
+    except QueryError as e:
+        return list(rows or []), f"⚠ {e} — showing all {n} runs"
+    hint = f"{len(shown)} of {n} runs match “{query.strip()}”" if (query or "").strip() \
         else ""
-    return shown, hidden
+    terms = parse_query(query)[0]
+    typos = unknown_fields(terms, [(r, r.get("config") or {}) for r in rows or []])
+    if typos:
+        hint += f" (no run has a field {', '.join(f'“{t}”' for t in typos)})"
+    return shown, hint
+
+
+def table_view(rows: list[dict] | None, query: str | None, config_columns: list | None):
+    """``(data, hint, columns, column options)``: the filtered rows with the chosen config
+    fields as extra columns (``cfg:<field>``) and the config fields there are to choose."""
+    shown, hint = filtered_table(rows, query)
+    chosen = [str(c) for c in config_columns or []]
+    data = [{**{k: v for k, v in r.items() if k != "config"},
+             **{f"cfg:{c}": cell(lookup(r.get("config") or {}, c)) for c in chosen}}
+            for r in shown]
+    columns = _columns() + [{"id": f"cfg:{c}", "name": c} for c in chosen]
+    fields = config_fields(r.get("config") or {} for r in rows or [])
+    return data, hint, columns, [{"label": f, "value": f} for f in fields]
 
 
 def refresh_runs(state: AppState, _n: int | None, known_hash: str | None):
@@ -255,8 +282,10 @@ def register_callbacks(app: dash.Dash, state: AppState) -> None:
     )(lambda n, h: refresh_runs(state, n, h))
     app.callback(
         Output(ids.RUNS_TABLE, "data"), Output(ids.RUNS_FILTER_HINT, "children"),
+        Output(ids.RUNS_TABLE, "columns"), Output(CONFIG_COLUMNS, "options"),
         Input(ids.RUNS_DATA, "data"), Input(ids.RUNS_FILTER, "value"),
-    )(filtered_table)
+        Input(CONFIG_COLUMNS, "value"),
+    )(table_view)
     app.callback(
         Output(ids.RUNS_OPEN, "href"), Output(ids.RUNS_OPEN, "className"),
         Output(ids.RUNS_COMPARE, "href"), Output(ids.RUNS_COMPARE, "className"),
