@@ -341,6 +341,11 @@ def _resume(out: Path, ckpt_path: Path):
 
 
 def _first_line(e: BaseException) -> str:
-    """The first line of an exception's message (torch's state-dict errors run to pages)."""
-    text = str(e).strip().splitlines()
-    return text[0].rstrip(":. ") if text else type(e).__name__
+    """An exception's message cut to one line: torch's state-dict errors run to pages, and
+    their first line ("Error(s) in loading state_dict for Net:") names no tensor, so the first
+    detail line is kept too."""
+    lines = [x.strip() for x in str(e).splitlines() if x.strip()]
+    if not lines:
+        return type(e).__name__
+    text = f"{lines[0]} {lines[1]}" if lines[0].endswith(":") and len(lines) > 1 else lines[0]
+    return text[:300].rstrip(":. ")
