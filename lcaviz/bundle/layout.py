@@ -168,7 +168,7 @@ def counter_dtype(iters_planned: int) -> np.dtype:
     length is not known (0, e.g. the tracker). A 1,000-iteration run stores 2 B, not 4 B, per
     parameter and counter; the writer refuses a value beyond the dtype rather than wrap."""
     for dtype in (np.uint8, np.uint16):
-        if 0 < iters_planned + 1 <= np.iinfo(dtype).max:
+        if 0 < iters_planned and iters_planned + 1 <= np.iinfo(dtype).max:
             return np.dtype(dtype)
     return np.dtype(np.int32)
 

@@ -10,7 +10,7 @@ import numpy as np
 
 from lcaviz.bundle.layout import LayoutInfo, counter_dtype
 
-FIXED_BYTES = 96 << 10  # superblock, groups, attributes, object headers of ~60 datasets
+FIXED_BYTES = 32 << 10  # superblock, groups, attributes, object headers of ~40 datasets
 SERIES_CHUNK = 1024  # rows per chunk of the per-iteration series (layout._growing)
 
 
@@ -40,15 +40,24 @@ def projected_bytes(layout: LayoutInfo, iters: int | None = None) -> dict[str, i
            "trajectory": (T + 1) * P * 4 if layout.save_trajectory else 0,
            "error": (-(-T // layout.lca_error_every) * P_rows * 4
                      if layout.lca_error_every > 0 else 0)}
+    # the per-iteration series are chunked 1024 rows high (lca_class_layer 256): whole chunks
+    n = T + 1
     per_iter = 5 * 8 + 4 + L * (8 + 4 + 4) + G * 8  # losses, splits, lca_layer, help/hurt
-    if layout.per_class:
-        per_iter += C * L * 8
     if layout.val_lca:
-        per_iter += 3 * 8 + L * 8 + G * 8
-    out["series"] = -(-(T + 1) // SERIES_CHUNK) * SERIES_CHUNK * per_iter  # whole chunks
+        per_iter += 4 * 8 + L * 8 + G * 8
+    if layout.max_halvings_flags:
+        per_iter += 1
+    out["series"] = (_whole_chunks(n, SERIES_CHUNK) * per_iter
+                     + _whole_chunks(R, SERIES_CHUNK) * 16  # lca_rows
+                     + (_whole_chunks(n, 256) * C * L * 8 if layout.per_class else 0))
     out["fixed"] = FIXED_BYTES + 200 * len(layout.param_names) + 64 * L
     out["total"] = int(sum(out.values()))
     return out
+
+
+def _whole_chunks(n: int, chunk: int) -> int:
+    """Rows allocated for ``n`` rows in chunks of ``chunk`` rows."""
+    return -(-n // chunk) * chunk
 
 
 def human(n: float) -> str:
