@@ -16,6 +16,7 @@ A tracked run cannot be resumed (``lca-run --resume`` needs the training loop it
 from __future__ import annotations
 
 import platform
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,7 @@ from compute.oscillation import count_gradient
 from compute.params import flat_params, param_table, trainable_names
 from compute.record import closing_attrs, host, record, write_counters
 from lcaviz.bundle.schema import RowSchedule, column_ranges, ranges_index
+from lcaviz.bundle.size import size_note
 from lcaviz.bundle.writer import BundleWriter, LayoutInfo
 
 COUNTERS_EVERY = 50  # steps between writes of the per-parameter counters (a live run's lag)
@@ -169,6 +171,7 @@ class LCATracker:
             loss_val0=float(v0.loss) if v0 else None,
             acc_val0=int(v0.correct) / len(self.run.val_lca.objective.y) if v0 else None,
             flush_seconds=self.flush_seconds)
+        print(size_note(self._layout()), file=sys.stderr)  # issue 22.8: a size one can plan
 
     def step(self, minibatch_loss: float = float("nan")) -> None:
         """Allocate the step from the last θ to the model's current parameters (call it after

@@ -78,12 +78,11 @@ def size_note(layout: LayoutInfo, rows_option: str = "lca_rows=",
     T = planned if planned > 0 else 1000
     p = projected_bytes(layout, T)
     gzip = layout.compression == "gzip"
-    per = "" if planned > 0 else " per"
+    span = f"for {T:,} iterations" if planned > 0 else "per 1,000 iterations"
     parts = [f"{name} {human(p[name])}" for name in ("rows", "counters", "trajectory", "error")
              if p[name] >= 0.05 * p["total"] and p[name]]
     detail = f" ({', '.join(parts)})" if parts else ""
-    note = (f"bundle: {'at most ' if gzip else ''}≈ {human(p['total'])}{per} for {T:,} "
-            f"iterations{detail}")
+    note = f"bundle: {'≤' if gzip else '≈'} {human(p['total'])} {span}{detail}"
     if p["rows"] + p["cumsum"] >= 0.5 * p["total"] and p["total"] >= 10e6:
         note += (f"; use {rows_option}… (fewer, wider rows) or {layers_option}… (rows for "
                  "some layers only) to shrink it")

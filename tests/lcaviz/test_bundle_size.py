@@ -123,3 +123,22 @@ def test_lca_run_prints_the_projected_size_at_start(tmp_path, capsys):
     assert "for 6 iterations" in note
     mb = float(note.split("≈ ")[1].split(" MB")[0])
     assert abs(out.stat().st_size / 1e6 - mb) <= 0.05 * mb + 0.1, (note, out.stat().st_size)
+
+
+def test_the_tracker_prints_its_size_per_1000_steps(tmp_path, capsys):
+    import torch
+
+    from compute.tracker import LCATracker
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(), torch.nn.Linear(16, 3))
+    x, y = torch.randn(60, 8), torch.randint(0, 3, (60,))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with LCATracker(model, x, y, out=tmp_path / "t.h5", optimizer=opt, chunk_size=60) as lca:
+        for _ in range(2):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+            lca.step()
+    note = next(x for x in capsys.readouterr().err.splitlines() if x.startswith("bundle: ≈"))
+    assert "per 1,000 iterations" in note
