@@ -36,7 +36,7 @@ def projected_bytes(layout: LayoutInfo, iters: int | None = None) -> dict[str, i
     out = {"rows": sources * R * P_rows * (2 if bf16 else 4),
            "cumsum": (R // every) * P_rows * 4,
            "counters": (6 if layout.oscillation_counters else 2) * P
-           * counter_dtype(T).itemsize,
+           * counter_dtype(int(layout.iters_planned)).itemsize,  # typed for the planned run
            "trajectory": (T + 1) * P * 4 if layout.save_trajectory else 0,
            "error": (-(-T // layout.lca_error_every) * P_rows * 4
                      if layout.lca_error_every > 0 else 0)}
