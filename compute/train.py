@@ -189,7 +189,7 @@ def run_lca(cfg: RunConfig | None, out: str | Path, *, resume: bool = False,
     """
     out = Path(out)
     lock = WriterLock(out)
-    if out.parent.is_dir():  # (a missing directory is reported below, as it always was)
+    if out.parent.is_dir() and is_main():  # rank 0 writes; a missing directory: see below
         try:  # before anything touches the bundle or its checkpoint: one writer per --out
             lock.acquire()
         except BundleBusy as e:
@@ -334,8 +334,11 @@ def _resume(out: Path, ckpt_path: Path):
                           "--overwrite") from None
     T0 = int(ckpt["T"])
     total = ckpt.get("running_total")
-    writer = BundleWriter.reopen(out, T0, running_total=None if total is None else
-                                 total.numpy()) if is_main() else NullWriter()
+    try:
+        writer = BundleWriter.reopen(out, T0, running_total=None if total is None else
+                                     total.numpy()) if is_main() else NullWriter()
+    except OSError as e:  # e.g. the disk is still full: nothing was changed
+        raise RunFailed(f"could not reopen {out} to resume: {e}") from e
     approx_mode.resume(run, state, T0, flat_params(run.model))
     return cfg, writer, run, state, T0
 

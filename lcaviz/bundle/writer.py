@@ -117,6 +117,7 @@ class BundleWriter:
         The caller must make sure no other process is still writing it: a writer killed with
         SIGKILL leaves the superblock's "open for writing" flags set, and we clear them.
         """
+        ensure_room(Path(path), 0, "resuming the bundle")  # before touching it: 1 MiB spare
         clear_write_flags(path)
         f = h5py.File(path, "r+", libver="latest")
         done_T, done_R = (int(v) for v in f["progress"][()])
