@@ -66,7 +66,7 @@ def test_counters_take_the_smallest_dtype_that_holds_the_run(tmp_path):
 
 
 def test_a_gzip_bundle_is_repacked_at_close(tmp_path):
-    run = SyntheticRun(layers=WIDE, n_iters=60, n_classes=3, seed=5, storage="bfloat16",
+    run = SyntheticRun(layers=WIDE, n_iters=30, n_classes=3, seed=5, storage="bfloat16",
                        compression="gzip")
     live = 0
     for repack_at_close in (False, True):
@@ -74,10 +74,10 @@ def test_a_gzip_bundle_is_repacked_at_close(tmp_path):
         w = run.create_writer(path, flush_seconds=0.0)
         w.repack_at_close = repack_at_close
         rng = np.random.default_rng(0)
-        for rec in SyntheticRun(layers=WIDE, n_iters=60, n_classes=3, seed=5,
+        for rec in SyntheticRun(layers=WIDE, n_iters=30, n_classes=3, seed=5,
                                 storage="bfloat16", compression="gzip").records():
             w.append(rec)  # each checkpoint rewrites the compressed counters, leaving garbage
-            counts = rng.integers(0, 60, P).astype(np.int32)
+            counts = rng.integers(0, 30, P).astype(np.int32)
             w.set_param_counters(counts, counts)
         w.close()
         with h5py.File(path, "r", locking=False) as f:
