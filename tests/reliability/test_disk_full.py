@@ -207,3 +207,65 @@ def test_file_size_limit_stops_cleanly_and_resumes_without_it(tmp_path, referenc
     T = _check_stopped_cleanly(proc, out, reference, "File too large")
     assert T > 0 and checkpoint_path(out).exists()
     _resume_equals_reference(out, reference)
+
+
+def test_resume_on_a_still_full_disk_refuses_before_touching_the_bundle(tmp_path, monkeypatch,
+                                                                       capsys):
+    import hashlib
+
+    from compute import cli
+    from lcaviz.bundle import space
+
+    out = tmp_path / "run.h5"
+    run_lca(RunConfig(**{**SETTINGS, "iters": 6}), out, progress=False, stop_after=3)
+    before = hashlib.sha256(out.read_bytes()).hexdigest()
+    with monkeypatch.context() as m:
+        m.setattr(space, "free_bytes", lambda _: 1000)  # the disk is still full
+        rc = cli.main(["--resume", str(out), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert "could not reopen" in err and "No space left on device" in err
+    assert hashlib.sha256(out.read_bytes()).hexdigest() == before  # untouched
+    assert cli.main(["--resume", str(out), "--no-progress"]) == 0  # room again: it finishes
+    with RunBundle.open(out) as b:
+        assert b.status == "complete" and b.n_iters == 6
+
+
+def test_a_failed_checkpoint_write_leaves_the_previous_one_and_no_tmp(tmp_path, monkeypatch):
+    import torch
+
+    from compute import checkpoint
+
+    out = tmp_path / "run.h5"
+    run_lca(RunConfig(**{**SETTINGS, "iters": 6}), out, progress=False, stop_after=3)
+    ckpt = checkpoint_path(out)
+    good = ckpt.read_bytes()
+
+    def half_written(obj, path):  # what torch.save does when the disk fills under it
+        open(path, "wb").write(b"PK\x03\x04 half")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos")
+
+    monkeypatch.setattr(torch, "save", half_written)
+    with pytest.raises(OSError, match="could not write the checkpoint"):
+        checkpoint.save_checkpoint(ckpt, 9, _FakeRun(), _FakeState(), _FakeWriter())
+    assert ckpt.read_bytes() == good and not ckpt.with_suffix(".ckpt.tmp").exists()
+
+
+class _FakeRun:
+    """What save_checkpoint reads of a run: a model and its optimizer."""
+
+    def __init__(self):
+        import torch
+
+        self.model = torch.nn.Linear(2, 2)
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=0.1)
+
+
+class _FakeState:
+    @staticmethod
+    def state_dict():
+        return {}
+
+
+class _FakeWriter:
+    running_total = np.zeros(3)
