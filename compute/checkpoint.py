@@ -3,6 +3,7 @@ checkpoints atomically, and the checks before a bundle path is (re)written or re
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from pathlib import Path
@@ -12,7 +13,8 @@ import torch
 
 from compute.config import ConfigError, RunConfig
 from compute.distributed import is_main
-from lcaviz.bundle.layout import OSC_COUNTERS
+from lcaviz.bundle.layout import OSC_COUNTERS, config_digest
+from lcaviz.bundle.space import ensure_room, free_bytes
 
 
 class RunState:
@@ -49,14 +51,44 @@ def checkpoint_path(out: Path) -> Path:
 
 
 def save_checkpoint(path: Path, T: int, run, state: RunState, writer) -> None:
-    """Atomically replace the checkpoint (a kill mid-write leaves the previous one)."""
+    """Atomically replace the checkpoint (a kill mid-write leaves the previous one).
+
+    Raises:
+        OSError: the disk (or the file-size limit) has no room for it, checked before writing
+            (:class:`~lcaviz.bundle.space.NoRoom`), or the write failed; either way no
+            ``.ckpt.tmp`` is left and the previous checkpoint is intact.
+    """
     if not is_main():
         return
     tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save({"T": T, "pid": os.getpid(), "model": run.model.state_dict(),
-                "optimizer": run.optimizer.state_dict(), "state": state.state_dict(),
-                "running_total": torch.from_numpy(writer.running_total.copy())}, tmp)
-    os.replace(tmp, path)
+    payload = {"T": T, "pid": os.getpid(), "model": run.model.state_dict(),
+               "optimizer": run.optimizer.state_dict(), "state": state.state_dict(),
+               "running_total": torch.from_numpy(writer.running_total.copy())}
+    need = _tensor_bytes(payload) + (64 << 10)  # + zip entries and pickled structure
+    try:
+        ensure_room(tmp, need, "the checkpoint")
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    except BaseException as e:
+        tmp.unlink(missing_ok=True)  # a half-written checkpoint only fills the disk
+        if isinstance(e, OSError) or not isinstance(e, Exception):
+            raise
+        # torch.save reports a failed write as RuntimeError ("iostream error"): say why
+        free = free_bytes(path.parent)
+        code = errno.ENOSPC if free < need else errno.EIO
+        raise OSError(code, f"could not write the checkpoint {path.name} ({e}; "
+                      f"{free / 1e6:,.1f} MB free, it needs ~{need / 1e6:,.1f} MB)") from e
+
+
+def _tensor_bytes(obj) -> int:
+    """Bytes of every tensor in a (nested) checkpoint payload."""
+    if isinstance(obj, torch.Tensor):
+        return obj.element_size() * obj.nelement()
+    if isinstance(obj, dict):
+        return sum(_tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(_tensor_bytes(v) for v in obj)
+    return 0
 
 
 def process_alive(pid: int) -> bool:
@@ -122,7 +154,9 @@ def restart_config(out: Path) -> RunConfig:
         with h5py.File(out, "r", swmr=True, locking=False) as f:
             status = str(f.attrs.get("status", ""))
             pid = int(f.attrs.get("writer_pid", 0))
-            cfg = RunConfig.from_dict(json.loads(f.attrs["config"]))
+            cfg = stored_config(f, out)
+    except ConfigError:
+        raise
     except (OSError, KeyError, ValueError) as e:
         raise ConfigError(f"--resume: {out} has no checkpoint and no readable config ({e}); "
                           "start the run again with the same flags and --overwrite") from None
@@ -132,3 +166,21 @@ def restart_config(out: Path) -> RunConfig:
         raise ConfigError(f"--resume: process {pid} that writes {out} is still running; "
                           "stop it first (or wait for it to finish)")
     return cfg
+
+
+def stored_config(f: h5py.File, out: Path) -> RunConfig:
+    """The run config recorded in an open bundle, checked against its ``config_sha256``.
+
+    Raises:
+        ConfigError: the config text was edited after the run started (resuming would mix two
+            settings in one bundle). Bundles older than the digest are not checked.
+    """
+    text = f.attrs["config"]
+    text = text.decode() if isinstance(text, bytes) else str(text)
+    recorded = f.attrs.get("config_sha256")
+    if recorded is not None and config_digest(text) != str(recorded):
+        raise ConfigError(f"--resume: the config stored in {out} was changed after the run "
+                          "started (it no longer matches its config_sha256); a resumed run "
+                          "would mix two settings in one bundle: restore the config, or "
+                          "start a new run with the new settings")
+    return RunConfig.from_dict(json.loads(text))

@@ -223,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     from compute import train  # torch import after argument parsing: fast --help
     from compute.distributed import init_from_env, shutdown
 
+    out = args.resume or args.out
     try:
         init_from_env(args.device)
         if args.resume:
@@ -235,7 +236,6 @@ def main(argv: list[str] | None = None) -> int:
                 print(precision_check(cfg))
                 return 0
             name = f"{cfg.net}_{cfg.dataset}_{cfg.optimizer}_s{cfg.seed}.h5"
-            out = args.out
             if out is None:
                 out = Path("runs") / name
                 out.parent.mkdir(exist_ok=True)
@@ -247,6 +247,12 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:  # e.g. a corrupt dataset file
         print(f"lca-run: error: {e}", file=sys.stderr)
         return 2
+    except (KeyboardInterrupt, Terminated) as e:  # one line, not a traceback
+        what = "interrupted" if isinstance(e, KeyboardInterrupt) else str(e)
+        hint = (f"; the bundle keeps every flushed iteration: resume with: lca-run --resume "
+                f"{out}" if out is not None and Path(out).exists() else "")
+        print(f"lca-run: {what}{hint}", file=sys.stderr)
+        return 130 if isinstance(e, KeyboardInterrupt) else 143
     finally:
         shutdown()
     if path is not None:

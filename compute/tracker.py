@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import math
 import platform
+import sys
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -61,6 +62,7 @@ from compute.tracker_checks import (
     unfrozen_message,
 )
 from lcaviz.bundle.schema import RowSchedule, column_ranges, ranges_index
+from lcaviz.bundle.size import size_note
 from lcaviz.bundle.writer import BundleWriter, LayoutInfo
 from lcaviz.export.live import TensorBoardMirror, open_live
 
@@ -232,6 +234,7 @@ class LCATracker:
             loss_val0=float(v0.loss) if v0 else None,
             acc_val0=int(v0.correct) / len(self.run.val_lca.objective.y) if v0 else None,
             flush_seconds=self.flush_seconds)
+        print(size_note(self._layout()), file=sys.stderr)  # issue 22.8: a size one can plan
         self.watch = StepWatch(self.optimizer)  # removed when the bundle closes
         self.residual = ResidualWatch(residual_advice(f"method={o['method']!r}"),
                                       self.integ.objective.params[0].dtype)

@@ -26,6 +26,7 @@ from compute.checkpoint import (
     process_alive,
     restart_config,
     save_checkpoint,
+    stored_config,
 )
 from compute.config import ConfigError, RunConfig, check_memory_format
 from compute.data import TensorDataset, load_splits
@@ -40,7 +41,9 @@ from compute.precision import auto_precision_check
 from compute.record import capped_warning, closing_attrs, host, postfix, row_closes, write_counters
 from compute.step import minibatch_indices, train_step  # noqa: F401 - re-exported
 from compute.tracker_checks import ResidualWatch, residual_advice
+from lcaviz.bundle.lock import BundleBusy, WriterLock
 from lcaviz.bundle.schema import RowSchedule, ScheduleError, column_ranges, ranges_index
+from lcaviz.bundle.size import size_note
 from lcaviz.bundle.writer import BundleWriter, LayoutInfo
 
 
@@ -186,12 +189,30 @@ def run_lca(cfg: RunConfig | None, out: str | Path, *, resume: bool = False,
         The bundle path.
     """
     out = Path(out)
+    lock = WriterLock(out)
+    if out.parent.is_dir() and is_main():  # rank 0 writes; a missing directory: see below
+        try:  # before anything touches the bundle or its checkpoint: one writer per --out
+            lock.acquire()
+        except BundleBusy as e:
+            raise ConfigError(str(e)) from None
+        except OSError as e:  # a read-only directory cannot hold the lock file either
+            raise ConfigError(f"cannot write the bundle: directory {out.parent} is not "
+                              f"writable ({e.strerror})") from None
+    try:
+        return _run_locked(cfg, out, resume, overwrite, progress, stop_after)
+    finally:
+        lock.release()
+
+
+def _run_locked(cfg, out: Path, resume: bool, overwrite: bool, progress: bool,
+                stop_after: int | None) -> Path:
     ckpt_path = checkpoint_path(out)
     if resume:
         if not ckpt_path.exists():
             cfg = restart_config(out)  # killed before its first checkpoint: start it again
-            return run_lca(cfg, out, overwrite=True, progress=progress, stop_after=stop_after)
+            return _run_locked(cfg, out, False, True, progress, stop_after)
         cfg, writer, run, state, T0 = _resume(out, ckpt_path)
+        first_checkpoint = False
     else:
         cfg.validate()
         if not out.parent.is_dir() or not os.access(out.parent, os.W_OK):
@@ -207,27 +228,35 @@ def run_lca(cfg: RunConfig | None, out: str | Path, *, resume: bool = False,
         # θ_0's loss and gradient, counted once (a resume does not recount it)
         e0, v0 = approx_mode.prepare(run, state, 0, theta)
         full0 = approx_mode.full_loss(run.approx, theta) if run.approx.full else None
+        layout = _layout(run, cfg, check)
         if is_main():
             ckpt_path.unlink(missing_ok=True)  # a stale checkpoint of the replaced run
-        writer = NullWriter() if not is_main() else BundleWriter.create(
-            out, _layout(run, cfg, check), theta0=theta.cpu().numpy(),
-            loss_train0=float(e0.loss),
-            acc_train0=int(e0.correct) / len(run.y),
-            loss_val0=float(v0.loss) if v0 else None,
-            acc_val0=int(v0.correct) / len(run.val_lca.objective.y) if v0 else None,
-            full_loss0=full0)
-        T0 = 0
-        save_checkpoint(ckpt_path, 0, run, state, writer)
-    return _loop(cfg, run, writer, state, T0, ckpt_path, progress, stop_after)
+            if progress:
+                print(size_note(layout, "--lca-rows", "--lca-layers"), file=sys.stderr)
+        try:
+            writer = NullWriter() if not is_main() else BundleWriter.create(
+                out, layout, theta0=theta.cpu().numpy(),
+                loss_train0=float(e0.loss),
+                acc_train0=int(e0.correct) / len(run.y),
+                loss_val0=float(v0.loss) if v0 else None,
+                acc_val0=int(v0.correct) / len(run.val_lca.objective.y) if v0 else None,
+                full_loss0=full0)
+        except OSError as e:
+            raise RunFailed(f"could not create {out}: {e}") from e
+        T0, first_checkpoint = 0, True
+    return _loop(cfg, run, writer, state, T0, ckpt_path, progress, stop_after, first_checkpoint)
 
 
-def _loop(cfg, run, writer, state, T0, ckpt_path, progress, stop_after) -> Path:
+def _loop(cfg, run, writer, state, T0, ckpt_path, progress, stop_after,
+          first_checkpoint=False) -> Path:
     bar = tqdm(total=cfg.iters, initial=T0, disable=not (progress and is_main()), unit="it",
                desc="LCA")
     last_ckpt = time.monotonic()
     residual = ResidualWatch(residual_advice(f"--method {cfg.method}", "--method adaptive"),
                              run.train_lca.objective.params[0].dtype)  # issue 22.7
     try:
+        if first_checkpoint:  # inside the try: a disk too small for it fails the run cleanly
+            save_checkpoint(ckpt_path, 0, run, state, writer)
         for t in range(T0, cfg.iters):
             if stop_after is not None and t - T0 >= stop_after:
                 if is_main():
@@ -288,24 +317,46 @@ def _loop(cfg, run, writer, state, T0, ckpt_path, progress, stop_after) -> Path:
 
 def _resume(out: Path, ckpt_path: Path):
     """Rebuild a run from its bundle config and last checkpoint."""
-    import json
-
     if not out.exists():
         raise ConfigError(f"--resume: no bundle at {out}")
     with h5py.File(out, "r", swmr=True, locking=False) as f:  # swmr: flags of a killed writer
-        cfg = RunConfig.from_dict(json.loads(f.attrs["config"]))
-    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        cfg = stored_config(f, out)
+    try:
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - truncated zip, foreign pickle: one clear line
+        raise ConfigError(f"--resume: cannot read the checkpoint {ckpt_path} "
+                          f"({type(e).__name__}: {_first_line(e)})") from None
     if process_alive(int(ckpt.get("pid", 0))):
         raise ConfigError(f"--resume: process {ckpt['pid']} that wrote {out} is still running; "
                           "stop it first (or wait for it to finish)")
     run = build_run(cfg)
-    run.model.load_state_dict(ckpt["model"])
-    run.optimizer.load_state_dict(ckpt["optimizer"])
     state = RunState(run.table.n_params, run.n_row_cols, run.y.device, cfg.val_lca)
-    state.load(ckpt["state"])
+    try:
+        run.model.load_state_dict(ckpt["model"])
+        run.optimizer.load_state_dict(ckpt["optimizer"])
+        state.load(ckpt["state"])
+    except (RuntimeError, KeyError, ValueError, AttributeError) as e:
+        raise ConfigError(f"--resume: the checkpoint {ckpt_path.name} does not match the model "
+                          f"that {out.name}'s config builds ({_first_line(e)}); it belongs to "
+                          "another run: restore that run's checkpoint, or start again with "
+                          "--overwrite") from None
     T0 = int(ckpt["T"])
     total = ckpt.get("running_total")
-    writer = BundleWriter.reopen(out, T0, running_total=None if total is None else
-                                 total.numpy()) if is_main() else NullWriter()
+    try:
+        writer = BundleWriter.reopen(out, T0, running_total=None if total is None else
+                                     total.numpy()) if is_main() else NullWriter()
+    except OSError as e:  # e.g. the disk is still full: nothing was changed
+        raise RunFailed(f"could not reopen {out} to resume: {e}") from e
     approx_mode.resume(run, state, T0, flat_params(run.model))
     return cfg, writer, run, state, T0
+
+
+def _first_line(e: BaseException) -> str:
+    """An exception's message cut to one line: torch's state-dict errors run to pages, and
+    their first line ("Error(s) in loading state_dict for Net:") names no tensor, so the first
+    detail line is kept too."""
+    lines = [x.strip() for x in str(e).splitlines() if x.strip()]
+    if not lines:
+        return type(e).__name__
+    text = f"{lines[0]} {lines[1]}" if lines[0].endswith(":") and len(lines) > 1 else lines[0]
+    return text[:300].rstrip(":. ")

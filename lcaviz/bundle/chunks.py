@@ -5,18 +5,23 @@ from __future__ import annotations
 
 import numpy as np
 
-LCA_CHUNK = (8, 32768)  # 1 MiB float32 chunks: a row read touches P/32768 chunks
+LCA_CHUNK = (1, 32768)  # one row per chunk, 128 KiB float32: a row read touches P/32768 chunks
 
 
-def lca_chunks(P: int, expected_rows: int) -> tuple[int, int]:
-    """Chunk shape of (rows, P) datasets: at most LCA_CHUNK, split as evenly as possible so edge
-    chunks waste little (a run with 2 stored rows would otherwise allocate 8-row chunks, 4x the
-    bytes, and P = 84,060 would pad to 3 x 32,768 columns)."""
-    expected = expected_rows if expected_rows > 0 else LCA_CHUNK[0]
-    n_chunks = -(-expected // LCA_CHUNK[0])
-    height = -(-expected // n_chunks)  # as even as possible: 20 rows -> 3 chunks of 7, not 8
-    width = -(-P // -(-P // LCA_CHUNK[1])) if P > 0 else 1  # same for the columns
-    return max(1, height), max(1, width)
+def lca_chunks(P: int, expected_rows: int = 0) -> tuple[int, int]:
+    """Chunk shape of (rows, P) datasets: one row high, at most LCA_CHUNK[1] wide, the width
+    split as evenly as possible so edge chunks waste little (P = 84,060 would otherwise pad to
+    3 x 32,768 columns).
+
+    One row per chunk (issue 22.8): HDF5 allocates a chunk whole, so 8-row chunks made a run of
+    3 rows of a 10 M-parameter model cost 8 rows (320 MB), and a bundle's size grew in steps of
+    8 rows; a one-row chunk costs exactly the rows written. A row read touches fewer bytes, and
+    reading a column range over all rows reads the same bytes as before (in 8x the chunks).
+    ``expected_rows`` is accepted for older callers and ignored.
+    """
+    del expected_rows
+    width = -(-P // -(-P // LCA_CHUNK[1])) if P > 0 else 1
+    return 1, max(1, width)
 
 
 def layer_stats(lca_row: np.ndarray, param_layer_index: np.ndarray, n_layers: int):

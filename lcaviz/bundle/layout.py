@@ -4,6 +4,7 @@ out every dataset of docs/bundle-format.md with its encoding attributes (numpy +
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -161,6 +162,22 @@ def _growing(f: h5py.Group, name: str, tail: tuple, dtype, description: str, chu
                         chunks=chunks)
 
 
+def counter_dtype(iters_planned: int) -> np.dtype:
+    """The smallest unsigned dtype that holds every per-parameter counter of a run of
+    ``iters_planned`` iterations (they count at most T + 1 events: θ_0 … θ_T); int32 when the
+    length is not known (0, e.g. the tracker). A 1,000-iteration run stores 2 B, not 4 B, per
+    parameter and counter; the writer refuses a value beyond the dtype rather than wrap."""
+    for dtype in (np.uint8, np.uint16):
+        if 0 < iters_planned and iters_planned + 1 <= np.iinfo(dtype).max:
+            return np.dtype(dtype)
+    return np.dtype(np.int32)
+
+
+def config_digest(config_json: str) -> str:
+    """SHA-256 (hex) of the ``config`` attribute's text, recorded as ``config_sha256``."""
+    return hashlib.sha256(config_json.encode()).hexdigest()
+
+
 def create_datasets(f: h5py.File, layout: LayoutInfo) -> None:
     """Write the root attributes and create every dataset, empty (rows come later)."""
     schedule, cols = layout.schedule(), layout.columns()
@@ -173,6 +190,7 @@ def create_datasets(f: h5py.File, layout: LayoutInfo) -> None:
     a = f.attrs
     a["format"], a["format_version"] = FORMAT, FORMAT_VERSION
     a["config"] = json.dumps(layout.config, sort_keys=True, default=str)
+    a["config_sha256"] = config_digest(a["config"])  # a resume refuses an edited config
     a["status"], a["status_reason"] = "running", ""
     a["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     a["software"] = json.dumps(layout.software or {}, sort_keys=True)
@@ -224,9 +242,10 @@ def create_datasets(f: h5py.File, layout: LayoutInfo) -> None:
         _growing(f, "lca_class_layer", (C, L), np.float64, "LCA per class and layer", 256)
     # O(P) counters compress well (small integers): 6.5 MB -> ~0.5 MB for LeNet's 809k
     counters = {**packed, "chunks": (min(P, 2**20),)} if packed and P else {}
-    make_dataset(f, "param_help_iters", (P,), np.int32, "iterations each parameter helped",
+    count = counter_dtype(layout.iters_planned)
+    make_dataset(f, "param_help_iters", (P,), count, "iterations each parameter helped",
                  **counters)
-    make_dataset(f, "param_nonzero_iters", (P,), np.int32, "iterations with nonzero LCA",
+    make_dataset(f, "param_nonzero_iters", (P,), count, "iterations with nonzero LCA",
                  **counters)
     if layout.groups:
         write_groups(f["params"], layout.groups, layout.param_offsets, layout.param_layer)
@@ -257,7 +276,7 @@ def create_datasets(f: h5py.File, layout: LayoutInfo) -> None:
                 "iterations with a nonzero move", "move direction changes",
                 "nonzero full-gradient signs at theta_0..theta_T", "full-gradient sign changes"),
                 strict=True):
-            make_dataset(f, name, (P,), np.int32, what, **counters)
+            make_dataset(f, name, (P,), count, what, **counters)
         ds = make_dataset(f, "layer_oscillation", (L, len(OSC_LAYER_COLUMNS)), np.int64,
                           "per-layer sums of the oscillation counters")
         ds.attrs["columns"] = json.dumps(OSC_LAYER_COLUMNS)

@@ -269,9 +269,10 @@ class RunBundle(_BundleFile, _BundleMeta, _BundleDiagnostics, _BundleApprox, _Bu
     def seconds(self) -> np.ndarray:
         return self._series("timing/seconds", self.n_iters)  # (T,)
 
+    # (P,) int32 whatever the stored dtype (uint8 / uint16 for short runs since issue 22.8)
     def param_help_iters(self) -> np.ndarray:
-        return self._series("param_help_iters", self.n_params)  # (P,)
+        return self._series("param_help_iters", self.n_params).astype(np.int32, copy=False)
 
     def param_nonzero_iters(self) -> np.ndarray:
-        return self._series("param_nonzero_iters", self.n_params)  # (P,)
+        return self._series("param_nonzero_iters", self.n_params).astype(np.int32, copy=False)
 

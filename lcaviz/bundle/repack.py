@@ -6,7 +6,8 @@ Values, attributes, encodings and compression are copied unchanged; only the chu
 the (rows, P) datasets are recomputed with ``lca_chunks`` for the rows they hold. The new file
 replaces the old one atomically. Used when the chunk policy improves, and after a compressed
 run: HDF5 rewrites a compressed chunk each time a flush appends rows to it and does not reuse
-the old space, so a gzip bundle written live is about twice its packed size.
+the old space, so a gzip bundle written live is about twice its packed size. The writer does
+this itself when a compressed bundle completes (``BundleWriter.close``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ import h5py
 
 from lcaviz.bundle.layout import lca_chunks
 
-_WIDE = ("lca", "lca_val", "lca_cumsum", "trajectory")
+_WIDE = ("lca", "lca_val", "lca_cumsum", "trajectory", "lca_error")
+_BLOCK_BYTES = 64 * 2**20  # rows copied at a time
 
 
 def repack(path: str | Path, gzip_level: int | None = None, compress_all: bool = False) -> None:
@@ -35,7 +37,17 @@ def repack(path: str | Path, gzip_level: int | None = None, compress_all: bool =
     """
     path = Path(path)
     tmp = path.with_name(path.name + ".repack")
-    with h5py.File(path, "r") as src, h5py.File(tmp, "w", libver="latest") as dst:
+    try:
+        _rewrite(path, tmp, gzip_level, compress_all)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # e.g. the disk filled: the original is untouched
+        raise
+    os.replace(tmp, path)
+
+
+def _rewrite(path: Path, tmp: Path, gzip_level: int | None, compress_all: bool) -> None:
+    with h5py.File(path, "r", locking=False) as src, \
+            h5py.File(tmp, "w", libver="latest") as dst:
         if src.attrs.get("status") != "complete":
             raise ValueError(f"{path}: only complete bundles are repacked")
         dst.attrs.update(dict(src.attrs))
@@ -53,11 +65,16 @@ def repack(path: str | Path, gzip_level: int | None = None, compress_all: bool =
                 kw["compression_opts"] = int(gzip_level)
             if name in _WIDE and obj.shape[0] and obj.shape[1]:
                 kw["chunks"] = lca_chunks(obj.shape[1], obj.shape[0])
-            ds = dst.create_dataset(name, data=obj[()], dtype=obj.dtype, **kw)
+            if name in _WIDE and obj.shape[0]:  # row blocks: never the whole (R, P) in memory
+                ds = dst.create_dataset(name, shape=obj.shape, dtype=obj.dtype, **kw)
+                step = max(1, _BLOCK_BYTES // max(obj.dtype.itemsize * obj.shape[1], 1))
+                for r in range(0, obj.shape[0], step):
+                    ds[r:r + step] = obj[r:r + step]
+            else:
+                ds = dst.create_dataset(name, data=obj[()], dtype=obj.dtype, **kw)
             ds.attrs.update(dict(obj.attrs))
 
         src.visititems(visit)
-    os.replace(tmp, path)
 
 
 if __name__ == "__main__":

@@ -36,8 +36,10 @@ from lcaviz.bundle.layout import (  # noqa: F401 - re-exported: the writer's pub
     lca_chunks,
 )
 from lcaviz.bundle.schema import ROW_SOURCES, from_bfloat16, to_bfloat16
+from lcaviz.bundle.space import ensure_room
 
 MAX_BUFFER_BYTES = 256 * 2**20  # flush early rather than buffer more than this
+REPACK_WASTE = 0.05  # a complete gzip bundle is rewritten when more of it than this is unused
 
 
 class BundleWriter:
@@ -60,6 +62,8 @@ class BundleWriter:
         self._buffer: dict[str, list[np.ndarray]] = {}  # rows not yet written
         self._buffered_bytes = 0
         self._last_flush = time.monotonic()
+        # a gzip bundle written live is about twice its packed size: rewrite it when complete
+        self.repack_at_close = f.attrs.get("lca_compression", "none") == "gzip"
 
     # -- construction ---------------------------------------------------------------------
     @classmethod
@@ -77,7 +81,10 @@ class BundleWriter:
         """
         if layout.save_trajectory and theta0 is None:
             raise ValueError("save_trajectory needs theta0")
-        f = h5py.File(Path(path), "w", libver="latest")
+        path = Path(path)
+        first = 4 * int(layout.param_offsets[-1]) if layout.save_trajectory else 0
+        ensure_room(path, first + (1 << 20), "creating the bundle")
+        f = h5py.File(path, "w", libver="latest")
         try:
             create_datasets(f, layout)
             _append(f["loss/train"], loss_train0)
@@ -95,7 +102,10 @@ class BundleWriter:
             f.swmr_mode = True
             f.flush()
         except BaseException:
-            f.close()
+            try:
+                f.close()
+            finally:  # a bundle that never got its first iteration holds nothing to keep
+                path.unlink(missing_ok=True)
             raise
         return cls(f, flush_seconds)
 
@@ -107,6 +117,7 @@ class BundleWriter:
         The caller must make sure no other process is still writing it: a writer killed with
         SIGKILL leaves the superblock's "open for writing" flags set, and we clear them.
         """
+        ensure_room(Path(path), 0, "resuming the bundle")  # before touching it: 1 MiB spare
         clear_write_flags(path)
         f = h5py.File(path, "r+", libver="latest")
         done_T, done_R = (int(v) for v in f["progress"][()])
@@ -238,8 +249,8 @@ class BundleWriter:
 
     def set_param_counters(self, help_iters: np.ndarray, nonzero_iters: np.ndarray) -> None:
         """Overwrite the per-parameter counters (P,) with the engine's current totals."""
-        self.f["param_help_iters"][:] = help_iters
-        self.f["param_nonzero_iters"][:] = nonzero_iters
+        self._write_counters({"param_help_iters": help_iters,
+                              "param_nonzero_iters": nonzero_iters})
 
     def set_oscillation_counters(self, counters: dict[str, np.ndarray],
                                  layer: np.ndarray) -> None:
@@ -249,14 +260,54 @@ class BundleWriter:
         ``oscillation_iters`` records the iterations they cover (``T`` appended so far)."""
         if "layer_oscillation" not in self.f:
             return
-        for name in OSC_COUNTERS:
-            self.f[name][:] = counters[name]
+        self._write_counters({name: counters[name] for name in OSC_COUNTERS})
         self.f["layer_oscillation"][:] = layer
         self.f["oscillation_iters"][0] = self.T
 
+    def _write_counters(self, values: dict[str, np.ndarray]) -> None:
+        """Overwrite (P,) counters, stored in the compact dtype the layout chose for them."""
+        datasets = {name: self.f[name] for name in values}
+        ensure_room(self.path, sum(ds.nbytes for ds in datasets.values()),
+                    "writing the per-parameter counters")
+        for name, ds in datasets.items():
+            v = np.asarray(values[name])
+            top = np.iinfo(ds.dtype).max
+            if v.size and int(v.max()) > top:  # more iterations than the bundle was made for
+                raise ValueError(f"{name} reached {int(v.max()):,}, beyond its {ds.dtype} "
+                                 f"storage (at most {top:,}: the run was planned for "
+                                 f"{int(self.f.attrs.get('iters_planned', 0)):,} iterations)")
+            ds[:] = v
+
+    def flush_bytes(self) -> int:
+        """At most how many bytes the next :meth:`flush` adds to the file: every chunk its
+        rows touch, whole (HDF5 allocates chunks whole; a compressed one is rewritten)."""
+        total = 0
+        for name, values in self._buffer.items():
+            ds = self.f[name]
+            n, k = ds.shape[0], len(values)
+            row = int(np.prod(ds.shape[1:], dtype=np.int64)) * ds.dtype.itemsize
+            if ds.chunks is None:
+                total += k * row
+                continue
+            height = ds.chunks[0]
+            chunk = int(np.prod(ds.chunks, dtype=np.int64)) * ds.dtype.itemsize
+            per_band = -(-row * height // chunk) if row else 0  # chunks across one band
+            # an uncompressed chunk already holding rows is written in place; a compressed
+            # one is written anew
+            first = n // height + (1 if n % height and ds.compression is None else 0)
+            total += max(0, (n + k - 1) // height - first + 1) * per_band * chunk
+        return total + 4096 * len(self._buffer)  # chunk index and object header updates
+
     def flush(self) -> None:
         """Write the buffered rows (one resize and one block write per dataset), flush, then
-        publish progress, so readers never see rows that are not on disk."""
+        publish progress, so readers never see rows that are not on disk.
+
+        Raises:
+            lcaviz.bundle.space.NoRoom: the rows would not fit on the disk (or under the
+                file-size limit); nothing was written, the file still closes cleanly.
+        """
+        if self._buffer:
+            ensure_room(self.path, self.flush_bytes(), "the next bundle flush")
         for name, values in self._buffer.items():
             ds = self.f[name]
             n = ds.shape[0]
@@ -287,6 +338,29 @@ class BundleWriter:
             raise
         self.f.close()
         self._set_status(status, reason, attrs)
+        if status == "complete" and self.repack_at_close:
+            self._repack()
+
+    def _repack(self) -> None:
+        """Rewrite a finished compressed bundle packed when space is wasted: each rewrite of a
+        compressed chunk (the per-parameter counters at every checkpoint) leaves the old one's
+        space behind (30 % of a file whose counters were rewritten every iteration). Skipped,
+        the bundle left as it is, when little is wasted or the disk cannot hold the copy."""
+        from lcaviz.bundle.repack import repack
+
+        size = self.path.stat().st_size
+        with h5py.File(self.path, "r", locking=False) as f:
+            used = [0]
+            f.visititems(lambda _, obj: used.__setitem__(0, used[0] + obj.id.get_storage_size())
+                         if isinstance(obj, h5py.Dataset) else None)
+        if size - used[0] < max(REPACK_WASTE * size, 64 << 10):
+            return
+        try:
+            ensure_room(self.path.with_name(self.path.name + ".repack"), size,
+                        "repacking the compressed bundle")
+            repack(self.path)
+        except OSError:  # NoRoom included: the bundle stays complete, only larger
+            pass
 
     def _set_status(self, status: str, reason: str, attrs: dict | None = None) -> None:
         with h5py.File(self.path, "r+", libver="latest") as f:

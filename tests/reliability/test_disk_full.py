@@ -113,3 +113,159 @@ def test_disk_full_mid_run_fails_cleanly_and_resume_equals_uninterrupted(
     assert got["status"] == "complete" and not checkpoint_path(out).exists()
     for key in KEYS:
         np.testing.assert_allclose(got[key], reference[key], rtol=1e-6, atol=1e-9, err_msg=key)
+
+
+# -- a real full disk: a small tmpfs (CI runs as root), and the file-size limit (ulimit -f) ----
+CLI_FLAGS = ["--net", "mnist_fc", "--dataset", "synthetic", "--train-size", "300",
+             "--batch-size", "30", "--iters", "20", "--chunk-size", "100",
+             "--checkpoint-every", "2", "--seed", "5", "--no-progress"]
+
+
+def _lca_run(out, fsize_limit: int | None = None):
+    """``lca-run`` of SETTINGS in a subprocess (optionally under RLIMIT_FSIZE)."""
+    import os
+    import resource
+    import subprocess
+    import sys
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (fsize_limit, fsize_limit))
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "compute.cli", *CLI_FLAGS, "--out", str(out)],
+                          capture_output=True, text=True, env=env, timeout=600,
+                          preexec_fn=limit if fsize_limit else None)
+
+
+def _mount_tmpfs(where, size: str) -> bool:
+    import subprocess
+
+    where.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
+                       capture_output=True)
+    return r.returncode == 0
+
+
+def _check_stopped_cleanly(proc, out, reference, reason: str) -> int:
+    """The run stopped with one clear line, the bundle reads, the checkpoint resumes."""
+    import torch
+
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    lines = [x for x in proc.stderr.splitlines() if x.strip()]
+    assert len(lines) == 1 and lines[0].startswith("lca-run: error:"), proc.stderr
+    assert reason in lines[0] and f"lca-run --resume {out}" in lines[0], lines[0]
+    assert not out.with_name(out.name + ".ckpt.tmp").exists()  # no half checkpoint
+    assert not out.with_name(out.name + ".lock").exists()
+    with RunBundle.open(out) as b:  # the last flushed iteration reads, as the app reads it
+        T = b.n_iters
+        assert b.status == "failed" and reason in b.status_reason and not b.live
+        assert 0 <= T < SETTINGS["iters"]
+        assert len(b.loss_train()) == T + 1 and b.rows().shape[0] == b.n_rows == T
+        np.testing.assert_allclose(b.rows(), reference["lca"][:T], rtol=1e-6, atol=1e-9)
+        np.testing.assert_allclose(b.lca_layer(), reference["lca_layer"][:T], rtol=1e-6,
+                                   atol=1e-12)
+    ckpt = checkpoint_path(out)
+    if ckpt.exists():  # else the run failed before its first checkpoint: resume restarts it
+        assert int(torch.load(ckpt, weights_only=True)["T"]) <= T
+    return T
+
+
+def _resume_equals_reference(out, reference) -> None:
+    run_lca(None, out, resume=True, progress=False)
+    got = _read(out)
+    assert got["status"] == "complete" and not checkpoint_path(out).exists()
+    for key in KEYS:
+        np.testing.assert_allclose(got[key], reference[key], rtol=1e-6, atol=1e-9, err_msg=key)
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("size", ["3m", "12m"])  # 3m: not even the first checkpoint fits
+def test_full_tmpfs_stops_cleanly_and_resumes_once_space_is_free(tmp_path, reference, size):
+    import subprocess
+
+    disk = tmp_path / "disk"
+    if not _mount_tmpfs(disk, size):
+        pytest.skip("mounting a tmpfs was refused (not root); "
+                    "test_file_size_limit_stops_cleanly covers the same path")
+    try:
+        out = disk / "run.h5"
+        proc = _lca_run(out)
+        T = _check_stopped_cleanly(proc, out, reference, "No space left on device")
+        if size == "12m":
+            assert T > 0 and checkpoint_path(out).exists()
+        subprocess.run(["mount", "-o", "remount,size=64m", str(disk)], check=True)
+        _resume_equals_reference(out, reference)
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+@pytest.mark.timeout(600)
+def test_file_size_limit_stops_cleanly_and_resumes_without_it(tmp_path, reference):
+    out = tmp_path / "run.h5"
+    proc = _lca_run(out, fsize_limit=6_000_000)  # the checkpoint (~4.2 MB) fits, the bundle not
+    T = _check_stopped_cleanly(proc, out, reference, "File too large")
+    assert T > 0 and checkpoint_path(out).exists()
+    _resume_equals_reference(out, reference)
+
+
+def test_resume_on_a_still_full_disk_refuses_before_touching_the_bundle(tmp_path, monkeypatch,
+                                                                       capsys):
+    import hashlib
+
+    from compute import cli
+    from lcaviz.bundle import space
+
+    out = tmp_path / "run.h5"
+    run_lca(RunConfig(**{**SETTINGS, "iters": 6}), out, progress=False, stop_after=3)
+    before = hashlib.sha256(out.read_bytes()).hexdigest()
+    with monkeypatch.context() as m:
+        m.setattr(space, "free_bytes", lambda _: 1000)  # the disk is still full
+        rc = cli.main(["--resume", str(out), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert "could not reopen" in err and "No space left on device" in err
+    assert hashlib.sha256(out.read_bytes()).hexdigest() == before  # untouched
+    assert cli.main(["--resume", str(out), "--no-progress"]) == 0  # room again: it finishes
+    with RunBundle.open(out) as b:
+        assert b.status == "complete" and b.n_iters == 6
+
+
+def test_a_failed_checkpoint_write_leaves_the_previous_one_and_no_tmp(tmp_path, monkeypatch):
+    import torch
+
+    from compute import checkpoint
+
+    out = tmp_path / "run.h5"
+    run_lca(RunConfig(**{**SETTINGS, "iters": 6}), out, progress=False, stop_after=3)
+    ckpt = checkpoint_path(out)
+    good = ckpt.read_bytes()
+
+    def half_written(obj, path):  # what torch.save does when the disk fills under it
+        open(path, "wb").write(b"PK\x03\x04 half")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos")
+
+    monkeypatch.setattr(torch, "save", half_written)
+    with pytest.raises(OSError, match="could not write the checkpoint"):
+        checkpoint.save_checkpoint(ckpt, 9, _FakeRun(), _FakeState(), _FakeWriter())
+    assert ckpt.read_bytes() == good and not ckpt.with_suffix(".ckpt.tmp").exists()
+
+
+class _FakeRun:
+    """What save_checkpoint reads of a run: a model and its optimizer."""
+
+    def __init__(self):
+        import torch
+
+        self.model = torch.nn.Linear(2, 2)
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=0.1)
+
+
+class _FakeState:
+    @staticmethod
+    def state_dict():
+        return {}
+
+
+class _FakeWriter:
+    running_total = np.zeros(3)
