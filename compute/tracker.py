@@ -20,7 +20,12 @@ change of θ since the last one (called twice) is ignored, optimizer steps misse
 and a cumulative residual over 1 % of the loss change are warned (:class:`LCAWarning`, once
 each) and recorded in the bundle's ``warnings``; a run whose ``step()`` was never called
 closes ``failed``.
-A tracked run cannot be resumed (``lca-run --resume`` needs the training loop it owns).
+Resume (:mod:`compute.tracker_resume`): ``LCATracker(..., resume=True)`` and, once your loop
+has a checkpoint, ``lca.load_state_dict(ckpt["lca"])`` of the ``lca.state_dict()`` saved in it
+next to the model and optimizer; the bundle is continued from that iteration, equal bit for bit
+to an uninterrupted run. Under ``torchrun`` (the user's ``DistributedDataParallel`` model, the
+same fixed set on every rank) each rank evaluates its shard of the fixed set's chunks, one
+all-reduce sums them, and only rank 0 writes the bundle (:mod:`compute.distributed`).
 """
 
 from __future__ import annotations
@@ -40,9 +45,18 @@ import torch
 from torch import nn
 
 from compute import __version__
+from compute import tracker_resume as resuming
 from compute.approx import RunFailed
-from compute.checkpoint import RunState, check_out_path
+from compute.checkpoint import RunState
 from compute.context import engine_context
+from compute.distributed import (
+    NullWriter,
+    is_main,
+    raise_together,
+    same_on_all_ranks,
+    unwrap_parallel,
+    world,
+)
 from compute.lca import LCAIntegrator, LCAStep
 from compute.objective import FullDatasetObjective, LossFn, per_example_cross_entropy
 from compute.oscillation import count_gradient
@@ -135,6 +149,14 @@ class LCATracker:
         tol, max_halvings: adaptive settings. chunk_size: examples per pass.
         overwrite: replace an existing ``out``.
         flush_seconds: the writer publishes new iterations at least this often.
+        resume: this run may continue ``out``: with a state loaded by :meth:`load_state_dict`
+            (your checkpoint's ``lca.state_dict()``) the bundle continues from its iteration;
+            without one (no checkpoint yet) an unfinished ``out`` is started again from 0. A
+            complete ``out`` is never replaced.
+
+    Under ``torchrun``, pass the ``DistributedDataParallel`` model (or the network in it) and
+    the same fixed set on every rank: the ranks share the fixed set's chunks and rank 0 alone
+    writes ``out``.
     """
 
     def __init__(self, model: nn.Module, inputs, targets=None, *, out: str | Path,
@@ -143,8 +165,12 @@ class LCATracker:
                  lca_layers: str | list[str] | None = None, lca_storage: str = "float32",
                  lca_compression: str = "none", optimizer: torch.optim.Optimizer | None = None,
                  val_inputs=None, val_targets=None, tol: float = 1e-3, max_halvings: int = 8,
-                 chunk_size: int = 1000, overwrite: bool = False, flush_seconds: float = 2.0):
-        self.model, self.out = model, Path(out)
+                 chunk_size: int = 1000, overwrite: bool = False, flush_seconds: float = 2.0,
+                 resume: bool = False):
+        if resume and overwrite:
+            raise ValueError("LCATracker: resume=True continues out=, overwrite=True replaces "
+                             "it; pass one of them")
+        self.model, self.out = unwrap_parallel(model), Path(out)  # DDP: the network in it
         self.x, self.y = fixed_set(inputs, targets)
         self.val = fixed_set(val_inputs, val_targets) if val_inputs is not None else None
         self.loss_fn = loss_fn or per_example_cross_entropy
@@ -157,7 +183,8 @@ class LCATracker:
                             lca_compression=lca_compression, tol=tol,
                             max_halvings=max_halvings, chunk_size=chunk_size)
         self.optimizer, self.overwrite, self.flush_seconds = optimizer, overwrite, flush_seconds
-        self.writer: BundleWriter | None = None
+        self.writer: BundleWriter | NullWriter | None = None  # NullWriter on ranks other than 0
+        self.resume, self._loaded = resume, None  # the state load_state_dict() was given
         self.t = 0
         self.notes: list[str] = []  # warnings recorded in the bundle at close
         self._warned: dict[str, int] = {}  # warning kind -> iteration it was first given at
@@ -174,10 +201,39 @@ class LCATracker:
             self.fail(f"{exc_type.__name__}: {exc}")
         return False  # never swallow the exception
 
+    @property
+    def iteration(self) -> int:
+        """Iterations allocated so far: where a resumed loop continues (``range(lca.iteration,
+        n_steps)``)."""
+        return self.t
+
+    def state_dict(self) -> dict:
+        """What your checkpoint holds of the LCA run, next to the model's and optimizer's state
+        dicts (call it after ``lca.step()``; it flushes the bundle first, so the bundle always
+        holds the iterations the checkpoint counts). A few small tensors and θ's digest."""
+        if self.writer is None:
+            raise RuntimeError("LCATracker.state_dict() outside its with block")
+        self.writer.flush()
+        return resuming.tracker_state(self)
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue the run from ``state`` (a checkpoint's ``lca.state_dict()``), before the
+        tracker starts and with the model (and optimizer) loaded from the same checkpoint.
+
+        Raises:
+            ValueError: ``state`` is not a tracker state; at start, a
+                :class:`~compute.config.ConfigError` if the bundle or the model do not match it.
+        """
+        if self.writer is not None:
+            raise RuntimeError("LCATracker.load_state_dict() after the tracker started")
+        self._loaded, self.resume = resuming.checked_state(state), True
+
     def start(self) -> None:
-        """Snapshot θ_0, evaluate the fixed set's loss and gradient there, create the bundle."""
-        check_out_path(self.out, self.overwrite, api=True)
+        """Snapshot θ_0, evaluate the fixed set's loss and gradient there, create the bundle
+        (or, resuming, continue it at the loaded state's iteration)."""
         self.device = next(self.model.parameters()).device
+        # only rank 0 touches the bundle; the others learn of its refusal
+        raise_together(resuming.check_out(self) if is_main() else None, self.device)
         with engine_context(self.device):
             self._start()
 
@@ -202,20 +258,31 @@ class LCATracker:
             cfg=cfg, val_lca=self._integrator(*self.val, names) if self.val else None)
         self.state = RunState(table.n_params, self.run.n_row_cols, device, self.val is not None)
         theta = flat_params(model, names)
+        if not same_on_all_ranks(theta):
+            raise RuntimeError("LCATracker: the ranks hold different parameters; train the "
+                               "model as DistributedDataParallel (it keeps them equal)")
+        loaded = self._loaded
+        if loaded is not None:
+            raise_together(resuming.check_model(loaded, list(table.names), theta), device)
         e0 = self.integ.start(theta)
         v0 = self.run.val_lca.start(theta) if self.run.val_lca else None
-        count_gradient(self.state, e0.grad)
         self.outside = outside_theta(model, self.integ.objective.model, names)
         self.loss0 = float(e0.loss)
-        self.writer = BundleWriter.create(
+        self.watch = StepWatch(self.optimizer)  # removed when the bundle closes
+        self.residual = ResidualWatch(residual_advice(f"method={o['method']!r}"),
+                                      self.integ.objective.params[0].dtype)
+        if loaded is not None:  # θ_T's gradient was counted before the checkpoint
+            resuming.restore(self, loaded)
+            self.writer = NullWriter() if not is_main() else BundleWriter.reopen(
+                self.out, self.t, self.flush_seconds, resuming.running_total(loaded))
+            return
+        count_gradient(self.state, e0.grad)
+        self.writer = NullWriter() if not is_main() else BundleWriter.create(
             self.out, self._layout(), theta0=None, loss_train0=float(e0.loss),
             acc_train0=int(e0.correct) / len(self.run.y),
             loss_val0=float(v0.loss) if v0 else None,
             acc_val0=int(v0.correct) / len(self.run.val_lca.objective.y) if v0 else None,
             flush_seconds=self.flush_seconds)
-        self.watch = StepWatch(self.optimizer)  # removed when the bundle closes
-        self.residual = ResidualWatch(residual_advice(f"method={o['method']!r}"),
-                                      self.integ.objective.params[0].dtype)
 
     def step(self, minibatch_loss: float = float("nan")) -> LCAStep | None:
         """Allocate the step from the last θ to the model's current parameters (call it after
@@ -316,7 +383,8 @@ class LCATracker:
         if kind in self._warned:
             return
         self._warned[kind] = self.t
-        warnings.warn(message, LCAWarning, stacklevel=4)
+        if is_main():  # once per run, not once per rank
+            warnings.warn(message, LCAWarning, stacklevel=4)
         if record:
             self.notes.append(message)
 
@@ -346,6 +414,8 @@ class LCATracker:
             "n_examples": len(self.x), "loss_fn": getattr(self.loss_fn, "__name__", "custom"),
             "parameters": list(t.names), "frozen_params": self.frozen,
             "val_lca": self.val is not None, **o,
+            "world_size": world()[1], "backend": torch.distributed.get_backend()
+            if world()[1] > 1 else None,
         }
         device = next(model.parameters()).device
         software = {"lca_explorer": __version__, "python": platform.python_version(),
