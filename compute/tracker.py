@@ -20,12 +20,9 @@ change of θ since the last one (called twice) is ignored, optimizer steps misse
 and a cumulative residual over 1 % of the loss change are warned (:class:`LCAWarning`, once
 each) and recorded in the bundle's ``warnings``; a run whose ``step()`` was never called
 closes ``failed``.
-Resume (:mod:`compute.tracker_resume`): ``LCATracker(..., resume=True)`` and, once your loop
-has a checkpoint, ``lca.load_state_dict(ckpt["lca"])`` of the ``lca.state_dict()`` saved in it
-next to the model and optimizer; the bundle is continued from that iteration, equal bit for bit
-to an uninterrupted run. Under ``torchrun`` (the user's ``DistributedDataParallel`` model, the
-same fixed set on every rank) each rank evaluates its shard of the fixed set's chunks, one
-all-reduce sums them, and only rank 0 writes the bundle (:mod:`compute.distributed`).
+Resume with ``resume=True`` and ``lca.load_state_dict()`` of the ``lca.state_dict()`` your
+checkpoint holds (:mod:`compute.tracker_resume`); under ``torchrun`` the ranks share the fixed
+set's chunks and rank 0 writes (:mod:`compute.distributed`).
 """
 
 from __future__ import annotations
@@ -66,6 +63,7 @@ from compute.tracker_checks import (
     LCAWarning,
     ResidualWatch,
     StepWatch,
+    fixed_set,
     movable_names,
     moved_outside_theta,
     never_stepped,
@@ -77,27 +75,6 @@ from lcaviz.bundle.schema import RowSchedule, column_ranges, ranges_index
 from lcaviz.bundle.writer import BundleWriter, LayoutInfo
 
 COUNTERS_EVERY = 50  # steps between writes of the per-parameter counters (a live run's lag)
-
-
-def fixed_set(inputs, targets=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(x, y)`` of the fixed set whose loss is allocated, from tensors, a Dataset of
-    ``(x, y)`` items or a DataLoader of ``(x, y)`` batches (iterated once, in order)."""
-    if isinstance(inputs, torch.Tensor):
-        if targets is None:
-            raise ValueError("LCATracker: targets are needed with an inputs tensor")
-        return inputs, torch.as_tensor(targets)
-    if targets is not None:
-        raise ValueError("LCATracker: pass targets only with an inputs tensor (a Dataset or "
-                         "DataLoader yields (x, y) itself)")
-    xs, ys = [], []
-    batched = isinstance(inputs, torch.utils.data.DataLoader)
-    for item in inputs:
-        x, y = item[0], item[1]
-        xs.append(torch.as_tensor(x) if batched else torch.as_tensor(x)[None])
-        ys.append(torch.as_tensor(y).reshape(-1))
-    if not xs:
-        raise ValueError("LCATracker: the fixed set is empty")
-    return torch.cat(xs), torch.cat(ys)
 
 
 @dataclass
@@ -149,14 +126,11 @@ class LCATracker:
         tol, max_halvings: adaptive settings. chunk_size: examples per pass.
         overwrite: replace an existing ``out``.
         flush_seconds: the writer publishes new iterations at least this often.
-        resume: this run may continue ``out``: with a state loaded by :meth:`load_state_dict`
-            (your checkpoint's ``lca.state_dict()``) the bundle continues from its iteration;
-            without one (no checkpoint yet) an unfinished ``out`` is started again from 0. A
-            complete ``out`` is never replaced.
+        resume: continue ``out`` from the state given to :meth:`load_state_dict`; with none
+            (no checkpoint yet) an unfinished ``out`` starts again. Never a complete one.
 
-    Under ``torchrun``, pass the ``DistributedDataParallel`` model (or the network in it) and
-    the same fixed set on every rank: the ranks share the fixed set's chunks and rank 0 alone
-    writes ``out``.
+    Under ``torchrun``: the ``DistributedDataParallel`` model and the same fixed set on every
+    rank; the ranks share the fixed set's chunks and rank 0 alone writes ``out``.
     """
 
     def __init__(self, model: nn.Module, inputs, targets=None, *, out: str | Path,
@@ -203,27 +177,21 @@ class LCATracker:
 
     @property
     def iteration(self) -> int:
-        """Iterations allocated so far: where a resumed loop continues (``range(lca.iteration,
-        n_steps)``)."""
+        """Iterations allocated so far: where a resumed loop continues."""
         return self.t
 
     def state_dict(self) -> dict:
-        """What your checkpoint holds of the LCA run, next to the model's and optimizer's state
-        dicts (call it after ``lca.step()``; it flushes the bundle first, so the bundle always
-        holds the iterations the checkpoint counts). A few small tensors and θ's digest."""
+        """The LCA run's state for your checkpoint, beside the model's and optimizer's (after
+        ``lca.step()``; the bundle is flushed first, so it holds what the state counts)."""
         if self.writer is None:
             raise RuntimeError("LCATracker.state_dict() outside its with block")
         self.writer.flush()
         return resuming.tracker_state(self)
 
     def load_state_dict(self, state: dict) -> None:
-        """Continue the run from ``state`` (a checkpoint's ``lca.state_dict()``), before the
-        tracker starts and with the model (and optimizer) loaded from the same checkpoint.
-
-        Raises:
-            ValueError: ``state`` is not a tracker state; at start, a
-                :class:`~compute.config.ConfigError` if the bundle or the model do not match it.
-        """
+        """Continue from ``state`` (a checkpoint's ``lca.state_dict()``; load the model from the
+        same checkpoint). Raises ValueError for another dict; start() raises ConfigError where
+        the bundle or the model do not match it."""
         if self.writer is not None:
             raise RuntimeError("LCATracker.load_state_dict() after the tracker started")
         self._loaded, self.resume = resuming.checked_state(state), True

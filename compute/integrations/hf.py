@@ -199,8 +199,9 @@ class LCATrainerCallback(TrainerCallback):
         optimizer = getattr(optimizer, "optimizer", optimizer)  # accelerate wraps it
         wrapped = HFLogits(model, names).to(next(model.parameters()).device)
         self.tracker = LCATracker(wrapped, x, y, out=self.out, optimizer=optimizer, **kw)
-        saved = os.path.join(args.output_dir, f"checkpoint-{state.global_step}", STATE_FILE)
-        if state.global_step > 0 and os.path.exists(saved):  # resume_from_checkpoint
+        step = getattr(state, "global_step", 0)  # > 0: resume_from_checkpoint
+        saved = os.path.join(args.output_dir, f"checkpoint-{step}", STATE_FILE) if step else ""
+        if saved and os.path.exists(saved):
             self.tracker.load_state_dict(torch.load(saved, map_location="cpu",
                                                     weights_only=True))
         self.tracker.start()
