@@ -50,7 +50,6 @@ from compute.distributed import (
     NullWriter,
     is_main,
     raise_together,
-    same_on_all_ranks,
     unwrap_parallel,
     world,
 )
@@ -142,8 +141,7 @@ class LCATracker:
                  chunk_size: int = 1000, overwrite: bool = False, flush_seconds: float = 2.0,
                  resume: bool = False):
         if resume and overwrite:
-            raise ValueError("LCATracker: resume=True continues out=, overwrite=True replaces "
-                             "it; pass one of them")
+            raise ValueError("LCATracker: resume=True continues out=, overwrite=True replaces it")
         self.model, self.out = unwrap_parallel(model), Path(out)  # DDP: the network in it
         self.x, self.y = fixed_set(inputs, targets)
         self.val = fixed_set(val_inputs, val_targets) if val_inputs is not None else None
@@ -226,12 +224,7 @@ class LCATracker:
             cfg=cfg, val_lca=self._integrator(*self.val, names) if self.val else None)
         self.state = RunState(table.n_params, self.run.n_row_cols, device, self.val is not None)
         theta = flat_params(model, names)
-        if not same_on_all_ranks(theta):
-            raise RuntimeError("LCATracker: the ranks hold different parameters; train the "
-                               "model as DistributedDataParallel (it keeps them equal)")
-        loaded = self._loaded
-        if loaded is not None:
-            raise_together(resuming.check_model(loaded, list(table.names), theta), device)
+        resuming.check_ranks(self._loaded, list(table.names), theta)  # θ equal; θ_T if resumed
         e0 = self.integ.start(theta)
         v0 = self.run.val_lca.start(theta) if self.run.val_lca else None
         self.outside = outside_theta(model, self.integ.objective.model, names)
@@ -239,11 +232,8 @@ class LCATracker:
         self.watch = StepWatch(self.optimizer)  # removed when the bundle closes
         self.residual = ResidualWatch(residual_advice(f"method={o['method']!r}"),
                                       self.integ.objective.params[0].dtype)
-        if loaded is not None:  # θ_T's gradient was counted before the checkpoint
-            resuming.restore(self, loaded)
-            self.writer = NullWriter() if not is_main() else BundleWriter.reopen(
-                self.out, self.t, self.flush_seconds, resuming.running_total(loaded))
-            return
+        if self._loaded is not None:  # θ_T's gradient was counted before the checkpoint
+            return resuming.continue_bundle(self, self._loaded)
         count_gradient(self.state, e0.grad)
         self.writer = NullWriter() if not is_main() else BundleWriter.create(
             self.out, self._layout(), theta0=None, loss_train0=float(e0.loss),

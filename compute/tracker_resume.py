@@ -28,8 +28,9 @@ import torch
 
 from compute.checkpoint import check_out_path, process_alive
 from compute.config import ConfigError
-from compute.distributed import is_main
+from compute.distributed import NullWriter, is_main, raise_together, same_on_all_ranks
 from compute.tracker_checks import LCAWarning
+from lcaviz.bundle.writer import BundleWriter
 
 STATE_VERSION = 1
 _KEYS = ("T", "pid", "state", "running_total", "tracker")
@@ -138,6 +139,20 @@ def check_bundle(out: Path, state: dict, options: dict) -> None:
                           f"resumed run keeps the options out={out} was started with")
 
 
+def check_ranks(state: dict | None, names: list[str], theta: torch.Tensor) -> None:
+    """Every rank, at start (collectives): all ranks hold rank 0's θ, and a resumed model is
+    the one the state was saved with.
+
+    Raises:
+        RuntimeError: the ranks' θ differ. ConfigError: :func:`check_model` on any rank.
+    """
+    if not same_on_all_ranks(theta):
+        raise RuntimeError("LCATracker: the ranks hold different parameters; train the model "
+                           "as DistributedDataParallel (it keeps them equal)")
+    if state is not None:
+        raise_together(check_model(state, names, theta), theta.device)
+
+
 def check_model(state: dict, names: list[str], theta: torch.Tensor) -> ConfigError | None:
     """Every rank: the model being resumed is the one the state was saved with, at θ_T (the
     error, or None)."""
@@ -182,8 +197,9 @@ def restart_note(out: Path) -> str | None:
             "iteration 0")
 
 
-def restore(tracker, state: dict) -> None:
-    """Load the accumulators and the tracker's own record of the run from ``state``."""
+def continue_bundle(tracker, state: dict) -> None:
+    """Load the accumulators and the tracker's own record of the run from ``state`` and reopen
+    the bundle at its iteration (rank 0; the others get a :class:`NullWriter`)."""
     saved = state["tracker"]
     tracker.t = int(state["T"])
     tracker.state.load(state["state"])
@@ -192,11 +208,9 @@ def restore(tracker, state: dict) -> None:
     tracker._warned = dict(saved["warned"])
     tracker.residual.warned_at = saved["residual_warned_at"]
     tracker.residual.loss = float(saved["residual_loss"])
-
-
-def running_total(state: dict) -> np.ndarray | None:
     total = state.get("running_total")
-    return None if total is None else total.numpy()
+    tracker.writer = NullWriter() if not is_main() else BundleWriter.reopen(
+        tracker.out, tracker.t, tracker.flush_seconds, None if total is None else total.numpy())
 
 
 def _plain(value):

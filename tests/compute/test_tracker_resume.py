@@ -191,7 +191,7 @@ def test_other_options_or_a_foreign_state_are_refused(tmp_path):
     with pytest.raises(ValueError, match=r"not a state saved by LCATracker.state_dict\(\) "
                                          r"\(it holds model, optimizer"):
         lca.load_state_dict(ckpt)  # the whole checkpoint instead of its "lca" entry
-    with pytest.raises(ValueError, match="pass one of them"):
+    with pytest.raises(ValueError, match="resume=True continues out=, overwrite=True replaces"):
         _tracker(model, opt, x, y, out, resume=True, overwrite=True)
     with pytest.raises(RuntimeError, match="outside its with block"):
         _tracker(model, opt, x, y, tmp_path / "other.h5").state_dict()
