@@ -1,6 +1,7 @@
 """LCATracker in a user's own DistributedDataParallel loop under torchrun (2 gloo processes)
 equals the one-process run of the same loop to float64 rounding; rank 0 alone writes the bundle
-(issue 23 item 4)."""
+(issue 23 item 4); a crashed 2-process loop resumes from its own checkpoint to the same
+numbers (item 2 under item 4)."""
 
 import json
 import os
@@ -31,21 +32,29 @@ def _read(path: Path) -> tuple[dict, dict]:
                 {**f.attrs, "config": json.loads(f.attrs["config"])})
 
 
-def test_two_gloo_ranks_of_a_ddp_loop_equal_one_process(tmp_path):
+def _torchrun(*args) -> subprocess.CompletedProcess:
     torchrun = shutil.which("torchrun")
     if torchrun is None:
         pytest.fail("torchrun (installed with torch) is not on PATH")
-    for d in ("one", "two", "pids1", "pids2"):
+    return subprocess.run([torchrun, "--nproc-per-node=2", "--master-addr=127.0.0.1",
+                           f"--master-port={_free_port()}", str(LOOP), *map(str, args)],
+                          env=ENV, capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory) -> tuple[dict, dict]:
+    d = tmp_path_factory.mktemp("one")
+    subprocess.run([sys.executable, str(LOOP), str(d / "run.h5"), str(d)], env=ENV,
+                   check=True, timeout=300, capture_output=True)
+    return _read(d / "run.h5")
+
+
+def test_two_gloo_ranks_of_a_ddp_loop_equal_one_process(tmp_path, one_process):
+    for d in ("two", "pids2"):
         (tmp_path / d).mkdir()
-    subprocess.run([sys.executable, str(LOOP), str(tmp_path / "one/run.h5"),
-                    str(tmp_path / "pids1")], env=ENV, check=True, timeout=300,
-                   capture_output=True)
-    res = subprocess.run([torchrun, "--nproc-per-node=2", "--master-addr=127.0.0.1",
-                          f"--master-port={_free_port()}", str(LOOP),
-                          str(tmp_path / "two/run.h5"), str(tmp_path / "pids2")],
-                         env=ENV, capture_output=True, text=True, timeout=300)
+    res = _torchrun(tmp_path / "two/run.h5", tmp_path / "pids2")
     assert res.returncode == 0, res.stderr[-3000:]
-    one, one_attrs = _read(tmp_path / "one/run.h5")
+    one, one_attrs = one_process
     two, attrs = _read(tmp_path / "two/run.h5")
     # rank 0 wrote the bundle, rank 1 nothing (no other file next to it)
     assert sorted(os.listdir(tmp_path / "two")) == ["run.h5"]
@@ -54,6 +63,10 @@ def test_two_gloo_ranks_of_a_ddp_loop_equal_one_process(tmp_path):
     assert attrs["status"] == "complete"
     assert attrs["config"]["world_size"] == 2 and attrs["config"]["backend"] == "gloo"
     assert one_attrs["config"]["world_size"] == 1
+    _assert_close(two, attrs, one, one_attrs)
+
+
+def _assert_close(two: dict, attrs: dict, one: dict, one_attrs: dict) -> None:
     # float64 throughout; the shards' sum and DDP's mean of the two half-batch gradients only
     # reorder additions
     for k in FLOATS:
@@ -64,3 +77,16 @@ def test_two_gloo_ranks_of_a_ddp_loop_equal_one_process(tmp_path):
         np.testing.assert_array_equal(two[k], one[k], err_msg=k)
     for k in ("lca_cum_residual", "lca_cum_loss_change"):
         np.testing.assert_allclose(attrs[k], one_attrs[k], rtol=0, atol=1e-13, err_msg=k)
+
+
+def test_a_crashed_ddp_loop_resumes_from_its_checkpoint(tmp_path, one_process):
+    out, ckpt = tmp_path / "run.h5", tmp_path / "run.ckpt"
+    res = _torchrun(out, tmp_path, ckpt, 6)  # every rank exits after iteration 6
+    assert res.returncode != 0 and ckpt.exists()
+    with h5py.File(out, "r", swmr=True, locking=False) as f:
+        assert f.attrs["status"] == "running" and f["progress"][0] >= 4
+    res = _torchrun(out, tmp_path, ckpt)  # both ranks load the checkpoint of iteration 4
+    assert res.returncode == 0, res.stderr[-3000:]
+    two, attrs = _read(out)
+    assert attrs["status"] == "complete" and two["lca_layer"].shape[0] == 8
+    _assert_close(two, attrs, *one_process)
