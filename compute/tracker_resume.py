@@ -10,8 +10,11 @@ a digest of θ_T, the warnings given so far and the residual watch). A restart l
 after the checkpoint is dropped and allocated again, so the finished bundle equals an
 uninterrupted run bit for bit.
 
-Everything here refuses, with both sides' numbers, a checkpoint and a bundle that do not belong
-together (:func:`check_bundle`, :func:`check_model`), and never replaces a complete bundle.
+A checkpoint and a bundle that do not belong together are refused before anything is touched
+(:func:`check_bundle`: a bundle with fewer iterations than the checkpoint, naming both; other
+parameters or options), and so is a model that is not θ_T (:func:`check_model`: the state keeps
+θ_T's SHA-256, 0.16 s for 10 M float32 parameters on one CPU core). A complete bundle is never
+resumed or replaced.
 """
 
 from __future__ import annotations
