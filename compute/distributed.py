@@ -5,6 +5,11 @@ flags). Every rank holds the same θ and takes the same optimizer steps (the min
 pure function of the seed); each rank evaluates the loss and gradient on its share of the fixed
 chunk partition (chunk k goes to rank k mod N) and an all-reduce sums the shards, per-class
 gradients included. Only rank 0 writes the bundle and checkpoints. NCCL on GPUs, gloo on CPUs.
+
+:class:`~compute.tracker.LCATracker` shards the same way in the user's own loop under torchrun
+(the user's ``DistributedDataParallel`` keeps θ equal on every rank; :func:`unwrap_parallel`
+gives the network inside it, :func:`same_on_all_ranks` checks θ, :func:`raise_together` turns
+one rank's refusal into an error on every rank instead of a hang in the next all-reduce).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from datetime import timedelta
 
 import torch
 import torch.distributed as dist
+from torch import nn
 
 TIMEOUT_S = float(os.environ.get("LCA_DIST_TIMEOUT", "600"))
 
@@ -61,3 +67,51 @@ def broadcast_(t: torch.Tensor) -> None:
 def shutdown() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+class NullWriter:
+    """Stands in for the bundle writer on ranks other than 0."""
+
+    path = None
+
+    def __getattr__(self, name):
+        return lambda *args, **kwargs: None
+
+
+def unwrap_parallel(model: nn.Module) -> nn.Module:
+    """The network inside ``DistributedDataParallel`` / ``DataParallel`` wrappers: the same
+    parameter tensors, named without the wrappers' ``module.`` prefix, and a module that can be
+    deep-copied (a DDP wrapper holds its process group and reducer)."""
+    while isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+        model = model.module
+    return model
+
+
+def raise_together(error: BaseException | None, device: torch.device | str) -> None:
+    """Raise ``error`` on its rank and an error naming that rank on every other one (a
+    collective: every rank calls it at the same point; without it a refusal on rank 0 would
+    leave the others waiting in their next all-reduce until the timeout)."""
+    rank, size = world()
+    if size > 1:
+        failed = torch.zeros(size, dtype=torch.float64, device=device)
+        failed[rank] = float(error is not None)
+        dist.all_reduce(failed)
+        bad = [r for r in range(size) if failed[r] > 0]
+        if error is None and bad:
+            raise RuntimeError(f"stopped because rank {bad[0]} failed (its error is in its "
+                               "output)")
+    if error is not None:
+        raise error
+
+
+def same_on_all_ranks(theta: torch.Tensor) -> bool:
+    """Whether every rank holds the same flat θ as rank 0 (a collective; True in one
+    process)."""
+    if world()[1] == 1:
+        return True
+    reference = theta.clone()
+    dist.broadcast(reference, src=0)
+    differs = torch.tensor([float(not torch.equal(reference, theta))], dtype=torch.float64,
+                           device=theta.device)
+    dist.all_reduce(differs)
+    return not bool(differs.item())

@@ -20,14 +20,15 @@ change of θ since the last one (called twice) is ignored, optimizer steps misse
 and a cumulative residual over 1 % of the loss change are warned (:class:`LCAWarning`, once
 each) and recorded in the bundle's ``warnings``; a run whose ``step()`` was never called
 closes ``failed``.
-A tracked run cannot be resumed (``lca-run --resume`` needs the training loop it owns).
+Resume with ``resume=True`` and ``lca.load_state_dict()`` of the ``lca.state_dict()`` your
+checkpoint holds (:mod:`compute.tracker_resume`); under ``torchrun`` the ranks share the fixed
+set's chunks and rank 0 writes (:mod:`compute.distributed`).
 """
 
 from __future__ import annotations
 
 import json
 import math
-import platform
 import sys
 import time
 import warnings
@@ -35,25 +36,31 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 
-import h5py
 import numpy as np
 import torch
 from torch import nn
 
-from compute import __version__
+from compute import tracker_resume as resuming
 from compute.approx import RunFailed
-from compute.checkpoint import RunState, check_out_path
+from compute.checkpoint import RunState
 from compute.context import engine_context
+from compute.distributed import (
+    NullWriter,
+    is_main,
+    raise_together,
+    unwrap_parallel,
+)
 from compute.groups import attach_groups, build_groups
 from compute.lca import LCAIntegrator, LCAStep
 from compute.objective import FullDatasetObjective, LossFn, per_example_cross_entropy
 from compute.oscillation import count_gradient
-from compute.params import flat_params, layer_list, network_name, param_table, unwrap
+from compute.params import flat_params, layer_list, param_table, unwrap
 from compute.record import closing_attrs, host, record, write_counters
 from compute.tracker_checks import (
     LCAWarning,
     ResidualWatch,
     StepWatch,
+    fixed_set,
     movable_names,
     moved_outside_theta,
     never_stepped,
@@ -61,33 +68,13 @@ from compute.tracker_checks import (
     residual_advice,
     unfrozen_message,
 )
+from compute.tracker_layout import tracker_layout
 from lcaviz.bundle.schema import RowSchedule, column_ranges, ranges_index
 from lcaviz.bundle.size import size_note
 from lcaviz.bundle.writer import BundleWriter, LayoutInfo
 from lcaviz.export.live import TensorBoardMirror, open_live
 
 COUNTERS_EVERY = 50  # steps between writes of the per-parameter counters (a live run's lag)
-
-
-def fixed_set(inputs, targets=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(x, y)`` of the fixed set whose loss is allocated, from tensors, a Dataset of
-    ``(x, y)`` items or a DataLoader of ``(x, y)`` batches (iterated once, in order)."""
-    if isinstance(inputs, torch.Tensor):
-        if targets is None:
-            raise ValueError("LCATracker: targets are needed with an inputs tensor")
-        return inputs, torch.as_tensor(targets)
-    if targets is not None:
-        raise ValueError("LCATracker: pass targets only with an inputs tensor (a Dataset or "
-                         "DataLoader yields (x, y) itself)")
-    xs, ys = [], []
-    batched = isinstance(inputs, torch.utils.data.DataLoader)
-    for item in inputs:
-        x, y = item[0], item[1]
-        xs.append(torch.as_tensor(x) if batched else torch.as_tensor(x)[None])
-        ys.append(torch.as_tensor(y).reshape(-1))
-    if not xs:
-        raise ValueError("LCATracker: the fixed set is empty")
-    return torch.cat(xs), torch.cat(ys)
 
 
 @dataclass
@@ -149,6 +136,11 @@ class LCATracker:
             What no group covers gets one group per layer. None: no groups.
         tensorboard: also write TensorBoard events live, to ``tensorboard/<out's name>/``
             (the tags of ``lcaviz export tensorboard``; needs the tensorboard package).
+        resume: continue ``out`` from the state given to :meth:`load_state_dict`; with none
+            (no checkpoint yet) an unfinished ``out`` starts again. Never a complete one.
+
+    Under ``torchrun``: the ``DistributedDataParallel`` model and the same fixed set on every
+    rank; the ranks share the fixed set's chunks and rank 0 alone writes ``out``.
     """
 
     def __init__(self, model: nn.Module, inputs, targets=None, *, out: str | Path,
@@ -158,8 +150,13 @@ class LCATracker:
                  lca_compression: str = "none", optimizer: torch.optim.Optimizer | None = None,
                  val_inputs=None, val_targets=None, tol: float = 1e-3, max_halvings: int = 8,
                  chunk_size: int = 1000, overwrite: bool = False, flush_seconds: float = 2.0,
-                 groups=None, tensorboard: str | Path | None = None):
-        self.model, self.out = model, Path(out)
+                 groups=None, tensorboard: str | Path | None = None, resume: bool = False):
+        if resume and overwrite:
+            raise ValueError("LCATracker: resume=True continues out=, overwrite=True replaces it")
+        if resume and tensorboard:
+            raise ValueError("LCATracker: tensorboard= cannot follow a resumed run yet; export "
+                             "the finished bundle with `lcaviz export tensorboard` instead")
+        self.model, self.out = unwrap_parallel(model), Path(out)  # DDP: the network in it
         self.x, self.y = fixed_set(inputs, targets)
         self.val = fixed_set(val_inputs, val_targets) if val_inputs is not None else None
         self.loss_fn = loss_fn or per_example_cross_entropy
@@ -173,7 +170,8 @@ class LCATracker:
                             max_halvings=max_halvings, chunk_size=chunk_size)
         self.optimizer, self.overwrite, self.flush_seconds = optimizer, overwrite, flush_seconds
         self.groups = groups
-        self.writer: BundleWriter | None = None
+        self.writer: BundleWriter | NullWriter | None = None  # NullWriter on ranks other than 0
+        self.resume, self._loaded = resume, None  # the state load_state_dict() was given
         self.t = 0
         self.notes: list[str] = []  # warnings recorded in the bundle at close
         self._warned: dict[str, int] = {}  # warning kind -> iteration it was first given at
@@ -191,12 +189,36 @@ class LCATracker:
             self.fail(f"{exc_type.__name__}: {exc}")
         return False  # never swallow the exception
 
+    @property
+    def iteration(self) -> int:
+        """Iterations allocated so far: where a resumed loop continues."""
+        return self.t
+
+    def state_dict(self) -> dict:
+        """The LCA run's state for your checkpoint, beside the model's and optimizer's (after
+        ``lca.step()``; the bundle is flushed first, so it holds what the state counts)."""
+        if self.writer is None:
+            raise RuntimeError("LCATracker.state_dict() outside its with block")
+        self.writer.flush()
+        return resuming.tracker_state(self)
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from ``state`` (a checkpoint's ``lca.state_dict()``; load the model from the
+        same checkpoint). Raises ValueError for another dict; start() raises ConfigError where
+        the bundle or the model do not match it."""
+        if self.writer is not None:
+            raise RuntimeError("LCATracker.load_state_dict() after the tracker started")
+        self._loaded, self.resume = resuming.checked_state(state), True
+
     def start(self) -> None:
-        """Snapshot θ_0, evaluate the fixed set's loss and gradient there, create the bundle."""
-        check_out_path(self.out, self.overwrite, api=True)
-        # existing TensorBoard events fail here, before the bundle is created
-        self._live = open_live(self.tensorboard, self.out.stem) if self.tensorboard else None
+        """Snapshot θ_0, evaluate the fixed set's loss and gradient there, create the bundle
+        (or, resuming, continue it at the loaded state's iteration)."""
         self.device = next(self.model.parameters()).device
+        # only rank 0 touches the bundle; the others learn of its refusal
+        raise_together(resuming.check_out(self) if is_main() else None, self.device)
+        # existing TensorBoard events fail here, before the bundle is created
+        self._live = (open_live(self.tensorboard, self.out.stem)
+                      if self.tensorboard and is_main() else None)
         with engine_context(self.device):
             self._start()
 
@@ -223,21 +245,27 @@ class LCATracker:
         attach_groups(self.run, groups, device)
         self.state = RunState(table.n_params, self.run.n_row_cols, device, self.val is not None)
         theta = flat_params(model, names)
+        resuming.check_ranks(self._loaded, list(table.names), theta)  # θ equal; θ_T if resumed
         e0 = self.integ.start(theta)
         v0 = self.run.val_lca.start(theta) if self.run.val_lca else None
-        count_gradient(self.state, e0.grad)
         self.outside = outside_theta(model, self.integ.objective.model, names)
         self.loss0 = float(e0.loss)
+        self.watch = StepWatch(self.optimizer)  # removed when the bundle closes
+        self.residual = ResidualWatch(residual_advice(f"method={o['method']!r}"),
+                                      self.integ.objective.params[0].dtype)
+        if self._loaded is not None:  # θ_T's gradient was counted before the checkpoint
+            return resuming.continue_bundle(self, self._loaded)
+        count_gradient(self.state, e0.grad)
+        if not is_main():
+            self.writer = NullWriter()
+            return
+        print(size_note(self._layout()), file=sys.stderr)  # issue 22.8: a size one can plan
         self.writer = BundleWriter.create(
             self.out, self._layout(), theta0=None, loss_train0=float(e0.loss),
             acc_train0=int(e0.correct) / len(self.run.y),
             loss_val0=float(v0.loss) if v0 else None,
             acc_val0=int(v0.correct) / len(self.run.val_lca.objective.y) if v0 else None,
             flush_seconds=self.flush_seconds)
-        print(size_note(self._layout()), file=sys.stderr)  # issue 22.8: a size one can plan
-        self.watch = StepWatch(self.optimizer)  # removed when the bundle closes
-        self.residual = ResidualWatch(residual_advice(f"method={o['method']!r}"),
-                                      self.integ.objective.params[0].dtype)
         if self._live is not None:  # the same records, also as TensorBoard events
             self.writer = TensorBoardMirror(self.writer, self._live, self._layout(),
                                             loss_train0=float(e0.loss),
@@ -343,7 +371,8 @@ class LCATracker:
         if kind in self._warned:
             return
         self._warned[kind] = self.t
-        warnings.warn(message, LCAWarning, stacklevel=4)
+        if is_main():  # once per run, not once per rank
+            warnings.warn(message, LCAWarning, stacklevel=4)
         if record:
             self.notes.append(message)
 
@@ -362,35 +391,4 @@ class LCATracker:
         return LCAIntegrator(obj, o["method"], tol=o["tol"], max_halvings=o["max_halvings"])
 
     def _layout(self) -> LayoutInfo:
-        t, o, model = self.run.table, self.options, self.model
-        opt = self.optimizer
-        groups = [{k: v for k, v in g.items() if k != "params" and _jsonable(v)}
-                  for g in opt.param_groups] if opt is not None else None
-        config = {
-            "source": "LCATracker", "net": network_name(model), "dataset": "fixed set",
-            "optimizer": type(opt).__name__ if opt is not None else "unknown",
-            "optimizer_groups": groups, "lr": groups[0].get("lr") if groups else None,
-            "n_examples": len(self.x), "loss_fn": getattr(self.loss_fn, "__name__", "custom"),
-            "parameters": list(t.names), "frozen_params": self.frozen,
-            "val_lca": self.val is not None, **o,
-            "groups": None if self.groups is None else (
-                self.groups if isinstance(self.groups, str)
-                else getattr(self.groups, "__name__", type(self.groups).__name__)),
-        }
-        device = next(model.parameters()).device
-        software = {"lca_explorer": __version__, "python": platform.python_version(),
-                    "torch": torch.__version__, "numpy": np.__version__,
-                    "h5py": h5py.__version__}
-        return LayoutInfo(
-            t.names, t.shapes, t.offsets, t.layer, t.module_type, t.layer_names,
-            [str(c) for c in range(self.n_classes)], config, o["method"],
-            per_class=o["per_class"], val_lca=self.val is not None,
-            device_name=str(device), software=software, row_schedule=self.run.schedule.spec,
-            row_columns=self.run.row_ranges, lca_storage=o["lca_storage"],
-            compression=o["lca_compression"], max_halvings_flags=o["method"] == "adaptive",
-            oscillation_counters=True, groups=self.run.groups)
-
-
-def _jsonable(v) -> bool:
-    return isinstance(v, (int, float, str, bool, type(None))) or (
-        isinstance(v, (list, tuple)) and all(isinstance(x, (int, float)) for x in v))
+        return tracker_layout(self)

@@ -7,6 +7,8 @@
   grad when the tracker started) but have changed since: unfrozen during training.
 * :func:`residual_excess` is the paper's conservation criterion: the cumulative residual
   should stay under 1 % of the cumulative loss change.
+* :func:`fixed_set` reads the fixed set (tensors, a Dataset or a DataLoader) or says what is
+  wrong with it.
 """
 
 from __future__ import annotations
@@ -155,3 +157,24 @@ def movable_names(model: nn.Module, optimizer: torch.optim.Optimizer | None) -> 
     held = ({id(p) for g in optimizer.param_groups for p in g["params"]}
             if optimizer is not None else set())
     return [n for n, p in model.named_parameters() if p.requires_grad or id(p) in held]
+
+
+def fixed_set(inputs, targets=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(x, y)`` of the fixed set whose loss is allocated, from tensors, a Dataset of
+    ``(x, y)`` items or a DataLoader of ``(x, y)`` batches (iterated once, in order)."""
+    if isinstance(inputs, torch.Tensor):
+        if targets is None:
+            raise ValueError("LCATracker: targets are needed with an inputs tensor")
+        return inputs, torch.as_tensor(targets)
+    if targets is not None:
+        raise ValueError("LCATracker: pass targets only with an inputs tensor (a Dataset or "
+                         "DataLoader yields (x, y) itself)")
+    xs, ys = [], []
+    batched = isinstance(inputs, torch.utils.data.DataLoader)
+    for item in inputs:
+        x, y = item[0], item[1]
+        xs.append(torch.as_tensor(x) if batched else torch.as_tensor(x)[None])
+        ys.append(torch.as_tensor(y).reshape(-1))
+    if not xs:
+        raise ValueError("LCATracker: the fixed set is empty")
+    return torch.cat(xs), torch.cat(ys)

@@ -30,7 +30,7 @@ from compute.checkpoint import (
 )
 from compute.config import ConfigError, RunConfig, check_memory_format
 from compute.data import TensorDataset, load_splits
-from compute.distributed import is_main, world
+from compute.distributed import NullWriter, is_main, world
 from compute.groups import attach_groups, component_groups
 from compute.lca import LCAIntegrator
 from compute.models import build_model
@@ -159,15 +159,6 @@ def _layout(run: Run, cfg: RunConfig, check: dict | None = None) -> LayoutInfo:
                       loss_change=cfg.lca_data_resample,
                       allocated_loss=run.approx_info["allocated_loss"], groups=run.groups,
                       counterfactual_every=cfg.counterfactual_every)
-
-
-class NullWriter:
-    """Stands in for the bundle writer on ranks other than 0."""
-
-    path = None
-
-    def __getattr__(self, name):
-        return lambda *args, **kwargs: None
 
 
 def run_lca(cfg: RunConfig | None, out: str | Path, *, resume: bool = False,

@@ -24,11 +24,17 @@ transformers 5.24's ``Trainer`` divides a ``GPT2LMHeadModel``'s token-loss sum b
 unshifted labels (its ``loss_type`` is None): 0.84 of the model's own loss on 3-8-token
 sequences. The ``Trainer`` has no hook for an exception in ``train()``: the bundle then stays
 ``running``, as a killed ``lca-run`` does, with every iteration up to the last flush readable.
+
+Resume: every checkpoint the trainer saves gets the tracker's state (``lca_tracker.pt`` in
+``checkpoint-N/``), and ``trainer.train(resume_from_checkpoint=...)`` continues the bundle from
+it (a ``checkpoint-N`` without one resumes training only: the tracker then refuses the
+unfinished bundle unless ``resume=True`` starts it again). Under ``torchrun`` rank 0 writes.
 """
 
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -44,6 +50,7 @@ except ImportError as e:
 
 from compute.tracker import LCATracker
 
+STATE_FILE = "lca_tracker.pt"  # the tracker's state in each checkpoint-N folder
 IGNORE = -100  # the label Hugging Face losses skip (padding, unmasked MLM tokens)
 _CAUSAL_SUFFIXES = ("ForCausalLM", "LMHeadModel")  # GPT2LMHeadModel, LlamaForCausalLM, ...
 
@@ -192,6 +199,11 @@ class LCATrainerCallback(TrainerCallback):
         optimizer = getattr(optimizer, "optimizer", optimizer)  # accelerate wraps it
         wrapped = HFLogits(model, names).to(next(model.parameters()).device)
         self.tracker = LCATracker(wrapped, x, y, out=self.out, optimizer=optimizer, **kw)
+        step = getattr(state, "global_step", 0)  # > 0: resume_from_checkpoint
+        saved = os.path.join(args.output_dir, f"checkpoint-{step}", STATE_FILE) if step else ""
+        if saved and os.path.exists(saved):
+            self.tracker.load_state_dict(torch.load(saved, map_location="cpu",
+                                                    weights_only=True))
         self.tracker.start()
 
     # The step's LCA is taken when the trainer logs it (on_log follows on_step_end with θ
@@ -206,6 +218,17 @@ class LCATrainerCallback(TrainerCallback):
 
     def on_step_begin(self, args, state, control, **kwargs):
         self._flush()
+
+    def on_save(self, args, state, control, **kwargs):
+        """After the trainer wrote ``checkpoint-N``: the tracker's state at step N beside it."""
+        self._flush()  # the step just taken, if its log has not come (as the next step would)
+        if self.tracker is not None:
+            lca_state = self.tracker.state_dict()
+            if state.is_world_process_zero:
+                folder = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
+                tmp = os.path.join(folder, STATE_FILE + ".tmp")
+                torch.save(lca_state, tmp)
+                os.replace(tmp, os.path.join(folder, STATE_FILE))
 
     def on_train_end(self, args, state, control, **kwargs):
         self._flush()

@@ -9,6 +9,11 @@
 The allocated loss is the fixed set's, evaluated with ``model`` (default: the LightningModule
 itself, whose ``forward`` must map inputs to the outputs the loss takes, e.g. logits). One LCA
 step per optimizer step (gradient accumulation and skipped steps follow ``global_step``).
+
+Resume: the callback's state (``LCATracker.state_dict()``) is saved in every Lightning
+checkpoint, so ``trainer.fit(module, loader, ckpt_path=...)`` continues the bundle from that
+checkpoint's step (the restored model must be the one of that step; a checkpoint taken mid-epoch
+replays the data only if your loader does). Under the DDP strategy rank 0 alone writes.
 """
 
 from __future__ import annotations
@@ -46,12 +51,24 @@ class LCACallback(Callback):
         self.model, self.kwargs = model, tracker
         self.tracker: LCATracker | None = None
         self._step = 0
+        self._resume_from: dict | None = None  # the tracker state of the checkpoint resumed
+
+    def state_dict(self) -> dict:
+        """Saved in Lightning's checkpoints: the running tracker's state (empty when none)."""
+        return {"lca": self.tracker.state_dict()} if self.tracker is not None else {}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Lightning restores the checkpoint's state before ``on_fit_start``."""
+        self._resume_from = state_dict.get("lca")
 
     def on_fit_start(self, trainer, pl_module) -> None:
         opts = trainer.optimizers
         self.tracker = LCATracker(self.model or pl_module, self.inputs, self.targets,
                                   out=self.out, optimizer=opts[0] if opts else None,
                                   **self.kwargs)
+        if self._resume_from is not None:
+            self.tracker.load_state_dict(self._resume_from)
+            self._resume_from = None
         self.tracker.start()
         self._step = trainer.global_step
 
