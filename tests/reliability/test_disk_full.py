@@ -32,8 +32,21 @@ def _read(path) -> dict:
     return out
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Every run here on one intra-op thread, as the lca-run subprocesses (OMP_NUM_THREADS=1):
+    float32 sums split over another number of threads differ in the last bits, and a resume is
+    compared with an uninterrupted run made in this process."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory):
+def reference(tmp_path_factory, _one_thread):
     out = tmp_path_factory.mktemp("ref") / "ref.h5"
     run_lca(RunConfig(**SETTINGS), out, progress=False)
     return _read(out)
