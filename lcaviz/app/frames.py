@@ -50,7 +50,7 @@ def stream_descriptor(state: AppState, run_id: str, layer: int, mode: str, windo
     plan = plan_items(b, layer, resolution, zoom)
     n_cells = int(sum(p["ny"] * p["nx"] for p in plan))
     zmax = None
-    if range_mode == "fixed" and b.n_rows:
+    if range_mode == "fixed" and b.n_rows and b.has_rows(layer):  # else: no frames to range
         zmax = fixed_limit(state, key, b, layer, plan, layer_tensors(b, layer), mode, window)
     region = ",".join(str(int(v)) for v in zoom) if zoom else ""
     query = (f"run={_quote(run_id)}&layer={layer}&mode={mode}&window={window}"

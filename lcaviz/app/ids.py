@@ -17,6 +17,7 @@ RUNS_LOCATION = "runs-location"
 RUNS_FILTER = "runs-filter"  # text box: rows containing every word
 RUNS_FILTER_HINT = "runs-filter-hint"
 RUNS_DATA = "runs-data"  # dcc.Store: every row, before the filter
+RUNS_SELECTED = "runs-selected"  # dcc.Store: ticked run ids (survive filter, sort, rescan)
 
 # -- run page ----------------------------------------------------------------------------
 RUN_ID = "run-id"  # dcc.Store with the (validated) run id
@@ -90,6 +91,8 @@ CMP_STREAMS = "cmp-streams"  # dcc.Store: one player stream per run
 CMP_FRAME = "cmp-frame"  # dcc.Store the player writes: {index, position, axis, ...}
 CMP_LAYER = "cmp-layer"
 CMP_MODE = "cmp-mode"
+CMP_SCALE = "cmp-scale"  # shared | own: one colour range for every run, or each its own
+CMP_NORM = "cmp-norm"  # per_it | sum: window rows divided by their length, or as stored
 CMP_HEATMAPS = "cmp-heatmaps"
 CMP_LOSS = "cmp-loss"
 CMP_LAYER_TOTALS = "cmp-layer-totals"

@@ -162,12 +162,15 @@ def make_plan(tensors: list[Tensor], *, full_resolution: bool, region) -> list[d
 
 
 def fixed_limit(state: AppState, key: tuple, b, layer: int, plan: list[dict],
-                tensors: list[Tensor], mode: str, window: int) -> float:
+                tensors: list[Tensor], mode: str, window: int,
+                per_iteration: bool = False) -> float:
     """Colour limit fixed over the run: high percentile of |shown values| over sampled frames.
 
     Sampling the frames as they are drawn (same block sums, same mode) keeps the limit
-    meaningful for block sums and cumulative totals alike.
+    meaningful for block sums and cumulative totals alike; ``per_iteration`` (row mode) divides
+    each row by the iterations it sums, as the compare page draws window rows.
     """
+    per_iteration = bool(per_iteration) and mode == "row"
     sig = tuple((p["name"], p["r0"], p["c0"], p["nrows"], p["ncols"], p["by"], p["bx"])
                 for p in plan)
 
@@ -179,12 +182,15 @@ def fixed_limit(state: AppState, key: tuple, b, layer: int, plan: list[dict],
         shown = []
         for r in rows:
             vals = _layer_values(b, layer, int(r), mode, window)
+            if per_iteration:
+                a, e = b.iteration_of_row(int(r))
+                vals = np.asarray(vals, np.float64) / max(e - a, 1)
             for p, f in zip(plan, split_frames(tensors, plan, vals, None), strict=True):
                 z = panel_values(p, f.values).ravel()
                 shown.append(z[:: max(1, z.size // 50_000)])
         return symmetric_limit(np.concatenate(shown), 99.5)
 
-    return state.cached(("limit", key, layer, sig, mode, int(window)), compute)
+    return state.cached(("limit", key, layer, sig, mode, int(window), per_iteration), compute)
 
 
 def param_label(tensor: str, index) -> str:

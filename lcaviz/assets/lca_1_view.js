@@ -150,7 +150,9 @@
       self.inflight.delete(r0);
       if (self.stream === stream) for (var q = r0; q < r1; q++) self.pending.delete(q);
     };
-    var url = stream.url + '&r0=' + r0 + '&r1=' + r1 + (stream.range_mode === 'frame' ? '&pct=1' : '');
+    // every frame carries its own colour range, whatever the range mode: the cache key has no
+    // range mode, so frames fetched for "fixed over run" serve "per frame" unchanged
+    var url = stream.url + '&r0=' + r0 + '&r1=' + r1 + '&pct=1';
     fetch(url, {signal: ctl.signal}).then(function (resp) {
       if (!resp.ok) return resp.text().then(function (t) { throw new Error(t); });
       return resp.arrayBuffer();
@@ -196,10 +198,21 @@
     }
     return true;
   };
+  // the colour range in the units drawn (per iteration where the stream asks for it)
   View.prototype.zmax = function () {
     var z = this.stream.zmax;
-    if (this.stream.range_mode === 'frame' || !(z > 0)) z = this.frame && this.frame.zmax;
+    if (this.stream.range_mode === 'frame' || !(z > 0)) {
+      z = this.frame && this.frame.zmax ? this.frame.zmax / this.divisor(this.shown) : 0;
+    }
     return z > 0 ? z : 1;
+  };
+  // what row r is divided by when drawn: its length in iterations for a per-iteration stream
+  // (compare: a window row beside per-iteration rows), else 1
+  View.prototype.divisor = function (r) {
+    var s = this.stream;
+    if (!s || !s.per_iteration || s.mode !== 'row' || !(r >= 0) || !s.starts) return 1;
+    var w = this.window(r);
+    return Math.max(w[1] - w[0], 1);
   };
   // the host holds the canvas (pixels) and, on top, a transparent Plotly figure (axes)
   View.prototype.dom = function () {
@@ -248,7 +261,9 @@
     if (!window.Plotly) { clearTimeout(this.axesTimer); this.axesTimer = setTimeout(function () { self.plotAxes(); }, 50); return; }
     var fig = stream.figure, ax = d.axes;
     window.Plotly.react(ax, fig.data, fig.layout, {displaylogo: false, responsive: true,
-      displayModeBar: 'hover', modeBarButtonsToRemove: ['lasso2d', 'select2d', 'toImage']
+      displayModeBar: 'hover', showSendToCloud: false, showEditInChartStudio: false,
+      // no "Share chart…" (an upload to Plotly Cloud) and no camera: the card exports do that
+      modeBarButtonsToRemove: ['lasso2d', 'select2d', 'toImage', 'sendChartToCloud', 'editInChartStudio']
     }).then(function () {
       if (self.stream !== stream) return;
       ax.__lcaKey = stream.key;
@@ -278,7 +293,8 @@
     ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
     ctx.clearRect(0, 0, w, h);
     ctx.imageSmoothingEnabled = false;
-    var zmax = this.zmax(), scale = 127.5 / zmax, vals = this.frame.values, pos = 0;
+    var zmax = this.zmax(), scale = 127.5 / (zmax * this.divisor(this.shown));
+    var vals = this.frame.values, pos = 0;
     var items = this.stream.items;
     for (var k = 0; k < items.length; k++) {
       var it = items[k], ny = it.ny, nx = it.nx, n = ny * nx;
@@ -329,7 +345,9 @@
       ctx.fillText(fmt(f * zmax), x + wid + 5, yy);
     });
     ctx.textBaseline = 'top';
-    ctx.fillText('LCA', x - 2, y + hgt + 6);
+    // what the colours are: per iteration or as stored, and whose range (compare says)
+    ctx.fillText(this.stream.per_iteration ? 'LCA / it.' : 'LCA', x - 2, y + hgt + 6);
+    if (this.stream.scale_note) ctx.fillText(this.stream.scale_note, x - 2, y + hgt + 19);
   };
   // the parameter under the pointer: plan item, full-resolution pixel and value
   View.prototype.hit = function (ev) {
@@ -360,6 +378,9 @@
     if (shape.length === 1) return [pcol];
     if (shape.length === 4) {
       return [Math.floor(prow / shape[2]), Math.floor(pcol / shape[3]), prow % shape[2], pcol % shape[3]];
+    }
+    if (shape.length === 3) {  // a row of blocks, one per slice of axis 0 (layout2d)
+      return [Math.floor(pcol / shape[2]), prow, pcol % shape[2]];
     }
     var rest = shape.slice(1), idx = [], c = pcol;
     for (var i = rest.length - 1; i >= 0; i--) { idx.unshift(c % rest[i]); c = Math.floor(c / rest[i]); }

@@ -34,11 +34,30 @@
     var v = p.views[0], title = document.getElementById('run-heatmap-title');
     var info = document.getElementById('run-heatmap-info');
     if (!v || !v.stream) return;
-    if (title) title.textContent = v.stream.layer_name + ' — ' + ({row: 'LCA', cumulative: 'cumulative LCA', window: 'window sum of LCA'}[v.stream.mode]) + ', ' + p.label().split(' · ')[0];
+    var s = v.stream;
+    if (s.error) {  // the run cannot be read: the card says why, nothing here is current
+      if (title) title.textContent = '';
+      if (info) info.textContent = '';
+      return;
+    }
+    if (!s.has_rows) {  // a layer stored without per-parameter rows: say so plainly
+      if (title) title.textContent = s.layer_name + ' — per-layer LCA only';
+      if (info) info.textContent = s.note || '';
+      return;
+    }
+    // the mode's own words once ("cumulative LCA, iterations 0–9", not "…, cumulative, …")
+    var what = p.label().split(' · ')[0].replace(/^(cumulative|window sum), /, '');
+    var part = s.group ? ' · ' + s.group_label : '';
+    if (title) title.textContent = s.layer_name + part + ' — ' + ({row: 'LCA', cumulative: 'cumulative LCA', window: 'window sum of LCA'}[s.mode]) + ', ' + what;
+    if (info && !v.frame) info.textContent = '';
     if (info && v.frame) {
       var blocks = v.stream.items.filter(function (it) { return it.by !== 1 || it.bx !== 1; });
-      info.textContent = intFmt(v.stream.layer_size) + ' parameters · layer LCA ' + fmt(v.frame.total) +
-        ' · colour range ±' + fmt(v.zmax()) + ' (' + (v.stream.range_mode === 'frame' || !(v.stream.zmax > 0) ? 'this frame' : 'fixed over run') + ')' +
+      var total = s.group && s.group_totals ? s.group_totals[v.shown] : v.frame.total;
+      var size = s.group ? intFmt(s.group_size) + ' parameters in ' + s.group_label + ' (of ' +
+        intFmt(s.layer_size) + ' in the layer) · ' + s.group_label + ' LCA ' :
+        intFmt(s.layer_size) + ' parameters · layer LCA ';
+      info.textContent = size + fmt(total) +
+        ' · colour range ±' + fmt(v.zmax()) + ' (' + (v.stream.range_mode === 'frame' || !(v.stream.zmax > 0) ? 'this frame' : 'fixed over run') + ', 99.5th percentile of |LCA|)' +
         (blocks.length ? ' · block sums ' + blocks.map(function (it) { return it.by + '×' + it.bx; }).join(', ') +
          ': each cell is the exact sum of its block; zoom in (drag a box) or choose full resolution for single parameters' : '');
     }
@@ -74,8 +93,10 @@
       var el = document.getElementById('cmp-heat-' + k + '-title');
       if (!el || !v.stream) return;
       var sp = viewSpan(p, v, k, rows);
-      el.textContent = v.stream.error ? '' : v.stream.layer_name + ' — ' +
-        (v.stream.mode === 'cumulative' ? 'cumulative LCA, ' : 'LCA, ') + (sp || '');
+      var s = v.stream, range = v.frame ? ' · colour ±' + fmt(v.zmax()) +
+        (s.per_iteration ? ' per iteration' : '') + (s.scale_note === 'shared' ? ' (shared by all runs)' : ' (this run’s own)') : '';
+      el.textContent = s.error ? '' : s.layer_name + ' — ' +
+        (s.mode === 'cumulative' ? 'cumulative LCA, ' : 'LCA, ') + (sp || '') + range;
     });
   }
 
@@ -134,8 +155,12 @@
         p.markers();
         return window.dash_clientside.no_update;
       },
-      frameGate: function (frame, barsScope, drillParam) {
+      // the bars' scope is read from the page: its radio mounts with the panels, after the
+      // frame store, and a State of it would be "a nonexistent object" until then
+      frameGate: function (frame, drillParam) {
         var nu = window.dash_clientside.no_update;
+        var checked = document.querySelector('#run-bars-scope input:checked');
+        var barsScope = checked ? checked.value : 'total';
         return [barsScope === 'upto' ? frame : nu, drillParam ? frame : nu];
       },
       panelsMeta: function (meta, ready, runId) {

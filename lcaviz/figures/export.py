@@ -24,7 +24,7 @@ import numpy as np
 import plotly.graph_objects as go
 import plotly.io as pio
 
-from lcaviz.figures.theme import EXPORT_HEIGHT, EXPORT_WIDTH
+from lcaviz.figures.theme import EXPORT_HEIGHT, EXPORT_WIDTH, PLOTLY_CONFIG
 
 IMAGE_FORMATS = ("png", "svg", "pdf")
 _LOCK = threading.Lock()
@@ -134,13 +134,32 @@ def figure_rows(fig: go.Figure) -> Iterable[list]:
             yield [name, x, y, ""]
 
 
-def figure_csv(fig: go.Figure) -> str:
-    """CSV text of :func:`figure_rows`."""
+# a cell a spreadsheet would read as a formula (OWASP "CSV injection"): =, +, -, @, and tab /
+# carriage return, which some spreadsheets skip before looking for one
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def safe_cell(v):
+    """``v`` for a CSV cell: text that would start a formula gets a leading ``'`` (read as
+    text by spreadsheets); numbers and other values pass unchanged."""
+    if isinstance(v, str) and v.startswith(_FORMULA_START):
+        return "'" + v
+    return v
+
+
+def write_csv(rows: Iterable[Sequence]) -> str:
+    """CSV text of ``rows``, every text cell made formula-safe (:func:`safe_cell`): names in
+    a bundle (layers, tensors, classes, runs) come from whoever made it."""
     buf = io.StringIO()
     w = csv.writer(buf)
-    for row in figure_rows(fig):
-        w.writerow(row)
+    for row in rows:
+        w.writerow([safe_cell(v) for v in row])
     return buf.getvalue()
+
+
+def figure_csv(fig: go.Figure) -> str:
+    """CSV text of :func:`figure_rows` (formula-safe)."""
+    return write_csv(figure_rows(fig))
 
 
 def html_report(title: str, figures: Sequence[go.Figure], *, intro: str = "") -> str:
@@ -148,7 +167,7 @@ def html_report(title: str, figures: Sequence[go.Figure], *, intro: str = "") ->
     parts = []
     for k, fig in enumerate(figures):
         parts.append(pio.to_html(fig, full_html=False, include_plotlyjs=(k == 0),
-                                 config={"displaylogo": False}))
+                                 config=PLOTLY_CONFIG))
     esc = (title.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;"))
     intro_html = intro.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
     body = "\n".join(f"<section>{p}</section>" for p in parts)

@@ -124,11 +124,10 @@ def layer_heatmap(frames: Sequence[TensorFrame], plan: Sequence[dict], *,
     for k, (p, f, z) in enumerate(zip(plan, frames, shown, strict=True), start=1):
         fig.add_trace(_heat_trace(p, f, z), row=k, col=1)
         if p["kind"] == "image":
-            fig.update_yaxes(autorange="reversed", row=k, col=1,
-                             title_text=axis_names(p["shape"])[0])
+            names = p.get("axis_titles") or axis_names(p["shape"])
+            fig.update_yaxes(autorange="reversed", row=k, col=1, title_text=names[0])
             image_ticks(fig, p, k)
-            fig.update_xaxes(row=k, col=1, title_text=axis_names(p["shape"])[1],
-                             title_standoff=4)
+            fig.update_xaxes(row=k, col=1, title_text=names[1], title_standoff=4)
             add_grid(fig, p, row=k)
         else:
             fig.update_yaxes(showticklabels=False, ticks="", row=k, col=1,

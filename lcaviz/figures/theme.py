@@ -38,6 +38,13 @@ LAYER_PALETTE = [
     "#000000", "#7f7f7f", "#8c564b", "#17becf", "#bcbd22",
 ]
 
+# Plotly's modebar on every figure (pages, HTML report): no "Share chart…" upload of
+# unpublished data to Plotly Cloud, no Chart Studio link, and no camera button (the cards'
+# PNG / SVG / PDF / CSV exports do that job, with the page's own file names)
+NO_UPLOAD_BUTTONS = ["sendChartToCloud", "editInChartStudio", "toImage", "lasso2d", "select2d"]
+PLOTLY_CONFIG = {"displaylogo": False, "showSendToCloud": False, "showEditInChartStudio": False,
+                 "modeBarButtonsToRemove": NO_UPLOAD_BUTTONS}
+
 FONT_FAMILY = "Helvetica Neue, Helvetica, Arial, sans-serif"
 EXPORT_WIDTH = 900
 EXPORT_HEIGHT = 500

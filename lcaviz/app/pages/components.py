@@ -5,9 +5,9 @@ from __future__ import annotations
 from dash import dcc, html
 
 from lcaviz.app import ids
+from lcaviz.figures.theme import PLOTLY_CONFIG
 
-GRAPH_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2},
-                "modeBarButtonsToRemove": ["lasso2d", "select2d"]}
+GRAPH_CONFIG = dict(PLOTLY_CONFIG)  # no upload to Plotly Cloud, no duplicate camera button
 
 
 def export_buttons(graph_id: str, page: str, extra: tuple[str, ...] = ()) -> html.Div:

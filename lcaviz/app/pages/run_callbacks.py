@@ -13,7 +13,7 @@ from dash import ClientsideFunction, Input, Output, State, ctx
 
 from lcaviz.app import ids
 from lcaviz.app.frames import stream_descriptor
-from lcaviz.app.pages import run_groups, run_views
+from lcaviz.app.pages import run_groups, run_stream, run_views
 from lcaviz.app.pages.components import error_card
 from lcaviz.app.pages.run_exports import register_exports
 from lcaviz.app.pages.run_panels import (  # noqa: F401 - re-exported for tests and benchmarks
@@ -75,8 +75,12 @@ def refresh_live(state: AppState, _n, run_id: str | None, meta: dict | None):
 
 
 def heatmap_stream(state: AppState, run_id, meta, layer, mode, window, range_mode, resolution,
-                   zoom):
+                   zoom, group=None):
     """The heatmap's stream: what the player fetches and draws, with its axes figure.
+
+    A layer stored without per-parameter rows gets its per-layer curve and a plain ``note``;
+    a head chosen in the "head / part" menu (``group``, while the zoom is its rectangle) is
+    named, with its size and exact LCA per frame.
 
     Returns:
         ``(stream, plan)``; the stream carries an ``error`` message when the run is unreadable.
@@ -88,27 +92,34 @@ def heatmap_stream(state: AppState, run_id, meta, layer, mode, window, range_mod
     try:
         stream = stream_descriptor(state, run_id, c.layer, c.mode, c.window, c.range_mode,
                                    c.resolution, c.zoom)
+        b, key = state.open(run_id)
+        if not stream["has_rows"]:
+            return run_stream.no_rows_stream(state, key, b, c.layer, stream), []
+        plan = stream["items"]
+        shown = run_stream.mark_heads(state, run_id, c.layer, plan, c.zoom, group)
+        if shown:
+            run_stream.add_group(state, key, b, stream, shown, c.mode, c.window)
     except _OPEN_ERRORS as e:
-        return {"error": f"Cannot read this run: {e}", "run": run_id}, None
-    plan = stream["items"]
-    if stream["has_rows"]:
-        fig = heatmap_axes(plan, uirevision=f"{run_id}|{c.layer}|{c.zoom}")
-        stream["figure"] = fig.to_plotly_json()
-    else:
-        stream["error"] = (f"{stream['layer_name']} has no per-parameter rows in this run (it "
-                           "was made with --lca-layers); its per-layer LCA is in the bars and "
-                           "curves below.")
+        return {"error": f"Cannot read this run: {public_message(state, e)}",
+                "run": run_id}, None
+    fig = heatmap_axes(plan, uirevision=f"{run_id}|{c.layer}|{c.zoom}")
+    stream["figure"] = fig.to_plotly_json()
     return stream, plan
 
 
+def public_message(state: AppState, e: Exception) -> str:
+    """An error's message without the server's paths (the run id is what the page knows)."""
+    return str(e).replace(f"{state.runs_dir}/", "").replace(str(state.runs_dir), "RUNS_DIR")
+
+
 def stream_callback(state: AppState, trigger, run_id, meta, layer, mode, window, range_mode,
-                    resolution, zoom):
-    """:func:`heatmap_stream` for the page's controls; a new layer or resolution drops the
-    zoom (it belongs to the old image). Returns ``(stream, plan, zoom)``."""
-    if trigger in (ids.LAYER, ids.RESOLUTION) and zoom:
-        zoom = None
+                    resolution, zoom, group=None):
+    """:func:`heatmap_stream` for the page's controls; a new layer drops the zoom (it belongs
+    to the old image). Returns ``(stream, plan, zoom)``."""
+    if trigger == ids.LAYER and zoom:
+        zoom, group = None, None
     return (*heatmap_stream(state, run_id, meta, layer, mode, window, range_mode, resolution,
-                            zoom), zoom)
+                            zoom, group), zoom)
 
 
 def zoom_callback(state: AppState, trigger, relayout, run_id, meta, layer, mode, window,
@@ -132,7 +143,7 @@ def zoom_callback(state: AppState, trigger, relayout, run_id, meta, layer, mode,
     if region is NU or region == current:
         return NU, NU, NU
     stream, new_plan = heatmap_stream(state, run_id, meta, layer, mode, window, range_mode,
-                                      resolution, region)
+                                      resolution, region, group)
     return region, stream, new_plan
 
 
@@ -201,8 +212,9 @@ def register(app: dash.Dash, state: AppState) -> None:
        Input(ids.RUN_META, "data"), Input(ids.LAYER, "value"), Input(ids.MODE, "value"),
        Input(ids.WINDOW, "value"), Input(ids.RANGE_MODE, "value"),
        Input(ids.RESOLUTION, "value"), State(ids.RUN_ID, "data"), State(ids.ZOOM, "data"),
-       )(lambda meta, lay, m, w, rm, res, rid, z: stream_callback(
-           state, ctx.triggered_id, rid, meta, lay, m, w, rm, res, z))
+       State(ids.HEAT_GROUP, "value"),
+       )(lambda meta, lay, m, w, rm, res, rid, z, grp: stream_callback(
+           state, ctx.triggered_id, rid, meta, lay, m, w, rm, res, z, grp))
     cb(Output(ids.ZOOM, "data", allow_duplicate=True),
        Output(ids.HEATMAP_STREAM, "data", allow_duplicate=True),
        Output(ids.HEATMAP_PLAN, "data", allow_duplicate=True),

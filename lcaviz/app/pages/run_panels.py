@@ -131,8 +131,7 @@ def register_views(app: dash.Dash, state: AppState) -> None:
     # while the bars say "up to t", FRAME_DRILL while a parameter is selected
     app.clientside_callback(ClientsideFunction("lcaviz", "frameGate"),
                             Output(ids.FRAME_BARS, "data"), Output(ids.FRAME_DRILL, "data"),
-                            Input(ids.FRAME, "data"), State(ids.BARS_SCOPE, "value"),
-                            State(ids.DRILL_PARAM, "data"))
+                            Input(ids.FRAME, "data"), State(ids.DRILL_PARAM, "data"))
     bars = view("layer_bars", bars_scope=str, bars_norm=str, bars_by=str)
     cb(Output(ids.LAYER_BARS, "figure"), meta_in, rid_st, Input(ids.FRAME_BARS, "data"),
        Input(ids.MODE, "value"), Input(ids.WINDOW, "value"), Input(ids.BARS_SCOPE, "value"),
