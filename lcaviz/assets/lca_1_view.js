@@ -261,7 +261,7 @@
     if (!window.Plotly) { clearTimeout(this.axesTimer); this.axesTimer = setTimeout(function () { self.plotAxes(); }, 50); return; }
     var fig = stream.figure, ax = d.axes;
     window.Plotly.react(ax, fig.data, fig.layout, {displaylogo: false, responsive: true,
-      displayModeBar: 'hover', showSendToCloud: false, showEditInChartStudio: false,
+      displayModeBar: 'hover', showSendToCloud: false,
       // no "Share chart…" (an upload to Plotly Cloud) and no camera: the card exports do that
       modeBarButtonsToRemove: ['lasso2d', 'select2d', 'toImage', 'sendChartToCloud', 'editInChartStudio']
     }).then(function () {

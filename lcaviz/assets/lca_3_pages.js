@@ -117,6 +117,24 @@
     })();
   }
 
+  // the run page's background jobs belong to this visit of it (its token): leaving it (a link,
+  // back / forward, closing or reloading the tab) tells the server to cancel them, so the
+  // next page's jobs do not queue behind analyses nobody is waiting for
+  var pageJobs = null;  // {token, href}
+  function cancelPageJobs() {
+    if (!pageJobs) return;
+    var url = '/lcaviz/jobs/cancel?owner=' + encodeURIComponent(pageJobs.token);
+    pageJobs = null;
+    if (navigator.sendBeacon) navigator.sendBeacon(url);
+    else fetch(url, {method: 'POST', keepalive: true});
+  }
+  function leftPage() {
+    if (pageJobs && location.pathname + location.search !== pageJobs.href) cancelPageJobs();
+  }
+  window.addEventListener('_dashprivate_pushstate', function () { setTimeout(leftPage, 0); });
+  window.addEventListener('popstate', leftPage);
+  window.addEventListener('pagehide', cancelPageJobs);
+
   // clientside callbacks (wired in lcaviz/app/pages/run_callbacks.py)
   window.dash_clientside = Object.assign({}, window.dash_clientside, {
     lcaviz: {
@@ -162,6 +180,11 @@
         var checked = document.querySelector('#run-bars-scope input:checked');
         var barsScope = checked ? checked.value : 'total';
         return [barsScope === 'upto' ? frame : nu, drillParam ? frame : nu];
+      },
+      pageJobs: function (token) {
+        if (pageJobs && pageJobs.token !== token) cancelPageJobs();  // another visit's
+        if (token) pageJobs = {token: token, href: location.pathname + location.search};
+        return window.dash_clientside.no_update;
       },
       panelsMeta: function (meta, ready, runId) {
         return meta && ready && ready === runId ? meta : window.dash_clientside.no_update;

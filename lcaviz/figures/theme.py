@@ -42,7 +42,7 @@ LAYER_PALETTE = [
 # unpublished data to Plotly Cloud, no Chart Studio link, and no camera button (the cards'
 # PNG / SVG / PDF / CSV exports do that job, with the page's own file names)
 NO_UPLOAD_BUTTONS = ["sendChartToCloud", "editInChartStudio", "toImage", "lasso2d", "select2d"]
-PLOTLY_CONFIG = {"displaylogo": False, "showSendToCloud": False, "showEditInChartStudio": False,
+PLOTLY_CONFIG = {"displaylogo": False, "showSendToCloud": False,
                  "modeBarButtonsToRemove": NO_UPLOAD_BUTTONS}
 
 FONT_FAMILY = "Helvetica Neue, Helvetica, Arial, sans-serif"

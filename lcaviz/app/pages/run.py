@@ -7,8 +7,11 @@ clean error card for a bad id or an unreadable bundle.
 
 from __future__ import annotations
 
+import uuid
+
 import dash
-from dash import Input, Output, dcc, html
+from dash import ClientsideFunction, Input, Output, dcc, html
+from flask import Response, request
 
 from lcaviz.app import ids
 from lcaviz.app.pages import run_callbacks
@@ -17,6 +20,7 @@ from lcaviz.app.pages.run_analysis import GROUPS
 from lcaviz.app.state import AppState
 
 REFRESH_MS = 1_000
+CANCEL_ROUTE = "/lcaviz/jobs/cancel"
 
 
 
@@ -139,6 +143,9 @@ def layout(id: str | None = None, run_id: str | None = None, **_query) -> html.D
         rid = rid[0] if rid else ""
     return html.Div([
         dcc.Store(id=ids.RUN_ID, data=rid),
+        # this visit of the page: its background jobs are cancelled when it is left
+        dcc.Store(id=ids.PAGE_TOKEN, data=uuid.uuid4().hex),
+        html.Div(id="run-page-jobs", hidden=True),
         dcc.Store(id=ids.RUN_META),
         dcc.Store(id=ids.HEATMAP_PLAN),
         dcc.Store(id=ids.HEATMAP_STREAM),
@@ -191,3 +198,15 @@ def register_callbacks(app: dash.Dash, state: AppState) -> None:
     app.callback(Output(ids.PANELS, "children"), Input(ids.PANELS_READY, "data"),
                  prevent_initial_call=True)(lambda ready: panels() if ready else dash.no_update)
     run_callbacks.register(app, state)
+    # the player hears the page's token and cancels its jobs when the page is left
+    app.clientside_callback(ClientsideFunction("lcaviz", "pageJobs"),
+                            Output("run-page-jobs", "title"),
+                            Input(ids.PAGE_TOKEN, "data"))
+
+    def cancel_jobs() -> Response:
+        """``POST /lcaviz/jobs/cancel?owner=TOKEN`` (a beacon from a page being left)."""
+        owner = request.args.get("owner", "")
+        n = state.jobs.cancel_owner(owner) if 0 < len(owner) <= 64 else 0
+        return Response(f"{n} cancelled", status=200, mimetype="text/plain")
+
+    app.server.add_url_rule(CANCEL_ROUTE, "lcaviz_jobs_cancel", cancel_jobs, methods=["POST"])

@@ -59,7 +59,8 @@ def build_figure(state: AppState, graph: str, c: Controls):
         return getattr(run_views, simple[graph])(state, c)
     if graph in (ids.HELP_HIST, ids.WEIBULL):
         st, key = run_analysis.scan_status(state, c.run_id)
-        st = state.jobs.wait(tuple(key), JOB_TIMEOUT) if st.state == "running" else st
+        st = state.jobs.wait(tuple(key), JOB_TIMEOUT) if st.state in ("running", "queued") \
+            else st
         if st.state != "done":
             return empty_figure(f"not available: {st.error or st.state}")
         if graph == ids.HELP_HIST:
@@ -70,7 +71,8 @@ def build_figure(state: AppState, graph: str, c: Controls):
     if graph == ids.SYNC_TEST:
         st, key = run_sync.sync_status(state, c.run_id, c.sync_k, c.sync_shift,
                                        c.sync_resamples)
-        st = state.jobs.wait(tuple(key), JOB_TIMEOUT) if st.state == "running" else st
+        st = state.jobs.wait(tuple(key), JOB_TIMEOUT) if st.state in ("running", "queued") \
+            else st
         return run_sync.test_view(st.result if st.state == "done" else None, c.sync_class)
     raise KeyError(f"unknown graph {graph!r}")
 

@@ -50,7 +50,7 @@ def class_options(meta: dict) -> tuple[list[dict], int]:
     return [{"label": class_label(n), "value": i} for i, n in enumerate(meta["classes"])], 0
 
 
-def scan_views(state: AppState, trigger, run_id, meta, group, job_key):
+def scan_views(state: AppState, trigger, run_id, meta, group, job_key, owner=None):
     """Fig. 3b and the Weibull figure from the background value scan (start or poll).
 
     Returns:
@@ -68,21 +68,24 @@ def scan_views(state: AppState, trigger, run_id, meta, group, job_key):
                                    "to stream them once for the histograms and fits.")
                 return msg, msg, "", True, None
         else:
-            st, key = run_analysis.scan_status(state, run_id, job_key if polling else None)
+            st, key = run_analysis.scan_status(state, run_id, job_key if polling else None,
+                                               owner=owner)
     except _OPEN_ERRORS as e:
         return empty_figure(str(e)), empty_figure(str(e)), "", True, None
     text = run_analysis.status_text(st, "value histograms and Weibull fits")
-    if st.state == "running":
-        wait = empty_figure("Computing… (scrubbing stays responsive meanwhile)")
+    if st.state in ("running", "queued"):
+        wait = empty_figure("Waiting for a free worker…" if st.state == "queued" else
+                            "Computing… (scrubbing stays responsive meanwhile)")
         return (wait if trigger != ids.WEIBULL_INTERVAL else NU,
                 wait if trigger != ids.WEIBULL_INTERVAL else NU, text, False, key)
-    if st.state == "error":
-        return empty_figure(text), empty_figure(text), text, True, key
+    if st.state in ("error", "cancelled"):
+        return empty_figure(text), empty_figure(text), text, True, None
     return (run_analysis.histogram_figure(st.result),
             run_analysis.weibull_view(st.result, group or "sign"), text, True, key)
 
 
-def sync_views(state: AppState, trigger, run_id, meta, cls, k, shift, resamples, job_key):
+def sync_views(state: AppState, trigger, run_id, meta, cls, k, shift, resamples, job_key,
+               owner=None):
     """Shift-test figure: starts on the button, polls on the interval, re-slices on class.
 
     Returns:
@@ -97,15 +100,16 @@ def sync_views(state: AppState, trigger, run_id, meta, cls, k, shift, resamples,
     try:
         st, key = run_sync.sync_status(state, run_id, c.sync_k, c.sync_shift,
                                        c.sync_resamples,
-                                       None if trigger == ids.SYNC_RUN else job_key)
+                                       None if trigger == ids.SYNC_RUN else job_key,
+                                       owner=owner)
     except _OPEN_ERRORS as e:
         return empty_figure(str(e)), "", True, None
     text = run_analysis.status_text(st, "shift test")
-    if st.state == "running":
+    if st.state in ("running", "queued"):
         return NU if trigger == ids.SYNC_INTERVAL else empty_figure("Computing…"), text, \
             False, key
-    if st.state == "error":
-        return empty_figure(text), text, True, key
+    if st.state in ("error", "cancelled"):
+        return empty_figure(text), text, True, None if st.state == "cancelled" else key
     return run_sync.test_view(st.result, c.sync_class), text, True, key
 
 
@@ -157,8 +161,9 @@ def register_views(app: dash.Dash, state: AppState) -> None:
        Output("run-scan-job", "data"),
        meta_in, Input(ids.WEIBULL_GROUP, "value"), Input(ids.WEIBULL_INTERVAL, "n_intervals"),
        Input(ids.SCAN_START, "n_clicks"), rid_st, State("run-scan-job", "data"),
-       )(lambda meta, g, _n, _c, rid, jk: scan_views(state, ctx.triggered_id, rid, meta, g,
-                                                      jk))
+       State(ids.PAGE_TOKEN, "data"),
+       )(lambda meta, g, _n, _c, rid, jk, tok: scan_views(state, ctx.triggered_id, rid, meta,
+                                                           g, jk, tok))
     cb(Output(ids.SYNC_PEAKS, "figure"), meta_in, Input(ids.SYNC_CLASS, "value"),
        Input(ids.SYNC_K, "value"), rid_st,
        )(lambda meta, c, k, rid: run_sync.peaks_view(state, rid, c or 0, int(k or 20))
@@ -170,7 +175,7 @@ def register_views(app: dash.Dash, state: AppState) -> None:
        meta_in, Input(ids.SYNC_RUN, "n_clicks"), Input(ids.SYNC_INTERVAL, "n_intervals"),
        Input(ids.SYNC_CLASS, "value"), rid_st, State(ids.SYNC_K, "value"),
        State(ids.SYNC_SHIFT, "value"), State(ids.SYNC_RESAMPLES, "value"),
-       State("run-sync-job", "data"),
-       )(lambda meta, _b, _n, c, rid, k, s, n, jk: sync_views(state, ctx.triggered_id, rid,
-                                                             meta, c, k, s, n, jk))
+       State("run-sync-job", "data"), State(ids.PAGE_TOKEN, "data"),
+       )(lambda meta, _b, _n, c, rid, k, s, n, jk, tok: sync_views(
+           state, ctx.triggered_id, rid, meta, c, k, s, n, jk, tok))
 
