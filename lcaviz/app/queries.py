@@ -37,6 +37,8 @@ def run_meta(b) -> dict:
         "layers": list(b.layer_names), "layer_sizes": [int(s) for s in b.layer_sizes],
         "classes": list(b.class_names), "rows": b.row_schedule.spec, "T": int(b.n_iters),
         "R": int(b.n_rows), "P": int(b.n_params), "status": b.status,
+        # columns with per-parameter rows (all P unless --lca-layers): what a scan streams
+        "row_cols": int(b.n_row_cols),
         "status_reason": b.status_reason, "method": b.method,
         "has_trajectory": bool(b.has_trajectory), "has_val": bool(b.has_val),
         "has_class_layer": bool(b.has_class_layer),

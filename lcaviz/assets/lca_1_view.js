@@ -328,8 +328,8 @@
   View.prototype.drawColorbar = function (ctx, zmax) {
     var xa = this.axes(0)[0], ylast = this.axes(this.stream.items.length - 1)[1], yfirst = this.axes(0)[1];
     if (!xa || !ylast || !yfirst) return;
-    // below the modebar's corner, so neither hides the other
-    var x = xa._offset + xa._length + 14, y = yfirst._offset + 28;
+    // the modebar sits in the figure's top margin, above the image and this bar
+    var x = xa._offset + xa._length + 14, y = yfirst._offset;
     var hgt = ylast._offset + ylast._length - y, wid = 14;
     for (var i = 0; i < hgt; i++) {
       var q = Math.round(255 * (1 - i / Math.max(hgt - 1, 1))), c = LUT[q];

@@ -21,7 +21,8 @@ from lcaviz.figures.theme import style
 
 # fixed margins and no automargin, so that the player can place its pixels exactly where
 # Plotly will put the axes, before Plotly has even loaded
-MARGIN = {"l": 70, "r": 90, "t": 12, "b": 50}  # r: the player's colour bar
+# t: room for the modebar above the image (it covered the top rows); r: the colour bar
+MARGIN = {"l": 70, "r": 90, "t": 34, "b": 50}
 
 
 def heatmap_axes(plan: Sequence[dict], title: str = "", uirevision: str = "") -> go.Figure:

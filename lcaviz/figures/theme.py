@@ -113,7 +113,7 @@ def style(fig: go.Figure, title: str = "", *, height: int | None = None,
     return fig
 
 
-def empty_figure(message: str, height: int = 300) -> go.Figure:
+def empty_figure(message: str, height: int = 200) -> go.Figure:
     """A blank figure carrying a centred message (no data, loading, errors)."""
     fig = go.Figure()
     fig.add_annotation(text=message, x=0.5, y=0.5, xref="paper", yref="paper",

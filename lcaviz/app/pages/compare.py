@@ -85,7 +85,7 @@ def layout(**query) -> html.Div:
                           id=ids.CMP_HEATMAPS)]),
         section("Overlays", [html.Div([
             graph_card(ids.CMP_LOSS, "Train loss", page="compare"),
-            graph_card(ids.CMP_HELP, "% of parameters helping", page="compare"),
+            graph_card(ids.CMP_HELP, "% helping (of nonzero LCA)", page="compare"),
         ], className="grid2"), graph_card(ids.CMP_LAYER_TOTALS, "Total LCA per layer",
                                           page="compare")]),
     ], id=ids.CMP_BODY, style=HIDDEN if len(run_ids) < 2 else {})

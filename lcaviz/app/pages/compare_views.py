@@ -250,7 +250,8 @@ def overlays(state: AppState, run_ids: list[str], position, xaxis):
         lt = series(state, key, b, "loss_train")
         loss.append((rid, _x(b, len(lt), xaxis), lt))
         hs = state.cached(("help_series", key), lambda b=b: helping.help_series(b))
-        helps.append((rid, _x(b, len(hs), xaxis), hs["frac_help"].to_numpy()))
+        # % of the nonzero LCA (Table 1), as the run page and the summary count it
+        helps.append((rid, _x(b, len(hs), xaxis), hs["pct_help"].to_numpy()))
         lt_df = state.cached(("totals", key), lambda b=b: layers.layer_totals(b))
         totals.append((rid, list(b.layer_names), lt_df["total"].to_numpy()))
         nets.append(net_of(b))
@@ -260,8 +261,8 @@ def overlays(state: AppState, run_ids: list[str], position, xaxis):
     if all(np.nanmin(y) >= 0 for _, _, y in loss if len(y)):
         loss_fig.update_yaxes(rangemode="nonnegative")
     return (loss_fig,
-            overlay_figure(helps, title="% of parameters helping", xlabel=xl,
-                           ylabel="% helping (of all)", marker=mark),
+            overlay_figure(helps, title="% helping of nonzero LCA (as on the run page)",
+                           xlabel=xl, ylabel="% helping (of nonzero)", marker=mark),
             layer_totals_figure(totals, nets=nets))
 
 

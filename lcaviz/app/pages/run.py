@@ -17,6 +17,7 @@ from lcaviz.app import ids
 from lcaviz.app.pages import run_callbacks
 from lcaviz.app.pages.components import graph_card, labelled, radio, section, toggle
 from lcaviz.app.pages.run_analysis import GROUPS
+from lcaviz.app.pages.run_views import Controls
 from lcaviz.app.state import AppState
 
 REFRESH_MS = 1_000
@@ -35,6 +36,7 @@ def _player() -> html.Div:
                                                ("window", "sum over last W rows")], "row")),
             labelled("W", dcc.Input(id=ids.WINDOW, type="number", min=1, step=1, value=10,
                                     debounce=True, className="num")),
+            html.Span(id="run-window-note", className="muted small", role="status"),
         ], className="player-row controls-row"),
     ], className="player card sticky")
 
@@ -66,7 +68,9 @@ def _heatmap_section() -> html.Section:
 def _drill_section() -> html.Section:
     return section("Selected parameter", [
         graph_card(ids.DRILL, "One parameter through training (click a heatmap cell)",
-                   footer=html.P(id=ids.DRILL_INFO, className="muted small")),
+                   footer=html.P(id=ids.DRILL_INFO, className="muted small"),
+                   placeholder="Click a heatmap cell to follow that parameter through "
+                               "training."),
     ], sid="sec-drill")
 
 
@@ -123,6 +127,7 @@ def _sync_section() -> html.Section:
         labelled("class", dcc.Dropdown(id=ids.SYNC_CLASS, options=[], value=0,
                                        clearable=False), "160px"),
         labelled("top k peaks", num(ids.SYNC_K, 20, 1, 200)),
+        html.Span(id="run-sync-k-note", className="muted small", role="status"),
         labelled("shift ± s", num(ids.SYNC_SHIFT, 2, 1, 50)),
         labelled("resamples", num(ids.SYNC_RESAMPLES, 1000, 10, 20000)),
         html.Button("Run shift test", id=ids.SYNC_RUN, n_clicks=0, className="btn small"),
@@ -193,11 +198,30 @@ def panels() -> list[html.Section]:
             _helping_section(), _sync_section()]
 
 
+def number_note(name: str, value, lo: int, hi: int | None, default: int) -> str:
+    """What a number box's value becomes in the views (``Controls.from_dict``), when that is
+    not the value itself: empty → the default, a fraction → its whole part, outside [lo, hi]
+    → clipped."""
+    if value is None or value == "":
+        return f"{name} must be a whole number ≥ {lo}" + (f" and ≤ {hi}" if hi else "") + \
+            f"; using {default}"
+    used = max(lo, int(value)) if hi is None else max(lo, min(int(value), hi))
+    if used == value:
+        return ""
+    bounds = f"{lo}–{hi}" if hi else f"≥ {lo}"
+    return f"{name} = {value} is not a whole number {bounds}; using {used}"
+
+
 def register_callbacks(app: dash.Dash, state: AppState) -> None:
     """Wire the run page (delegates to :mod:`lcaviz.app.pages.run_callbacks`)."""
     app.callback(Output(ids.PANELS, "children"), Input(ids.PANELS_READY, "data"),
                  prevent_initial_call=True)(lambda ready: panels() if ready else dash.no_update)
     run_callbacks.register(app, state)
+    # a number the views cannot use is said so, with the value used instead (never silently)
+    app.callback(Output("run-window-note", "children"), Input(ids.WINDOW, "value"))(
+        lambda w: number_note("W", w, 1, None, Controls().window))
+    app.callback(Output("run-sync-k-note", "children"), Input(ids.SYNC_K, "value"))(
+        lambda k: number_note("top k", k, 1, 200, Controls().sync_k))
     # the player hears the page's token and cancels its jobs when the page is left
     app.clientside_callback(ClientsideFunction("lcaviz", "pageJobs"),
                             Output("run-page-jobs", "title"),

@@ -83,8 +83,10 @@ def histogram_figure(result: dict) -> go.Figure:
     fig = fhelp.help_hurt_hist_figure((h["help"]["counts"], h["help"]["edges"]),
                                       (h["hurt"]["counts"], h["hurt"]["edges"]), total=total)
     out = 100 * (h["clipped_help"] + h["clipped_hurt"]) / total if total else 0.0
-    fig.update_layout(title_text=f"LCA values: {result.get('rows_note', '')} ({out:.2g} % "
-                                 "in far tails not shown)")
+    # two short lines: one long line ran under the modebar and off the card
+    fig.update_layout(title_text=f"LCA values<br><sup>{result.get('rows_note', '')}; "
+                                 f"{out:.2g} % in the far tails not shown</sup>",
+                      margin={"t": 72})
     return fig
 
 

@@ -59,13 +59,14 @@ def scan_views(state: AppState, trigger, run_id, meta, group, job_key, owner=Non
     if not run_id or not meta:
         return NU, NU, "", True, None
     polling = trigger in (ids.WEIBULL_INTERVAL, ids.WEIBULL_GROUP) and job_key
-    auto = meta["R"] * meta["P"] <= run_analysis.AUTO_SCAN_CELLS
+    stored = meta["R"] * meta.get("row_cols", meta["P"])  # the values there are to stream
+    auto = stored <= run_analysis.AUTO_SCAN_CELLS
     try:
         if not (polling or auto or trigger == ids.SCAN_START):
             st, key = run_analysis.scan_peek(state, run_id)
             if st is None:  # a large run: streaming all of it waits for the button
-                msg = empty_figure(f"{meta['R'] * meta['P']:,} LCA values: press “Compute” "
-                                   "to stream them once for the histograms and fits.")
+                msg = empty_figure(f"{stored:,} stored LCA values: press “Compute” to stream "
+                                   "them once for the histograms and fits.")
                 return msg, msg, "", True, None
         else:
             st, key = run_analysis.scan_status(state, run_id, job_key if polling else None,
@@ -93,7 +94,7 @@ def sync_views(state: AppState, trigger, run_id, meta, cls, k, shift, resamples,
     """
     if not run_id or not meta:
         return NU, "", True, None
-    c = Controls.from_dict({"sync_class": cls or 0, "sync_k": k or 20,
+    c = Controls.from_dict({"sync_class": cls or 0, "sync_k": k,
                             "sync_shift": shift or 2, "sync_resamples": resamples or 1000})
     if trigger != ids.SYNC_RUN and not job_key:
         return run_sync.test_view(None, 0), "", True, None
@@ -166,7 +167,8 @@ def register_views(app: dash.Dash, state: AppState) -> None:
                                                            g, jk, tok))
     cb(Output(ids.SYNC_PEAKS, "figure"), meta_in, Input(ids.SYNC_CLASS, "value"),
        Input(ids.SYNC_K, "value"), rid_st,
-       )(lambda meta, c, k, rid: run_sync.peaks_view(state, rid, c or 0, int(k or 20))
+       )(lambda meta, c, k, rid: run_sync.peaks_view(
+           state, rid, c or 0, Controls.from_dict({"sync_k": k}).sync_k)  # as the test's k
          if rid and meta else NU)
     cb(Output(ids.SYNC_CLASS, "options"), Output(ids.SYNC_CLASS, "value"), meta_in,
        )(lambda meta: class_options(meta) if meta else (NU, NU))

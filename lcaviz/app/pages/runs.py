@@ -55,7 +55,7 @@ def layout(**_query) -> html.Div:
     table = dash_table.DataTable(
         id=ids.RUNS_TABLE, columns=_columns(),
         data=[], row_selectable="multi", selected_rows=[], sort_action="native",
-        sort_mode="multi", page_action="native", page_size=25,
+        sort_mode="single", page_action="native", page_size=25,
         markdown_options={"link_target": "_self"},
         css=[{"selector": ".dash-cell-value a", "rule": "color: #0b6bcb; font-weight: 600"}],
         style_as_list_view=True,
@@ -161,7 +161,8 @@ _SEARCHED = ("id", "net", "dataset", "optimizer", "method", "status", "note")
 def filter_rows(rows: list[dict] | None, query: str | None) -> list[dict]:
     """Rows whose text (id, network, dataset, optimizer, method, status, note) contains every
     whitespace-separated word of ``query``, case-insensitively; ``key=value`` words match a
-    column exactly (``lr=0.01``, ``seed=3``, ``status=running``)."""
+    column exactly (``lr=0.01``, ``seed=3``, ``batch=250``, ``status=running``; a column by
+    its header or its key)."""
     words = (query or "").lower().split()
     if not words:
         return list(rows or [])
@@ -173,8 +174,13 @@ def filter_rows(rows: list[dict] | None, query: str | None) -> list[dict]:
     return out
 
 
+# ``key=value`` words may name a column by its header (``batch=250``) or its key
+_HEADER_KEYS = {name.replace(" ", "_"): key for key, name, _, _ in COLUMNS} | {"run": "id"}
+
+
 def _matches(row: dict, text: str, word: str) -> bool:
     key, sep, want = word.partition("=")
+    key = _HEADER_KEYS.get(key, key)
     if sep and key in row:
         have = row.get(key)
         num, got = _number(want), _number(have)
