@@ -195,6 +195,25 @@ def fixed_limit(state: AppState, key: tuple, b, layer: int, plan: list[dict],
     return state.cached(("limit", key, layer, sig, mode, int(window), per_iteration), compute)
 
 
+def range_plan(b, layer: int, plan: list[dict], zoom) -> list[dict]:
+    """The plan a "fixed over run" colour range is computed on: the whole layer, not the zoom
+    region (zooming must not change a range fixed over the run), at the zoom's resolution
+    (single parameters when the zoomed view shows them, else the layer's block sums)."""
+    if not zoom:
+        return plan
+    single = all(p["by"] == 1 and p["bx"] == 1 for p in plan)
+    return make_plan(layer_tensors(b, layer), full_resolution=single, region=None)
+
+
+def manual_range(value) -> float | None:
+    """A typed colour range ± value, or None when it is not a positive finite number."""
+    try:
+        v = abs(float(value))
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) and v > 0 else None
+
+
 def param_label(tensor: str, index) -> str:
     """``"fc1.weight[3, 17]"``."""
     return f"{tensor}[{', '.join(str(int(i)) for i in index)}]" if len(index) else tensor

@@ -46,10 +46,20 @@
   var cache = new FrameCache(CACHE_CAP_BYTES);
 
   // ---- colour map: the figures' diverging scale as a 256-entry lookup table -----------------
-  var SCALE = [[0.0, '#00441b'], [0.2, '#238b45'], [0.4, '#a1d99b'], [0.5, '#ffffff'],
-               [0.6, '#fcae91'], [0.8, '#de2d26'], [1.0, '#67000d']];
+  // (lcaviz/figures/theme.py PALETTES: green / red, or blue / orange for colour-blind readers;
+  // the choice is kept in this browser's localStorage)
+  var SCALES = {
+    redgreen: [[0.0, '#00441b'], [0.2, '#238b45'], [0.4, '#a1d99b'], [0.5, '#ffffff'],
+               [0.6, '#fcae91'], [0.8, '#de2d26'], [1.0, '#67000d']],
+    blueorange: [[0.0, '#08306b'], [0.2, '#2171b5'], [0.4, '#9ecae1'], [0.5, '#ffffff'],
+                 [0.6, '#fdd0a2'], [0.8, '#f16913'], [1.0, '#7f2704']]};
+  var PALETTE_KEY = 'lcaviz.palette';
+  function storedPalette() {
+    try { var p = window.localStorage.getItem(PALETTE_KEY); return SCALES[p] ? p : 'redgreen'; }
+    catch (e) { return 'redgreen'; }
+  }
   function hex(c) { return [1, 3, 5].map(function (i) { return parseInt(c.substr(i, 2), 16); }); }
-  var LUT = (function () {
+  function buildLut(SCALE) {
     var lut = new Uint32Array(256);
     for (var i = 0; i < 256; i++) {
       var x = i / 255, k = 1;
@@ -62,7 +72,15 @@
       lut[i] = (255 << 24) | (bl << 16) | (g << 8) | r;  // little-endian RGBA
     }
     return lut;
-  })();
+  }
+  var palette = storedPalette(), LUT = buildLut(SCALES[palette]);
+  // switch the heatmaps' colours (the callers repaint); returns the palette in use
+  function setPalette(name) {
+    if (!SCALES[name]) return palette;
+    palette = name; LUT = buildLut(SCALES[name]);
+    try { window.localStorage.setItem(PALETTE_KEY, name); } catch (e) { /* private mode */ }
+    return palette;
+  }
   var NAN_RGBA = (255 << 24) | (200 << 16) | (200 << 8) | 200;
 
   // ---- one heatmap bound to a Plotly figure --------------------------------------------------
@@ -347,7 +365,10 @@
     ctx.textBaseline = 'top';
     // what the colours are: per iteration or as stored, and whose range (compare says)
     ctx.fillText(this.stream.per_iteration ? 'LCA / it.' : 'LCA', x - 2, y + hgt + 6);
-    if (this.stream.scale_note) ctx.fillText(this.stream.scale_note, x - 2, y + hgt + 19);
+    var s = this.stream, manual = s.range_mode === 'manual' && s.zmax > 0;
+    ctx.fillStyle = '#666';  // how the range was set: a 99.5th-percentile clip, or typed
+    ctx.fillText(manual ? 'manual' : '99.5th pct', x - 2, y + hgt + 19);
+    if (s.scale_note) ctx.fillText(s.scale_note, x - 2, y + hgt + 32);
   };
   // the parameter under the pointer: plan item, full-resolution pixel and value
   View.prototype.hit = function (ev) {
@@ -439,6 +460,7 @@
 
   window.lcaviz = Object.assign(window.lcaviz || {}, {
     fmt: fmt, intFmt: intFmt, cache: cache, CACHE_CAP_BYTES: CACHE_CAP_BYTES,
+    setPalette: setPalette, palette: function () { return palette; },
     AHEAD_SECONDS: AHEAD_SECONDS, SYNC_MS_PLAYING: SYNC_MS_PLAYING, View: View, players: {},
   });
 })();

@@ -57,7 +57,8 @@
         intFmt(s.layer_size) + ' in the layer) · ' + s.group_label + ' LCA ' :
         intFmt(s.layer_size) + ' parameters · layer LCA ';
       info.textContent = size + fmt(total) +
-        ' · colour range ±' + fmt(v.zmax()) + ' (' + (v.stream.range_mode === 'frame' || !(v.stream.zmax > 0) ? 'this frame' : 'fixed over run') + ', 99.5th percentile of |LCA|)' +
+        ' · colour range ±' + fmt(v.zmax()) + ' (' + (s.range_mode === 'manual' && s.zmax > 0 ? 'manual' :
+          (s.range_mode === 'frame' || !(s.zmax > 0) ? 'this frame' : 'fixed over run') + ', 99.5th percentile of |LCA|') + ')' +
         (blocks.length ? ' · block sums ' + blocks.map(function (it) { return it.by + '×' + it.bx; }).join(', ') +
          ': each cell is the exact sum of its block; zoom in (drag a box) or choose full resolution for single parameters' : '');
     }
@@ -180,6 +181,15 @@
         var checked = document.querySelector('#run-bars-scope input:checked');
         var barsScope = checked ? checked.value : 'total';
         return [barsScope === 'upto' ? frame : nu, drillParam ? frame : nu];
+      },
+      palette: function (name) {
+        if (name && L.palette() !== name) {
+          L.setPalette(name);
+          Object.keys(players).forEach(function (k) {
+            players[k].views.forEach(function (v) { v.draw(); });
+          });
+        }
+        return window.dash_clientside.no_update;
       },
       pageJobs: function (token) {
         if (pageJobs && pageJobs.token !== token) cancelPageJobs();  // another visit's

@@ -29,6 +29,26 @@ DIVERGING = [
     [1.0, "#67000d"],
 ]
 
+# Blue (helps) - white (zero) - orange (hurts): the colour-blind-safe choice (no red against
+# green); ColorBrewer's Blues and Oranges, symmetric so that white is exactly zero.
+DIVERGING_BLUE_ORANGE = [
+    [0.0, "#08306b"],
+    [0.2, "#2171b5"],
+    [0.4, "#9ecae1"],
+    [0.5, "#ffffff"],
+    [0.6, "#fdd0a2"],
+    [0.8, "#f16913"],
+    [1.0, "#7f2704"],
+]
+# the heatmap's palettes by name (the page's "colours" menu; the browser remembers the choice)
+PALETTES = {"redgreen": DIVERGING, "blueorange": DIVERGING_BLUE_ORANGE}
+
+
+def diverging(palette: str | None) -> list:
+    """The diverging colour scale called ``palette`` (green/red when unknown or None)."""
+    return PALETTES.get(palette or "", DIVERGING)
+
+
 # Colour-blind friendly, high-contrast categorical palette (Okabe-Ito + extras).
 # the compare page's first four stay as they were; reports with more runs get the rest
 RUN_PALETTE = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000",

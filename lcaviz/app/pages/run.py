@@ -49,7 +49,17 @@ def _heatmap_section() -> html.Section:
                                              options=[{"label": "whole layer", "value": ""}]),
                  "160px"),
         labelled("colour range", radio(ids.RANGE_MODE, [("fixed", "fixed over run"),
-                                                       ("frame", "per frame")], "fixed")),
+                                                       ("frame", "per frame"),
+                                                       ("manual", "manual ±")], "fixed")),
+        labelled("±", dcc.Input(id=ids.RANGE_VALUE, type="number", min=0, debounce=True,
+                                placeholder="e.g. 1e-5", className="num")),
+        # remembered by this browser (localStorage): a colour-blind reader sets it once
+        labelled("colours", dcc.RadioItems(
+            id=ids.PALETTE, options=[{"value": "redgreen", "label": "green helps / red hurts"},
+                                     {"value": "blueorange",
+                                      "label": "blue helps / orange hurts (colour-blind safe)"}],
+            value="redgreen", inline=True, className="radio", persistence=True,
+            persistence_type="local")),
         labelled("resolution", radio(ids.RESOLUTION, [("auto", "block sums"),
                                                      ("full", "full")], "auto")),
         html.Button("reset zoom", id=ids.ZOOM_RESET, n_clicks=0, className="btn small"),
@@ -57,7 +67,7 @@ def _heatmap_section() -> html.Section:
     # a plain div: lca_player.js paints frames on a canvas there and draws Plotly axes over
     # them once Plotly has loaded (which is after the first frame)
     host = html.Div(id=ids.HEATMAP, className="heat-host")
-    return section("Per-parameter LCA (green helps, red hurts)", [
+    return section("Per-parameter LCA (negative helps, positive hurts)", [
         graph_card(ids.HEATMAP, "Heatmap", controls=controls, loading=False,
                    extra_exports=("gif", "mp4"), graph=host,
                    header=html.Div(id=ids.HEATMAP_TITLE, className="heat-title"),

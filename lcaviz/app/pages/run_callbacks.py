@@ -23,7 +23,7 @@ from lcaviz.app.pages.run_panels import (  # noqa: F401 - re-exported for tests 
     sync_views,
 )
 from lcaviz.app.pages.run_views import Controls
-from lcaviz.app.queries import run_meta, subtitle
+from lcaviz.app.queries import manual_range, run_meta, subtitle
 from lcaviz.app.security import RunPathError
 from lcaviz.app.state import AppState
 from lcaviz.bundle import BundleError
@@ -75,7 +75,7 @@ def refresh_live(state: AppState, _n, run_id: str | None, meta: dict | None):
 
 
 def heatmap_stream(state: AppState, run_id, meta, layer, mode, window, range_mode, resolution,
-                   zoom, group=None):
+                   zoom, group=None, range_value=None):
     """The heatmap's stream: what the player fetches and draws, with its axes figure.
 
     A layer stored without per-parameter rows gets its per-layer curve and a plain ``note``;
@@ -102,6 +102,8 @@ def heatmap_stream(state: AppState, run_id, meta, layer, mode, window, range_mod
     except _OPEN_ERRORS as e:
         return {"error": f"Cannot read this run: {public_message(state, e)}",
                 "run": run_id}, None
+    if c.range_mode == "manual":  # the typed range (none typed yet: each frame's own)
+        stream["zmax"] = manual_range(range_value)
     fig = heatmap_axes(plan, uirevision=f"{run_id}|{c.layer}|{c.zoom}")
     stream["figure"] = fig.to_plotly_json()
     return stream, plan
@@ -113,17 +115,17 @@ def public_message(state: AppState, e: Exception) -> str:
 
 
 def stream_callback(state: AppState, trigger, run_id, meta, layer, mode, window, range_mode,
-                    resolution, zoom, group=None):
+                    resolution, zoom, group=None, range_value=None):
     """:func:`heatmap_stream` for the page's controls; a new layer drops the zoom (it belongs
     to the old image). Returns ``(stream, plan, zoom)``."""
     if trigger == ids.LAYER and zoom:
         zoom, group = None, None
     return (*heatmap_stream(state, run_id, meta, layer, mode, window, range_mode, resolution,
-                            zoom, group), zoom)
+                            zoom, group, range_value), zoom)
 
 
 def zoom_callback(state: AppState, trigger, relayout, run_id, meta, layer, mode, window,
-                  range_mode, resolution, plan, current, group=None):
+                  range_mode, resolution, plan, current, group=None, range_value=None):
     """A box zoom (the player's relayout data), the reset button or a head chosen in the
     "head / part" menu: the new zoom region and its stream (full resolution where the region
     is small enough).
@@ -143,7 +145,7 @@ def zoom_callback(state: AppState, trigger, relayout, run_id, meta, layer, mode,
     if region is NU or region == current:
         return NU, NU, NU
     stream, new_plan = heatmap_stream(state, run_id, meta, layer, mode, window, range_mode,
-                                      resolution, region, group)
+                                      resolution, region, group, range_value)
     return region, stream, new_plan
 
 
@@ -211,10 +213,10 @@ def register(app: dash.Dash, state: AppState) -> None:
        Output(ids.ZOOM, "data"),
        Input(ids.RUN_META, "data"), Input(ids.LAYER, "value"), Input(ids.MODE, "value"),
        Input(ids.WINDOW, "value"), Input(ids.RANGE_MODE, "value"),
-       Input(ids.RESOLUTION, "value"), State(ids.RUN_ID, "data"), State(ids.ZOOM, "data"),
-       State(ids.HEAT_GROUP, "value"),
-       )(lambda meta, lay, m, w, rm, res, rid, z, grp: stream_callback(
-           state, ctx.triggered_id, rid, meta, lay, m, w, rm, res, z, grp))
+       Input(ids.RESOLUTION, "value"), Input(ids.RANGE_VALUE, "value"),
+       State(ids.RUN_ID, "data"), State(ids.ZOOM, "data"), State(ids.HEAT_GROUP, "value"),
+       )(lambda meta, lay, m, w, rm, res, rv, rid, z, grp: stream_callback(
+           state, ctx.triggered_id, rid, meta, lay, m, w, rm, res, z, grp, rv))
     cb(Output(ids.ZOOM, "data", allow_duplicate=True),
        Output(ids.HEATMAP_STREAM, "data", allow_duplicate=True),
        Output(ids.HEATMAP_PLAN, "data", allow_duplicate=True),
@@ -223,9 +225,12 @@ def register(app: dash.Dash, state: AppState) -> None:
        State(ids.RUN_ID, "data"), State(ids.RUN_META, "data"), State(ids.LAYER, "value"),
        State(ids.MODE, "value"), State(ids.WINDOW, "value"), State(ids.RANGE_MODE, "value"),
        State(ids.RESOLUTION, "value"), State(ids.HEATMAP_PLAN, "data"),
-       State(ids.ZOOM, "data"), prevent_initial_call=True,
-       )(lambda rl, _b, grp, rid, meta, lay, m, w, rm, res, plan, cur: zoom_callback(
-           state, ctx.triggered_id, rl, rid, meta, lay, m, w, rm, res, plan, cur, grp))
+       State(ids.ZOOM, "data"), State(ids.RANGE_VALUE, "value"), prevent_initial_call=True,
+       )(lambda rl, _b, grp, rid, meta, lay, m, w, rm, res, plan, cur, rv: zoom_callback(
+           state, ctx.triggered_id, rl, rid, meta, lay, m, w, rm, res, plan, cur, grp, rv))
+    # the heatmap's colours are the browser's: the player repaints, nothing comes back
+    app.clientside_callback(ClientsideFunction("lcaviz", "palette"),
+                            Output(ids.HEATMAP_INFO, "title"), Input(ids.PALETTE, "value"))
     # the menu lists the selected layer's heads; a new layer starts from the whole layer
     cb(Output(ids.HEAT_GROUP, "options"), Output(ids.HEAT_GROUP, "value"),
        Input(ids.RUN_META, "data"), Input(ids.LAYER, "value"), Input(ids.ZOOM_RESET, "n_clicks"),

@@ -22,7 +22,8 @@ from lcaviz.figures.theme import empty_figure
 CONTROL_STATES = [
     ("run_id", ids.RUN_ID, "data"), ("row", ids.FRAME, "data"), ("mode", ids.MODE, "value"),
     ("window", ids.WINDOW, "value"), ("layer", ids.LAYER, "value"),
-    ("range_mode", ids.RANGE_MODE, "value"), ("resolution", ids.RESOLUTION, "value"),
+    ("range_mode", ids.RANGE_MODE, "value"), ("range_value", ids.RANGE_VALUE, "value"),
+    ("palette", ids.PALETTE, "value"), ("resolution", ids.RESOLUTION, "value"),
     ("zoom", ids.ZOOM, "data"), ("bars_scope", ids.BARS_SCOPE, "value"),
     ("bars_norm", ids.BARS_NORM, "value"), ("bars_by", ids.BARS_BY, "value"),
     ("curves_cumulative", ids.CURVES_CUMULATIVE, "value"),
