@@ -52,7 +52,7 @@ def _heatmap_section() -> html.Section:
                                                        ("frame", "per frame"),
                                                        ("manual", "manual ±")], "fixed")),
         labelled("±", dcc.Input(id=ids.RANGE_VALUE, type="number", min=0, debounce=True,
-                                placeholder="e.g. 1e-5", className="num")),
+                                placeholder="1e-5", className="num")),
         # remembered by this browser (localStorage): a colour-blind reader sets it once
         labelled("colours", dcc.RadioItems(
             id=ids.PALETTE, options=[{"value": "redgreen", "label": "green helps / red hurts"},
