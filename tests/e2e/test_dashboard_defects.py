@@ -329,3 +329,46 @@ def serve_app(app):
             thread.join(timeout=10)
 
     return run()
+
+
+# -- minor list and paper figures ----------------------------------------------------------------
+def test_palette_is_remembered_space_plays_from_the_slider_and_modebar_clears_the_image(
+        driver, live_server):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    from tests.e2e.test_browser import PIXELS, TWO_FRAMES, control
+
+    open_run(driver, live_server, "fc.h5")
+    wait_for(lambda: driver.execute_script(
+        "return window.lcaviz.players.run.views[0].gd() !== null"))
+    driver.execute_async_script(TWO_FRAMES)
+    green = driver.execute_script(PIXELS)
+    scroll_click(driver, driver.find_element(By.CSS_SELECTOR,
+                                             "#run-palette input[value=blueorange]"))
+    wait_for(lambda: driver.execute_script("return window.lcaviz.palette()") == "blueorange")
+    driver.execute_async_script(TWO_FRAMES)
+    assert driver.execute_script(PIXELS) != green  # repainted in the other colours
+    # the modebar sits above the image, not over its top rows
+    wait_for(lambda: driver.execute_script(
+        "return document.querySelector('#run-heatmap .modebar') !== null"))
+    bottom, top = driver.execute_script("""
+        var m = document.querySelector('#run-heatmap .modebar').getBoundingClientRect();
+        var v = window.lcaviz.players.run.views[0], h = v.host().getBoundingClientRect();
+        return [m.bottom, h.top + v.axes(0)[1]._offset];""")
+    assert bottom <= top + 1
+    # another page load (same browser): the choice is remembered
+    open_run(driver, live_server, "fc_seed3.h5")
+    assert wait_for(lambda: driver.find_element(
+        By.CSS_SELECTOR, "#run-palette input[value=blueorange]").is_selected())
+    assert driver.execute_script("return window.lcaviz.palette()") == "blueorange"
+    scroll_click(driver, driver.find_element(By.CSS_SELECTOR,
+                                             "#run-palette input[value=redgreen]"))
+    wait_for(lambda: driver.execute_script("return window.lcaviz.palette()") == "redgreen")
+    # Space plays and pauses while the slider has the focus
+    slider = control(driver, "slider")
+    driver.execute_script("arguments[0].focus()", slider)
+    slider.send_keys(Keys.SPACE)
+    wait_for(lambda: player(driver)["playing"])
+    slider.send_keys(Keys.SPACE)
+    wait_for(lambda: not player(driver)["playing"])
