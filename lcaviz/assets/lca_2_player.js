@@ -11,7 +11,10 @@
 
   var L = window.lcaviz, fmt = L.fmt, intFmt = L.intFmt;
   var AHEAD_SECONDS = L.AHEAD_SECONDS, SYNC_MS_PLAYING = L.SYNC_MS_PLAYING;
-  var FRACTION_STEPS = 200;  // timeline positions when runs are matched by fraction of training
+  // timeline positions when runs are matched by fraction of training: at least this many, and
+  // one per iteration of the longest run up to MAX_FRACTION_STEPS (so that "go to iteration"
+  // lands on the iteration typed, not on the nearest of 200 steps)
+  var FRACTION_STEPS = 200, MAX_FRACTION_STEPS = 2000;
 
   // ---- the clock: one timeline (sorted iteration starts) shared by the page's views ---------
   function Player(opts) {
@@ -35,7 +38,8 @@
     });
     if (this.axis === 'fraction') {  // each run at the same fraction of its own training
       tl = [];
-      for (var i = 0; i < FRACTION_STEPS; i++) tl.push(i / (FRACTION_STEPS - 1));
+      var steps = Math.max(FRACTION_STEPS, Math.min(T, MAX_FRACTION_STEPS));
+      for (var i = 0; i < steps; i++) tl.push(i / (steps - 1));
     } else {
       tl = Array.from(set).sort(function (a, b) { return a - b; });
     }
@@ -222,6 +226,10 @@
       self.el.msg.textContent = '';
       if (self.playing) self.pause();
       self.seek(self.indexOfIteration(t));
+      if (self.axis === 'fraction' && self.iteration() !== t) {  // a run over 2,000 iterations
+        self.el.msg.textContent = 'nearest frame: iteration ' + intFmt(self.iteration()) +
+          ' (the iteration axis goes to every one)';
+      }
     };
     this.el.goto.addEventListener('keydown', function (ev) { if (ev.key === 'Enter') go(); });
     this.el.goto.addEventListener('change', go);

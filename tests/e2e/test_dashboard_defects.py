@@ -372,3 +372,30 @@ def test_palette_is_remembered_space_plays_from_the_slider_and_modebar_clears_th
     wait_for(lambda: player(driver)["playing"])
     slider.send_keys(Keys.SPACE)
     wait_for(lambda: not player(driver)["playing"])
+
+
+def test_compare_go_to_lands_on_the_iteration_typed(driver, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    from lcaviz.bundle.synthetic import write_synthetic_bundle
+    from tests.e2e.runs_fixture import FC_LAYERS
+    from tests.e2e.test_browser import compare_state
+
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    for name, n in (("long.h5", 300), ("short.h5", 120)):  # 300: more than 200 fraction steps
+        write_synthetic_bundle(runs / name, n_iters=n, layers=FC_LAYERS, n_classes=3, seed=1,
+                               per_class=False)
+    with serve(runs) as url:
+        driver.get(url + "/compare?ids=long.h5&ids=short.h5")
+        wait_for(lambda: (lambda c: c if c and all(v["paints"] for v in c["views"]) else None)(
+            compare_state(driver)))
+        box = driver.find_element(By.CSS_SELECTOR, "#cmp-player-bar [data-lca=goto]")
+        for t in (100, 101, 299):
+            box.clear()
+            box.send_keys(str(t), Keys.ENTER)
+            s = wait_for(lambda t=t: (lambda c: c if f"long.h5: it. {t} " in c["label"] + " "
+                                      else None)(compare_state(driver)))
+            assert driver.execute_script("return window.lcaviz.players.cmp.iteration()") == t
+            assert s["axis"] == "fraction"
