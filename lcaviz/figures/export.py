@@ -157,9 +157,23 @@ def write_csv(rows: Iterable[Sequence]) -> str:
     return buf.getvalue()
 
 
-def figure_csv(fig: go.Figure) -> str:
-    """CSV text of :func:`figure_rows` (formula-safe)."""
-    return write_csv(figure_rows(fig))
+def figure_csv(fig: go.Figure, context: dict | None = None) -> str:
+    """CSV text of :func:`figure_rows` (formula-safe); ``context`` (e.g. run, layer,
+    iteration, mode, units) adds one column per key after ``trace,x,y,value``, the same in
+    every row, so that the file says what it holds once it has left the page."""
+    if not context:
+        return write_csv(figure_rows(fig))
+    keys, values = list(context), [context[k] for k in context]
+    rows = figure_rows(fig)
+    head = next(rows)
+    return write_csv([[*head, *keys]] + [[*r, *values] for r in rows])
+
+
+def has_data(fig: go.Figure) -> bool:
+    """Whether :func:`figure_rows` has anything beyond its header (an empty panel: no)."""
+    rows = figure_rows(fig)
+    next(rows)
+    return next(rows, None) is not None
 
 
 def html_report(title: str, figures: Sequence[go.Figure], *, intro: str = "") -> str:

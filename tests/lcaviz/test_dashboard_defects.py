@@ -424,3 +424,27 @@ def test_synchrony_names_each_row_inside_it():
     labels = [a for a in fig.layout.annotations if a.text in names]
     assert sorted(a.text for a in labels) == sorted(names)
     assert all(a.textangle in (None, 0) and a.xanchor == "left" for a in labels)
+
+
+def test_exports_say_what_they_hold_and_empty_panels_export_nothing(strided):
+    import dash
+
+    names = [n for n, _, _ in run_exports.CONTROL_STATES]
+    values = [None] * len(names)
+    values[names.index("run_id")] = "window5.h5"
+    values[names.index("row")] = 2
+    out = run_exports.export_figure(strided, {"graph": ids.HEATMAP, "fmt": "csv"}, values)
+    assert out["filename"] == "window5-run-heatmap-fc1-it10-14.csv"
+    rows = list(csv.DictReader(io.StringIO(out["content"])))
+    assert rows[0]["run"] == "window5.h5" and rows[0]["layer"] == "fc1"
+    assert rows[0]["iteration"] == "10-14" and rows[0]["mode"] == "this iteration"
+    assert rows[0]["units"] == "nats (of the allocated loss)"
+    assert {r["run"] for r in rows} == {"window5.h5"}
+    # a static export has no player time marker; the page's figure keeps it (the player moves
+    # it there)
+    out = run_exports.export_figure(strided, {"graph": ids.LOSS, "fmt": "csv"}, values)
+    fig = run_exports.build_figure(strided, ids.LOSS, run_exports.controls_from_values(values))
+    assert fig.layout.shapes and fig.layout.shapes[0].visible is False
+    # the drill-down before any click is a message: nothing to download
+    assert run_exports.export_figure(strided, {"graph": ids.DRILL, "fmt": "csv"}, values) \
+        is dash.no_update

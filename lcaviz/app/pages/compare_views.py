@@ -25,7 +25,7 @@ from lcaviz.app.security import RunPathError, safe_filename
 from lcaviz.app.state import AppState
 from lcaviz.bundle import BundleError
 from lcaviz.figures.compare import layer_totals_figure, overlay_figure
-from lcaviz.figures.export import figure_csv, figure_image
+from lcaviz.figures.export import figure_csv, figure_image, has_data
 from lcaviz.figures.heatmap_axes import heatmap_axes
 from lcaviz.figures.theme import empty_figure
 
@@ -278,9 +278,13 @@ def export(state: AppState, trigger, run_ids, position, xaxis, mode, layer_name)
         figs = dict(zip((ids.CMP_LOSS, ids.CMP_HELP, ids.CMP_LAYER_TOTALS),
                         overlays(state, run_ids, position, xaxis), strict=True))
         fig = figs.get(graph)
-    if fig is None:
+    if fig is None or not has_data(fig):  # an empty panel: nothing to download
         return dash.no_update
     name = safe_filename(f"compare-{graph}", trigger["fmt"])
     if trigger["fmt"] == "csv":
-        return dcc.send_string(figure_csv(fig), name)
+        context = {"runs": " ".join(run_ids)}
+        if graph in heat:
+            context.update(run=run_ids[heat[graph]], layer=parse_layer(layer_name)[1],
+                           mode=mode or "row")
+        return dcc.send_string(figure_csv(fig, context), name)
     return dcc.send_bytes(figure_image(fig, trigger["fmt"]), name)

@@ -15,7 +15,7 @@ from lcaviz.app.pages.run_views import Controls
 from lcaviz.app.security import RunPathError, safe_filename
 from lcaviz.app.state import AppState
 from lcaviz.bundle import BundleError
-from lcaviz.figures.export import figure_csv, figure_image, html_report
+from lcaviz.figures.export import figure_csv, figure_image, has_data, html_report
 from lcaviz.figures.theme import empty_figure
 
 # (Controls field, component id, property) of every control the builders read
@@ -33,6 +33,7 @@ CONTROL_STATES = [
     ("sync_resamples", ids.SYNC_RESAMPLES, "value"), ("drill", "run-drill-param", "data"),
 ]
 _BOOL = {"curves_cumulative", "loss_log", "residual_log"}
+_MARKED = {ids.LOSS, ids.RESIDUAL, ids.LAYER_CURVES, ids.HELP_TIME}  # figures with a marker
 JOB_TIMEOUT = 120.0
 _OPEN_ERRORS = (RunPathError, BundleError, OSError)
 
@@ -57,7 +58,10 @@ def build_figure(state: AppState, graph: str, c: Controls):
     if graph == ids.HEATMAP:
         return run_views.heatmap(state, c)[0]
     if graph in simple:
-        return getattr(run_views, simple[graph])(state, c)
+        fig = getattr(run_views, simple[graph])(state, c)
+        if graph in _MARKED and fig.layout.shapes:  # the player's time marker: on screen only
+            fig.layout.shapes[0].visible = False
+        return fig
     if graph in (ids.HELP_HIST, ids.WEIBULL):
         st, key = run_analysis.scan_status(state, c.run_id)
         st = state.jobs.wait(tuple(key), JOB_TIMEOUT) if st.state in ("running", "queued") \
@@ -89,10 +93,43 @@ def export_figure(state: AppState, trigger: dict | None, values: list):
     if fmt not in ids.EXPORT_FORMATS:
         return dash.no_update
     fig = build_figure(state, graph, c)
-    name = safe_filename(f"{c.run_id.rsplit('.', 1)[0]}-{graph}", fmt)
+    if not has_data(fig):  # an empty panel (a message, no data): nothing to download
+        return dash.no_update
+    context = export_context(state, graph, c)
+    name = safe_filename("-".join(str(v) for v in (
+        c.run_id.rsplit(".", 1)[0], graph, context.get("layer"), context.get("iteration_tag"))
+        if v), fmt)
     if fmt == "csv":
-        return dcc.send_string(figure_csv(fig), name)
+        context.pop("iteration_tag", None)
+        return dcc.send_string(figure_csv(fig, context), name)
     return dcc.send_bytes(figure_image(fig, fmt), name)
+
+
+# figures whose values are LCA or a loss: nats of the allocated (training) loss
+_NATS = {ids.HEATMAP, ids.LAYER_BARS, ids.LAYER_CURVES, ids.DRILL, ids.LOSS, ids.RESIDUAL,
+         ids.TRAIN_VAL}
+
+
+def export_context(state: AppState, graph: str, c: Controls) -> dict:
+    """What an exported figure shows, for its CSV columns and file name: the run, and for the
+    heatmap its layer, iteration(s) and frame mode; units where the values are LCA."""
+    out = {"run": c.run_id}
+    try:
+        b, _ = state.open(c.run_id)
+    except _OPEN_ERRORS:
+        return out
+    if graph == ids.HEATMAP and b.n_rows:
+        from lcaviz.app.queries import iterations_of_rows, rows_for
+
+        layer = min(max(int(c.layer or 0), 0), b.n_layers - 1)
+        a, e = iterations_of_rows(b, *rows_for(b, c.row, c.mode, c.window))
+        out.update(layer=b.layer_names[layer], iteration=f"{a}" if e - a == 1 else f"{a}-{e - 1}",
+                   mode={"row": "this iteration", "cumulative": "cumulative",
+                         "window": f"sum over last {c.window} rows"}.get(c.mode, c.mode),
+                   iteration_tag=f"it{a}" if e - a == 1 else f"it{a}-{e - 1}")
+    if graph in _NATS:
+        out["units"] = "nats (of the allocated loss)"
+    return out
 
 
 def heatmap_video(state: AppState, c: Controls, fmt: str):
