@@ -243,7 +243,9 @@ def register(app: dash.Dash, state: AppState) -> None:
     cb(Output(ids.DRILL, "figure"), Output(ids.DRILL_INFO, "children"),
        Input(ids.DRILL_PARAM, "data"), Input(ids.PANELS_META, "data"),
        Input(ids.FRAME_DRILL, "data"), State(ids.FRAME, "data"), State(ids.RUN_ID, "data"),
-       State(ids.MODE, "value"), State(ids.WINDOW, "value"), prevent_initial_call=True,
+       State(ids.MODE, "value"), State(ids.WINDOW, "value"),
+       # not prevent_initial_call: when the panels mount, a cell clicked before that (its
+       # DRILL_PARAM already set, this figure not there yet) is drawn
        )(lambda p, _m, _fd, fr, rid, m, w: update_drill(state, rid, p, fr, m, w,
                                                         ctx.triggered_id))
     register_views(app, state)
