@@ -14,6 +14,7 @@ from __future__ import annotations
 import atexit
 import base64
 import csv
+import html
 import io
 import os
 import shutil
@@ -176,18 +177,37 @@ def has_data(fig: go.Figure) -> bool:
     return next(rows, None) is not None
 
 
-def html_report(title: str, figures: Sequence[go.Figure], *, intro: str = "") -> str:
-    """A self-contained HTML page (plotly.js inlined, works offline) of ``figures``."""
+def html_table(heading: str, header: Sequence[str], rows: Iterable[Sequence]) -> str:
+    """An HTML table (every cell escaped: names come from the bundle)."""
+    esc = html.escape
+    head = "".join(f"<th>{esc(str(h))}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{esc(str(v))}</td>" for v in r) + "</tr>"
+                   for r in rows)
+    return f"<h2>{esc(heading)}</h2><table><tr>{head}</tr>{body}</table>"
+
+
+def html_report(title: str, figures: Sequence[go.Figure], *, intro: str = "",
+                captions: Sequence[str] | None = None,
+                tables: Sequence[tuple[str, Sequence[str], Sequence[Sequence]]] = ()) -> str:
+    """A self-contained HTML page (plotly.js inlined, works offline) of ``figures``, each
+    followed by its caption (how to read it), after ``tables`` ``(heading, header, rows)``
+    (hyperparameters, summary numbers). Every text is escaped."""
     parts = []
     for k, fig in enumerate(figures):
+        cap = captions[k] if captions and k < len(captions) and captions[k] else ""
         parts.append(pio.to_html(fig, full_html=False, include_plotlyjs=(k == 0),
-                                 config=PLOTLY_CONFIG))
-    esc = (title.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;"))
-    intro_html = intro.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+                                 config=PLOTLY_CONFIG)
+                     + (f"<p class='caption'>{html.escape(cap)}</p>" if cap else ""))
+    esc = html.escape(title)
+    intro_html = html.escape(intro)
+    tables_html = "".join(f"<section class='table'>{html_table(*t)}</section>" for t in tables)
     body = "\n".join(f"<section>{p}</section>" for p in parts)
     return (
         "<!DOCTYPE html><html><head><meta charset='utf-8'>"
         f"<title>{esc}</title><style>body{{font-family:Helvetica,Arial,sans-serif;"
-        "max-width:1100px;margin:24px auto;color:#222}section{margin:18px 0}</style>"
-        f"</head><body><h1>{esc}</h1><p>{intro_html}</p>{body}</body></html>"
+        "max-width:1100px;margin:24px auto;color:#222}section{margin:18px 0}"
+        "table{border-collapse:collapse;font-size:13px}td,th{padding:3px 10px;"
+        "border-bottom:1px solid #ddd;text-align:left}th{background:#f6f7f9}"
+        ".caption{color:#555;font-size:13px;max-width:900px}</style>"
+        f"</head><body><h1>{esc}</h1><p>{intro_html}</p>{tables_html}{body}</body></html>"
     )

@@ -448,3 +448,15 @@ def test_exports_say_what_they_hold_and_empty_panels_export_nothing(strided):
     # the drill-down before any click is a message: nothing to download
     assert run_exports.export_figure(strided, {"graph": ids.DRILL, "fmt": "csv"}, values) \
         is dash.no_update
+
+
+def test_html_report_has_hyperparameters_layer_table_and_captions(grok):
+    names = [n for n, _, _ in run_exports.CONTROL_STATES]
+    values = [None] * len(names)
+    values[names.index("run_id")] = "grok.h5"
+    html = run_exports.report(grok, values)["content"]
+    assert "Hyperparameters (stored config)" in html and "<td>weight_decay</td>" in html
+    assert "Layers (whole run)" in html and "<td>blocks.0.attn.q</td>" in html
+    assert "% helping (of nonzero)" in html
+    assert "Paper Fig. 3a" in html and "conservation" in html  # captions under figures
+    assert "sendChartToCloud" in html  # removed from every figure's modebar (config)

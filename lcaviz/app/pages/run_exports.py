@@ -175,7 +175,7 @@ def report(state: AppState, values: list):
     the run cannot be opened (the page then shows its error card and hides the button)."""
     c = controls_from_values(values)
     try:
-        b, _ = state.open(c.run_id)
+        b, key = state.open(c.run_id)
     except _OPEN_ERRORS:
         return dash.no_update
     graphs = [ids.HEATMAP, ids.LAYER_BARS, ids.LAYER_CURVES, ids.LOSS, ids.RESIDUAL,
@@ -183,9 +183,12 @@ def report(state: AppState, values: list):
               ids.SYNC_PEAKS] + ([ids.LCA_ERROR, ids.TABLE_S1] if b.has_lca_error else []) \
         + ([ids.TRAIN_VAL] if b.has_val else [])
     figs = [build_figure(state, g, c) for g in graphs]
+    from lcaviz.app.pages.run_report import CAPTIONS, report_tables
     from lcaviz.app.queries import run_meta, subtitle
 
-    html_text = html_report(f"LCA report — {c.run_id}", figs, intro=subtitle(run_meta(b)))
+    html_text = html_report(f"LCA report — {c.run_id}", figs, intro=subtitle(run_meta(b)),
+                            captions=[CAPTIONS.get(g, "") for g in graphs],
+                            tables=report_tables(state, b, key))
     return dcc.send_string(html_text, safe_filename(f"{c.run_id.rsplit('.', 1)[0]}-report",
                                                     "html"))
 

@@ -95,6 +95,11 @@ def heatmap(state: AppState, c: Controls) -> tuple[go.Figure, list[dict], str]:
     layer = min(max(c.layer, 0), b.n_layers - 1)
     if b.n_rows == 0:
         return empty_figure("No per-parameter LCA rows written yet."), [], ""
+    if not b.has_rows(layer):  # said plainly (exports, the report), as on the page
+        from lcaviz.app.pages.run_stream import no_rows_note
+
+        note = no_rows_note(b, layer)
+        return empty_figure(note.split(";")[0] + ".", height=200), [], note
     tensors = layer_tensors(b, layer)
     plan = make_plan(tensors, full_resolution=c.resolution == "full", region=c.zoom)
     values = layer_frame(state, key, b, layer, c.row, c.mode, c.window)
