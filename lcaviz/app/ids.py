@@ -54,6 +54,7 @@ LAYER_BARS = "run-layer-bars"
 BARS_SCOPE = "run-bars-scope"  # total | upto
 BARS_NORM = "run-bars-norm"  # raw | per_param
 RANGE_VALUE = "run-range-value"  # the manual colour range ±value
+EXPORT_SIZE = "run-export-size"  # screen | paper column | paper page | slide (PNG/SVG/PDF)
 PALETTE = "run-palette"  # redgreen | blueorange: the heatmap's colours (kept per browser)
 HEAT_GROUP = "run-heat-group"  # "" or a group name: the heatmap zoomed to one head
 BARS_BY = "run-bars-by"  # layer | group (runs with named groups: attention heads)

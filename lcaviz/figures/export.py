@@ -66,6 +66,25 @@ def _stop_server() -> None:
         pass
 
 
+# sizes of a static export: (width px, height px or None = the figure's, font px, PNG scale);
+# "paper column": 3.5 in wide at 300 dpi with 8-9 pt text, "slide": 16:9 with large text
+EXPORT_SIZES = {"screen": (EXPORT_WIDTH, None, None, 2.0),
+                "paper column": (504, 378, 10, 300 / 144),
+                "paper page": (1008, 560, 12, 300 / 144),
+                "slide": (1280, 720, 20, 1.5)}
+
+
+def sized(fig: go.Figure, size: str | None) -> tuple[go.Figure, dict]:
+    """A copy of ``fig`` laid out for an export size of :data:`EXPORT_SIZES` (unknown or
+    None: "screen"), and the :func:`figure_image` keywords that go with it."""
+    width, height, font, scale = EXPORT_SIZES.get(size or "screen", EXPORT_SIZES["screen"])
+    out = go.Figure(fig)
+    if font:
+        out.update_layout(font={"size": font}, title_font_size=font + 2)
+    return out, {"width": width, "height": height or out.layout.height or EXPORT_HEIGHT,
+                 "scale": scale}
+
+
 def figure_image(fig: go.Figure, fmt: str = "png", *, width: int | None = None,
                  height: int | None = None, scale: float = 2.0) -> bytes:
     """Render ``fig`` as PNG, SVG or PDF bytes.

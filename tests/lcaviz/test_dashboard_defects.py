@@ -462,3 +462,15 @@ def test_html_report_has_hyperparameters_layer_table_and_captions(grok):
     assert "% helping (of nonzero)" in html
     assert "Paper Fig. 3a" in html and "conservation" in html  # captions under figures
     assert "sendChartToCloud" in html  # removed from every figure's modebar (config)
+
+
+def test_export_sizes_for_a_paper_column_and_a_slide():
+    from lcaviz.figures.export import EXPORT_SIZES, sized
+
+    fig = go.Figure(go.Scatter(y=[1, 2, 3]))
+    col, kw = sized(fig, "paper column")
+    assert kw["width"] == 504 and round(kw["width"] * kw["scale"]) == 1050  # 3.5 in at 300 dpi
+    assert col.layout.font.size == 10 and fig.layout.font.size is None  # a copy
+    slide, kw = sized(fig, "slide")
+    assert (kw["width"], kw["height"]) == (1280, 720) and slide.layout.font.size == 20
+    assert sized(fig, None)[1]["width"] == EXPORT_SIZES["screen"][0]

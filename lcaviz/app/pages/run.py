@@ -19,6 +19,7 @@ from lcaviz.app.pages.components import graph_card, labelled, radio, section, to
 from lcaviz.app.pages.run_analysis import GROUPS
 from lcaviz.app.pages.run_views import Controls
 from lcaviz.app.state import AppState
+from lcaviz.figures.export import EXPORT_SIZES
 
 REFRESH_MS = 1_000
 CANCEL_ROUTE = "/lcaviz/jobs/cancel"
@@ -179,7 +180,11 @@ def layout(id: str | None = None, run_id: str | None = None, **_query) -> html.D
         html.Div([
             html.Div([html.H1(id=ids.RUN_HEADER, children=rid or "Run"),
                       html.Div(id="run-subtitle", className="muted")]),
-            html.Div([html.Button("Download HTML report", id=ids.REPORT_BTN, n_clicks=0,
+            html.Div([labelled("export size", dcc.Dropdown(
+                          id=ids.EXPORT_SIZE, clearable=False, value="screen",
+                          persistence=True, persistence_type="local",
+                          options=[{"label": k, "value": k} for k in EXPORT_SIZES]), "150px"),
+                      html.Button("Download HTML report", id=ids.REPORT_BTN, n_clicks=0,
                                   className="btn"),
                       dcc.Link("← all runs", href="/", className="btn ghost")],
                      className="toolbar"),

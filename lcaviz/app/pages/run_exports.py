@@ -15,7 +15,7 @@ from lcaviz.app.pages.run_views import Controls
 from lcaviz.app.security import RunPathError, safe_filename
 from lcaviz.app.state import AppState
 from lcaviz.bundle import BundleError
-from lcaviz.figures.export import figure_csv, figure_image, has_data, html_report
+from lcaviz.figures.export import figure_csv, figure_image, has_data, html_report, sized
 from lcaviz.figures.theme import empty_figure
 
 # (Controls field, component id, property) of every control the builders read
@@ -31,6 +31,7 @@ CONTROL_STATES = [
     ("weibull_group", ids.WEIBULL_GROUP, "value"), ("sync_class", ids.SYNC_CLASS, "value"),
     ("sync_k", ids.SYNC_K, "value"), ("sync_shift", ids.SYNC_SHIFT, "value"),
     ("sync_resamples", ids.SYNC_RESAMPLES, "value"), ("drill", "run-drill-param", "data"),
+    ("export_size", ids.EXPORT_SIZE, "value"),
 ]
 _BOOL = {"curves_cumulative", "loss_log", "residual_log"}
 _MARKED = {ids.LOSS, ids.RESIDUAL, ids.LAYER_CURVES, ids.HELP_TIME}  # figures with a marker
@@ -102,7 +103,8 @@ def export_figure(state: AppState, trigger: dict | None, values: list):
     if fmt == "csv":
         context.pop("iteration_tag", None)
         return dcc.send_string(figure_csv(fig, context), name)
-    return dcc.send_bytes(figure_image(fig, fmt), name)
+    fig, size = sized(fig, c.export_size)  # screen, paper column, paper page or slide
+    return dcc.send_bytes(figure_image(fig, fmt, **size), name)
 
 
 # figures whose values are LCA or a loss: nats of the allocated (training) loss

@@ -66,6 +66,7 @@ class Controls:
     sync_shift: int = 2
     sync_resamples: int = 1000
     drill: dict | None = field(default=None)
+    export_size: str = "screen"  # of PNG / SVG / PDF exports (figures.export.EXPORT_SIZES)
 
     @classmethod
     def from_dict(cls, d: dict) -> Controls:
