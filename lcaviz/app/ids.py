@@ -81,6 +81,7 @@ SYNC_RUN = "run-sync-run"
 SYNC_PEAKS = "run-sync-peaks"
 SYNC_TEST = "run-sync-test"
 SYNC_STATUS = "run-sync-status"
+URL_VIEW = "run-url-view"  # dcc.Store: layer / iteration asked for by the URL (a shared link)
 PAGE_TOKEN = "run-page-token"  # dcc.Store: this page visit's id, owner of its background jobs
 SYNC_INTERVAL = "run-sync-interval"
 REPORT_BTN = "run-report"

@@ -30,7 +30,30 @@
     }
     return p;
   }
+  // the view (layer, frame mode, iteration) in the page's URL, so that a copied link reopens
+  // it (run.py reads them back); at most once a second while playing
+  function writeUrl(p) {
+    var v = p.views[0];
+    if (!v || !v.stream || !v.stream.run || v.stream.error) return;
+    var now = performance.now();
+    if (p.playing && now - (p.lastUrl || 0) < 1000) return;
+    p.lastUrl = now;
+    var q = new URLSearchParams(location.search);
+    if (q.get('id') !== v.stream.run) return;  // not this run's page (or its /run/<id> form)
+    q.set('layer', v.stream.layer_name); q.set('mode', v.stream.mode);
+    q.set('it', String(p.iteration()));
+    var href = location.pathname + '?' + q.toString();
+    if (href === location.pathname + location.search) return;
+    history.replaceState(history.state, '', href);
+    if (pageJobs) pageJobs.href = href;
+  }
+  // the iteration a link asks for (?it=), once per run opened
+  function urlIteration(run) {
+    var q = new URLSearchParams(location.search), it = q.get('it');
+    return q.get('id') === run && it !== null && /^[0-9]+$/.test(it) ? parseInt(it, 10) : null;
+  }
   function runInfo(p) {
+    writeUrl(p);
     var v = p.views[0], title = document.getElementById('run-heatmap-title');
     var info = document.getElementById('run-heatmap-info');
     if (!v || !v.stream) return;
@@ -144,7 +167,8 @@
         if (!stream) return window.dash_clientside.no_update;
         p.buildBar(document.getElementById('run-player-bar'));
         var view = p.views[0], fresh = !view.stream || view.stream.key !== stream.key;
-        var t = view.stream && view.stream.run === stream.run ? p.iteration() : 0;
+        var sameRun = view.stream && view.stream.run === stream.run;
+        var t = sameRun ? p.iteration() : (urlIteration(stream.run) || 0);
         view.configure(stream);
         p.rebuildTimeline();
         if (fresh) {  // same iteration in the new stream (e.g. another layer)

@@ -84,3 +84,20 @@ def test_compare_go_to_lands_on_the_iteration_typed(driver, tmp_path):
                                       else None)(compare_state(driver)))
             assert driver.execute_script("return window.lcaviz.players.cmp.iteration()") == t
             assert s["axis"] == "fraction"
+
+
+def test_the_url_holds_the_view_and_a_link_reopens_it(driver, live_server):
+    from selenium.webdriver.common.by import By
+
+    open_run(driver, live_server, "fc.h5")
+    driver.execute_script("window.lcaviz.players.run.seek(17)")
+    url = wait_for(lambda: (lambda u: u if "it=17" in u else None)(driver.current_url))
+    assert "layer=fc1" in url and "mode=row" in url and "id=fc.h5" in url
+    # a link to layer fc2, cumulative, iteration 23 opens that view
+    driver.get(f"{live_server}/run?id=fc.h5&layer=fc2&mode=cumulative&it=23")
+    s = wait_for(lambda: (lambda p: p if p and p["paints"] and p["mode"] == "cumulative" and
+                          p["shown"] == 23 else None)(player(driver)))
+    assert driver.execute_script(
+        "return window.lcaviz.players.run.views[0].stream.layer_name") == "fc2"
+    assert "cumulative" in s["label"] and "iteration" in driver.find_element(
+        By.ID, "run-heatmap-title").text

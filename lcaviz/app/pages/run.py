@@ -26,7 +26,7 @@ CANCEL_ROUTE = "/lcaviz/jobs/cancel"
 
 
 
-def _player() -> html.Div:
+def _player(mode: str = "row") -> html.Div:
     """The player (sticky): lca_player.js builds play/pause, the frame slider, go-to-iteration,
     step, rate and loop inside ``PLAYER_BAR``; the frame controls below need the server."""
     return html.Div([
@@ -34,7 +34,7 @@ def _player() -> html.Div:
         html.Div([
             labelled("frame", radio(ids.MODE, [("row", "this iteration"),
                                                ("cumulative", "cumulative up to t"),
-                                               ("window", "sum over last W rows")], "row")),
+                                               ("window", "sum over last W rows")], mode)),
             labelled("W", dcc.Input(id=ids.WINDOW, type="number", min=1, step=1, value=10,
                                     debounce=True, className="num")),
             html.Span(id="run-window-note", className="muted small", role="status"),
@@ -152,13 +152,32 @@ def _sync_section() -> html.Section:
     ], sid="sec-sync")
 
 
-def layout(id: str | None = None, run_id: str | None = None, **_query) -> html.Div:  # noqa: A002
-    """Run page layout; ``id`` (query) or ``run_id`` (path) names the bundle."""
-    rid = id or run_id or ""
-    if isinstance(rid, list):
-        rid = rid[0] if rid else ""
+def _first(v):
+    return (v[0] if v else None) if isinstance(v, list) else v
+
+
+def url_view(query: dict) -> dict:
+    """The view a link asks for (``layer``: a name, ``it``: an iteration, ``mode``): the page
+    writes them into its URL as they change, so a copied link reopens the same view."""
+    out = {}
+    layer, it, mode = (_first(query.get(k)) for k in ("layer", "it", "mode"))
+    if layer:
+        out["layer"] = str(layer)
+    if it is not None and str(it).isdigit():
+        out["it"] = int(it)
+    if mode in ("row", "cumulative", "window"):
+        out["mode"] = mode
+    return out
+
+
+def layout(id: str | None = None, run_id: str | None = None, **query) -> html.Div:  # noqa: A002
+    """Run page layout; ``id`` (query) or ``run_id`` (path) names the bundle; ``layer``,
+    ``it`` and ``mode`` (query) the view (:func:`url_view`)."""
+    rid = _first(id or run_id) or ""
+    view = url_view(query)
     return html.Div([
         dcc.Store(id=ids.RUN_ID, data=rid),
+        dcc.Store(id=ids.URL_VIEW, data=view),
         # this visit of the page: its background jobs are cancelled when it is left
         dcc.Store(id=ids.PAGE_TOKEN, data=uuid.uuid4().hex),
         html.Div(id="run-page-jobs", hidden=True),
@@ -191,7 +210,7 @@ def layout(id: str | None = None, run_id: str | None = None, **_query) -> html.D
         ], className="page-head"),
         html.Div(id=ids.RUN_ERROR),
         html.Div([
-            _player(),
+            _player(view.get("mode", "row")),
             _heatmap_section(),
             # the other panels mount once the heatmap has painted: a dozen Plotly figures
             # drawn at load would hold the first frame back by a second

@@ -35,7 +35,7 @@ NU = dash.no_update
 _OPEN_ERRORS = (RunPathError, BundleError, OSError)
 
 
-def init_run(state: AppState, run_id: str | None):
+def init_run(state: AppState, run_id: str | None, view: dict | None = None):
     """Load a run: meta store, header, error card, layer options.
 
     Returns:
@@ -55,6 +55,9 @@ def init_run(state: AppState, run_id: str | None):
                "value": i}
               for i, (n, s) in enumerate(zip(b.layer_names, b.layer_sizes, strict=True))]
     first = min(rows) if rows else 0
+    wanted = (view or {}).get("layer")  # a link's layer (by name), where the run has it
+    if wanted in b.layer_names:
+        first = b.layer_names.index(wanted)
     live = meta["status"] == "running"  # only a live run needs the refresh poll
     return meta, run_id, subtitle(meta), None, {}, layers, first, not live
 
@@ -200,7 +203,8 @@ def register(app: dash.Dash, state: AppState) -> None:
        Output("run-subtitle", "children"), Output(ids.RUN_ERROR, "children"),
        Output("run-body", "style"), Output(ids.LAYER, "options"), Output(ids.LAYER, "value"),
        Output("run-refresh", "disabled"), Input(ids.RUN_ID, "data"),
-       )(lambda rid: init_run(state, rid))
+       State(ids.URL_VIEW, "data"),
+       )(lambda rid, view: init_run(state, rid, view))
     cb(Output(ids.RUN_META, "data", allow_duplicate=True),
        Output("run-subtitle", "children", allow_duplicate=True),
        Output("run-refresh", "disabled", allow_duplicate=True),
