@@ -1,7 +1,10 @@
 """Screenshot of the run page in headless Chromium, for the README.
 
     python scripts/screenshot.py [--runs-dir DIR --run-id REL_PATH] [--iteration 40]
-                                 [--out assets/screenshot-run.png] [--size 1400,1000]
+                                 [--palette blueorange] [--out assets/screenshot-run.png]
+                                 [--size 1400,1000]
+
+The README's: ``--runs-dir sample_runs --run-id mnist_fc_sgd_mom0.9.h5 --palette blueorange``.
 
 Without ``--runs-dir`` a synthetic MNIST-FC-like run (784-100-50-10, planted synchronous
 peaks, trajectory) is written to a temporary directory. The dashboard is served on a free
@@ -74,6 +77,8 @@ def main(argv=None) -> int:
     ap.add_argument("--iteration", type=int, default=40)
     ap.add_argument("--out", type=Path, default=ROOT / "assets" / "screenshot-run.png")
     ap.add_argument("--size", default="1400,1000")
+    ap.add_argument("--palette", choices=("redgreen", "blueorange"), default="redgreen",
+                    help="the heatmap's colours (the page's \"colours\" choice)")
     args = ap.parse_args(argv)
     runs_dir, run_id = (args.runs_dir, args.run_id) if args.runs_dir else synthetic_runs()
 
@@ -95,6 +100,10 @@ def main(argv=None) -> int:
         axes = ("var p = window.lcaviz && window.lcaviz.players.run;"
                 "return p && p.views[0].gd() !== null && p.views[0].paints > 0;")
         _wait(lambda: d.execute_script(axes))  # the first frame and Plotly's axes are up
+        if args.palette != "redgreen":  # choose it as a reader would (a radio of the page)
+            d.find_element(By.CSS_SELECTOR, f"#run-palette input[value={args.palette}]").click()
+            _wait(lambda: d.execute_script("return window.lcaviz.palette() === arguments[0]",
+                                           args.palette))
         box = d.find_element(By.CSS_SELECTOR, "#run-player-bar [data-lca=goto]")
         box.send_keys(str(args.iteration), Keys.ENTER)  # go to an iteration
         _wait(lambda: d.execute_script(

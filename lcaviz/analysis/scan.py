@@ -145,7 +145,8 @@ def _runs(rows: np.ndarray) -> list[tuple[int, int]]:
 
 def scan_values(bundle: RunBundle, *, sample_size: int = 200_000,
                 layer_sample_size: int = 20_000, seed: int = 0, source: str = "lca",
-                oversample: float = 5.0, budget_bytes: int = SCAN_BYTES) -> ValueScan:
+                oversample: float = 5.0, budget_bytes: int = SCAN_BYTES,
+                progress=None) -> ValueScan:
     """Stream ``source`` ("lca" or "lca_val") once; see the module docstring.
 
     Args:
@@ -156,6 +157,8 @@ def scan_values(bundle: RunBundle, *, sample_size: int = 200_000,
         source: which per-parameter matrix.
         oversample: positions drawn per wanted value (zeros and the other sign are dropped).
         budget_bytes: size of one streamed block.
+        progress: called with the fraction of rows streamed after each block (it may raise
+            to stop the scan: the app cancels the job of a page that was left).
 
     Returns:
         A :class:`ValueScan`.
@@ -194,6 +197,8 @@ def scan_values(bundle: RunBundle, *, sample_size: int = 200_000,
             base = (k0 + r0 - a) * P
             lo, hi = np.searchsorted(pos, [base, base + block.size])
             picked[lo:hi] = block.ravel()[pos[lo:hi] - base]
+            if progress is not None:
+                progress((k0 + r0 - a + block.shape[0]) / max(R, 1))
         k0 += e - a
 
     counts = counts.reshape(L, 2, HALF)  # the sign bit puts negatives (helping) at index 1

@@ -44,14 +44,15 @@ def plan_items(b, layer: int, resolution: str, zoom) -> list[dict]:
 def stream_descriptor(state: AppState, run_id: str, layer: int, mode: str, window: int,
                       range_mode: str, resolution: str, zoom) -> dict:
     """Everything the browser needs to fetch and draw this layer's frames (JSON-able)."""
-    from lcaviz.app.queries import fixed_limit
+    from lcaviz.app.queries import fixed_limit, range_plan
 
     b, key = state.open(run_id)
     plan = plan_items(b, layer, resolution, zoom)
     n_cells = int(sum(p["ny"] * p["nx"] for p in plan))
     zmax = None
-    if range_mode == "fixed" and b.n_rows:
-        zmax = fixed_limit(state, key, b, layer, plan, layer_tensors(b, layer), mode, window)
+    if range_mode == "fixed" and b.n_rows and b.has_rows(layer):  # else: no frames to range
+        zmax = fixed_limit(state, key, b, layer, range_plan(b, layer, plan, zoom),
+                           layer_tensors(b, layer), mode, window)
     region = ",".join(str(int(v)) for v in zoom) if zoom else ""
     query = (f"run={_quote(run_id)}&layer={layer}&mode={mode}&window={window}"
              f"&res={resolution}&region={region}")

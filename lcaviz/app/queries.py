@@ -37,6 +37,8 @@ def run_meta(b) -> dict:
         "layers": list(b.layer_names), "layer_sizes": [int(s) for s in b.layer_sizes],
         "classes": list(b.class_names), "rows": b.row_schedule.spec, "T": int(b.n_iters),
         "R": int(b.n_rows), "P": int(b.n_params), "status": b.status,
+        # columns with per-parameter rows (all P unless --lca-layers): what a scan streams
+        "row_cols": int(b.n_row_cols),
         "status_reason": b.status_reason, "method": b.method,
         "warnings": list(b.warnings),  # recorded at close, e.g. a residual over 1 % of ΔL
         "has_trajectory": bool(b.has_trajectory), "has_val": bool(b.has_val),
@@ -163,12 +165,15 @@ def make_plan(tensors: list[Tensor], *, full_resolution: bool, region) -> list[d
 
 
 def fixed_limit(state: AppState, key: tuple, b, layer: int, plan: list[dict],
-                tensors: list[Tensor], mode: str, window: int) -> float:
+                tensors: list[Tensor], mode: str, window: int,
+                per_iteration: bool = False) -> float:
     """Colour limit fixed over the run: high percentile of |shown values| over sampled frames.
 
     Sampling the frames as they are drawn (same block sums, same mode) keeps the limit
-    meaningful for block sums and cumulative totals alike.
+    meaningful for block sums and cumulative totals alike; ``per_iteration`` (row mode) divides
+    each row by the iterations it sums, as the compare page draws window rows.
     """
+    per_iteration = bool(per_iteration) and mode == "row"
     sig = tuple((p["name"], p["r0"], p["c0"], p["nrows"], p["ncols"], p["by"], p["bx"])
                 for p in plan)
 
@@ -180,12 +185,34 @@ def fixed_limit(state: AppState, key: tuple, b, layer: int, plan: list[dict],
         shown = []
         for r in rows:
             vals = _layer_values(b, layer, int(r), mode, window)
+            if per_iteration:
+                a, e = b.iteration_of_row(int(r))
+                vals = np.asarray(vals, np.float64) / max(e - a, 1)
             for p, f in zip(plan, split_frames(tensors, plan, vals, None), strict=True):
                 z = panel_values(p, f.values).ravel()
                 shown.append(z[:: max(1, z.size // 50_000)])
         return symmetric_limit(np.concatenate(shown), 99.5)
 
-    return state.cached(("limit", key, layer, sig, mode, int(window)), compute)
+    return state.cached(("limit", key, layer, sig, mode, int(window), per_iteration), compute)
+
+
+def range_plan(b, layer: int, plan: list[dict], zoom) -> list[dict]:
+    """The plan a "fixed over run" colour range is computed on: the whole layer, not the zoom
+    region (zooming must not change a range fixed over the run), at the zoom's resolution
+    (single parameters when the zoomed view shows them, else the layer's block sums)."""
+    if not zoom:
+        return plan
+    single = all(p["by"] == 1 and p["bx"] == 1 for p in plan)
+    return make_plan(layer_tensors(b, layer), full_resolution=single, region=None)
+
+
+def manual_range(value) -> float | None:
+    """A typed colour range ± value, or None when it is not a positive finite number."""
+    try:
+        v = abs(float(value))
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) and v > 0 else None
 
 
 def param_label(tensor: str, index) -> str:

@@ -46,10 +46,20 @@
   var cache = new FrameCache(CACHE_CAP_BYTES);
 
   // ---- colour map: the figures' diverging scale as a 256-entry lookup table -----------------
-  var SCALE = [[0.0, '#00441b'], [0.2, '#238b45'], [0.4, '#a1d99b'], [0.5, '#ffffff'],
-               [0.6, '#fcae91'], [0.8, '#de2d26'], [1.0, '#67000d']];
+  // (lcaviz/figures/theme.py PALETTES: green / red, or blue / orange for colour-blind readers;
+  // the choice is kept in this browser's localStorage)
+  var SCALES = {
+    redgreen: [[0.0, '#00441b'], [0.2, '#238b45'], [0.4, '#a1d99b'], [0.5, '#ffffff'],
+               [0.6, '#fcae91'], [0.8, '#de2d26'], [1.0, '#67000d']],
+    blueorange: [[0.0, '#08306b'], [0.2, '#2171b5'], [0.4, '#9ecae1'], [0.5, '#ffffff'],
+                 [0.6, '#fdd0a2'], [0.8, '#f16913'], [1.0, '#7f2704']]};
+  var PALETTE_KEY = 'lcaviz.palette';
+  function storedPalette() {
+    try { var p = window.localStorage.getItem(PALETTE_KEY); return SCALES[p] ? p : 'redgreen'; }
+    catch (e) { return 'redgreen'; }
+  }
   function hex(c) { return [1, 3, 5].map(function (i) { return parseInt(c.substr(i, 2), 16); }); }
-  var LUT = (function () {
+  function buildLut(SCALE) {
     var lut = new Uint32Array(256);
     for (var i = 0; i < 256; i++) {
       var x = i / 255, k = 1;
@@ -62,7 +72,15 @@
       lut[i] = (255 << 24) | (bl << 16) | (g << 8) | r;  // little-endian RGBA
     }
     return lut;
-  })();
+  }
+  var palette = storedPalette(), LUT = buildLut(SCALES[palette]);
+  // switch the heatmaps' colours (the callers repaint); returns the palette in use
+  function setPalette(name) {
+    if (!SCALES[name]) return palette;
+    palette = name; LUT = buildLut(SCALES[name]);
+    try { window.localStorage.setItem(PALETTE_KEY, name); } catch (e) { /* private mode */ }
+    return palette;
+  }
   var NAN_RGBA = (255 << 24) | (200 << 16) | (200 << 8) | 200;
 
   // ---- one heatmap bound to a Plotly figure --------------------------------------------------
@@ -150,7 +168,9 @@
       self.inflight.delete(r0);
       if (self.stream === stream) for (var q = r0; q < r1; q++) self.pending.delete(q);
     };
-    var url = stream.url + '&r0=' + r0 + '&r1=' + r1 + (stream.range_mode === 'frame' ? '&pct=1' : '');
+    // every frame carries its own colour range, whatever the range mode: the cache key has no
+    // range mode, so frames fetched for "fixed over run" serve "per frame" unchanged
+    var url = stream.url + '&r0=' + r0 + '&r1=' + r1 + '&pct=1';
     fetch(url, {signal: ctl.signal}).then(function (resp) {
       if (!resp.ok) return resp.text().then(function (t) { throw new Error(t); });
       return resp.arrayBuffer();
@@ -196,10 +216,21 @@
     }
     return true;
   };
+  // the colour range in the units drawn (per iteration where the stream asks for it)
   View.prototype.zmax = function () {
     var z = this.stream.zmax;
-    if (this.stream.range_mode === 'frame' || !(z > 0)) z = this.frame && this.frame.zmax;
+    if (this.stream.range_mode === 'frame' || !(z > 0)) {
+      z = this.frame && this.frame.zmax ? this.frame.zmax / this.divisor(this.shown) : 0;
+    }
     return z > 0 ? z : 1;
+  };
+  // what row r is divided by when drawn: its length in iterations for a per-iteration stream
+  // (compare: a window row beside per-iteration rows), else 1
+  View.prototype.divisor = function (r) {
+    var s = this.stream;
+    if (!s || !s.per_iteration || s.mode !== 'row' || !(r >= 0) || !s.starts) return 1;
+    var w = this.window(r);
+    return Math.max(w[1] - w[0], 1);
   };
   // the host holds the canvas (pixels) and, on top, a transparent Plotly figure (axes)
   View.prototype.dom = function () {
@@ -248,7 +279,9 @@
     if (!window.Plotly) { clearTimeout(this.axesTimer); this.axesTimer = setTimeout(function () { self.plotAxes(); }, 50); return; }
     var fig = stream.figure, ax = d.axes;
     window.Plotly.react(ax, fig.data, fig.layout, {displaylogo: false, responsive: true,
-      displayModeBar: 'hover', modeBarButtonsToRemove: ['lasso2d', 'select2d', 'toImage']
+      displayModeBar: 'hover', showSendToCloud: false,
+      // no "Share chart…" (an upload to Plotly Cloud) and no camera: the card exports do that
+      modeBarButtonsToRemove: ['lasso2d', 'select2d', 'toImage', 'sendChartToCloud', 'editInChartStudio']
     }).then(function () {
       if (self.stream !== stream) return;
       ax.__lcaKey = stream.key;
@@ -278,7 +311,8 @@
     ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
     ctx.clearRect(0, 0, w, h);
     ctx.imageSmoothingEnabled = false;
-    var zmax = this.zmax(), scale = 127.5 / zmax, vals = this.frame.values, pos = 0;
+    var zmax = this.zmax(), scale = 127.5 / (zmax * this.divisor(this.shown));
+    var vals = this.frame.values, pos = 0;
     var items = this.stream.items;
     for (var k = 0; k < items.length; k++) {
       var it = items[k], ny = it.ny, nx = it.nx, n = ny * nx;
@@ -312,8 +346,8 @@
   View.prototype.drawColorbar = function (ctx, zmax) {
     var xa = this.axes(0)[0], ylast = this.axes(this.stream.items.length - 1)[1], yfirst = this.axes(0)[1];
     if (!xa || !ylast || !yfirst) return;
-    // below the modebar's corner, so neither hides the other
-    var x = xa._offset + xa._length + 14, y = yfirst._offset + 28;
+    // the modebar sits in the figure's top margin, above the image and this bar
+    var x = xa._offset + xa._length + 14, y = yfirst._offset;
     var hgt = ylast._offset + ylast._length - y, wid = 14;
     for (var i = 0; i < hgt; i++) {
       var q = Math.round(255 * (1 - i / Math.max(hgt - 1, 1))), c = LUT[q];
@@ -329,7 +363,12 @@
       ctx.fillText(fmt(f * zmax), x + wid + 5, yy);
     });
     ctx.textBaseline = 'top';
-    ctx.fillText('LCA', x - 2, y + hgt + 6);
+    // what the colours are: per iteration or as stored, and whose range (compare says)
+    ctx.fillText(this.stream.per_iteration ? 'LCA / it.' : 'LCA', x - 2, y + hgt + 6);
+    var s = this.stream, manual = s.range_mode === 'manual' && s.zmax > 0;
+    ctx.fillStyle = '#666';  // how the range was set: a 99.5th-percentile clip, or typed
+    ctx.fillText(manual ? 'manual' : '99.5th pct', x - 2, y + hgt + 19);
+    if (s.scale_note) ctx.fillText(s.scale_note, x - 2, y + hgt + 32);
   };
   // the parameter under the pointer: plan item, full-resolution pixel and value
   View.prototype.hit = function (ev) {
@@ -360,6 +399,9 @@
     if (shape.length === 1) return [pcol];
     if (shape.length === 4) {
       return [Math.floor(prow / shape[2]), Math.floor(pcol / shape[3]), prow % shape[2], pcol % shape[3]];
+    }
+    if (shape.length === 3) {  // a row of blocks, one per slice of axis 0 (layout2d)
+      return [Math.floor(pcol / shape[2]), prow, pcol % shape[2]];
     }
     var rest = shape.slice(1), idx = [], c = pcol;
     for (var i = rest.length - 1; i >= 0; i--) { idx.unshift(c % rest[i]); c = Math.floor(c / rest[i]); }
@@ -418,6 +460,7 @@
 
   window.lcaviz = Object.assign(window.lcaviz || {}, {
     fmt: fmt, intFmt: intFmt, cache: cache, CACHE_CAP_BYTES: CACHE_CAP_BYTES,
+    setPalette: setPalette, palette: function () { return palette; },
     AHEAD_SECONDS: AHEAD_SECONDS, SYNC_MS_PLAYING: SYNC_MS_PLAYING, View: View, players: {},
   });
 })();

@@ -11,7 +11,10 @@
 
   var L = window.lcaviz, fmt = L.fmt, intFmt = L.intFmt;
   var AHEAD_SECONDS = L.AHEAD_SECONDS, SYNC_MS_PLAYING = L.SYNC_MS_PLAYING;
-  var FRACTION_STEPS = 200;  // timeline positions when runs are matched by fraction of training
+  // timeline positions when runs are matched by fraction of training: at least this many, and
+  // one per iteration of the longest run up to MAX_FRACTION_STEPS (so that "go to iteration"
+  // lands on the iteration typed, not on the nearest of 200 steps)
+  var FRACTION_STEPS = 200, MAX_FRACTION_STEPS = 2000;
 
   // ---- the clock: one timeline (sorted iteration starts) shared by the page's views ---------
   function Player(opts) {
@@ -35,7 +38,8 @@
     });
     if (this.axis === 'fraction') {  // each run at the same fraction of its own training
       tl = [];
-      for (var i = 0; i < FRACTION_STEPS; i++) tl.push(i / (FRACTION_STEPS - 1));
+      var steps = Math.max(FRACTION_STEPS, Math.min(T, MAX_FRACTION_STEPS));
+      for (var i = 0; i < steps; i++) tl.push(i / (steps - 1));
     } else {
       tl = Array.from(set).sort(function (a, b) { return a - b; });
     }
@@ -186,18 +190,18 @@
     bar.className = 'lca-bar';
     bar.innerHTML =
       '<div class="player-row">' +
-      '<button class="btn play" data-lca="play">▶ Play</button>' +
-      '<input type="range" class="lca-slider" data-lca="slider" min="0" max="0" step="1" value="0">' +
+      '<button class="btn play" data-lca="play" aria-label="play or pause">▶ Play</button>' +
+      '<input type="range" class="lca-slider" data-lca="slider" min="0" max="0" step="1" value="0" aria-label="frame">' +
       '<span class="slider-label" data-lca="label"></span></div>' +
       '<div class="player-row controls-row">' +
-      '<div class="control"><label>go to iteration</label><input type="number" class="num" data-lca="goto" min="0" step="1"></div>' +
-      '<div class="control"><label>step (frames)</label><select data-lca="speed">' +
+      '<div class="control"><label>go to iteration</label><input type="number" class="num" data-lca="goto" min="0" step="1" aria-label="go to iteration"></div>' +
+      '<div class="control"><label>step (frames)</label><select data-lca="speed" aria-label="step (frames)">' +
       [1, 2, 5, 10, 25].map(function (s) { return '<option value="' + s + '">' + s + '×</option>'; }).join('') +
       '</select></div>' +
-      '<div class="control"><label>frames / s</label><select data-lca="rate">' +
+      '<div class="control"><label>frames / s</label><select data-lca="rate" aria-label="frames per second">' +
       [5, 10, 15, 24, 30, 60].map(function (s) { return '<option value="' + s + '"' + (s === 30 ? ' selected' : '') + '>' + s + '</option>'; }).join('') +
       '</select></div>' +
-      '<label class="check"><input type="checkbox" data-lca="loop" checked> loop</label>' +
+      '<label class="check"><input type="checkbox" data-lca="loop" checked aria-label="loop"> loop</label>' +
       '<span class="muted small" data-lca="msg"></span></div>';
     host.appendChild(bar);
     var q = function (n) { return bar.querySelector('[data-lca="' + n + '"]'); };
@@ -222,12 +226,20 @@
       self.el.msg.textContent = '';
       if (self.playing) self.pause();
       self.seek(self.indexOfIteration(t));
+      if (self.axis === 'fraction' && self.iteration() !== t) {  // a run over 2,000 iterations
+        self.el.msg.textContent = 'nearest frame: iteration ' + intFmt(self.iteration()) +
+          ' (the iteration axis goes to every one)';
+      }
     };
     this.el.goto.addEventListener('keydown', function (ev) { if (ev.key === 'Enter') go(); });
     this.el.goto.addEventListener('change', go);
     document.addEventListener('keydown', function (ev) {
-      if (!document.body.contains(bar) || ev.target.tagName === 'INPUT' || ev.target.tagName === 'SELECT') return;
-      if (ev.key === ' ') { ev.preventDefault(); self.toggle(); }
+      // Space plays / pauses, also while the slider has the focus; a text box or a menu keeps
+      // its own Space
+      var t = ev.target;
+      if (!document.body.contains(bar) || ev.key !== ' ') return;
+      if (t !== self.el.slider && (t.tagName === 'INPUT' || t.tagName === 'SELECT' || t.tagName === 'TEXTAREA' || t.isContentEditable)) return;
+      ev.preventDefault(); self.toggle();
     });
   };
   Player.prototype.label = function () {

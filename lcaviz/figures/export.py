@@ -14,6 +14,7 @@ from __future__ import annotations
 import atexit
 import base64
 import csv
+import html
 import io
 import os
 import shutil
@@ -24,7 +25,7 @@ import numpy as np
 import plotly.graph_objects as go
 import plotly.io as pio
 
-from lcaviz.figures.theme import EXPORT_HEIGHT, EXPORT_WIDTH
+from lcaviz.figures.theme import EXPORT_HEIGHT, EXPORT_WIDTH, PLOTLY_CONFIG
 
 IMAGE_FORMATS = ("png", "svg", "pdf")
 _LOCK = threading.Lock()
@@ -63,6 +64,25 @@ def _stop_server() -> None:
         kaleido.stop_sync_server(silence_warnings=True)
     except Exception:  # noqa: BLE001 - interpreter shutdown
         pass
+
+
+# sizes of a static export: (width px, height px or None = the figure's, font px, PNG scale);
+# "paper column": 3.5 in wide at 300 dpi with 8-9 pt text, "slide": 16:9 with large text
+EXPORT_SIZES = {"screen": (EXPORT_WIDTH, None, None, 2.0),
+                "paper column": (504, 378, 10, 300 / 144),
+                "paper page": (1008, 560, 12, 300 / 144),
+                "slide": (1280, 720, 20, 1.5)}
+
+
+def sized(fig: go.Figure, size: str | None) -> tuple[go.Figure, dict]:
+    """A copy of ``fig`` laid out for an export size of :data:`EXPORT_SIZES` (unknown or
+    None: "screen"), and the :func:`figure_image` keywords that go with it."""
+    width, height, font, scale = EXPORT_SIZES.get(size or "screen", EXPORT_SIZES["screen"])
+    out = go.Figure(fig)
+    if font:
+        out.update_layout(font={"size": font}, title_font_size=font + 2)
+    return out, {"width": width, "height": height or out.layout.height or EXPORT_HEIGHT,
+                 "scale": scale}
 
 
 def figure_image(fig: go.Figure, fmt: str = "png", *, width: int | None = None,
@@ -134,27 +154,79 @@ def figure_rows(fig: go.Figure) -> Iterable[list]:
             yield [name, x, y, ""]
 
 
-def figure_csv(fig: go.Figure) -> str:
-    """CSV text of :func:`figure_rows`."""
+# a cell a spreadsheet would read as a formula (OWASP "CSV injection"): =, +, -, @, and tab /
+# carriage return, which some spreadsheets skip before looking for one
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def safe_cell(v):
+    """``v`` for a CSV cell: text that would start a formula gets a leading ``'`` (read as
+    text by spreadsheets); numbers and other values pass unchanged."""
+    if isinstance(v, str) and v.startswith(_FORMULA_START):
+        return "'" + v
+    return v
+
+
+def write_csv(rows: Iterable[Sequence]) -> str:
+    """CSV text of ``rows``, every text cell made formula-safe (:func:`safe_cell`): names in
+    a bundle (layers, tensors, classes, runs) come from whoever made it."""
     buf = io.StringIO()
     w = csv.writer(buf)
-    for row in figure_rows(fig):
-        w.writerow(row)
+    for row in rows:
+        w.writerow([safe_cell(v) for v in row])
     return buf.getvalue()
 
 
-def html_report(title: str, figures: Sequence[go.Figure], *, intro: str = "") -> str:
-    """A self-contained HTML page (plotly.js inlined, works offline) of ``figures``."""
+def figure_csv(fig: go.Figure, context: dict | None = None) -> str:
+    """CSV text of :func:`figure_rows` (formula-safe); ``context`` (e.g. run, layer,
+    iteration, mode, units) adds one column per key after ``trace,x,y,value``, the same in
+    every row, so that the file says what it holds once it has left the page."""
+    if not context:
+        return write_csv(figure_rows(fig))
+    keys, values = list(context), [context[k] for k in context]
+    rows = figure_rows(fig)
+    head = next(rows)
+    return write_csv([[*head, *keys]] + [[*r, *values] for r in rows])
+
+
+def has_data(fig: go.Figure) -> bool:
+    """Whether :func:`figure_rows` has anything beyond its header (an empty panel: no)."""
+    rows = figure_rows(fig)
+    next(rows)
+    return next(rows, None) is not None
+
+
+def html_table(heading: str, header: Sequence[str], rows: Iterable[Sequence]) -> str:
+    """An HTML table (every cell escaped: names come from the bundle)."""
+    esc = html.escape
+    head = "".join(f"<th>{esc(str(h))}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{esc(str(v))}</td>" for v in r) + "</tr>"
+                   for r in rows)
+    return f"<h2>{esc(heading)}</h2><table><tr>{head}</tr>{body}</table>"
+
+
+def html_report(title: str, figures: Sequence[go.Figure], *, intro: str = "",
+                captions: Sequence[str] | None = None,
+                tables: Sequence[tuple[str, Sequence[str], Sequence[Sequence]]] = ()) -> str:
+    """A self-contained HTML page (plotly.js inlined, works offline) of ``figures``, each
+    followed by its caption (how to read it), after ``tables`` ``(heading, header, rows)``
+    (hyperparameters, summary numbers). Every text is escaped."""
     parts = []
     for k, fig in enumerate(figures):
+        cap = captions[k] if captions and k < len(captions) and captions[k] else ""
         parts.append(pio.to_html(fig, full_html=False, include_plotlyjs=(k == 0),
-                                 config={"displaylogo": False}))
-    esc = (title.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;"))
-    intro_html = intro.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+                                 config=PLOTLY_CONFIG)
+                     + (f"<p class='caption'>{html.escape(cap)}</p>" if cap else ""))
+    esc = html.escape(title)
+    intro_html = html.escape(intro)
+    tables_html = "".join(f"<section class='table'>{html_table(*t)}</section>" for t in tables)
     body = "\n".join(f"<section>{p}</section>" for p in parts)
     return (
         "<!DOCTYPE html><html><head><meta charset='utf-8'>"
         f"<title>{esc}</title><style>body{{font-family:Helvetica,Arial,sans-serif;"
-        "max-width:1100px;margin:24px auto;color:#222}section{margin:18px 0}</style>"
-        f"</head><body><h1>{esc}</h1><p>{intro_html}</p>{body}</body></html>"
+        "max-width:1100px;margin:24px auto;color:#222}section{margin:18px 0}"
+        "table{border-collapse:collapse;font-size:13px}td,th{padding:3px 10px;"
+        "border-bottom:1px solid #ddd;text-align:left}th{background:#f6f7f9}"
+        ".caption{color:#555;font-size:13px;max-width:900px}</style>"
+        f"</head><body><h1>{esc}</h1><p>{intro_html}</p>{tables_html}{body}</body></html>"
     )

@@ -101,7 +101,7 @@ def downsample_label(plan: Sequence[dict]) -> str:
 
 def layer_heatmap(frames: Sequence[TensorFrame], plan: Sequence[dict], *,
                   zmax: float | None = None, title: str = "",
-                  percentile: float = 99.5) -> go.Figure:
+                  percentile: float = 99.5, colorscale=None, range_note: str = "") -> go.Figure:
     """Build the heatmap figure of one layer frame.
 
     Args:
@@ -111,6 +111,9 @@ def layer_heatmap(frames: Sequence[TensorFrame], plan: Sequence[dict], *,
             ``percentile`` of |shown values|.
         title: figure title; the block-sum note is appended automatically.
         percentile: for the per-frame limit.
+        colorscale: the diverging scale (:data:`lcaviz.figures.theme.PALETTES`; default
+            green / red).
+        range_note: what the colour range is (under the colour bar's title).
 
     Returns:
         A figure with one heatmap per tensor sharing one symmetric diverging colour axis.
@@ -124,11 +127,10 @@ def layer_heatmap(frames: Sequence[TensorFrame], plan: Sequence[dict], *,
     for k, (p, f, z) in enumerate(zip(plan, frames, shown, strict=True), start=1):
         fig.add_trace(_heat_trace(p, f, z), row=k, col=1)
         if p["kind"] == "image":
-            fig.update_yaxes(autorange="reversed", row=k, col=1,
-                             title_text=axis_names(p["shape"])[0])
+            names = p.get("axis_titles") or axis_names(p["shape"])
+            fig.update_yaxes(autorange="reversed", row=k, col=1, title_text=names[0])
             image_ticks(fig, p, k)
-            fig.update_xaxes(row=k, col=1, title_text=axis_names(p["shape"])[1],
-                             title_standoff=4)
+            fig.update_xaxes(row=k, col=1, title_text=names[1], title_standoff=4)
             add_grid(fig, p, row=k)
         else:
             fig.update_yaxes(showticklabels=False, ticks="", row=k, col=1,
@@ -138,9 +140,10 @@ def layer_heatmap(frames: Sequence[TensorFrame], plan: Sequence[dict], *,
         else title
     style(fig, full_title, height=int(460 + 70 * sum(p["kind"] == "strip" for p in plan)),
           legend=False)
-    fig.update_layout(coloraxis={"colorscale": DIVERGING, "cmin": -zmax, "cmax": zmax,
-                                 "cmid": 0.0, "colorbar": {"title": {"text": "LCA"},
-                                                           "thickness": 14}},
+    bar_title = "LCA" + (f"<br><sup>{range_note}</sup>" if range_note else "")
+    fig.update_layout(coloraxis={"colorscale": colorscale or DIVERGING, "cmin": -zmax,
+                                 "cmax": zmax, "cmid": 0.0,
+                                 "colorbar": {"title": {"text": bar_title}, "thickness": 14}},
                       meta={"zmax": zmax})
     fig.update_xaxes(showgrid=False, zeroline=False, mirror=True)
     fig.update_yaxes(showgrid=False, zeroline=False, mirror=True)

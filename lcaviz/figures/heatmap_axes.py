@@ -21,7 +21,8 @@ from lcaviz.figures.theme import style
 
 # fixed margins and no automargin, so that the player can place its pixels exactly where
 # Plotly will put the axes, before Plotly has even loaded
-MARGIN = {"l": 70, "r": 90, "t": 12, "b": 50}  # r: the player's colour bar
+# t: room for the modebar above the image (it covered the top rows); r: the colour bar
+MARGIN = {"l": 70, "r": 90, "t": 34, "b": 50}
 
 
 def heatmap_axes(plan: Sequence[dict], title: str = "", uirevision: str = "") -> go.Figure:
@@ -36,7 +37,7 @@ def heatmap_axes(plan: Sequence[dict], title: str = "", uirevision: str = "") ->
                                  name=p["name"]), row=k, col=1)
         fig.update_xaxes(range=[x0, x1], row=k, col=1)
         if p["kind"] == "image":
-            rows_name, cols_name = axis_names(p["shape"])
+            rows_name, cols_name = p.get("axis_titles") or axis_names(p["shape"])
             fig.update_yaxes(range=[y1, y0], row=k, col=1, title_text=rows_name)
             image_ticks(fig, p, k)
             fig.update_xaxes(title_text=cols_name, title_standoff=4, row=k, col=1)

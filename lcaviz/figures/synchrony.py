@@ -36,11 +36,17 @@ def class_peaks_figure(curves: np.ndarray, layer_names: Sequence[str],
     a = np.asarray(curves, np.float64)
     n_layers = a.shape[1]
     aligned = np.asarray(aligned, np.int64)
-    fig = make_subplots(rows=n_layers, cols=1, shared_xaxes=True, vertical_spacing=0.02,
-                        row_titles=[str(layer_names[li]) for li in reversed(range(n_layers))])
+    fig = make_subplots(rows=n_layers, cols=1, shared_xaxes=True, vertical_spacing=0.02)
     t = np.arange(a.shape[0])
     aligned_set = set(aligned.tolist())
     for pos, li in enumerate(reversed(range(n_layers)), start=1):
+        # the layer's name inside its row, top left and horizontal: row titles on the right
+        # are written vertically and long names (blocks.0.mlp.fc_in) ran into each other
+        sfx = "" if pos == 1 else str(pos)
+        fig.add_annotation(text=str(layer_names[li]), xref=f"x{sfx} domain",
+                           yref=f"y{sfx} domain", x=0.005, y=1.0, xanchor="left",
+                           yanchor="top", showarrow=False, font={"size": 11, "color": "#333"},
+                           bgcolor="rgba(255,255,255,0.75)")
         xs, ys = decimate(t, a[:, li])
         fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", name=str(layer_names[li]),
                                  showlegend=False,  # the row title names the layer

@@ -29,6 +29,26 @@ DIVERGING = [
     [1.0, "#67000d"],
 ]
 
+# Blue (helps) - white (zero) - orange (hurts): the colour-blind-safe choice (no red against
+# green); ColorBrewer's Blues and Oranges, symmetric so that white is exactly zero.
+DIVERGING_BLUE_ORANGE = [
+    [0.0, "#08306b"],
+    [0.2, "#2171b5"],
+    [0.4, "#9ecae1"],
+    [0.5, "#ffffff"],
+    [0.6, "#fdd0a2"],
+    [0.8, "#f16913"],
+    [1.0, "#7f2704"],
+]
+# the heatmap's palettes by name (the page's "colours" menu; the browser remembers the choice)
+PALETTES = {"redgreen": DIVERGING, "blueorange": DIVERGING_BLUE_ORANGE}
+
+
+def diverging(palette: str | None) -> list:
+    """The diverging colour scale called ``palette`` (green/red when unknown or None)."""
+    return PALETTES.get(palette or "", DIVERGING)
+
+
 # Colour-blind friendly, high-contrast categorical palette (Okabe-Ito + extras).
 # the compare page's first four stay as they were; reports with more runs get the rest
 RUN_PALETTE = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000",
@@ -37,6 +57,13 @@ LAYER_PALETTE = [
     "#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442",
     "#000000", "#7f7f7f", "#8c564b", "#17becf", "#bcbd22",
 ]
+
+# Plotly's modebar on every figure (pages, HTML report): no "Share chart…" upload of
+# unpublished data to Plotly Cloud, no Chart Studio link, and no camera button (the cards'
+# PNG / SVG / PDF / CSV exports do that job, with the page's own file names)
+NO_UPLOAD_BUTTONS = ["sendChartToCloud", "editInChartStudio", "toImage", "lasso2d", "select2d"]
+PLOTLY_CONFIG = {"displaylogo": False, "showSendToCloud": False,
+                 "modeBarButtonsToRemove": NO_UPLOAD_BUTTONS}
 
 FONT_FAMILY = "Helvetica Neue, Helvetica, Arial, sans-serif"
 EXPORT_WIDTH = 900
@@ -106,7 +133,7 @@ def style(fig: go.Figure, title: str = "", *, height: int | None = None,
     return fig
 
 
-def empty_figure(message: str, height: int = 300) -> go.Figure:
+def empty_figure(message: str, height: int = 200) -> go.Figure:
     """A blank figure carrying a centred message (no data, loading, errors)."""
     fig = go.Figure()
     fig.add_annotation(text=message, x=0.5, y=0.5, xref="paper", yref="paper",

@@ -58,4 +58,12 @@ def train_val_figure(table: pd.DataFrame | None, curves: tuple | None = None, *,
                           row=1, col=2)
         fig.update_xaxes(title_text="iteration", row=1, col=2)
     fig.update_layout(barmode="group")
-    return style(fig, title, height=height)
+    style(fig, title, height=height)
+    # the panel titles sit below the figure's title (they collided), and the rotated layer
+    # names get the room they need under the bars (they were cut)
+    longest = max((len(str(n)) for n in names), default=4)
+    fig.update_layout(title={"y": 0.98, "yref": "container", "yanchor": "top"},
+                      margin={"t": 86, "b": min(60 + 6 * longest, 220)},
+                      height=height + min(6 * longest, 160))
+    fig.update_xaxes(tickangle=-40, automargin=True, row=1, col=1)
+    return fig

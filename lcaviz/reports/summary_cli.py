@@ -23,6 +23,12 @@ def _weibull_line(label: str, w: dict) -> str:
             f"KS = {_fmt(w['ks'], '.3f')}, best by AIC: {w['best'] or 'n/a'} (n = {w['n']})")
 
 
+def _name_width(names) -> int:
+    """Width of the name column: the longest name and a gap (at least 16), so that long
+    layer names (``blocks.0.mlp.fc_out``) do not push their row's numbers out of line."""
+    return max([16] + [len(str(n)) + 2 for n in names])
+
+
 def _counter_lines(c: dict) -> list[str]:
     out = [f"moves    a weight changes direction once every "
            f"{_fmt(c['moves']['iters_per_change'], '.2f')} iterations; its full gradient "
@@ -30,7 +36,8 @@ def _counter_lines(c: dict) -> list[str]:
            f"(counters over {c['n_iters']} iterations"
            + (f" of {c['n_iters_run']}, as of the last checkpoint" if c["n_iters"] <
               c["n_iters_run"] else "") + "; paper, CIFAR-ResNet: 6.7 and 9.5)"]
-    out += [f"         {lay['layer']:<16} moves every "
+    w = _name_width(lay["layer"] for lay in c["layers"])
+    out += [f"         {lay['layer']:<{w}} moves every "
             f"{_fmt(lay['moves']['iters_per_change'], '.2f'):>7}, gradient sign every "
             f"{_fmt(lay['gradients']['iters_per_change'], '.2f'):>7}" for lay in c["layers"]]
     return out
@@ -67,6 +74,7 @@ def _error_lines(e: dict) -> list[str]:
 def format_report(s: dict) -> str:
     """Human-readable report of a :func:`lcaviz.analysis.summarize` result."""
     r, h, t = s["run"], s["helping"], s["tail"]
+    nw = _name_width(lay["name"] for lay in s["layers"])
     out = [
         f"run      {r['path']}",
         f"         {r['net']} on {r['dataset']}, {r['optimizer']}, method {r['method']}, "
@@ -88,22 +96,22 @@ def format_report(s: dict) -> str:
         _weibull_line("help", s["weibull"]["help"]),
         _weibull_line("hurt", s["weibull"]["hurt"]),
         "",
-        f"{'layer':<16}{'size':>12}{'total LCA':>14}{'per param':>12}{'% help':>9}"
+        f"{'layer':<{nw}}{'size':>12}{'total LCA':>14}{'per param':>12}{'% help':>9}"
         f"{'% zero':>9}{'k help':>8}{'k hurt':>8}",
     ]
     for lay, w in zip(s["layers"], s["weibull"]["layers"], strict=True):
         flag = "  hurts" if lay["hurts"] else ""
-        out.append(f"{lay['name']:<16}{lay['size']:>12,}{_fmt(lay['total'], '.4g'):>14}"
+        out.append(f"{lay['name']:<{nw}}{lay['size']:>12,}{_fmt(lay['total'], '.4g'):>14}"
                    f"{_fmt(lay['per_param'], '.3g'):>12}{_fmt(lay['pct_help'], '.2f'):>9}"
                    f"{_fmt(lay['pct_zero'], '.2f'):>9}{_fmt(w['help']['k'], '.3f'):>8}"
                    f"{_fmt(w['hurt']['k'], '.3f'):>8}{flag}")
     tv = s.get("train_val")
     if tv:
-        out += ["", f"{'layer':<16}{'LCA train':>14}{'LCA validation':>16}"]
+        out += ["", f"{'layer':<{nw}}{'LCA train':>14}{'LCA validation':>16}"]
         for row in tv:
             flag = ("  helps training, hurts validation" if row["helps_train_hurts_val"] else
                     "  hurts training, helps validation" if row["hurts_train_helps_val"] else "")
-            out.append(f"{row['name']:<16}{_fmt(row['train'], '.4g'):>14}"
+            out.append(f"{row['name']:<{nw}}{_fmt(row['train'], '.4g'):>14}"
                        f"{_fmt(row['val'], '.4g'):>16}{flag}")
     o, c = s.get("oscillation"), s.get("oscillation_counters")
     out.append("")

@@ -137,7 +137,9 @@ def test_lca_layers_none_end_to_end(tmp_path, exact):
     meta = run_meta(state.open(c.run_id)[0])
     stream, _ = run_callbacks.heatmap_stream(state, c.run_id, meta, 0, "row", 10, "fixed",
                                              "auto", None)
-    assert "no per-parameter rows" in stream["error"]  # said so, not an exception
+    # said so plainly (not an error, not an exception), with the flag that stores the rows
+    assert "error" not in stream and "was not stored" in stream["note"]
+    assert "--lca-layers none" in stream["note"]
     for view in (run_views.layer_bars, run_views.loss, run_views.help_time,
                  run_views.help_layer, run_views.help_fraction):
         assert view(state, c).data  # every aggregate view draws from the aggregates

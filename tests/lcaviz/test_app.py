@@ -82,9 +82,11 @@ def test_dispatch_through_flask_orders_arguments(app, state):
                        {"id": ids.MODE, "property": "value", "value": "window"},
                        {"id": ids.WINDOW, "property": "value", "value": 3},
                        {"id": ids.RANGE_MODE, "property": "value", "value": "frame"},
-                       {"id": ids.RESOLUTION, "property": "value", "value": "auto"}],
+                       {"id": ids.RESOLUTION, "property": "value", "value": "auto"},
+                       {"id": ids.RANGE_VALUE, "property": "value", "value": None}],
             "state": [{"id": ids.RUN_ID, "property": "data", "value": "fc.h5"},
-                      {"id": ids.ZOOM, "property": "data", "value": None}],
+                      {"id": ids.ZOOM, "property": "data", "value": None},
+                      {"id": ids.HEAT_GROUP, "property": "value", "value": ""}],
             "changedPropIds": [f"{ids.LAYER}.value"]}
     r = client.post("/_dash-update-component", json=body)
     assert r.status_code == 200, r.data[:300]

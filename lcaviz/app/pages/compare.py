@@ -73,6 +73,11 @@ def layout(**query) -> html.Div:
                                         "row")),
                 labelled("layer", dcc.Dropdown(id=ids.CMP_LAYER, options=[], value=None,
                                                clearable=False), "260px"),
+                labelled("colour scale", radio(ids.CMP_SCALE, [
+                    ("shared", "shared by all runs"), ("own", "each run its own")], "shared")),
+                labelled("rows of several iterations", radio(ids.CMP_NORM, [
+                    ("per_it", "per iteration (÷ window length)"),
+                    ("sum", "as stored (window sums)")], "per_it")),
             ], className="player-row controls-row"),
         ], className="player card sticky"),
         section("Same layer, side by side",
@@ -80,7 +85,7 @@ def layout(**query) -> html.Div:
                           id=ids.CMP_HEATMAPS)]),
         section("Overlays", [html.Div([
             graph_card(ids.CMP_LOSS, "Train loss", page="compare"),
-            graph_card(ids.CMP_HELP, "% of parameters helping", page="compare"),
+            graph_card(ids.CMP_HELP, "% helping (of nonzero LCA)", page="compare"),
         ], className="grid2"), graph_card(ids.CMP_LAYER_TOTALS, "Total LCA per layer",
                                           page="compare")]),
     ], id=ids.CMP_BODY, style=HIDDEN if len(run_ids) < 2 else {})
@@ -105,8 +110,10 @@ def register_callbacks(app: dash.Dash, state: AppState) -> None:
        Input(ids.CMP_IDS, "data"),
        )(lambda rids: page_state(state, rids or []))
     cb(Output(ids.CMP_STREAMS, "data"), Input(ids.CMP_LAYER, "value"),
-       Input(ids.CMP_MODE, "value"), State(ids.CMP_IDS, "data"),
-       )(lambda lay, m, rids: streams(state, rids or [], m, lay) if lay else dash.no_update)
+       Input(ids.CMP_MODE, "value"), Input(ids.CMP_SCALE, "value"),
+       Input(ids.CMP_NORM, "value"), State(ids.CMP_IDS, "data"),
+       )(lambda lay, m, sc, nm, rids: streams(state, rids or [], m, lay, sc, nm)
+         if lay else dash.no_update)
     # the player takes the streams (and the shared axis); frames never come back through Dash
     app.clientside_callback(ClientsideFunction("lcaviz", "compareStreams"),
                             Output(ids.CMP_PLAYER_BAR, "title"),

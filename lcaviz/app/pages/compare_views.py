@@ -20,12 +20,12 @@ from lcaviz.app import ids
 from lcaviz.app.frames import stream_descriptor
 from lcaviz.app.pages.components import error_card
 from lcaviz.app.pages.run_views import Controls, heatmap
-from lcaviz.app.queries import series
+from lcaviz.app.queries import fixed_limit, layer_tensors, series
 from lcaviz.app.security import RunPathError, safe_filename
 from lcaviz.app.state import AppState
 from lcaviz.bundle import BundleError
 from lcaviz.figures.compare import layer_totals_figure, overlay_figure
-from lcaviz.figures.export import figure_csv, figure_image
+from lcaviz.figures.export import figure_csv, figure_image, has_data
 from lcaviz.figures.heatmap_axes import heatmap_axes
 from lcaviz.figures.theme import empty_figure
 
@@ -155,22 +155,38 @@ def _mismatch(b, rid: str, want_net: str | None, layer_name: str) -> str | None:
     return None
 
 
-def streams(state: AppState, run_ids: list[str], mode, layer_value_) -> list[dict]:
-    """One player stream per run (or ``{"error", "run"}``), with one colour range for all."""
+def streams(state: AppState, run_ids: list[str], mode, layer_value_, scale: str = "shared",
+            norm: str = "per_it") -> list[dict]:
+    """One player stream per run (or ``{"error", "run"}``).
+
+    Args:
+        scale: ``"shared"``: one colour range for all runs (the largest of theirs), so their
+            LCA compare directly; ``"own"``: each run its own range.
+        norm: ``"per_it"``: in "this iteration" mode a row that sums several iterations (a
+            ``--lca-stride`` window) is drawn divided by its length, so a run with window rows
+            and one with per-iteration rows share a meaningful scale; ``"sum"``: as stored.
+    """
+    mode = mode or "row"
+    per_it = norm != "sum" and mode == "row"
     want_net, layer_name = _wanted(state, run_ids, layer_value_)
     out = []
     for rid in run_ids:
         try:
-            b, _ = state.open(rid)
+            b, key = state.open(rid)
             why = _mismatch(b, rid, want_net, layer_name)
             if why:
                 out.append({"error": why, "run": rid})
                 continue
             layer = b.layer_names.index(layer_name)
-            s = stream_descriptor(state, rid, layer, mode or "row", 10, "fixed", "auto", None)
+            # the fixed range is this page's own (per iteration where asked), not the run page's
+            s = stream_descriptor(state, rid, layer, mode, 10, "frame", "auto", None)
+            if s["has_rows"] and b.n_rows:
+                s["zmax"] = fixed_limit(state, key, b, layer, s["items"],
+                                        layer_tensors(b, layer), mode, 10, per_iteration=per_it)
         except _ERRORS as e:
             out.append({"error": str(e), "run": rid})
             continue
+        s["range_mode"], s["per_iteration"] = "fixed", per_it
         if s["has_rows"]:
             s["figure"] = heatmap_axes(s["items"], uirevision=f"cmp|{rid}|{layer}"
                                        ).to_plotly_json()
@@ -179,8 +195,12 @@ def streams(state: AppState, run_ids: list[str], mode, layer_value_) -> list[dic
         out.append(s)
     limits = [s["zmax"] for s in out if s.get("zmax")]
     for s in out:
-        if limits and "zmax" in s:
+        if "zmax" not in s:
+            continue
+        s["own_zmax"] = s["zmax"]
+        if scale != "own" and limits:
             s["zmax"] = max(limits)  # one colour range: the runs' LCA compare directly
+        s["scale_note"] = "shared" if scale != "own" else "this run"
     return out
 
 
@@ -230,7 +250,8 @@ def overlays(state: AppState, run_ids: list[str], position, xaxis):
         lt = series(state, key, b, "loss_train")
         loss.append((rid, _x(b, len(lt), xaxis), lt))
         hs = state.cached(("help_series", key), lambda b=b: helping.help_series(b))
-        helps.append((rid, _x(b, len(hs), xaxis), hs["frac_help"].to_numpy()))
+        # % of the nonzero LCA (Table 1), as the run page and the summary count it
+        helps.append((rid, _x(b, len(hs), xaxis), hs["pct_help"].to_numpy()))
         lt_df = state.cached(("totals", key), lambda b=b: layers.layer_totals(b))
         totals.append((rid, list(b.layer_names), lt_df["total"].to_numpy()))
         nets.append(net_of(b))
@@ -240,8 +261,8 @@ def overlays(state: AppState, run_ids: list[str], position, xaxis):
     if all(np.nanmin(y) >= 0 for _, _, y in loss if len(y)):
         loss_fig.update_yaxes(rangemode="nonnegative")
     return (loss_fig,
-            overlay_figure(helps, title="% of parameters helping", xlabel=xl,
-                           ylabel="% helping (of all)", marker=mark),
+            overlay_figure(helps, title="% helping of nonzero LCA (as on the run page)",
+                           xlabel=xl, ylabel="% helping (of nonzero)", marker=mark),
             layer_totals_figure(totals, nets=nets))
 
 
@@ -257,9 +278,13 @@ def export(state: AppState, trigger, run_ids, position, xaxis, mode, layer_name)
         figs = dict(zip((ids.CMP_LOSS, ids.CMP_HELP, ids.CMP_LAYER_TOTALS),
                         overlays(state, run_ids, position, xaxis), strict=True))
         fig = figs.get(graph)
-    if fig is None:
+    if fig is None or not has_data(fig):  # an empty panel: nothing to download
         return dash.no_update
     name = safe_filename(f"compare-{graph}", trigger["fmt"])
     if trigger["fmt"] == "csv":
-        return dcc.send_string(figure_csv(fig), name)
+        context = {"runs": " ".join(run_ids)}
+        if graph in heat:
+            context.update(run=run_ids[heat[graph]], layer=parse_layer(layer_name)[1],
+                           mode=mode or "row")
+        return dcc.send_string(figure_csv(fig, context), name)
     return dcc.send_bytes(figure_image(fig, trigger["fmt"]), name)

@@ -5,9 +5,11 @@ from __future__ import annotations
 from dash import dcc, html
 
 from lcaviz.app import ids
+from lcaviz.figures.theme import PLOTLY_CONFIG, empty_figure
 
-GRAPH_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2},
-                "modeBarButtonsToRemove": ["lasso2d", "select2d"]}
+PLACEHOLDER_HEIGHT = 160  # a graph not drawn yet: a short blank, not empty axes
+
+GRAPH_CONFIG = dict(PLOTLY_CONFIG)  # no upload to Plotly Cloud, no duplicate camera button
 
 
 def export_buttons(graph_id: str, page: str, extra: tuple[str, ...] = ()) -> html.Div:
@@ -23,11 +25,16 @@ def export_buttons(graph_id: str, page: str, extra: tuple[str, ...] = ()) -> htm
 
 def graph_card(graph_id: str, title: str, *, controls=None, height: int | None = None,
                footer=None, loading: bool = True, page: str = "run",
-               extra_exports: tuple[str, ...] = (), header=None, graph=None) -> html.Div:
+               extra_exports: tuple[str, ...] = (), header=None, graph=None,
+               placeholder: str = "") -> html.Div:
     """A titled card with optional controls, a header line, a graph (a ``dcc.Graph`` unless
-    ``graph`` is given), and export buttons."""
+    ``graph`` is given), and export buttons.
+
+    Until its callback draws it, the graph shows ``placeholder`` in a short blank figure (not
+    Plotly's empty 450 px axes)."""
     if graph is None:
         graph = dcc.Graph(id=graph_id, config=GRAPH_CONFIG,
+                          figure=empty_figure(placeholder, height=PLACEHOLDER_HEIGHT),
                           style={"height": f"{height}px"} if height else None)
     body = dcc.Loading(graph, type="dot", delay_show=400) if loading else graph
     return html.Div([

@@ -7,20 +7,26 @@ clean error card for a bad id or an unreadable bundle.
 
 from __future__ import annotations
 
+import uuid
+
 import dash
-from dash import Input, Output, dcc, html
+from dash import ClientsideFunction, Input, Output, dcc, html
+from flask import Response, request
 
 from lcaviz.app import ids
 from lcaviz.app.pages import run_callbacks
 from lcaviz.app.pages.components import graph_card, labelled, radio, section, toggle
 from lcaviz.app.pages.run_analysis import GROUPS
+from lcaviz.app.pages.run_views import Controls
 from lcaviz.app.state import AppState
+from lcaviz.figures.export import EXPORT_SIZES
 
 REFRESH_MS = 1_000
+CANCEL_ROUTE = "/lcaviz/jobs/cancel"
 
 
 
-def _player() -> html.Div:
+def _player(mode: str = "row") -> html.Div:
     """The player (sticky): lca_player.js builds play/pause, the frame slider, go-to-iteration,
     step, rate and loop inside ``PLAYER_BAR``; the frame controls below need the server."""
     return html.Div([
@@ -28,9 +34,10 @@ def _player() -> html.Div:
         html.Div([
             labelled("frame", radio(ids.MODE, [("row", "this iteration"),
                                                ("cumulative", "cumulative up to t"),
-                                               ("window", "sum over last W rows")], "row")),
+                                               ("window", "sum over last W rows")], mode)),
             labelled("W", dcc.Input(id=ids.WINDOW, type="number", min=1, step=1, value=10,
                                     debounce=True, className="num")),
+            html.Span(id="run-window-note", className="muted small", role="status"),
         ], className="player-row controls-row"),
     ], className="player card sticky")
 
@@ -43,7 +50,17 @@ def _heatmap_section() -> html.Section:
                                              options=[{"label": "whole layer", "value": ""}]),
                  "160px"),
         labelled("colour range", radio(ids.RANGE_MODE, [("fixed", "fixed over run"),
-                                                       ("frame", "per frame")], "fixed")),
+                                                       ("frame", "per frame"),
+                                                       ("manual", "manual ±")], "fixed")),
+        labelled("±", dcc.Input(id=ids.RANGE_VALUE, type="number", min=0, debounce=True,
+                                placeholder="1e-5", className="num")),
+        # remembered by this browser (localStorage): a colour-blind reader sets it once
+        labelled("colours", dcc.RadioItems(
+            id=ids.PALETTE, options=[{"value": "redgreen", "label": "green helps / red hurts"},
+                                     {"value": "blueorange",
+                                      "label": "blue helps / orange hurts (colour-blind safe)"}],
+            value="redgreen", inline=True, className="radio", persistence=True,
+            persistence_type="local")),
         labelled("resolution", radio(ids.RESOLUTION, [("auto", "block sums"),
                                                      ("full", "full")], "auto")),
         html.Button("reset zoom", id=ids.ZOOM_RESET, n_clicks=0, className="btn small"),
@@ -51,7 +68,7 @@ def _heatmap_section() -> html.Section:
     # a plain div: lca_player.js paints frames on a canvas there and draws Plotly axes over
     # them once Plotly has loaded (which is after the first frame)
     host = html.Div(id=ids.HEATMAP, className="heat-host")
-    return section("Per-parameter LCA (green helps, red hurts)", [
+    return section("Per-parameter LCA (negative helps, positive hurts)", [
         graph_card(ids.HEATMAP, "Heatmap", controls=controls, loading=False,
                    extra_exports=("gif", "mp4"), graph=host,
                    header=html.Div(id=ids.HEATMAP_TITLE, className="heat-title"),
@@ -62,7 +79,9 @@ def _heatmap_section() -> html.Section:
 def _drill_section() -> html.Section:
     return section("Selected parameter", [
         graph_card(ids.DRILL, "One parameter through training (click a heatmap cell)",
-                   footer=html.P(id=ids.DRILL_INFO, className="muted small")),
+                   footer=html.P(id=ids.DRILL_INFO, className="muted small"),
+                   placeholder="Click a heatmap cell to follow that parameter through "
+                               "training."),
     ], sid="sec-drill")
 
 
@@ -119,6 +138,7 @@ def _sync_section() -> html.Section:
         labelled("class", dcc.Dropdown(id=ids.SYNC_CLASS, options=[], value=0,
                                        clearable=False), "160px"),
         labelled("top k peaks", num(ids.SYNC_K, 20, 1, 200)),
+        html.Span(id="run-sync-k-note", className="muted small", role="status"),
         labelled("shift ± s", num(ids.SYNC_SHIFT, 2, 1, 50)),
         labelled("resamples", num(ids.SYNC_RESAMPLES, 1000, 10, 20000)),
         html.Button("Run shift test", id=ids.SYNC_RUN, n_clicks=0, className="btn small"),
@@ -132,13 +152,35 @@ def _sync_section() -> html.Section:
     ], sid="sec-sync")
 
 
-def layout(id: str | None = None, run_id: str | None = None, **_query) -> html.Div:  # noqa: A002
-    """Run page layout; ``id`` (query) or ``run_id`` (path) names the bundle."""
-    rid = id or run_id or ""
-    if isinstance(rid, list):
-        rid = rid[0] if rid else ""
+def _first(v):
+    return (v[0] if v else None) if isinstance(v, list) else v
+
+
+def url_view(query: dict) -> dict:
+    """The view a link asks for (``layer``: a name, ``it``: an iteration, ``mode``): the page
+    writes them into its URL as they change, so a copied link reopens the same view."""
+    out = {}
+    layer, it, mode = (_first(query.get(k)) for k in ("layer", "it", "mode"))
+    if layer:
+        out["layer"] = str(layer)
+    if it is not None and str(it).isdigit():
+        out["it"] = int(it)
+    if mode in ("row", "cumulative", "window"):
+        out["mode"] = mode
+    return out
+
+
+def layout(id: str | None = None, run_id: str | None = None, **query) -> html.Div:  # noqa: A002
+    """Run page layout; ``id`` (query) or ``run_id`` (path) names the bundle; ``layer``,
+    ``it`` and ``mode`` (query) the view (:func:`url_view`)."""
+    rid = _first(id or run_id) or ""
+    view = url_view(query)
     return html.Div([
         dcc.Store(id=ids.RUN_ID, data=rid),
+        dcc.Store(id=ids.URL_VIEW, data=view),
+        # this visit of the page: its background jobs are cancelled when it is left
+        dcc.Store(id=ids.PAGE_TOKEN, data=uuid.uuid4().hex),
+        html.Div(id="run-page-jobs", hidden=True),
         dcc.Store(id=ids.RUN_META),
         dcc.Store(id=ids.HEATMAP_PLAN),
         dcc.Store(id=ids.HEATMAP_STREAM),
@@ -157,14 +199,18 @@ def layout(id: str | None = None, run_id: str | None = None, **_query) -> html.D
         html.Div([
             html.Div([html.H1(id=ids.RUN_HEADER, children=rid or "Run"),
                       html.Div(id="run-subtitle", className="muted")]),
-            html.Div([html.Button("Download HTML report", id=ids.REPORT_BTN, n_clicks=0,
+            html.Div([labelled("export size", dcc.Dropdown(
+                          id=ids.EXPORT_SIZE, clearable=False, value="screen",
+                          persistence=True, persistence_type="local",
+                          options=[{"label": k, "value": k} for k in EXPORT_SIZES]), "150px"),
+                      html.Button("Download HTML report", id=ids.REPORT_BTN, n_clicks=0,
                                   className="btn"),
                       dcc.Link("← all runs", href="/", className="btn ghost")],
                      className="toolbar"),
         ], className="page-head"),
         html.Div(id=ids.RUN_ERROR),
         html.Div([
-            _player(),
+            _player(view.get("mode", "row")),
             _heatmap_section(),
             # the other panels mount once the heatmap has painted: a dozen Plotly figures
             # drawn at load would hold the first frame back by a second
@@ -186,8 +232,39 @@ def panels() -> list[html.Section]:
             _helping_section(), _sync_section()]
 
 
+def number_note(name: str, value, lo: int, hi: int | None, default: int) -> str:
+    """What a number box's value becomes in the views (``Controls.from_dict``), when that is
+    not the value itself: empty → the default, a fraction → its whole part, outside [lo, hi]
+    → clipped."""
+    if value is None or value == "":
+        return f"{name} must be a whole number ≥ {lo}" + (f" and ≤ {hi}" if hi else "") + \
+            f"; using {default}"
+    used = max(lo, int(value)) if hi is None else max(lo, min(int(value), hi))
+    if used == value:
+        return ""
+    bounds = f"{lo}–{hi}" if hi else f"≥ {lo}"
+    return f"{name} = {value} is not a whole number {bounds}; using {used}"
+
+
 def register_callbacks(app: dash.Dash, state: AppState) -> None:
     """Wire the run page (delegates to :mod:`lcaviz.app.pages.run_callbacks`)."""
     app.callback(Output(ids.PANELS, "children"), Input(ids.PANELS_READY, "data"),
                  prevent_initial_call=True)(lambda ready: panels() if ready else dash.no_update)
     run_callbacks.register(app, state)
+    # a number the views cannot use is said so, with the value used instead (never silently)
+    app.callback(Output("run-window-note", "children"), Input(ids.WINDOW, "value"))(
+        lambda w: number_note("W", w, 1, None, Controls().window))
+    app.callback(Output("run-sync-k-note", "children"), Input(ids.SYNC_K, "value"))(
+        lambda k: number_note("top k", k, 1, 200, Controls().sync_k))
+    # the player hears the page's token and cancels its jobs when the page is left
+    app.clientside_callback(ClientsideFunction("lcaviz", "pageJobs"),
+                            Output("run-page-jobs", "title"),
+                            Input(ids.PAGE_TOKEN, "data"))
+
+    def cancel_jobs() -> Response:
+        """``POST /lcaviz/jobs/cancel?owner=TOKEN`` (a beacon from a page being left)."""
+        owner = request.args.get("owner", "")
+        n = state.jobs.cancel_owner(owner) if 0 < len(owner) <= 64 else 0
+        return Response(f"{n} cancelled", status=200, mimetype="text/plain")
+
+    app.server.add_url_rule(CANCEL_ROUTE, "lcaviz_jobs_cancel", cancel_jobs, methods=["POST"])

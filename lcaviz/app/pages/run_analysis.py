@@ -30,9 +30,10 @@ def _abs_hist(h: dict) -> tuple[np.ndarray, np.ndarray]:
     return counts, edges
 
 
-def value_scan_job(bundle) -> dict:
-    """One streaming pass, then every histogram and fit the page shows (runs in a thread)."""
-    scan = scan_values(bundle)
+def value_scan_job(bundle, progress=None) -> dict:
+    """One streaming pass, then every histogram and fit the page shows (runs in a thread;
+    ``progress`` hears the fraction streamed and may stop it)."""
+    scan = scan_values(bundle, progress=progress)
     out = {"hist": lca_histograms(scan, bins=80, clip_percentile=99.5, shared_range=True),
            "abs": lca_histograms(scan, bins=60, clip_percentile=99.9, log_bins=True),
            "layers_abs": [lca_histograms(scan, bins=40, clip_percentile=99.9, log_bins=True,
@@ -45,12 +46,18 @@ def value_scan_job(bundle) -> dict:
 def scan_peek(state: AppState, run_id: str) -> tuple[JobStatus | None, list]:
     """The value-scan job of the bundle as it is now, if one was started (starts nothing)."""
     _, key = state.open(run_id)
-    jkey = ["scan", *key]
+    jkey = job_key_of("scan", *key)
     return state.jobs.peek(tuple(jkey)), jkey
 
 
-def scan_status(state: AppState, run_id: str, job_key: list | None = None
-                ) -> tuple[JobStatus, list]:
+def job_key_of(*parts) -> list[str]:
+    """A job key that survives its trip through the browser: every part as text (a file's
+    mtime_ns is past 2**53, and JSON in the page would round it into another job's key)."""
+    return [str(p) for p in parts]
+
+
+def scan_status(state: AppState, run_id: str, job_key: list | None = None,
+                owner: str | None = None) -> tuple[JobStatus, list]:
     """Start (or poll) the value-scan job of a run.
 
     Args:
@@ -58,13 +65,15 @@ def scan_status(state: AppState, run_id: str, job_key: list | None = None
         run_id: untrusted run id.
         job_key: the key returned by an earlier call (poll that job); None starts a job for
             the bundle as it is now.
+        owner: the page visit asking (its jobs are cancelled when it is left).
 
     Returns:
         ``(status, key)``; keep the key to poll the same job while a live run grows.
     """
     b, key = state.open(run_id)
-    jkey = list(job_key) if job_key else ["scan", *key]
-    return state.jobs.status(tuple(jkey), value_scan_job, b), jkey
+    jkey = job_key_of(*job_key) if job_key else job_key_of("scan", *key)
+    return state.jobs.status(tuple(jkey), value_scan_job, b, progress_kw="progress",
+                             owner=owner, label=f"value scan of {run_id}"), jkey
 
 
 def histogram_figure(result: dict) -> go.Figure:
@@ -74,8 +83,10 @@ def histogram_figure(result: dict) -> go.Figure:
     fig = fhelp.help_hurt_hist_figure((h["help"]["counts"], h["help"]["edges"]),
                                       (h["hurt"]["counts"], h["hurt"]["edges"]), total=total)
     out = 100 * (h["clipped_help"] + h["clipped_hurt"]) / total if total else 0.0
-    fig.update_layout(title_text=f"LCA values: {result.get('rows_note', '')} ({out:.2g} % "
-                                 "in far tails not shown)")
+    # two short lines: one long line ran under the modebar and off the card
+    fig.update_layout(title_text=f"LCA values<br><sup>{result.get('rows_note', '')}; "
+                                 f"{out:.2g} % in the far tails not shown</sup>",
+                      margin={"t": 72})
     return fig
 
 
@@ -106,10 +117,19 @@ def weibull_view(result: dict, group: str = "sign") -> go.Figure:
 
 
 def status_text(st: JobStatus, what: str) -> str:
-    """One line for the progress indicator."""
+    """One line for the progress indicator: where a job waits and behind what, how long it
+    ran (and waited), or why it stopped."""
+    if st.state == "queued":
+        behind = f"; running now: {', '.join(st.running)}" if st.running else ""
+        return (f"{what}: waiting for a free worker, number {st.position} in the queue"
+                f"{behind} ({st.elapsed:.0f} s so far)")
     if st.state == "running":
         pct = f" {100 * st.progress:.0f} %" if st.progress is not None else ""
-        return f"Computing {what}…{pct} ({st.elapsed:.0f} s)"
+        waited = f", after {st.waited:.0f} s in the queue" if st.waited >= 1 else ""
+        return f"Computing {what}…{pct} ({st.elapsed:.0f} s{waited})"
+    if st.state == "cancelled":
+        return f"{what}: cancelled (the page that asked for it was left)"
     if st.state == "error":
         return f"{what} failed: {st.error}"
-    return f"{what}: done in {st.elapsed:.1f} s"
+    waited = f" (after {st.waited:.1f} s waiting in the queue)" if st.waited >= 0.5 else ""
+    return f"{what}: done in {st.elapsed:.1f} s{waited}"

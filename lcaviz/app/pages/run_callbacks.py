@@ -13,7 +13,7 @@ from dash import ClientsideFunction, Input, Output, State, ctx, html
 
 from lcaviz.app import ids
 from lcaviz.app.frames import stream_descriptor
-from lcaviz.app.pages import run_groups, run_views
+from lcaviz.app.pages import run_groups, run_stream, run_views
 from lcaviz.app.pages.components import error_card
 from lcaviz.app.pages.run_exports import register_exports
 from lcaviz.app.pages.run_panels import (  # noqa: F401 - re-exported for tests and benchmarks
@@ -23,7 +23,7 @@ from lcaviz.app.pages.run_panels import (  # noqa: F401 - re-exported for tests 
     sync_views,
 )
 from lcaviz.app.pages.run_views import Controls
-from lcaviz.app.queries import run_meta, subtitle
+from lcaviz.app.queries import manual_range, run_meta, subtitle
 from lcaviz.app.security import RunPathError
 from lcaviz.app.state import AppState
 from lcaviz.bundle import BundleError
@@ -35,7 +35,7 @@ NU = dash.no_update
 _OPEN_ERRORS = (RunPathError, BundleError, OSError)
 
 
-def init_run(state: AppState, run_id: str | None):
+def init_run(state: AppState, run_id: str | None, view: dict | None = None):
     """Load a run: meta store, header, error card, layer options.
 
     Returns:
@@ -55,6 +55,9 @@ def init_run(state: AppState, run_id: str | None):
                "value": i}
               for i, (n, s) in enumerate(zip(b.layer_names, b.layer_sizes, strict=True))]
     first = min(rows) if rows else 0
+    wanted = (view or {}).get("layer")  # a link's layer (by name), where the run has it
+    if wanted in b.layer_names:
+        first = b.layer_names.index(wanted)
     live = meta["status"] == "running"  # only a live run needs the refresh poll
     return meta, run_id, subtitle(meta), warning_card(meta), {}, layers, first, not live
 
@@ -84,8 +87,12 @@ def refresh_live(state: AppState, _n, run_id: str | None, meta: dict | None):
 
 
 def heatmap_stream(state: AppState, run_id, meta, layer, mode, window, range_mode, resolution,
-                   zoom):
+                   zoom, group=None, range_value=None):
     """The heatmap's stream: what the player fetches and draws, with its axes figure.
+
+    A layer stored without per-parameter rows gets its per-layer curve and a plain ``note``;
+    a head chosen in the "head / part" menu (``group``, while the zoom is its rectangle) is
+    named, with its size and exact LCA per frame.
 
     Returns:
         ``(stream, plan)``; the stream carries an ``error`` message when the run is unreadable.
@@ -97,31 +104,40 @@ def heatmap_stream(state: AppState, run_id, meta, layer, mode, window, range_mod
     try:
         stream = stream_descriptor(state, run_id, c.layer, c.mode, c.window, c.range_mode,
                                    c.resolution, c.zoom)
+        b, key = state.open(run_id)
+        if not stream["has_rows"]:
+            return run_stream.no_rows_stream(state, key, b, c.layer, stream), []
+        plan = stream["items"]
+        shown = run_stream.mark_heads(state, run_id, c.layer, plan, c.zoom, group)
+        if shown:
+            run_stream.add_group(state, key, b, stream, shown, c.mode, c.window)
     except _OPEN_ERRORS as e:
-        return {"error": f"Cannot read this run: {e}", "run": run_id}, None
-    plan = stream["items"]
-    if stream["has_rows"]:
-        fig = heatmap_axes(plan, uirevision=f"{run_id}|{c.layer}|{c.zoom}")
-        stream["figure"] = fig.to_plotly_json()
-    else:
-        stream["error"] = (f"{stream['layer_name']} has no per-parameter rows in this run (it "
-                           "was made with --lca-layers); its per-layer LCA is in the bars and "
-                           "curves below.")
+        return {"error": f"Cannot read this run: {public_message(state, e)}",
+                "run": run_id}, None
+    if c.range_mode == "manual":  # the typed range (none typed yet: each frame's own)
+        stream["zmax"] = manual_range(range_value)
+    fig = heatmap_axes(plan, uirevision=f"{run_id}|{c.layer}|{c.zoom}")
+    stream["figure"] = fig.to_plotly_json()
     return stream, plan
 
 
+def public_message(state: AppState, e: Exception) -> str:
+    """An error's message without the server's paths (the run id is what the page knows)."""
+    return str(e).replace(f"{state.runs_dir}/", "").replace(str(state.runs_dir), "RUNS_DIR")
+
+
 def stream_callback(state: AppState, trigger, run_id, meta, layer, mode, window, range_mode,
-                    resolution, zoom):
-    """:func:`heatmap_stream` for the page's controls; a new layer or resolution drops the
-    zoom (it belongs to the old image). Returns ``(stream, plan, zoom)``."""
-    if trigger in (ids.LAYER, ids.RESOLUTION) and zoom:
-        zoom = None
+                    resolution, zoom, group=None, range_value=None):
+    """:func:`heatmap_stream` for the page's controls; a new layer drops the zoom (it belongs
+    to the old image). Returns ``(stream, plan, zoom)``."""
+    if trigger == ids.LAYER and zoom:
+        zoom, group = None, None
     return (*heatmap_stream(state, run_id, meta, layer, mode, window, range_mode, resolution,
-                            zoom), zoom)
+                            zoom, group, range_value), zoom)
 
 
 def zoom_callback(state: AppState, trigger, relayout, run_id, meta, layer, mode, window,
-                  range_mode, resolution, plan, current, group=None):
+                  range_mode, resolution, plan, current, group=None, range_value=None):
     """A box zoom (the player's relayout data), the reset button or a head chosen in the
     "head / part" menu: the new zoom region and its stream (full resolution where the region
     is small enough).
@@ -141,7 +157,7 @@ def zoom_callback(state: AppState, trigger, relayout, run_id, meta, layer, mode,
     if region is NU or region == current:
         return NU, NU, NU
     stream, new_plan = heatmap_stream(state, run_id, meta, layer, mode, window, range_mode,
-                                      resolution, region)
+                                      resolution, region, group, range_value)
     return region, stream, new_plan
 
 
@@ -196,7 +212,8 @@ def register(app: dash.Dash, state: AppState) -> None:
        Output("run-subtitle", "children"), Output(ids.RUN_ERROR, "children"),
        Output("run-body", "style"), Output(ids.LAYER, "options"), Output(ids.LAYER, "value"),
        Output("run-refresh", "disabled"), Input(ids.RUN_ID, "data"),
-       )(lambda rid: init_run(state, rid))
+       State(ids.URL_VIEW, "data"),
+       )(lambda rid, view: init_run(state, rid, view))
     cb(Output(ids.RUN_META, "data", allow_duplicate=True),
        Output("run-subtitle", "children", allow_duplicate=True),
        Output("run-refresh", "disabled", allow_duplicate=True),
@@ -209,9 +226,10 @@ def register(app: dash.Dash, state: AppState) -> None:
        Output(ids.ZOOM, "data"),
        Input(ids.RUN_META, "data"), Input(ids.LAYER, "value"), Input(ids.MODE, "value"),
        Input(ids.WINDOW, "value"), Input(ids.RANGE_MODE, "value"),
-       Input(ids.RESOLUTION, "value"), State(ids.RUN_ID, "data"), State(ids.ZOOM, "data"),
-       )(lambda meta, lay, m, w, rm, res, rid, z: stream_callback(
-           state, ctx.triggered_id, rid, meta, lay, m, w, rm, res, z))
+       Input(ids.RESOLUTION, "value"), Input(ids.RANGE_VALUE, "value"),
+       State(ids.RUN_ID, "data"), State(ids.ZOOM, "data"), State(ids.HEAT_GROUP, "value"),
+       )(lambda meta, lay, m, w, rm, res, rv, rid, z, grp: stream_callback(
+           state, ctx.triggered_id, rid, meta, lay, m, w, rm, res, z, grp, rv))
     cb(Output(ids.ZOOM, "data", allow_duplicate=True),
        Output(ids.HEATMAP_STREAM, "data", allow_duplicate=True),
        Output(ids.HEATMAP_PLAN, "data", allow_duplicate=True),
@@ -220,9 +238,12 @@ def register(app: dash.Dash, state: AppState) -> None:
        State(ids.RUN_ID, "data"), State(ids.RUN_META, "data"), State(ids.LAYER, "value"),
        State(ids.MODE, "value"), State(ids.WINDOW, "value"), State(ids.RANGE_MODE, "value"),
        State(ids.RESOLUTION, "value"), State(ids.HEATMAP_PLAN, "data"),
-       State(ids.ZOOM, "data"), prevent_initial_call=True,
-       )(lambda rl, _b, grp, rid, meta, lay, m, w, rm, res, plan, cur: zoom_callback(
-           state, ctx.triggered_id, rl, rid, meta, lay, m, w, rm, res, plan, cur, grp))
+       State(ids.ZOOM, "data"), State(ids.RANGE_VALUE, "value"), prevent_initial_call=True,
+       )(lambda rl, _b, grp, rid, meta, lay, m, w, rm, res, plan, cur, rv: zoom_callback(
+           state, ctx.triggered_id, rl, rid, meta, lay, m, w, rm, res, plan, cur, grp, rv))
+    # the heatmap's colours are the browser's: the player repaints, nothing comes back
+    app.clientside_callback(ClientsideFunction("lcaviz", "palette"),
+                            Output(ids.HEATMAP_INFO, "title"), Input(ids.PALETTE, "value"))
     # the menu lists the selected layer's heads; a new layer starts from the whole layer
     cb(Output(ids.HEAT_GROUP, "options"), Output(ids.HEAT_GROUP, "value"),
        Input(ids.RUN_META, "data"), Input(ids.LAYER, "value"), Input(ids.ZOOM_RESET, "n_clicks"),
@@ -235,7 +256,9 @@ def register(app: dash.Dash, state: AppState) -> None:
     cb(Output(ids.DRILL, "figure"), Output(ids.DRILL_INFO, "children"),
        Input(ids.DRILL_PARAM, "data"), Input(ids.PANELS_META, "data"),
        Input(ids.FRAME_DRILL, "data"), State(ids.FRAME, "data"), State(ids.RUN_ID, "data"),
-       State(ids.MODE, "value"), State(ids.WINDOW, "value"), prevent_initial_call=True,
+       State(ids.MODE, "value"), State(ids.WINDOW, "value"),
+       # not prevent_initial_call: when the panels mount, a cell clicked before that (its
+       # DRILL_PARAM already set, this figure not there yet) is drawn
        )(lambda p, _m, _fd, fr, rid, m, w: update_drill(state, rid, p, fr, m, w,
                                                         ctx.triggered_id))
     register_views(app, state)

@@ -15,14 +15,15 @@ from lcaviz.app.pages.run_views import Controls
 from lcaviz.app.security import RunPathError, safe_filename
 from lcaviz.app.state import AppState
 from lcaviz.bundle import BundleError
-from lcaviz.figures.export import figure_csv, figure_image, html_report
+from lcaviz.figures.export import figure_csv, figure_image, has_data, html_report, sized
 from lcaviz.figures.theme import empty_figure
 
 # (Controls field, component id, property) of every control the builders read
 CONTROL_STATES = [
     ("run_id", ids.RUN_ID, "data"), ("row", ids.FRAME, "data"), ("mode", ids.MODE, "value"),
     ("window", ids.WINDOW, "value"), ("layer", ids.LAYER, "value"),
-    ("range_mode", ids.RANGE_MODE, "value"), ("resolution", ids.RESOLUTION, "value"),
+    ("range_mode", ids.RANGE_MODE, "value"), ("range_value", ids.RANGE_VALUE, "value"),
+    ("palette", ids.PALETTE, "value"), ("resolution", ids.RESOLUTION, "value"),
     ("zoom", ids.ZOOM, "data"), ("bars_scope", ids.BARS_SCOPE, "value"),
     ("bars_norm", ids.BARS_NORM, "value"), ("bars_by", ids.BARS_BY, "value"),
     ("curves_cumulative", ids.CURVES_CUMULATIVE, "value"),
@@ -30,8 +31,10 @@ CONTROL_STATES = [
     ("weibull_group", ids.WEIBULL_GROUP, "value"), ("sync_class", ids.SYNC_CLASS, "value"),
     ("sync_k", ids.SYNC_K, "value"), ("sync_shift", ids.SYNC_SHIFT, "value"),
     ("sync_resamples", ids.SYNC_RESAMPLES, "value"), ("drill", "run-drill-param", "data"),
+    ("export_size", ids.EXPORT_SIZE, "value"),
 ]
 _BOOL = {"curves_cumulative", "loss_log", "residual_log"}
+_MARKED = {ids.LOSS, ids.RESIDUAL, ids.LAYER_CURVES, ids.HELP_TIME}  # figures with a marker
 JOB_TIMEOUT = 120.0
 _OPEN_ERRORS = (RunPathError, BundleError, OSError)
 
@@ -56,10 +59,14 @@ def build_figure(state: AppState, graph: str, c: Controls):
     if graph == ids.HEATMAP:
         return run_views.heatmap(state, c)[0]
     if graph in simple:
-        return getattr(run_views, simple[graph])(state, c)
+        fig = getattr(run_views, simple[graph])(state, c)
+        if graph in _MARKED and fig.layout.shapes:  # the player's time marker: on screen only
+            fig.layout.shapes[0].visible = False
+        return fig
     if graph in (ids.HELP_HIST, ids.WEIBULL):
         st, key = run_analysis.scan_status(state, c.run_id)
-        st = state.jobs.wait(tuple(key), JOB_TIMEOUT) if st.state == "running" else st
+        st = state.jobs.wait(tuple(key), JOB_TIMEOUT) if st.state in ("running", "queued") \
+            else st
         if st.state != "done":
             return empty_figure(f"not available: {st.error or st.state}")
         if graph == ids.HELP_HIST:
@@ -70,7 +77,8 @@ def build_figure(state: AppState, graph: str, c: Controls):
     if graph == ids.SYNC_TEST:
         st, key = run_sync.sync_status(state, c.run_id, c.sync_k, c.sync_shift,
                                        c.sync_resamples)
-        st = state.jobs.wait(tuple(key), JOB_TIMEOUT) if st.state == "running" else st
+        st = state.jobs.wait(tuple(key), JOB_TIMEOUT) if st.state in ("running", "queued") \
+            else st
         return run_sync.test_view(st.result if st.state == "done" else None, c.sync_class)
     raise KeyError(f"unknown graph {graph!r}")
 
@@ -86,10 +94,44 @@ def export_figure(state: AppState, trigger: dict | None, values: list):
     if fmt not in ids.EXPORT_FORMATS:
         return dash.no_update
     fig = build_figure(state, graph, c)
-    name = safe_filename(f"{c.run_id.rsplit('.', 1)[0]}-{graph}", fmt)
+    if not has_data(fig):  # an empty panel (a message, no data): nothing to download
+        return dash.no_update
+    context = export_context(state, graph, c)
+    name = safe_filename("-".join(str(v) for v in (
+        c.run_id.rsplit(".", 1)[0], graph, context.get("layer"), context.get("iteration_tag"))
+        if v), fmt)
     if fmt == "csv":
-        return dcc.send_string(figure_csv(fig), name)
-    return dcc.send_bytes(figure_image(fig, fmt), name)
+        context.pop("iteration_tag", None)
+        return dcc.send_string(figure_csv(fig, context), name)
+    fig, size = sized(fig, c.export_size)  # screen, paper column, paper page or slide
+    return dcc.send_bytes(figure_image(fig, fmt, **size), name)
+
+
+# figures whose values are LCA or a loss: nats of the allocated (training) loss
+_NATS = {ids.HEATMAP, ids.LAYER_BARS, ids.LAYER_CURVES, ids.DRILL, ids.LOSS, ids.RESIDUAL,
+         ids.TRAIN_VAL}
+
+
+def export_context(state: AppState, graph: str, c: Controls) -> dict:
+    """What an exported figure shows, for its CSV columns and file name: the run, and for the
+    heatmap its layer, iteration(s) and frame mode; units where the values are LCA."""
+    out = {"run": c.run_id}
+    try:
+        b, _ = state.open(c.run_id)
+    except _OPEN_ERRORS:
+        return out
+    if graph == ids.HEATMAP and b.n_rows:
+        from lcaviz.app.queries import iterations_of_rows, rows_for
+
+        layer = min(max(int(c.layer or 0), 0), b.n_layers - 1)
+        a, e = iterations_of_rows(b, *rows_for(b, c.row, c.mode, c.window))
+        out.update(layer=b.layer_names[layer], iteration=f"{a}" if e - a == 1 else f"{a}-{e - 1}",
+                   mode={"row": "this iteration", "cumulative": "cumulative",
+                         "window": f"sum over last {c.window} rows"}.get(c.mode, c.mode),
+                   iteration_tag=f"it{a}" if e - a == 1 else f"it{a}-{e - 1}")
+    if graph in _NATS:
+        out["units"] = "nats (of the allocated loss)"
+    return out
 
 
 def heatmap_video(state: AppState, c: Controls, fmt: str):
@@ -135,7 +177,7 @@ def report(state: AppState, values: list):
     the run cannot be opened (the page then shows its error card and hides the button)."""
     c = controls_from_values(values)
     try:
-        b, _ = state.open(c.run_id)
+        b, key = state.open(c.run_id)
     except _OPEN_ERRORS:
         return dash.no_update
     graphs = [ids.HEATMAP, ids.LAYER_BARS, ids.LAYER_CURVES, ids.LOSS, ids.RESIDUAL,
@@ -143,9 +185,12 @@ def report(state: AppState, values: list):
               ids.SYNC_PEAKS] + ([ids.LCA_ERROR, ids.TABLE_S1] if b.has_lca_error else []) \
         + ([ids.TRAIN_VAL] if b.has_val else [])
     figs = [build_figure(state, g, c) for g in graphs]
+    from lcaviz.app.pages.run_report import CAPTIONS, report_tables
     from lcaviz.app.queries import run_meta, subtitle
 
-    html_text = html_report(f"LCA report — {c.run_id}", figs, intro=subtitle(run_meta(b)))
+    html_text = html_report(f"LCA report — {c.run_id}", figs, intro=subtitle(run_meta(b)),
+                            captions=[CAPTIONS.get(g, "") for g in graphs],
+                            tables=report_tables(state, b, key))
     return dcc.send_string(html_text, safe_filename(f"{c.run_id.rsplit('.', 1)[0]}-report",
                                                     "html"))
 

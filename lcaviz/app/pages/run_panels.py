@@ -50,7 +50,7 @@ def class_options(meta: dict) -> tuple[list[dict], int]:
     return [{"label": class_label(n), "value": i} for i, n in enumerate(meta["classes"])], 0
 
 
-def scan_views(state: AppState, trigger, run_id, meta, group, job_key):
+def scan_views(state: AppState, trigger, run_id, meta, group, job_key, owner=None):
     """Fig. 3b and the Weibull figure from the background value scan (start or poll).
 
     Returns:
@@ -59,30 +59,34 @@ def scan_views(state: AppState, trigger, run_id, meta, group, job_key):
     if not run_id or not meta:
         return NU, NU, "", True, None
     polling = trigger in (ids.WEIBULL_INTERVAL, ids.WEIBULL_GROUP) and job_key
-    auto = meta["R"] * meta["P"] <= run_analysis.AUTO_SCAN_CELLS
+    stored = meta["R"] * meta.get("row_cols", meta["P"])  # the values there are to stream
+    auto = stored <= run_analysis.AUTO_SCAN_CELLS
     try:
         if not (polling or auto or trigger == ids.SCAN_START):
             st, key = run_analysis.scan_peek(state, run_id)
             if st is None:  # a large run: streaming all of it waits for the button
-                msg = empty_figure(f"{meta['R'] * meta['P']:,} LCA values: press “Compute” "
-                                   "to stream them once for the histograms and fits.")
+                msg = empty_figure(f"{stored:,} stored LCA values: press “Compute” to stream "
+                                   "them once for the histograms and fits.")
                 return msg, msg, "", True, None
         else:
-            st, key = run_analysis.scan_status(state, run_id, job_key if polling else None)
+            st, key = run_analysis.scan_status(state, run_id, job_key if polling else None,
+                                               owner=owner)
     except _OPEN_ERRORS as e:
         return empty_figure(str(e)), empty_figure(str(e)), "", True, None
     text = run_analysis.status_text(st, "value histograms and Weibull fits")
-    if st.state == "running":
-        wait = empty_figure("Computing… (scrubbing stays responsive meanwhile)")
+    if st.state in ("running", "queued"):
+        wait = empty_figure("Waiting for a free worker…" if st.state == "queued" else
+                            "Computing… (scrubbing stays responsive meanwhile)")
         return (wait if trigger != ids.WEIBULL_INTERVAL else NU,
                 wait if trigger != ids.WEIBULL_INTERVAL else NU, text, False, key)
-    if st.state == "error":
-        return empty_figure(text), empty_figure(text), text, True, key
+    if st.state in ("error", "cancelled"):
+        return empty_figure(text), empty_figure(text), text, True, None
     return (run_analysis.histogram_figure(st.result),
             run_analysis.weibull_view(st.result, group or "sign"), text, True, key)
 
 
-def sync_views(state: AppState, trigger, run_id, meta, cls, k, shift, resamples, job_key):
+def sync_views(state: AppState, trigger, run_id, meta, cls, k, shift, resamples, job_key,
+               owner=None):
     """Shift-test figure: starts on the button, polls on the interval, re-slices on class.
 
     Returns:
@@ -90,22 +94,23 @@ def sync_views(state: AppState, trigger, run_id, meta, cls, k, shift, resamples,
     """
     if not run_id or not meta:
         return NU, "", True, None
-    c = Controls.from_dict({"sync_class": cls or 0, "sync_k": k or 20,
+    c = Controls.from_dict({"sync_class": cls or 0, "sync_k": k,
                             "sync_shift": shift or 2, "sync_resamples": resamples or 1000})
     if trigger != ids.SYNC_RUN and not job_key:
         return run_sync.test_view(None, 0), "", True, None
     try:
         st, key = run_sync.sync_status(state, run_id, c.sync_k, c.sync_shift,
                                        c.sync_resamples,
-                                       None if trigger == ids.SYNC_RUN else job_key)
+                                       None if trigger == ids.SYNC_RUN else job_key,
+                                       owner=owner)
     except _OPEN_ERRORS as e:
         return empty_figure(str(e)), "", True, None
     text = run_analysis.status_text(st, "shift test")
-    if st.state == "running":
+    if st.state in ("running", "queued"):
         return NU if trigger == ids.SYNC_INTERVAL else empty_figure("Computing…"), text, \
             False, key
-    if st.state == "error":
-        return empty_figure(text), text, True, key
+    if st.state in ("error", "cancelled"):
+        return empty_figure(text), text, True, None if st.state == "cancelled" else key
     return run_sync.test_view(st.result, c.sync_class), text, True, key
 
 
@@ -131,8 +136,7 @@ def register_views(app: dash.Dash, state: AppState) -> None:
     # while the bars say "up to t", FRAME_DRILL while a parameter is selected
     app.clientside_callback(ClientsideFunction("lcaviz", "frameGate"),
                             Output(ids.FRAME_BARS, "data"), Output(ids.FRAME_DRILL, "data"),
-                            Input(ids.FRAME, "data"), State(ids.BARS_SCOPE, "value"),
-                            State(ids.DRILL_PARAM, "data"))
+                            Input(ids.FRAME, "data"), State(ids.DRILL_PARAM, "data"))
     bars = view("layer_bars", bars_scope=str, bars_norm=str, bars_by=str)
     cb(Output(ids.LAYER_BARS, "figure"), meta_in, rid_st, Input(ids.FRAME_BARS, "data"),
        Input(ids.MODE, "value"), Input(ids.WINDOW, "value"), Input(ids.BARS_SCOPE, "value"),
@@ -158,11 +162,13 @@ def register_views(app: dash.Dash, state: AppState) -> None:
        Output("run-scan-job", "data"),
        meta_in, Input(ids.WEIBULL_GROUP, "value"), Input(ids.WEIBULL_INTERVAL, "n_intervals"),
        Input(ids.SCAN_START, "n_clicks"), rid_st, State("run-scan-job", "data"),
-       )(lambda meta, g, _n, _c, rid, jk: scan_views(state, ctx.triggered_id, rid, meta, g,
-                                                      jk))
+       State(ids.PAGE_TOKEN, "data"),
+       )(lambda meta, g, _n, _c, rid, jk, tok: scan_views(state, ctx.triggered_id, rid, meta,
+                                                           g, jk, tok))
     cb(Output(ids.SYNC_PEAKS, "figure"), meta_in, Input(ids.SYNC_CLASS, "value"),
        Input(ids.SYNC_K, "value"), rid_st,
-       )(lambda meta, c, k, rid: run_sync.peaks_view(state, rid, c or 0, int(k or 20))
+       )(lambda meta, c, k, rid: run_sync.peaks_view(
+           state, rid, c or 0, Controls.from_dict({"sync_k": k}).sync_k)  # as the test's k
          if rid and meta else NU)
     cb(Output(ids.SYNC_CLASS, "options"), Output(ids.SYNC_CLASS, "value"), meta_in,
        )(lambda meta: class_options(meta) if meta else (NU, NU))
@@ -171,7 +177,7 @@ def register_views(app: dash.Dash, state: AppState) -> None:
        meta_in, Input(ids.SYNC_RUN, "n_clicks"), Input(ids.SYNC_INTERVAL, "n_intervals"),
        Input(ids.SYNC_CLASS, "value"), rid_st, State(ids.SYNC_K, "value"),
        State(ids.SYNC_SHIFT, "value"), State(ids.SYNC_RESAMPLES, "value"),
-       State("run-sync-job", "data"),
-       )(lambda meta, _b, _n, c, rid, k, s, n, jk: sync_views(state, ctx.triggered_id, rid,
-                                                             meta, c, k, s, n, jk))
+       State("run-sync-job", "data"), State(ids.PAGE_TOKEN, "data"),
+       )(lambda meta, _b, _n, c, rid, k, s, n, jk, tok: sync_views(
+           state, ctx.triggered_id, rid, meta, c, k, s, n, jk, tok))
 

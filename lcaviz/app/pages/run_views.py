@@ -22,6 +22,8 @@ from lcaviz.app.queries import (
     layer_tensors,
     layer_weights,
     make_plan,
+    manual_range,
+    range_plan,
     rows_for,
     series,
     split_frames,
@@ -32,7 +34,7 @@ from lcaviz.figures import helping as fhelp
 from lcaviz.figures.calibration import calibrate_loss_figure
 from lcaviz.figures.heatmap import downsample_label, layer_heatmap
 from lcaviz.figures.lca_error import lca_error_figure, table_s1_figure
-from lcaviz.figures.theme import empty_figure
+from lcaviz.figures.theme import diverging, empty_figure
 from lcaviz.figures.train_val import train_val_figure
 
 MODE_LABEL = {"row": "LCA at", "cumulative": "Cumulative LCA,", "window": "Window sum,"}
@@ -47,7 +49,9 @@ class Controls:
     mode: str = "row"
     window: int = 10
     layer: int = 0
-    range_mode: str = "fixed"
+    range_mode: str = "fixed"  # or "frame", or "manual" (± range_value)
+    range_value: float | None = None
+    palette: str = "redgreen"
     resolution: str = "auto"
     zoom: list | None = None
     bars_scope: str = "total"
@@ -62,6 +66,7 @@ class Controls:
     sync_shift: int = 2
     sync_resamples: int = 1000
     drill: dict | None = field(default=None)
+    export_size: str = "screen"  # of PNG / SVG / PDF exports (figures.export.EXPORT_SIZES)
 
     @classmethod
     def from_dict(cls, d: dict) -> Controls:
@@ -91,6 +96,11 @@ def heatmap(state: AppState, c: Controls) -> tuple[go.Figure, list[dict], str]:
     layer = min(max(c.layer, 0), b.n_layers - 1)
     if b.n_rows == 0:
         return empty_figure("No per-parameter LCA rows written yet."), [], ""
+    if not b.has_rows(layer):  # said plainly (exports, the report), as on the page
+        from lcaviz.app.pages.run_stream import no_rows_note
+
+        note = no_rows_note(b, layer)
+        return empty_figure(note.split(";")[0] + ".", height=200), [], note
     tensors = layer_tensors(b, layer)
     plan = make_plan(tensors, full_resolution=c.resolution == "full", region=c.zoom)
     values = layer_frame(state, key, b, layer, c.row, c.mode, c.window)
@@ -99,16 +109,22 @@ def heatmap(state: AppState, c: Controls) -> tuple[go.Figure, list[dict], str]:
     frames = split_frames(tensors, plan, values, weights)
     zmax = None
     if c.range_mode == "fixed":
-        zmax = fixed_limit(state, key, b, layer, plan, tensors, c.mode, c.window)
+        zmax = fixed_limit(state, key, b, layer, range_plan(b, layer, plan, c.zoom), tensors,
+                           c.mode, c.window)
+    elif c.range_mode == "manual" and manual_range(c.range_value):
+        zmax = manual_range(c.range_value)
     a, e = iterations_of_rows(b, r0, r1)
     when = f"iteration {a:,}" if e - a == 1 else f"iterations {a:,}–{e - 1:,}"
     title = f"{b.layer_names[layer]} — {MODE_LABEL.get(c.mode, '')} {when}"
-    fig = layer_heatmap(frames, plan, zmax=zmax, title=title)
+    range_note = {"fixed": "fixed over run, 99.5th pct", "manual": "manual range"}.get(
+        c.range_mode if zmax else "", "this frame, 99.5th pct")
+    fig = layer_heatmap(frames, plan, zmax=zmax, title=title, colorscale=diverging(c.palette),
+                        range_note=range_note)
     fig.update_layout(uirevision=f"{c.run_id}|{layer}|{c.zoom}")
     total = float(np.sum(values, dtype=np.float64))
     note = downsample_label(plan)
     info = (f"{int(b.layer_sizes[layer]):,} parameters · layer LCA {total:.4g} · colour range "
-            f"±{fig.layout.meta['zmax']:.3g} ({'fixed over run' if zmax else 'this frame'})"
+            f"±{fig.layout.meta['zmax']:.3g} ({range_note})"
             + (f" · {note}: each cell is the exact sum of its block; zoom in (drag a box) or "
                "choose full resolution for single parameters" if note else ""))
     return fig, plan, info

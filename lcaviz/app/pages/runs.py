@@ -16,6 +16,7 @@ from lcaviz.app.pages.components import error_card
 from lcaviz.app.queries import human_size
 from lcaviz.app.runs_query import (
     QueryError,
+    Term,
     cell,
     config_fields,
     lookup,
@@ -64,8 +65,8 @@ def layout(**_query) -> html.Div:
     """The runs table (sortable, with a filter box), its action buttons and the error cards."""
     table = dash_table.DataTable(
         id=ids.RUNS_TABLE, columns=_columns(),
-        data=[], row_selectable="multi", selected_row_ids=[], sort_action="native",
-        sort_mode="multi", page_action="native", page_size=25,
+        data=[], row_selectable="multi", selected_rows=[], sort_action="native",
+        sort_mode="single", page_action="native", page_size=25,
         markdown_options={"link_target": "_self"},
         css=[{"selector": ".dash-cell-value a", "rule": "color: #0b6bcb; font-weight: 600"}],
         style_as_list_view=True,
@@ -108,6 +109,7 @@ def layout(**_query) -> html.Div:
         table,
         html.Div(id=ids.RUNS_ERRORS),
         dcc.Store(id=ids.RUNS_DATA),
+        dcc.Store(id=ids.RUNS_SELECTED, data=[]),
         dcc.Store(id="runs-hash"),
         dcc.Interval(id=ids.RUNS_INTERVAL, interval=REFRESH_MS, n_intervals=0),
     ])
@@ -175,18 +177,25 @@ def filter_rows(rows: list[dict] | None, query: str | None) -> list[dict]:
     """Rows that satisfy every term of ``query`` (:mod:`lcaviz.app.runs_query`): plain words
     are searched in the row's text (id, network, dataset, optimizer, method, status, note),
     case-insensitively; ``field<op>value`` terms compare a column or a config field
-    (``optimizer=sgd lr<0.05 momentum>0``, ``precision_flags.matmul=ieee``).
+    (``optimizer=sgd lr<0.05 momentum>0``, ``precision_flags.matmul=ieee``); a column may be
+    named by its header (``batch=250``, ``network=lenet``, ``run=a.h5``) or its key.
 
     Raises:
         QueryError: a malformed query.
     """
     terms, words = parse_query(query)
+    terms = [Term(_HEADER_KEYS.get(t.field, t.field), t.op, t.value) for t in terms]
     out = []
     for r in rows or []:
         text = " ".join(str(r.get(k) or "") for k in _SEARCHED).lower()
         if record_matches(terms, words, r, r.get("config") or {}, text):
             out.append(r)
     return out
+
+
+# a term may name a column by its header (``batch=250``) or its key
+_HEADER_KEYS = {name.replace(" ", "_"): key for key, name, _, _ in COLUMNS
+                if name.replace(" ", "_") != key} | {"run": "id"}
 
 
 def filtered_table(rows: list[dict] | None, query: str | None):
@@ -253,20 +262,58 @@ def compare_href(run_ids: list[str]) -> str:
     return "/compare?" + urlencode([("ids", r) for r in run_ids], quote_via=quote)
 
 
-def selection_actions(selected: list[str] | None, data: list[dict] | None):
-    """Enable "Open" for one readable run and "Compare" for 2–4.
+def table_with_selection(rows: list[dict] | None, query: str | None,
+                         selected: list[str] | None):
+    """:func:`filtered_table` plus the ticks of the rows shown: the selection is a list of run
+    ids, so a filter, a sort or a rescan that moves rows never moves a tick to another run.
+
+    Returns:
+        ``(table data, filter hint, selected_rows (indices into the table data))``.
+    """
+    shown, hint = filtered_table(rows, query)
+    want = set(selected or [])
+    return shown, hint, [i for i, r in enumerate(shown) if r["id"] in want]
+
+
+def table_view_with_selection(rows: list[dict] | None, query: str | None,
+                              config_columns: list | None, selected: list[str] | None):
+    """:func:`table_view` plus the ticks of the rows shown (indices of the selected run ids)."""
+    data, hint, columns, options = table_view(rows, query, config_columns)
+    want = set(selected or [])
+    return data, hint, columns, options, [i for i, r in enumerate(data) if r["id"] in want]
+
+
+def update_selection(ticked_rows: list[int] | None, shown: list[dict] | None,
+                     selected: list[str] | None) -> list[str]:
+    """The selected run ids after the user ticked ``ticked_rows`` (indices into the table's
+    data): runs hidden by the filter stay selected, the shown rows say for themselves."""
+    shown = shown or []
+    visible = {r["id"] for r in shown}
+    ticked = [shown[i]["id"] for i in ticked_rows or [] if 0 <= i < len(shown)]
+    kept = [s for s in selected or [] if s not in visible]
+    return kept + [t for t in ticked if t not in kept]
+
+
+def selection_actions(selected: list[str] | None, data: list[dict] | None,
+                      shown: list[dict] | None = None):
+    """Enable "Open" for one readable run and "Compare" for 2–4 (``shown``: the rows the
+    filter lets through, to say how many selected runs it hides).
 
     Returns:
         ``(open href, open class, compare href, compare class, hint)``.
     """
     ok = {r["id"] for r in (data or []) if r.get("status") != "unreadable"}
     sel = [s for s in (selected or []) if s in ok]
-    skipped = len(selected or []) - len(sel)
+    skipped = len([s for s in selected or [] if s not in ok and s in
+                   {r["id"] for r in data or []}])
     open_ok = len(sel) == 1
     cmp_ok = 2 <= len(sel) <= MAX_COMPARE
     hint = f"{len(sel)} selected"
     if skipped:
         hint += f" ({skipped} unreadable ignored)"
+    hidden = len(set(sel) - {r["id"] for r in shown}) if shown is not None else 0
+    if hidden:
+        hint += f" ({hidden} hidden by the filter)"
     if len(sel) > MAX_COMPARE:
         hint += f" — compare takes at most {MAX_COMPARE}"
     return (run_href(sel[0]) if open_ok else "", "btn" if open_ok else "btn disabled",
@@ -280,15 +327,24 @@ def register_callbacks(app: dash.Dash, state: AppState) -> None:
         Output(ids.RUNS_COUNT, "children"), Output("runs-hash", "data"),
         Input(ids.RUNS_INTERVAL, "n_intervals"), State("runs-hash", "data"),
     )(lambda n, h: refresh_runs(state, n, h))
+    # ticks are run ids (RUNS_SELECTED): the table's own selected_rows are row positions,
+    # which a filter, a sort or a rescan would hand to another run
     app.callback(
         Output(ids.RUNS_TABLE, "data"), Output(ids.RUNS_FILTER_HINT, "children"),
         Output(ids.RUNS_TABLE, "columns"), Output(CONFIG_COLUMNS, "options"),
+        Output(ids.RUNS_TABLE, "selected_rows"),
         Input(ids.RUNS_DATA, "data"), Input(ids.RUNS_FILTER, "value"),
-        Input(CONFIG_COLUMNS, "value"),
-    )(table_view)
+        Input(CONFIG_COLUMNS, "value"), State(ids.RUNS_SELECTED, "data"),
+    )(table_view_with_selection)
+    app.callback(
+        Output(ids.RUNS_SELECTED, "data"),
+        Input(ids.RUNS_TABLE, "selected_rows"), State(ids.RUNS_TABLE, "data"),
+        State(ids.RUNS_SELECTED, "data"), prevent_initial_call=True,
+    )(update_selection)
     app.callback(
         Output(ids.RUNS_OPEN, "href"), Output(ids.RUNS_OPEN, "className"),
         Output(ids.RUNS_COMPARE, "href"), Output(ids.RUNS_COMPARE, "className"),
         Output(ids.RUNS_HINT, "children"),
-        Input(ids.RUNS_TABLE, "selected_row_ids"), State(ids.RUNS_TABLE, "data"),
+        Input(ids.RUNS_SELECTED, "data"), State(ids.RUNS_DATA, "data"),
+        Input(ids.RUNS_TABLE, "data"),
     )(selection_actions)
