@@ -32,6 +32,16 @@ def _key_value(text: str) -> tuple[str, float]:
         raise argparse.ArgumentTypeError(f"{text!r}: {value!r} is not a number") from None
 
 
+def _chunk_size(text: str) -> int | str:
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or auto, got {text!r}") \
+            from None
+
+
 class _Help(argparse.RawDescriptionHelpFormatter):
     """One line of help per flag with its default and choices; no "(default: None)" noise."""
 
@@ -98,8 +108,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="adaptive: also require |dL - sum A| <= RTOL*|dL|; 0: off")
     g.add_argument("--max-halvings", type=int, default=d.max_halvings,
                    help="adaptive: at most 2^N Simpson intervals per iteration")
-    g.add_argument("--chunk-size", type=int, default=d.chunk_size,
-                   help="examples per full-dataset pass chunk (fixes BatchNorm groups)")
+    g.add_argument("--chunk-size", type=_chunk_size, default=d.chunk_size, metavar="N|auto",
+                   help="examples per full-dataset pass; auto: the largest whose forward+"
+                   "backward fits 25%% of free GPU memory / 2 GiB on CPU (never changes the "
+                   "loss; on a BatchNorm net without --bn-group an integer is the group, "
+                   "deprecated)")
+    g.add_argument("--bn-group", type=int, default=None, metavar="N",
+                   help="BatchNorm nets: examples per normalisation group, part of the loss "
+                   "(default: 1000, the loss of earlier runs); several groups run per pass")
     g.add_argument("--chunking", choices=("class", "mixed"), default=None,
                    help="class-pure or data-order chunks (default: class unless BatchNorm)")
     g.add_argument("--no-per-class", dest="per_class", action="store_false",
@@ -164,8 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--precision", choices=PRECISIONS, default=d.precision,
                    help="dtype of the model and of every gradient")
     g.add_argument("--memory-format", choices=MEMORY_FORMATS, default=d.memory_format,
-                   help="conv activation layout; channels_last is faster but run "
-                   "--precision-check first (fp32 BatchNorm loses precision on CPU)")
+                   help="conv activation layout; auto: channels_last for conv nets on CUDA "
+                   "when the automatic precision check passes with it, else contiguous "
+                   "(always on CPU, where fp32 NHWC BatchNorm loses precision)")
     g.add_argument("--compile", action="store_true",
                    help="torch.compile the full-dataset gradient passes (slow first iteration)")
     g.add_argument("--allow-tf32", action="store_true",
@@ -196,7 +213,7 @@ def config_from_args(a: argparse.Namespace) -> RunConfig:
         counterfactual_every=a.counterfactual_every, update_mask=a.update_mask,
         lca_data=a.lca_data, lca_data_resample=a.lca_data_resample, lca_every=a.lca_every,
         full_loss_every=a.full_loss_every,
-        chunk_size=a.chunk_size, chunking=a.chunking,
+        chunk_size=a.chunk_size, bn_group=a.bn_group, chunking=a.chunking,
         per_class=a.per_class, val_lca=a.val_lca, lca_stride=a.lca_stride,
         lca_rows=a.lca_rows, lca_layers=_layers(a.lca_layers), lca_storage=a.lca_storage,
         lca_compression=a.lca_compression,

@@ -216,9 +216,10 @@ class LCAResult:
 
 def compute_lca(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
                 trajectory: Iterable[torch.Tensor], *, method: str = "rk4", tol: float = 1e-3,
-                max_halvings: int = 8, chunk_size: int = 1000, per_class: bool = False,
+                max_halvings: int = 8, chunk_size: int | str = "auto", per_class: bool = False,
                 n_classes: int | None = None, chunking: str | None = None,
-                loss_fn: LossFn = per_example_cross_entropy, rtol: float = 0.0) -> LCAResult:
+                loss_fn: LossFn = per_example_cross_entropy, rtol: float = 0.0,
+                bn_group: int | None = None) -> LCAResult:
     """Loss Change Allocation of any model along a sequence of parameter vectors.
 
     Args:
@@ -231,7 +232,9 @@ def compute_lca(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
         tol: adaptive only: |ΔL − ΣA| each iteration must end below this.
         rtol: adaptive only: if > 0, |ΔL − ΣA| must also be <= rtol·|ΔL|.
         max_halvings: adaptive only: at most 2**max_halvings Simpson intervals.
-        chunk_size: examples per forward/backward pass.
+        chunk_size: examples per forward/backward pass, or ``"auto"`` (the largest that fits
+            the memory budget); bn_group: BatchNorm models' normalisation group (default
+            1000). See ``FullDatasetObjective``.
         per_class: also allocate each class's share of the loss.
         n_classes: C; defaults to ``targets.max() + 1`` for integer targets.
         chunking: ``"class"`` or ``"mixed"``, see ``FullDatasetObjective``.
@@ -244,7 +247,7 @@ def compute_lca(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
         n_classes = 1 if targets.is_floating_point() else int(targets.max()) + 1
     objective = FullDatasetObjective(model, inputs, targets, n_classes=n_classes,
                                      chunk_size=chunk_size, per_class=per_class,
-                                     chunking=chunking, loss_fn=loss_fn)
+                                     chunking=chunking, loss_fn=loss_fn, bn_group=bn_group)
     integ = LCAIntegrator(objective, method, tol=tol, max_halvings=max_halvings, rtol=rtol)
     table = param_table(model)
     layer_idx = torch.as_tensor(table.param_layer_index(), device=flat_params(model).device)

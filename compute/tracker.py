@@ -98,7 +98,10 @@ class LCATracker:
         lca_storage: ``"float32"`` or ``"bfloat16"``.
         optimizer: the training optimizer, recorded (class and param-group settings).
         val_inputs, val_targets: a second fixed set whose loss change is allocated too.
-        tol, max_halvings: adaptive settings. chunk_size: examples per pass.
+        tol, max_halvings: adaptive settings. chunk_size: examples per pass, or ``"auto"``
+            (the largest that fits the memory budget; never changes the loss without
+            BatchNorm). bn_group: BatchNorm models: examples per normalisation group (default
+            1000; see ``FullDatasetObjective``).
         overwrite: replace an existing ``out``.
         flush_seconds: the writer publishes new iterations at least this often.
     """
@@ -109,7 +112,8 @@ class LCATracker:
                  lca_layers: list[str] | None = None, lca_storage: str = "float32",
                  lca_compression: str = "none", optimizer: torch.optim.Optimizer | None = None,
                  val_inputs=None, val_targets=None, tol: float = 1e-3, max_halvings: int = 8,
-                 chunk_size: int = 1000, overwrite: bool = False, flush_seconds: float = 2.0):
+                 chunk_size: int | str = "auto", overwrite: bool = False,
+                 flush_seconds: float = 2.0, bn_group: int | None = None):
         self.model, self.out = model, Path(out)
         self.x, self.y = fixed_set(inputs, targets)
         self.val = fixed_set(val_inputs, val_targets) if val_inputs is not None else None
@@ -121,7 +125,7 @@ class LCATracker:
         self.options = dict(method=method, per_class=per_class, lca_rows=str(lca_rows),
                             lca_layers=lca_layers, lca_storage=lca_storage,
                             lca_compression=lca_compression, tol=tol,
-                            max_halvings=max_halvings, chunk_size=chunk_size)
+                            max_halvings=max_halvings, chunk_size=chunk_size, bn_group=bn_group)
         self.optimizer, self.overwrite, self.flush_seconds = optimizer, overwrite, flush_seconds
         self.writer: BundleWriter | None = None
         self.t = 0
@@ -212,7 +216,8 @@ class LCATracker:
     def _integrator(self, x: torch.Tensor, y: torch.Tensor, names: list[str]) -> LCAIntegrator:
         o = self.options
         obj = FullDatasetObjective(self.model, x, y, n_classes=self.n_classes,
-                                   chunk_size=o["chunk_size"], per_class=o["per_class"],
+                                   chunk_size=o["chunk_size"], bn_group=o["bn_group"],
+                                   per_class=o["per_class"],
                                    loss_fn=self.loss_fn, param_names=names)
         return LCAIntegrator(obj, o["method"], tol=o["tol"], max_halvings=o["max_halvings"])
 
@@ -227,7 +232,7 @@ class LCATracker:
             "optimizer_groups": groups, "lr": groups[0].get("lr") if groups else None,
             "n_examples": len(self.x), "loss_fn": getattr(self.loss_fn, "__name__", "custom"),
             "parameters": list(t.names), "frozen_params": self.frozen,
-            "val_lca": self.val is not None, **o,
+            "val_lca": self.val is not None, **o, "chunks": self.integ.objective.chunk_info,
         }
         device = next(model.parameters()).device
         software = {"lca_explorer": __version__, "python": platform.python_version(),
