@@ -138,3 +138,15 @@ def test_cudnn_benchmark_only_for_cuda_runs():
         assert torch.backends.cudnn.benchmark is True
     finally:
         torch.backends.cudnn.benchmark = before
+
+
+def test_lca_run_chunk_size_on_a_batchnorm_net_keeps_meaning_the_group():
+    bn = dict(net="resnet20", dataset="synthetic", rgb32=True, train_size=60, batch_size=20)
+    with pytest.warns(FutureWarning, match="--bn-group 30"):
+        old = build_run(RunConfig(**bn, chunk_size=30)).train_lca.objective
+    assert (old.bn_group, old.chunk_request) == (30, "auto")
+    assert old.chunk_info["chunk_size_as_bn_group"] == 30
+    new = build_run(RunConfig(**bn, bn_group=20, chunk_size=40)).train_lca.objective
+    assert (new.bn_group, new.chunk_size) == (20, 40)
+    assert new.all_chunks == [(0, 40, -1), (40, 60, -1)]
+    assert build_run(RunConfig(**bn)).train_lca.objective.bn_group == 1000  # today's loss
