@@ -1,24 +1,26 @@
-"""The default run vs the old default vs the plain floor, interleaved in one process.
+"""The default run vs the old default vs the plain floor, interleaved iteration by iteration.
 
     python benchmarks/bench_defaults.py [--net mnist_fc] [--dataset mnist] [--iters 12]
-        [--rounds 3] [--old-chunk 1000] [--floor-chunks 55000,11000,5000] [--bn-group N]
+        [--old-chunk 1000] [--floor-chunks 55000,11000,5000] [--bn-group N] [--split]
         [--no-per-class] [--train-size N] [--rgb32] [--data-root DIR] [--device cpu]
-        [--memory]
+        [--memory] [--memory-budgets default,64]
 
-Each round measures, in a rotated order so that a noisy neighbour hits every column alike:
+Three things are timed in turn, the order rotating every round so that a noisy neighbour on a
+shared machine hits each alike, and each round's ratios are taken within the round:
 
 * floor: two full-dataset gradients written plainly (forward, summed cross-entropy / N,
-  backward, over chunks of each ``--floor-chunks`` size; BatchNorm in training mode with
-  momentum 0), best chunk of the round;
-* new: an rk4 iteration of ``lca-run`` with today's defaults (``--chunk-size auto``,
-  ``--memory-format auto``; ``--bn-group`` as given) — the README's command on MNIST-FC;
-* old: the same with ``--chunk-size OLD_CHUNK`` in NCHW (for a BatchNorm net also
-  ``--bn-group OLD_CHUNK``: one group per pass, exactly the evaluation before issue 25).
+  backward, BatchNorm in training mode with momentum 0) at the fastest of ``--floor-chunks``
+  (picked from three interleaved warm-up measurements of each);
+* new: one rk4 iteration of a real ``lca-run`` (``run_lca``: train step, LCA, record, bundle
+  append) with today's defaults, ``--chunk-size auto`` and ``--memory-format auto``
+  (``--bn-group`` as given) -- the README's command on MNIST-FC;
+* old: the same run with ``--chunk-size OLD_CHUNK`` in NCHW (a BatchNorm net also gets
+  ``--bn-group OLD_CHUNK``: one group per pass, the evaluation before issue 25).
 
-The rk4 seconds are the bundle's ``timing/seconds`` (median, the first iteration left out) plus
-the writer's mean append time, as in ``bench_engine.py``. Prints each round's ratios and their
-medians. ``--memory`` also runs the new default's first evaluation in a child process and
-prints its peak RSS growth against the chunk's budget and estimate.
+Each run lives in a thread that pauses after every bundle append, so exactly one thing runs at
+a time; its iteration time is the bundle's ``timing/seconds`` plus the append. ``--memory``
+then runs the new default's first evaluation in a child process and prints its peak RSS growth
+(and on CUDA ``torch.cuda.max_memory_allocated``) against the chunk's budget and estimate.
 """
 
 from __future__ import annotations
@@ -31,18 +33,20 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 import h5py
 import torch
-from bench_engine import lca_run_seconds
 from torch.nn import functional as F
 
 from compute.config import RunConfig
-from compute.train import build_run
+from compute.train import build_run, run_lca
+from lcaviz.bundle.writer import BundleWriter
 
 BN_NETS = ("resnet20",)
+_paced = threading.local()
 
 
 def _sync(device: str) -> None:
@@ -50,30 +54,81 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def plain_floor(cfg: RunConfig, chunks: list[int], repeats: int = 2) -> dict[int, float]:
-    """Seconds of two plain full-dataset gradients per chunk size (best of ``repeats``)."""
-    run = build_run(dataclasses.replace(cfg, per_class=False))
-    model = copy.deepcopy(run.model).train()
-    for m in model.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            m.momentum = 0.0
-    x, y, n = run.x, run.y, len(run.y)
-    out = {}
-    for c in chunks:
-        c = min(c, n)
-        best = float("inf")
-        for _ in range(repeats + 1):  # the first is a warm-up
-            _sync(cfg.device)
-            t0 = time.perf_counter()
-            for _ in range(2):
-                model.zero_grad(set_to_none=True)
-                for s in range(0, n, c):
-                    (F.cross_entropy(model(x[s:s + c]), y[s:s + c], reduction="sum") / n
-                     ).backward()
-            _sync(cfg.device)
-            best = min(best, time.perf_counter() - t0)
-        out[c] = best
-    return out
+class PlainFloor:
+    """Two plain full-dataset gradients of the run's model, at a chosen chunk size."""
+
+    def __init__(self, cfg: RunConfig):
+        run = build_run(dataclasses.replace(cfg, per_class=False))
+        self.model = copy.deepcopy(run.model).train()
+        for m in self.model.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.momentum = 0.0
+        self.x, self.y, self.device = run.x, run.y, cfg.device
+
+    def seconds(self, chunk: int) -> float:
+        n, c = len(self.y), min(chunk, len(self.y))
+        _sync(self.device)
+        t0 = time.perf_counter()
+        for _ in range(2):
+            self.model.zero_grad(set_to_none=True)
+            for s in range(0, n, c):
+                (F.cross_entropy(self.model(self.x[s:s + c]), self.y[s:s + c], reduction="sum")
+                 / n).backward()
+        _sync(self.device)
+        return time.perf_counter() - t0
+
+
+class PacedRun:
+    """``run_lca`` in a thread that stops after each iteration until :meth:`step` is called."""
+
+    def __init__(self, cfg: RunConfig, path: Path):
+        self.cfg, self.path, self.seconds = cfg, path, []
+        self.go, self.done = threading.Semaphore(0), threading.Semaphore(0)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._main, daemon=True)
+
+    def _main(self) -> None:
+        _paced.run = self
+        try:
+            run_lca(self.cfg, self.path, progress=False)
+        except BaseException as e:  # noqa: BLE001 - reported by the main thread
+            self.error = e
+        self.done.release()
+
+    def start(self) -> None:
+        """Set up, evaluate θ_0 and run iteration 0 (the warm-up), then pause."""
+        self.thread.start()
+        self._wait()
+
+    def step(self) -> float:
+        """One more iteration; its seconds (loop time + bundle append)."""
+        self.go.release()
+        self._wait()
+        return self.seconds[-1]
+
+    def finish(self) -> None:
+        self.go.release()
+        self.thread.join()
+
+    def _wait(self) -> None:
+        self.done.acquire()
+        if self.error is not None:
+            raise self.error
+
+
+def _install_pause() -> None:
+    original = BundleWriter.append
+
+    def paced_append(self, rec):
+        t0 = time.perf_counter()
+        original(self, rec)
+        run = getattr(_paced, "run", None)
+        if run is not None:
+            run.seconds.append(rec.seconds + time.perf_counter() - t0)
+            run.done.release()
+            run.go.acquire()
+
+    BundleWriter.append = paced_append
 
 
 def configs(a: argparse.Namespace) -> dict[str, RunConfig]:
@@ -100,8 +155,9 @@ def chunk_record(path: Path) -> dict:
     return {"chunks": cfg.get("chunks"), "layout": cfg.get("memory_format_choice")}
 
 
-def memory_check(cfg: RunConfig) -> dict:
-    """Peak RSS growth of the first evaluation of ``cfg``'s objective, in a child process."""
+def memory_check(cfg: RunConfig, budget: int | None = None) -> dict:
+    """Peak RSS growth of the first evaluation of ``cfg``'s objective, in a child process
+    (with the objective's memory budget set to ``budget`` bytes; None: the default)."""
     code = (
         "import json, resource, sys\n"
         "from compute.config import RunConfig\n"
@@ -109,6 +165,7 @@ def memory_check(cfg: RunConfig) -> dict:
         "from compute.params import flat_params\n"
         "cfg = RunConfig.from_dict(json.loads(sys.argv[1]))\n"
         "run = build_run(cfg); obj = run.train_lca.objective; theta = flat_params(run.model)\n"
+        "obj.memory_budget = json.loads(sys.argv[2])\n"
         "import torch\n"
         "cuda = theta.is_cuda\n"
         "if cuda: torch.cuda.synchronize(); torch.cuda.reset_peak_memory_stats()\n"
@@ -119,7 +176,7 @@ def memory_check(cfg: RunConfig) -> dict:
         "dev = torch.cuda.max_memory_allocated() - base if cuda else None\n"
         "print(json.dumps({'rss_before': before, 'rss_peak': peak, 'device_peak': dev,\n"
         "                  'info': obj.chunk_info}))\n")
-    p = subprocess.run([sys.executable, "-c", code, json.dumps(cfg.to_dict())],
+    p = subprocess.run([sys.executable, "-c", code, json.dumps(cfg.to_dict()), json.dumps(budget)],
                        capture_output=True, text=True, check=True)
     return json.loads(p.stdout.strip().splitlines()[-1])
 
@@ -133,13 +190,14 @@ def main() -> None:
     ap.add_argument("--train-size", type=int, default=None)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--iters", type=int, default=12)
-    ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--old-chunk", type=int, default=1000)
     ap.add_argument("--chunk-size", type=int, default=None, help="alias of --old-chunk")
     ap.add_argument("--floor-chunks", default="55000,11000,5000")
     ap.add_argument("--bn-group", type=int, default=None)
     ap.add_argument("--no-per-class", dest="per_class", action="store_false")
     ap.add_argument("--memory", action="store_true")
+    ap.add_argument("--memory-budgets", default="default,64", metavar="MIB,...",
+                    help="--memory: the budgets to check ('default' or MiB)")
     ap.add_argument("--split", action="store_true",
                     help="also the new chunking in NCHW (what layout vs chunking buy)")
     a = ap.parse_args()
@@ -149,31 +207,37 @@ def main() -> None:
     cfgs = configs(a)
     dev = torch.cuda.get_device_name() if a.device.startswith("cuda") else "cpu"
     print(f"# bench_defaults: {a.net} on {a.dataset} (N={a.train_size or 'all'}), rk4, "
-          f"per-class {'on' if a.per_class else 'off'}, {a.iters} iterations x {a.rounds} "
-          f"rounds, device {dev}, torch {torch.__version__}, threads {torch.get_num_threads()}")
+          f"per-class {'on' if a.per_class else 'off'}, {a.iters} interleaved rounds, device "
+          f"{dev}, torch {torch.__version__}, threads {torch.get_num_threads()}")
     old, group = cfgs["old"], f" --bn-group {a.bn_group}" if a.bn_group else ""
     old_group = f" --bn-group {old.bn_group}" if old.bn_group else ""
     print(f"# old: --chunk-size {old.chunk_size} --memory-format contiguous{old_group}; "
           f"new: the defaults{group}")
+    _install_pause()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        for r in range(a.rounds):
+        floor = PlainFloor(cfgs["new"])
+        warm = {c: [floor.seconds(c) for _ in range(1)] for c in floor_chunks}
+        for _ in range(2):
+            for c in floor_chunks:
+                warm[c].append(floor.seconds(c))
+        best = min(floor_chunks, key=lambda c: statistics.median(warm[c]))
+        fl = ", ".join(f"{c}: {statistics.median(v):.3f}" for c, v in warm.items())
+        print(f"floor warm-up, median s by chunk: {fl}; using chunk {best}", flush=True)
+        runs = {k: PacedRun(dataclasses.replace(c, iters=a.iters + 1), Path(tmp) / f"{k}.h5")
+                for k, c in cfgs.items()}
+        for r in runs.values():
+            r.start()
+        for i in range(a.iters):
             order = ["floor", *cfgs]
-            order = order[r % len(order):] + order[:r % len(order)]
-            got: dict = {}
-            for what in order:
-                if what == "floor":
-                    got["floor_by_chunk"] = plain_floor(cfgs["new"], floor_chunks)
-                    got["floor"] = min(got["floor_by_chunk"].values())
-                else:
-                    sec, _ = lca_run_seconds(cfgs[what], work, f"{what}_{r}")
-                    got[what] = sec
-                    got[f"{what}_record"] = chunk_record(work / f"{what}_{r}.h5")
+            order = order[i % len(order):] + order[:i % len(order)]
+            got = {k: floor.seconds(best) if k == "floor" else runs[k].step() for k in order}
             rows.append(got)
-            fl = ", ".join(f"{c}: {s:.3f}" for c, s in got["floor_by_chunk"].items())
-            runs = "; ".join(f"{k} {got[k]:.3f} s = {got[k] / got['floor']:.2f}x" for k in cfgs)
-            print(f"round {r}: floor {got['floor']:.3f} s (by chunk {fl}); {runs}", flush=True)
+            line = "; ".join(f"{k} {got[k]:.3f} s = {got[k] / got['floor']:.2f}x" for k in cfgs)
+            print(f"round {i}: floor {got['floor']:.3f} s; {line}", flush=True)
+        for k, r in runs.items():
+            r.finish()
+            rows[-1][f"{k}_record"] = chunk_record(r.path)
     med = {k: statistics.median(row[k] for row in rows) for k in ("floor", *cfgs)}
     ratio = {k: statistics.median(row[k] / row["floor"] for row in rows) for k in cfgs}
     spread = {k: (min(row[k] / row["floor"] for row in rows),
@@ -186,8 +250,8 @@ def main() -> None:
     print(f"old / new (median of rounds)           {speedup:5.2f}")
     for k in cfgs:
         print(f"{k} chunking:", json.dumps(rows[-1][f"{k}_record"]))
-    if a.memory:
-        m = memory_check(cfgs["new"])
+    for budget in (a.memory_budgets.split(",") if a.memory else []):
+        m = memory_check(cfgs["new"], None if budget == "default" else int(budget) * 2**20)
         info = m["info"]
         grow = max(0, m["rss_peak"] - m["rss_before"])
         print(f"memory: first evaluation raised peak RSS by {grow / 2**20:.1f} MiB "
