@@ -65,17 +65,18 @@ class PlainFloor:
                 m.momentum = 0.0
         self.x, self.y, self.device = run.x, run.y, cfg.device
 
-    def seconds(self, chunk: int) -> float:
+    def seconds(self, chunk: int) -> tuple[float, float]:
+        """(wall, process CPU) seconds of the two gradients."""
         n, c = len(self.y), min(chunk, len(self.y))
         _sync(self.device)
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         for _ in range(2):
             self.model.zero_grad(set_to_none=True)
             for s in range(0, n, c):
                 (F.cross_entropy(self.model(self.x[s:s + c]), self.y[s:s + c], reduction="sum")
                  / n).backward()
         _sync(self.device)
-        return time.perf_counter() - t0
+        return time.perf_counter() - t0, time.process_time() - cpu0
 
 
 class PacedRun:
@@ -100,11 +101,13 @@ class PacedRun:
         self.thread.start()
         self._wait()
 
-    def step(self) -> float:
-        """One more iteration; its seconds (loop time + bundle append)."""
+    def step(self) -> tuple[float, float]:
+        """One more iteration: (wall seconds of the loop + bundle append, process CPU
+        seconds from resuming the thread to its next pause; nothing else runs meanwhile)."""
+        cpu0 = time.process_time()
         self.go.release()
         self._wait()
-        return self.seconds[-1]
+        return self.seconds[-1], time.process_time() - cpu0
 
     def finish(self) -> None:
         self.go.release()
@@ -157,9 +160,13 @@ def chunk_record(path: Path) -> dict:
 
 def memory_check(cfg: RunConfig, budget: int | None = None) -> dict:
     """Peak RSS growth of the first evaluation of ``cfg``'s objective, in a child process
-    (with the objective's memory budget set to ``budget`` bytes; None: the default)."""
+    (with the objective's memory budget set to ``budget`` bytes; None: the default).
+
+    Linux: the child resets its own high-water mark (``/proc/self/clear_refs``) after setting
+    up, so ``VmHWM`` afterwards is the evaluation's peak (``ru_maxrss`` would carry the
+    parent's over fork+exec)."""
     code = (
-        "import json, resource, sys\n"
+        "import json, sys\n"
         "from compute.config import RunConfig\n"
         "from compute.train import build_run\n"
         "from compute.params import flat_params\n"
@@ -170,14 +177,21 @@ def memory_check(cfg: RunConfig, budget: int | None = None) -> dict:
         "cuda = theta.is_cuda\n"
         "if cuda: torch.cuda.synchronize(); torch.cuda.reset_peak_memory_stats()\n"
         "base = torch.cuda.memory_allocated() if cuda else 0\n"
-        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024\n"
+        "def status(key):\n"
+        "    for line in open('/proc/self/status'):\n"
+        "        if line.startswith(key): return int(line.split()[1]) * 1024\n"
+        "open('/proc/self/clear_refs', 'w').write('5')  # VmHWM := VmRSS from here on\n"
+        "before = status('VmRSS:')\n"
         "obj.evaluate(theta)\n"
-        "peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024\n"
+        "peak = status('VmHWM:')\n"
         "dev = torch.cuda.max_memory_allocated() - base if cuda else None\n"
         "print(json.dumps({'rss_before': before, 'rss_peak': peak, 'device_peak': dev,\n"
         "                  'info': obj.chunk_info}))\n")
-    p = subprocess.run([sys.executable, "-c", code, json.dumps(cfg.to_dict()), json.dumps(budget)],
-                       capture_output=True, text=True, check=True)
+    settings = dataclasses.replace(cfg, iters=max(cfg.iters, 1)).to_dict()
+    p = subprocess.run([sys.executable, "-c", code, json.dumps(settings), json.dumps(budget)],
+                       capture_output=True, text=True)
+    if p.returncode:
+        raise RuntimeError(f"memory check failed: {p.stderr[-2000:]}")
     return json.loads(p.stdout.strip().splitlines()[-1])
 
 
@@ -213,17 +227,25 @@ def main() -> None:
     old_group = f" --bn-group {old.bn_group}" if old.bn_group else ""
     print(f"# old: --chunk-size {old.chunk_size} --memory-format contiguous{old_group}; "
           f"new: the defaults{group}")
+    if a.iters > 0:
+        timings(a, cfgs, floor_chunks)
+    for budget in (a.memory_budgets.split(",") if a.memory else []):
+        memory_report(cfgs["new"], budget)
+
+
+def timings(a: argparse.Namespace, cfgs: dict[str, RunConfig], floor_chunks: list[int]) -> None:
+    """The interleaved rounds and their summary."""
     _install_pause()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         floor = PlainFloor(cfgs["new"])
-        warm = {c: [floor.seconds(c) for _ in range(1)] for c in floor_chunks}
+        warm = {c: [floor.seconds(c)[1] for _ in range(1)] for c in floor_chunks}
         for _ in range(2):
             for c in floor_chunks:
-                warm[c].append(floor.seconds(c))
+                warm[c].append(floor.seconds(c)[1])  # CPU seconds: robust to a busy machine
         best = min(floor_chunks, key=lambda c: statistics.median(warm[c]))
         fl = ", ".join(f"{c}: {statistics.median(v):.3f}" for c, v in warm.items())
-        print(f"floor warm-up, median s by chunk: {fl}; using chunk {best}", flush=True)
+        print(f"floor warm-up, median CPU s by chunk: {fl}; using chunk {best}", flush=True)
         runs = {k: PacedRun(dataclasses.replace(c, iters=a.iters + 1), Path(tmp) / f"{k}.h5")
                 for k, c in cfgs.items()}
         for r in runs.values():
@@ -231,37 +253,43 @@ def main() -> None:
         for i in range(a.iters):
             order = ["floor", *cfgs]
             order = order[i % len(order):] + order[:i % len(order)]
-            got = {k: floor.seconds(best) if k == "floor" else runs[k].step() for k in order}
+            both = {k: floor.seconds(best) if k == "floor" else runs[k].step() for k in order}
+            got = {k: v[0] for k, v in both.items()} | {f"{k}_cpu": v[1] for k, v in both.items()}
             rows.append(got)
-            line = "; ".join(f"{k} {got[k]:.3f} s = {got[k] / got['floor']:.2f}x" for k in cfgs)
-            print(f"round {i}: floor {got['floor']:.3f} s; {line}", flush=True)
+            line = "; ".join(f"{k} {got[k]:.3f} s = {got[k] / got['floor']:.2f}x (CPU "
+                             f"{got[k + '_cpu'] / got['floor_cpu']:.2f}x)" for k in cfgs)
+            print(f"round {i}: floor {got['floor']:.3f} s (CPU {got['floor_cpu']:.3f}); {line}",
+                  flush=True)
         for k, r in runs.items():
             r.finish()
             rows[-1][f"{k}_record"] = chunk_record(r.path)
-    med = {k: statistics.median(row[k] for row in rows) for k in ("floor", *cfgs)}
-    ratio = {k: statistics.median(row[k] / row["floor"] for row in rows) for k in cfgs}
-    spread = {k: (min(row[k] / row["floor"] for row in rows),
-                  max(row[k] / row["floor"] for row in rows)) for k in cfgs}
-    print(f"floor (2 plain gradients, best chunk)  {med['floor']:8.3f} s")
-    for k in cfgs:
-        print(f"rk4 iteration, {k:<3} defaults          {med[k]:8.3f} s   ratio to floor "
-              f"{ratio[k]:5.2f} (rounds {spread[k][0]:.2f}-{spread[k][1]:.2f})")
-    speedup = statistics.median(r["old"] / r["new"] for r in rows)
-    print(f"old / new (median of rounds)           {speedup:5.2f}")
+    for unit, sfx in (("wall", ""), ("CPU", "_cpu")):
+        med = {k: statistics.median(row[k + sfx] for row in rows) for k in ("floor", *cfgs)}
+        ratio = {k: [row[k + sfx] / row["floor" + sfx] for row in rows] for k in cfgs}
+        print(f"[{unit}] floor (2 plain gradients, chunk {best})  {med['floor']:8.3f} s")
+        for k in cfgs:
+            q = statistics.quantiles(ratio[k], n=4) if len(ratio[k]) > 1 else ratio[k] * 3
+            print(f"[{unit}] rk4 iteration, {k:<4} {med[k]:8.3f} s   ratio to floor "
+                  f"{statistics.median(ratio[k]):5.2f} (quartiles {q[0]:.2f}-{q[2]:.2f})")
+        speedup = statistics.median(r["old" + sfx] / r["new" + sfx] for r in rows)
+        print(f"[{unit}] old / new (median of rounds) {speedup:5.2f}")
     for k in cfgs:
         print(f"{k} chunking:", json.dumps(rows[-1][f"{k}_record"]))
-    for budget in (a.memory_budgets.split(",") if a.memory else []):
-        m = memory_check(cfgs["new"], None if budget == "default" else int(budget) * 2**20)
-        info = m["info"]
-        grow = max(0, m["rss_peak"] - m["rss_before"])
-        print(f"memory: first evaluation raised peak RSS by {grow / 2**20:.1f} MiB "
-              f"(estimate {info['estimated_bytes'] / 2**20:.1f} MiB, budget "
-              f"{info['budget_bytes'] / 2**20:.0f} MiB, chunk {info['chunk_size']}); "
-              f"peak RSS {m['rss_peak'] / 2**20:.0f} MiB")
-        if m["device_peak"] is not None:
-            print(f"memory: first evaluation's peak device memory {m['device_peak'] / 2**20:.0f} "
-                  f"MiB (torch.cuda.max_memory_allocated) vs budget "
-                  f"{info['budget_bytes'] / 2**20:.0f} MiB")
+
+
+def memory_report(cfg: RunConfig, budget: str) -> None:
+    """Print :func:`memory_check` at ``budget`` ("default" or MiB)."""
+    m = memory_check(cfg, None if budget == "default" else int(budget) * 2**20)
+    info = m["info"]
+    grow = max(0, m["rss_peak"] - m["rss_before"])
+    print(f"memory: first evaluation raised peak RSS by {grow / 2**20:.1f} MiB "
+          f"(estimate {info['estimated_bytes'] / 2**20:.1f} MiB, budget "
+          f"{info['budget_bytes'] / 2**20:.0f} MiB, chunk {info['chunk_size']}, "
+          f"{info['chunks']} chunks); peak RSS {m['rss_peak'] / 2**20:.0f} MiB", flush=True)
+    if m["device_peak"] is not None:
+        print(f"memory: first evaluation's peak device memory {m['device_peak'] / 2**20:.0f} "
+              f"MiB (torch.cuda.max_memory_allocated) vs budget "
+              f"{info['budget_bytes'] / 2**20:.0f} MiB")
 
 
 if __name__ == "__main__":

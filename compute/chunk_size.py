@@ -4,8 +4,9 @@ For a model without BatchNorm the chunk size does not change the loss (only the 
 sums), so nobody should have to tune it: the objective measures, on its first evaluation, what
 a forward+backward costs on two small probe chunks, fits ``bytes = fixed + per_example · n`` and
 takes the largest chunk that stays within the budget — :data:`GPU_BUDGET_FRACTION` of the
-device's free memory on CUDA, :data:`CPU_BUDGET_BYTES` on a CPU. For BatchNorm models the chunk
-is a whole number of normalisation groups (``bn_group``), evaluated together by ghost BatchNorm.
+device's free memory on CUDA, :data:`CPU_BUDGET_BYTES` (1 GiB) on a CPU. For BatchNorm models
+the chunk is a whole number of normalisation groups (``bn_group``), evaluated together by ghost
+BatchNorm.
 
 What is measured: on CUDA the peak of ``torch.cuda.max_memory_allocated`` during the probe
 pass; on a CPU (where torch keeps no allocator statistics) the bytes of the tensors autograd
@@ -22,9 +23,14 @@ import torch.distributed as dist
 
 from compute.distributed import world
 
-CPU_BUDGET_BYTES = 2 * 2**30  # 2 GiB of activations on a CPU
+# 1 GiB of activations on a CPU: bigger chunks buy nothing there and cost conv nets cache misses
+# (ResNet-20, 1,000 images, 1 thread: an rk4 iteration at chunk 500 took 1.05x its CPU time at
+# chunk 250; two plain gradients at chunk 1,000 1.5x those at 250; docs/benchmarks.md)
+CPU_BUDGET_BYTES = 2**30
 GPU_BUDGET_FRACTION = 0.25  # of the device's free memory at the first evaluation
-CPU_PEAK_FACTOR = 2.0  # saved activations + the activation gradients of the backward
+# saved activations + the activation gradients of the backward: the peak RSS growth of a
+# ResNet-20 evaluation was 1.11-1.22x twice the saved bytes (docs/benchmarks.md)
+CPU_PEAK_FACTOR = 2.5
 PROBE_EXAMPLES = 32  # the small probe chunk (the second has twice as many)
 DEFAULT_BN_GROUP = 1000  # the BatchNorm group every run before --bn-group allocated
 

@@ -110,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="adaptive: at most 2^N Simpson intervals per iteration")
     g.add_argument("--chunk-size", type=_chunk_size, default=d.chunk_size, metavar="N|auto",
                    help="examples per full-dataset pass; auto: the largest whose forward+"
-                   "backward fits 25%% of free GPU memory / 2 GiB on CPU (never changes the "
+                   "backward fits 25%% of free GPU memory / 1 GiB on CPU (never changes the "
                    "loss; on a BatchNorm net without --bn-group an integer is the group, "
                    "deprecated)")
     g.add_argument("--bn-group", type=int, default=None, metavar="N",

@@ -121,7 +121,7 @@ class FullDatasetObjective:
             definition (default :data:`DEFAULT_BN_GROUP`); the evaluation chunk holds whole
             groups, normalised separately (ghost BatchNorm). Ignored without BatchNorm.
         memory_budget: bytes for ``chunk_size="auto"``; None: 25 % of the free device memory
-            on CUDA, 2 GiB on a CPU.
+            on CUDA, 1 GiB on a CPU.
         per_class: also return the per-class gradients (C, P).
         chunking: ``"class"`` sorts examples by class so each chunk holds one class and the
             per-class gradients fall out of the same backward passes; ``"mixed"`` keeps the
