@@ -229,6 +229,8 @@ def main() -> None:
           f"new: the defaults{group}")
     if a.iters > 0:
         timings(a, cfgs, floor_chunks)
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()  # the child's auto chunk sees the device's free memory
     for budget in (a.memory_budgets.split(",") if a.memory else []):
         memory_report(cfgs["new"], budget)
 

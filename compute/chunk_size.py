@@ -92,7 +92,8 @@ def auto_chunk_size(run_pass: Callable[[int], None], n: int, device: torch.devic
 
     Returns:
         JSON-serialisable: ``chunk_size``, ``budget_bytes``, ``budget_rule``,
-        ``bytes_per_example``, ``fixed_bytes``, ``estimated_bytes`` (of the chosen chunk),
+        ``bytes_per_example``, ``fixed_bytes``, ``estimated_bytes`` (of the chosen chunk; the
+        objective restates it for its largest actual chunk, ``largest_chunk``),
         ``probe_examples``, ``measured_by`` and ``over_budget`` (True when even one granule
         does not fit; it is used anyway, the loss needs it).
     """

@@ -225,6 +225,10 @@ class FullDatasetObjective:
         self.chunk_size = info["chunk_size"]
         self.chunk_info.update(info)
         self._partition()
+        # class-pure chunks stop at class boundaries: the largest one is what must fit
+        largest = max(e - s for s, e, _ in self.all_chunks)
+        self.chunk_info.update(largest_chunk=largest, estimated_bytes=info["fixed_bytes"]
+                               + info["bytes_per_example"] * largest)
 
     def _probe_pass(self, m: int) -> None:
         """A forward+backward on the first m examples, for the memory measurement (eager; with
