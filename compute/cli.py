@@ -7,6 +7,7 @@ import pickle
 import signal
 import sys
 import threading
+import warnings
 from pathlib import Path
 
 from compute.config import (
@@ -225,6 +226,17 @@ def config_from_args(a: argparse.Namespace) -> RunConfig:
         modulus=a.modulus, train_fraction=a.train_fraction)
 
 
+_format_warning = warnings.formatwarning
+
+
+def _one_line_notes(message, category, filename, lineno, line=None) -> str:
+    """Deprecation notes (FutureWarning: an old flag's meaning kept) as one line of lca-run's
+    own; any other warning keeps Python's format, with its source location."""
+    if issubclass(category, FutureWarning):
+        return f"lca-run: note: {message}\n"
+    return _format_warning(message, category, filename, lineno, line)
+
+
 class Terminated(Exception):
     """SIGTERM arrived (e.g. torchrun stopping the survivors after a rank died)."""
 
@@ -235,6 +247,7 @@ def _on_sigterm(signum, frame):
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    warnings.formatwarning = _one_line_notes
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _on_sigterm)  # close the bundle as failed, not mid-write
     from compute import train  # torch import after argument parsing: fast --help

@@ -166,3 +166,25 @@ def test_two_gloo_processes_cut_the_same_auto_partition(tmp_path):
     for k in one:  # float64; only the order of the cross-process sum differs
         assert torch.allclose(torch.as_tensor(two[k]), torch.as_tensor(one[k]), rtol=1e-9,
                               atol=1e-15), k
+
+
+def test_lca_run_prints_the_deprecation_as_one_note(tmp_path, capsys):
+    from compute.cli import main
+
+    args = ["--net", "resnet20", "--dataset", "synthetic", "--rgb32", "--train-size", "40",
+            "--batch-size", "20", "--iters", "1", "--chunk-size", "20", "--no-per-class",
+            "--no-progress", "--out", str(tmp_path / "r.h5")]
+    import warnings
+
+    before = warnings.formatwarning
+    try:
+        with pytest.warns(FutureWarning):  # pytest records it; the format is checked directly
+            assert main(args) == 0
+        note = warnings.formatwarning("old --chunk-size", FutureWarning, "train.py", 1)
+        assert note == "lca-run: note: old --chunk-size\n"
+        assert "UserWarning" in warnings.formatwarning("other", UserWarning, "x.py", 1)
+    finally:
+        warnings.formatwarning = before
+    with h5py.File(tmp_path / "r.h5", "r") as f:
+        chunks = json.loads(f.attrs["config"])["chunks"]
+    assert chunks["bn_group"] == 20 and chunks["chunk_size_as_bn_group"] == 20
