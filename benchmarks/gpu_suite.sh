@@ -16,10 +16,15 @@
 #                                            # calls); ~60 s per run on an H200, so one seed (6 runs)
 #                                            # per call
 #   bash benchmarks/gpu_suite.sh pack        # runs/last_layer -> $OUT, three bundles per .tar.xz
+#   bash benchmarks/gpu_suite.sh defaults    # issue 25: resnet20 on 45,000 images, rk4: the new
+#                                            # defaults (chunk auto, ghost BatchNorm groups of
+#                                            # 1,000, layout auto, cudnn.benchmark) vs NCHW
+#                                            # chunk 1,000 vs the plain floor, and the precision
+#                                            # check of both layouts; sized for < 8 minutes
 # Results land in $OUT (the device tool copies that folder back) or ./gpu_results.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-step="${1:?usage: gpu_suite.sh prepare|engine|precision|profile|approx|lastlayer|pack}"
+step="${1:?usage: gpu_suite.sh prepare|engine|precision|profile|approx|lastlayer|pack|defaults}"
 out="${OUT:-gpu_results}"
 mkdir -p "$out"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # the device image has torch, h5py, tqdm
@@ -68,5 +73,22 @@ case "$step" in
       tar -C runs -cJf "$out/last_layer_$((i / 3)).tar.xz" "${runs[@]:i:3}"
     done
     ls -la "$out" ;;
+  defaults)
+    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | log
+    # one gradient of 45,000 images: ~1.9 s at NCHW chunk 1,000 (23,600 images/s, H200), so the
+    # old column is ~4 s per iteration. Floor warm-up 3 chunks x 3 x 2 gradients (~30 s); 3 runs
+    # (new, new in NCHW = --split, old), each set up with its automatic precision check on 2,000
+    # images and a doubled first evaluation (~30 s each); 8 interleaved rounds (~10 s each);
+    # the memory check (~30 s): ~4 minutes in all, 7 at most
+    timeout 420 python benchmarks/bench_defaults.py --net resnet20 "${data[@]}" --device cuda \
+      --train-size 45000 --iters 8 --old-chunk 1000 --no-per-class \
+      --floor-chunks 1000,5000,15000 --split --memory --memory-budgets default 2>&1 | log \
+      || echo "bench_defaults stopped (exit $?)" | log
+    # the per-parameter precision of the layout the defaults pick, and of NCHW, vs float64
+    for fmt in channels_last contiguous; do
+      timeout 60 python -m compute.cli --net resnet20 "${data[@]}" --device cuda --lr 0.1 \
+        --iters 3 --train-size 2000 --memory-format "$fmt" --precision-check --no-progress \
+        2>&1 | log || echo "precision check $fmt stopped (exit $?)" | log
+    done ;;
   *) echo "unknown step $step" >&2; exit 2 ;;
 esac

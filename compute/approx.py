@@ -113,8 +113,8 @@ def full_objective(run, cfg) -> FullDatasetObjective | None:
         return None
     obj = run.train_lca.objective
     return FullDatasetObjective(run.model, run.x, run.y, n_classes=obj.n_classes,
-                                chunk_size=cfg.chunk_size, chunking=cfg.chunking,
-                                compile=cfg.compile)
+                                chunk_size=obj.chunk_request, bn_group=obj.bn_group,
+                                chunking=cfg.chunking, compile=cfg.compile)
 
 
 def full_loss(a: Approx, theta: torch.Tensor) -> tuple[float, float]:

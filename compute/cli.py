@@ -7,6 +7,7 @@ import pickle
 import signal
 import sys
 import threading
+import warnings
 from pathlib import Path
 
 from compute.config import (
@@ -30,6 +31,16 @@ def _key_value(text: str) -> tuple[str, float]:
         return name, float(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r}: {value!r} is not a number") from None
+
+
+def _chunk_size(text: str) -> int | str:
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or auto, got {text!r}") \
+            from None
 
 
 class _Help(argparse.RawDescriptionHelpFormatter):
@@ -98,8 +109,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="adaptive: also require |dL - sum A| <= RTOL*|dL|; 0: off")
     g.add_argument("--max-halvings", type=int, default=d.max_halvings,
                    help="adaptive: at most 2^N Simpson intervals per iteration")
-    g.add_argument("--chunk-size", type=int, default=d.chunk_size,
-                   help="examples per full-dataset pass chunk (fixes BatchNorm groups)")
+    g.add_argument("--chunk-size", type=_chunk_size, default=d.chunk_size, metavar="N|auto",
+                   help="examples per full-dataset pass; auto: the largest whose forward+"
+                   "backward fits 25%% of free GPU memory / 1 GiB on CPU (never changes the "
+                   "loss; on a BatchNorm net without --bn-group an integer is the group, "
+                   "deprecated)")
+    g.add_argument("--bn-group", type=int, default=None, metavar="N",
+                   help="BatchNorm nets: examples per normalisation group, part of the loss "
+                   "(default: 1000, the loss of earlier runs); several groups run per pass")
     g.add_argument("--chunking", choices=("class", "mixed"), default=None,
                    help="class-pure or data-order chunks (default: class unless BatchNorm)")
     g.add_argument("--no-per-class", dest="per_class", action="store_false",
@@ -164,8 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--precision", choices=PRECISIONS, default=d.precision,
                    help="dtype of the model and of every gradient")
     g.add_argument("--memory-format", choices=MEMORY_FORMATS, default=d.memory_format,
-                   help="conv activation layout; channels_last is faster but run "
-                   "--precision-check first (fp32 BatchNorm loses precision on CPU)")
+                   help="conv activation layout; auto: channels_last for conv nets on CUDA "
+                   "when the automatic precision check passes with it, else contiguous "
+                   "(always on CPU, where fp32 NHWC BatchNorm loses precision)")
     g.add_argument("--compile", action="store_true",
                    help="torch.compile the full-dataset gradient passes (slow first iteration)")
     g.add_argument("--allow-tf32", action="store_true",
@@ -196,7 +214,7 @@ def config_from_args(a: argparse.Namespace) -> RunConfig:
         counterfactual_every=a.counterfactual_every, update_mask=a.update_mask,
         lca_data=a.lca_data, lca_data_resample=a.lca_data_resample, lca_every=a.lca_every,
         full_loss_every=a.full_loss_every,
-        chunk_size=a.chunk_size, chunking=a.chunking,
+        chunk_size=a.chunk_size, bn_group=a.bn_group, chunking=a.chunking,
         per_class=a.per_class, val_lca=a.val_lca, lca_stride=a.lca_stride,
         lca_rows=a.lca_rows, lca_layers=_layers(a.lca_layers), lca_storage=a.lca_storage,
         lca_compression=a.lca_compression,
@@ -206,6 +224,17 @@ def config_from_args(a: argparse.Namespace) -> RunConfig:
         compile=a.compile, allow_tf32=a.allow_tf32,
         checkpoint_every=a.checkpoint_every, checkpoint_seconds=a.checkpoint_seconds,
         modulus=a.modulus, train_fraction=a.train_fraction)
+
+
+_format_warning = warnings.formatwarning
+
+
+def _one_line_notes(message, category, filename, lineno, line=None) -> str:
+    """Deprecation notes (FutureWarning: an old flag's meaning kept) as one line of lca-run's
+    own; any other warning keeps Python's format, with its source location."""
+    if issubclass(category, FutureWarning):
+        return f"lca-run: note: {message}\n"
+    return _format_warning(message, category, filename, lineno, line)
 
 
 class Terminated(Exception):
@@ -218,6 +247,7 @@ def _on_sigterm(signum, frame):
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    warnings.formatwarning = _one_line_notes
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _on_sigterm)  # close the bundle as failed, not mid-write
     from compute import train  # torch import after argument parsing: fast --help

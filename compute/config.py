@@ -13,7 +13,7 @@ NETS = ("mnist_fc", "lenet", "allcnn", "resnet20", "transformer")
 DATASETS = ("mnist", "fashion-mnist", "cifar10", "synthetic", "modular-addition")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 PRECISIONS = ("float32", "float64")
-MEMORY_FORMATS = ("contiguous", "channels_last")
+MEMORY_FORMATS = ("auto", "contiguous", "channels_last")
 UPDATE_MASKS = ("none", "helping")  # --update-mask
 
 
@@ -57,7 +57,11 @@ class RunConfig:
     lca_data_resample: bool = False
     lca_every: int = 1
     full_loss_every: int = 0
-    chunk_size: int = 1000
+    # examples per full-dataset pass; "auto": the largest that fits the memory budget (measured
+    # on the first evaluation, compute/chunk_size.py). Never changes the loss of a net without
+    # BatchNorm; on a BatchNorm net without bn_group an integer is the group (deprecated).
+    chunk_size: int | str = "auto"
+    bn_group: int | None = None  # BatchNorm nets: examples per normalisation group (None: 1000)
     chunking: str | None = None
     per_class: bool = True
     val_lca: bool = False
@@ -73,9 +77,10 @@ class RunConfig:
     seed: int = 0
     device: str = "cpu"
     precision: str = "float32"
-    # channels_last (NHWC) is opt-in: faster convs, but on CPU its fp32 BatchNorm loses ~100×
-    # precision (ResNet20 per-parameter LCA 1e-3 off fp64); check with --precision-check.
-    memory_format: str = "contiguous"
+    # "auto": channels_last (NHWC) for conv nets on CUDA when the automatic precision check
+    # passes with it, else contiguous (NCHW; always on CPU, where NHWC fp32 BatchNorm loses ~100×
+    # precision: ResNet20 per-parameter LCA 1e-3 off fp64); the choice is recorded.
+    memory_format: str = "auto"
     compile: bool = False  # torch.compile the full-dataset passes (opt-in; see --precision-check)
     # CUDA matmuls and cuDNN convs in full fp32 unless this is set: TF32 flips ~1 % of the
     # per-parameter LCA signs of ResNet-20 on an H100 while the residual stays tiny
@@ -121,7 +126,8 @@ class RunConfig:
             self.row_schedule()
         except ScheduleError as e:
             raise ConfigError(str(e)) from None
-        for name in ("batch_size", "iters", "chunk_size", "lca_stride", "checkpoint_every"):
+        _chunks(self)
+        for name in ("batch_size", "iters", "lca_stride", "checkpoint_every"):
             v = getattr(self, name)
             if not isinstance(v, int) or v <= 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {v}")
@@ -163,6 +169,18 @@ def check_memory_format(requested: str, input_shape: tuple[int, ...]) -> None:
     if requested == "channels_last" and len(input_shape) != 3:
         raise ConfigError(f"--memory-format channels_last needs image inputs (C, H, W), "
                           f"got input shape {input_shape}")
+
+
+def _chunks(cfg: RunConfig) -> None:
+    """--chunk-size (a positive integer or auto) and --bn-group (whole groups per chunk)."""
+    c, g = cfg.chunk_size, cfg.bn_group
+    if c != "auto" and (isinstance(c, bool) or not isinstance(c, int) or c <= 0):
+        raise ConfigError(f"--chunk-size must be a positive integer or 'auto', got {c!r}")
+    if g is not None and (isinstance(g, bool) or not isinstance(g, int) or g <= 0):
+        raise ConfigError(f"--bn-group must be a positive integer, got {g!r}")
+    if g is not None and c != "auto" and c % g:
+        raise ConfigError(f"--chunk-size {c} must be a whole number of --bn-group {g} groups "
+                          "(or auto)")
 
 
 def _modular(cfg: RunConfig) -> None:

@@ -223,10 +223,11 @@ class LCAResult:
 def compute_lca(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
                 trajectory: Iterable[torch.Tensor | Mapping[str, torch.Tensor]], *,
                 method: str = "rk4", tol: float = 1e-3,
-                max_halvings: int = 8, chunk_size: int = 1000, per_class: bool = False,
+                max_halvings: int = 8, chunk_size: int | str = "auto", per_class: bool = False,
                 n_classes: int | None = None, chunking: str | None = None,
                 loss_fn: LossFn = per_example_cross_entropy, rtol: float = 0.0,
-                out: str | Path | None = None, overwrite: bool = False) -> LCAResult:
+                bn_group: int | None = None, out: str | Path | None = None,
+                overwrite: bool = False) -> LCAResult:
     """Loss Change Allocation of any model along a sequence of parameter vectors.
 
     Args:
@@ -240,7 +241,9 @@ def compute_lca(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
         tol: adaptive only: |ΔL − ΣA| each iteration must end below this.
         rtol: adaptive only: if > 0, |ΔL − ΣA| must also be <= rtol·|ΔL|.
         max_halvings: adaptive only: at most 2**max_halvings Simpson intervals.
-        chunk_size: examples per forward/backward pass.
+        chunk_size: examples per forward/backward pass, or ``"auto"`` (the largest that fits
+            the memory budget); bn_group: BatchNorm models' normalisation group (default
+            1000). See ``FullDatasetObjective``.
         per_class: also allocate each class's share of the loss.
         n_classes: C; defaults to ``targets.max() + 1`` for integer targets.
         chunking: ``"class"`` or ``"mixed"``, see ``FullDatasetObjective``.
@@ -276,7 +279,7 @@ def compute_lca(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
     if out is None:
         objective = FullDatasetObjective(model, inputs, targets, n_classes=n_classes,
                                          chunk_size=chunk_size, per_class=per_class,
-                                         chunking=chunking, loss_fn=loss_fn)
+                                         chunking=chunking, loss_fn=loss_fn, bn_group=bn_group)
         integ = LCAIntegrator(objective, method, tol=tol, max_halvings=max_halvings, rtol=rtol)
         losses.append(float(integ.start(next(thetas)).loss))
         for theta in thetas:
@@ -288,7 +291,7 @@ def compute_lca(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
                              "rtol); leave them out, or leave out out=")
         _tracked(model, inputs, targets, thetas, account, losses, Path(out), overwrite,
                  method=method, tol=tol, max_halvings=max_halvings, chunk_size=chunk_size,
-                 per_class=per_class, n_classes=n_classes, loss_fn=loss_fn)
+                 per_class=per_class, n_classes=n_classes, loss_fn=loss_fn, bn_group=bn_group)
     P = table.n_params
     return LCAResult(
         lca=torch.stack(rows) if rows else torch.zeros((0, P)),

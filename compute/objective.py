@@ -3,9 +3,11 @@
 L(θ) = (1/N) Σ_n ℓ(f_θ(x_n), y_n). LCA needs L to be a deterministic function of θ, so the
 objective evaluates a private copy of the model in eval mode (every dropout variant off, and any
 other module with a train/eval switch, e.g. RReLU, in its deterministic eval behaviour) except
-for normalisation layers: BatchNorm normalises with the statistics of each chunk of a *fixed*
-partition of the data (never its running buffers, which are left untouched) and InstanceNorm
-with each example's own statistics. Per-class losses L_c = (Σ_{n: y_n = c} ℓ_n) / N sum to L.
+for normalisation layers: BatchNorm normalises with the statistics of each group of a *fixed*
+partition of the data into ``bn_group`` consecutive examples (never its running buffers, which
+are left untouched; several groups are evaluated per pass by ghost BatchNorm,
+:mod:`compute.ghost_bn`) and InstanceNorm with each example's own statistics. Per-class
+losses L_c = (Σ_{n: y_n = c} ℓ_n) / N sum to L.
 
 What a module does not expose cannot be switched off (``F.dropout(x, training=True)``, noise or
 random augmentation drawn inside ``forward``), so the first evaluation is done twice and a loss
@@ -15,6 +17,7 @@ or gradient that differs between the two is refused with :class:`Nondeterministi
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -23,7 +26,15 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.modules.batchnorm import _BatchNorm, _NormBase
 
+from compute.chunk_size import (  # noqa: F401 - ChunkingError, DEFAULT_BN_GROUP re-exported
+    DEFAULT_BN_GROUP,
+    ChunkingError,
+    auto_chunk_size,
+    check_chunk_size,
+    resolve_bn_group,
+)
 from compute.distributed import all_reduce_, world
+from compute.ghost_bn import ghost_batchnorm, set_chunk
 from compute.params import flat_grads, load_flat_params, selected
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (outputs, y) -> (n,) losses
@@ -39,10 +50,6 @@ GRAD_RTOL_FACTOR = 100.0
 
 class NondeterministicLossError(ValueError):
     """Two evaluations of the full loss at the same θ differed: LCA cannot allocate it."""
-
-
-class ChunkingError(ValueError):
-    """The requested chunking would change the loss of this model."""
 
 
 def per_example_cross_entropy(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -106,8 +113,15 @@ class FullDatasetObjective:
         x: inputs, (N, ...). Moved to the model's device once.
         y: integer labels, (N,).
         n_classes: number of classes C (needed for per-class gradients).
-        chunk_size: examples per forward/backward; for BatchNorm models this also fixes the
-            normalisation groups, so it is part of the loss definition.
+        chunk_size: examples per forward/backward, or ``"auto"``: the largest chunk whose
+            forward+backward fits ``memory_budget`` (see :mod:`compute.chunk_size`), measured
+            on the first evaluation. It does not change the loss. (On a BatchNorm model
+            without ``bn_group`` an integer keeps its old meaning, the group; deprecated.)
+        bn_group: BatchNorm models: examples per normalisation group, part of the loss
+            definition (default :data:`DEFAULT_BN_GROUP`); the evaluation chunk holds whole
+            groups, normalised separately (ghost BatchNorm). Ignored without BatchNorm.
+        memory_budget: bytes for ``chunk_size="auto"``; None: 25 % of the free device memory
+            on CUDA, 1 GiB on a CPU.
         per_class: also return the per-class gradients (C, P).
         chunking: ``"class"`` sorts examples by class so each chunk holds one class and the
             per-class gradients fall out of the same backward passes; ``"mixed"`` keeps the
@@ -130,11 +144,11 @@ class FullDatasetObjective:
     """
 
     def __init__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, n_classes: int,
-                 chunk_size: int = 1000, per_class: bool = False, chunking: str | None = None,
-                 loss_fn: LossFn = per_example_cross_entropy, compile: bool = False,
-                 param_names: Sequence[str] | None = None):
-        if chunk_size <= 0:
-            raise ValueError(f"chunk_size must be positive, got {chunk_size}")
+                 chunk_size: int | str = "auto", per_class: bool = False,
+                 chunking: str | None = None, loss_fn: LossFn = per_example_cross_entropy,
+                 compile: bool = False, param_names: Sequence[str] | None = None,
+                 bn_group: int | None = None, memory_budget: int | None = None):
+        check_chunk_size(chunk_size)
         if len(x) != len(y) or len(x) == 0:
             raise ValueError(f"need as many labels as inputs (got {len(x)} and {len(y)})")
         self.chunking = resolve_chunking(chunking, per_class, model)
@@ -145,7 +159,15 @@ class FullDatasetObjective:
                 "chunking='class' is refused for a model with BatchNorm: each class-pure chunk "
                 "would be normalised with single-class statistics, which changes the loss being "
                 "allocated; use chunking='mixed' (the default for BatchNorm models)")
+        self.bn_group, request, deprecated = resolve_bn_group(has_batchnorm(model), chunk_size,
+                                                              bn_group)
+        if deprecated:
+            warnings.warn(f"chunk_size={chunk_size} on a model with BatchNorm sets its "
+                          f"normalisation groups; say bn_group={chunk_size} (chunk_size is now "
+                          "the evaluation chunk, 'auto' by default)", FutureWarning, stacklevel=2)
         self.model = _probe_copy(model)
+        self._groups = (ghost_batchnorm(self.model, self.bn_group)
+                        if self.bn_group is not None else None)
         # the compiled wrapper shares the probe's parameters, so set_theta reaches both
         self.forward = torch.compile(self.model) if compile else self.model
         # θ is the vector of these parameters (all by default; LCATracker: the trainable ones)
@@ -158,7 +180,10 @@ class FullDatasetObjective:
         self.n_classes = n_classes
         self.per_class = per_class
         self.loss_fn = loss_fn
-        self.chunk_size = chunk_size
+        self.chunk_request, self.memory_budget = request, memory_budget
+        self.chunk_size: int | None = None if request == "auto" else request
+        # how the chunk was chosen (recorded in a run's bundle config)
+        self.chunk_info: dict = {"chunk_size_as_bn_group": chunk_size} if deprecated else {}
         self.set_data(x, y)
 
     def set_data(self, x: torch.Tensor, y: torch.Tensor) -> None:
@@ -175,14 +200,60 @@ class FullDatasetObjective:
         self.y = y.to(ref.device)
         self.n = len(self.y)
         self.classify = not self.y.is_floating_point()  # accuracy only makes sense for labels
+        self._partition()
+
+    def _partition(self) -> None:
+        """Cut the chunks (once the chunk size is known: ``"auto"`` waits for evaluate)."""
+        if self.chunk_size is None:
+            self.all_chunks = self.chunks = []
+            return
         rank, size = world()
         self.all_chunks = self._make_chunks(self.chunk_size)
         self.chunks = self.all_chunks[rank::size]  # this process's shard of the partition
+        self.chunk_info.update(chunk_size_requested=self.chunk_request,
+                               chunk_size=self.chunk_size, bn_group=self.bn_group,
+                               chunks=len(self.all_chunks))
+
+    def size_chunks(self) -> None:
+        """Resolve ``chunk_size="auto"`` now (evaluate does it on its first call)."""
+        if self.chunk_size is not None:
+            return
+        storages = [t.untyped_storage().data_ptr()
+                    for t in (*self.model.parameters(), *self.model.buffers(), self.x, self.y)]
+        info = auto_chunk_size(self._probe_pass, self.n, self.y.device, exclude=set(storages),
+                               budget=self.memory_budget, granule=self.bn_group or 1)
+        self.chunk_size = info["chunk_size"]
+        self.chunk_info.update(info)
+        self._partition()
+        # class-pure chunks stop at class boundaries: the largest one is what must fit
+        largest = max(e - s for s, e, _ in self.all_chunks)
+        self.chunk_info.update(largest_chunk=largest, estimated_bytes=info["fixed_bytes"]
+                               + info["bytes_per_example"] * largest)
+
+    def _probe_pass(self, m: int) -> None:
+        """A forward+backward on the first m examples, for the memory measurement (eager; with
+        BatchNorm as two ghost groups, the way multi-group chunks are evaluated)."""
+        if self._groups is not None:
+            group = self._groups.group
+            k = 2 if m % 2 == 0 else 1
+            self._groups.group, self._groups.examples, self._groups.groups = m // k, m, k
+        try:
+            out = self.model(self.x[:m])
+            loss = self.loss_fn(out, self.y[:m]).sum() / self.n
+            torch.autograd.grad(loss, self.params, allow_unused=True)
+        finally:
+            if self._groups is not None:
+                self._groups.group = group
 
     def _make_chunks(self, chunk_size: int) -> list[tuple[int, int, int]]:
-        """(start, stop, class or -1) for each chunk; class-pure ones never straddle classes."""
+        """(start, stop, class or -1) for each chunk; class-pure ones never straddle classes.
+
+        With BatchNorm groups, chunks hold whole groups and the last, partial group (if any)
+        is a chunk of its own, so every chunk is K groups of one size."""
         if self.chunking == "mixed":
-            return [(s, min(s + chunk_size, self.n), -1) for s in range(0, self.n, chunk_size)]
+            whole = self.n if self.bn_group is None else self.n // self.bn_group * self.bn_group
+            chunks = [(s, min(s + chunk_size, whole), -1) for s in range(0, whole, chunk_size)]
+            return chunks + ([(whole, self.n, -1)] if whole < self.n else [])
         counts = torch.bincount(self.y.cpu(), minlength=self.n_classes).tolist()
         chunks, start = [], 0
         for c, count in enumerate(counts):
@@ -203,6 +274,7 @@ class FullDatasetObjective:
         """
         if theta is not None:
             self.set_theta(theta)
+        self.size_chunks()
         ev = self._evaluate(grad)
         if not self.verified:
             self.check_deterministic(ev, self._evaluate(grad))
@@ -258,6 +330,7 @@ class FullDatasetObjective:
         loss = torch.zeros((), dtype=torch.float64, device=self.y.device)
         correct = torch.zeros((), dtype=torch.int64, device=self.y.device)
         for s, e, _ in self.chunks:
+            set_chunk(self._groups, e - s)
             out = self.forward(self.x[s:e])
             loss += self.loss_fn(out, self.y[s:e]).sum().double()
             correct += self._correct(out, self.y[s:e])
@@ -270,6 +343,7 @@ class FullDatasetObjective:
         class_grads = [] if self.per_class else None
         self._zero_grad()
         for k, (s, e, c) in enumerate(self.chunks):
+            set_chunk(self._groups, e - s)
             out = self.forward(self.x[s:e])
             chunk_loss = self.loss_fn(out, self.y[s:e]).sum() / self.n
             chunk_loss.backward()
@@ -294,6 +368,7 @@ class FullDatasetObjective:
         P = sum(p.numel() for p in self.params)
         cg = torch.zeros((self.n_classes, P), dtype=self.params[0].dtype, device=self.y.device)
         for s, e, _ in self.chunks:
+            set_chunk(self._groups, e - s)
             out = self.forward(self.x[s:e])
             losses = self.loss_fn(out, self.y[s:e]) / self.n  # (n,)
             loss += losses.detach().sum().double()

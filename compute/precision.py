@@ -79,16 +79,18 @@ def precision_check_result(cfg: RunConfig, steps: int = 3,
     run = build_run(dataclasses.replace(cfg, per_class=False, val_lca=False))
     obj, lca = run.train_lca.objective, run.train_lca
     x, y = obj.x, obj.y
-    idx = _check_subset(len(y), cfg.chunk_size, max_examples)
+    # whole groups (BatchNorm) or whole chunks of a fixed --chunk-size; auto sizes its own
+    granule = obj.bn_group or (cfg.chunk_size if isinstance(cfg.chunk_size, int) else 1)
+    idx = _check_subset(len(y), granule, max_examples)
     if idx is not None:
         x, y = x[idx.to(x.device)], y[idx.to(y.device)]  # indexing keeps an NHWC layout
         obj = FullDatasetObjective(run.model, x, y, n_classes=obj.n_classes,
-                                   chunk_size=cfg.chunk_size, chunking=obj.chunking,
-                                   compile=cfg.compile)
+                                   chunk_size=obj.chunk_request, bn_group=obj.bn_group,
+                                   chunking=obj.chunking, compile=cfg.compile)
         lca = LCAIntegrator(obj, cfg.method, tol=cfg.tol, max_halvings=cfg.max_halvings)
     ref_obj = FullDatasetObjective(copy.deepcopy(run.model).double(), x.double(), y,
-                                   n_classes=obj.n_classes, chunk_size=cfg.chunk_size,
-                                   chunking=obj.chunking)
+                                   n_classes=obj.n_classes, chunk_size=obj.chunk_request,
+                                   bn_group=obj.bn_group, chunking=obj.chunking)
     ref = LCAIntegrator(ref_obj, cfg.method, tol=cfg.tol, max_halvings=cfg.max_halvings)
     theta = flat_params(run.model)
     lca.start(theta)

@@ -125,7 +125,10 @@ class LCATracker:
             parameter it holds is tracked, and its steps are counted (a step post-hook) to
             tell a doubled or missed ``step()`` from a real one.
         val_inputs, val_targets: a second fixed set whose loss change is allocated too.
-        tol, max_halvings: adaptive settings. chunk_size: examples per pass.
+        tol, max_halvings: adaptive settings. chunk_size: examples per pass, or ``"auto"``
+            (the largest that fits the memory budget; never changes the loss without
+            BatchNorm). bn_group: BatchNorm models: examples per normalisation group (default
+            1000; see ``FullDatasetObjective``).
         overwrite: replace an existing ``out``.
         flush_seconds: the writer publishes new iterations at least this often.
         groups: named parameter groups finer than layers, stored as ``params/groups`` with
@@ -149,7 +152,8 @@ class LCATracker:
                  lca_layers: str | list[str] | None = None, lca_storage: str = "float32",
                  lca_compression: str = "none", optimizer: torch.optim.Optimizer | None = None,
                  val_inputs=None, val_targets=None, tol: float = 1e-3, max_halvings: int = 8,
-                 chunk_size: int = 1000, overwrite: bool = False, flush_seconds: float = 2.0,
+                 chunk_size: int | str = "auto", overwrite: bool = False,
+                 flush_seconds: float = 2.0, bn_group: int | None = None,
                  groups=None, tensorboard: str | Path | None = None, resume: bool = False):
         if resume and overwrite:
             raise ValueError("LCATracker: resume=True continues out=, overwrite=True replaces it")
@@ -167,7 +171,7 @@ class LCATracker:
         self.options = dict(method=method, per_class=per_class, lca_rows=str(lca_rows),
                             lca_layers=layer_list(lca_layers), lca_storage=lca_storage,
                             lca_compression=lca_compression, tol=tol,
-                            max_halvings=max_halvings, chunk_size=chunk_size)
+                            max_halvings=max_halvings, chunk_size=chunk_size, bn_group=bn_group)
         self.optimizer, self.overwrite, self.flush_seconds = optimizer, overwrite, flush_seconds
         self.groups = groups
         self.writer: BundleWriter | NullWriter | None = None  # NullWriter on ranks other than 0
@@ -386,7 +390,8 @@ class LCATracker:
     def _integrator(self, x: torch.Tensor, y: torch.Tensor, names: list[str]) -> LCAIntegrator:
         o = self.options
         obj = FullDatasetObjective(self.model, x, y, n_classes=self.n_classes,
-                                   chunk_size=o["chunk_size"], per_class=o["per_class"],
+                                   chunk_size=o["chunk_size"], bn_group=o["bn_group"],
+                                   per_class=o["per_class"],
                                    loss_fn=self.loss_fn, param_names=names)
         return LCAIntegrator(obj, o["method"], tol=o["tol"], max_halvings=o["max_halvings"])
 

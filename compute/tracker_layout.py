@@ -27,7 +27,7 @@ def tracker_layout(tracker) -> LayoutInfo:
         "optimizer_groups": groups, "lr": groups[0].get("lr") if groups else None,
         "n_examples": len(tracker.x), "loss_fn": getattr(tracker.loss_fn, "__name__", "custom"),
         "parameters": list(t.names), "frozen_params": tracker.frozen,
-        "val_lca": tracker.val is not None, **o,
+        "val_lca": tracker.val is not None, **o, "chunks": tracker.integ.objective.chunk_info,
         "groups": None if tracker.groups is None else (
             tracker.groups if isinstance(tracker.groups, str)
             else getattr(tracker.groups, "__name__", type(tracker.groups).__name__)),

@@ -30,6 +30,7 @@ from compute.checkpoint import (
 )
 from compute.config import ConfigError, RunConfig, check_memory_format
 from compute.data import TensorDataset, load_splits
+from compute.defaults import choose_memory_format, cuda_backend_defaults, run_chunks
 from compute.distributed import NullWriter, is_main, world
 from compute.groups import attach_groups, component_groups
 from compute.lca import LCAIntegrator
@@ -82,6 +83,7 @@ def build_run(cfg: RunConfig) -> Run:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device cuda was asked for but torch sees no CUDA device")
     flags = set_matmul_precision(device, cfg.allow_tf32)  # before any CUDA kernel runs
+    flags.update(cuda_backend_defaults(device))
     dtype = torch.float64 if cfg.precision == "float64" else torch.float32
     modular = ({"modulus": cfg.modulus, "train_fraction": cfg.train_fraction}
                if cfg.dataset == "modular-addition" else {})
@@ -101,6 +103,7 @@ def build_run(cfg: RunConfig) -> Run:
         raise ConfigError("--compile cannot split per class in mixed chunks (BatchNorm nets): "
                           "its compiled backward cannot be retained for one pass per class; "
                           "add --no-per-class (or --chunking class for nets without BatchNorm)")
+    chunks = run_chunks(cfg, model)  # --chunk-size / --bn-group against this model
     optimizer = build_optimizer(model, cfg)
     table = param_table(model)
     try:
@@ -113,8 +116,11 @@ def build_run(cfg: RunConfig) -> Run:
     def integrator(ds, per_class: bool) -> LCAIntegrator:
         obj = FullDatasetObjective(model, ds.x.to(dtype, memory_format=layout), ds.y,
                                    n_classes=train.n_classes,
-                                   chunk_size=cfg.chunk_size, per_class=per_class,
-                                   chunking=cfg.chunking, compile=cfg.compile)
+                                   chunk_size=chunks["chunk_size"], bn_group=chunks["bn_group"],
+                                   per_class=per_class, chunking=cfg.chunking,
+                                   compile=cfg.compile)
+        if chunks["deprecated"]:
+            obj.chunk_info["chunk_size_as_bn_group"] = cfg.chunk_size
         return LCAIntegrator(obj, cfg.method, tol=cfg.tol, max_halvings=cfg.max_halvings,
                              rtol=cfg.rtol)
 
@@ -144,7 +150,9 @@ def _layout(run: Run, cfg: RunConfig, check: dict | None = None) -> LayoutInfo:
     rank, size = world()
     config = {**cfg.to_dict(), **run.approx_info, "world_size": size,
               "backend": torch.distributed.get_backend() if size > 1 else None,
-              "precision_flags": run.precision_flags}
+              "precision_flags": run.precision_flags,
+              "chunks": run.train_lca.objective.chunk_info,  # how --chunk-size was resolved
+              "memory_format_choice": getattr(run, "memory_format_choice", None)}
     if check is not None:
         config["precision_check"] = check
     return LayoutInfo(t.names, t.shapes, t.offsets, t.layer, t.module_type, t.layer_names,
@@ -212,8 +220,9 @@ def _run_locked(cfg, out: Path, resume: bool, overwrite: bool, progress: bool,
         check_out_path(out, overwrite)
         # every float32 CUDA run checks its first iterations against float64 (a rebuilt run:
         # this one's state is untouched) and records the result; None on CPU / in float64
-        check = auto_precision_check(cfg)
+        cfg, check, layout_choice = choose_memory_format(cfg, auto_precision_check)
         run = build_run(cfg)
+        run.memory_format_choice = layout_choice  # --memory-format auto: what and why
         state = RunState(run.table.n_params, run.n_row_cols, run.y.device, cfg.val_lca)
         theta = flat_params(run.model)
         # θ_0's loss and gradient, counted once (a resume does not recount it)

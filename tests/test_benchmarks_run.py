@@ -34,3 +34,11 @@ def test_bench_engine_prints_the_floor_ratio_and_the_naive_baseline():
     out = _run("bench_engine.py", "--repeats", "1", "--skip", "adaptive,perclass")
     assert re.search(r"ratio to floor\s+\d+\.\d+", out), out
     assert re.search(r"ours is\s+\d+\.\d+x faster", out), out
+
+
+def test_bench_defaults_prints_the_ratios_of_new_and_old_defaults_to_the_floor():
+    out = _run("bench_defaults.py", "--floor-chunks", "500,250", "--memory")
+    assert re.search(r"rk4 iteration, new\s+\d+\.\d+ s\s+ratio to floor\s+\d+\.\d+", out)
+    assert re.search(r"rk4 iteration, old\s+\d+\.\d+ s\s+ratio to floor\s+\d+\.\d+", out)
+    assert '"chunk_size_requested": "auto"' in out, out  # the new run resolved auto
+    assert re.search(r"memory: first evaluation raised peak RSS by \d+\.\d+ MiB", out), out
