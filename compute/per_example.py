@@ -1,0 +1,333 @@
+"""Per-example directional derivatives per layer, and the per-example LCA of one step.
+
+The allocated loss is a mean over examples, L(θ) = (1/N) Σ_n ℓ_n(θ) (see
+:mod:`compute.objective`), so the path integral of LCA splits along the data axis as well as
+along the parameters. For a direction v (one tensor per parameter) and the layers l of
+:func:`compute.params.param_table`,
+
+    D[n, l] = ∇_{θ_l} ℓ_n(θ) · v_l,        Σ_n D[n, l] = N ∇_{θ_l} L(θ) · v_l,
+
+and for a step θ_0 → θ_1 with v = θ_1 − θ_0 and the quadrature of :mod:`compute.lca` (nodes
+s_k, weights w_k: first_order (0; 1), trapezoid (0, 1; ½, ½), rk4 (0, ½, 1; ⅙, ⅔, ⅙))
+
+    E[n, l] = (1/N) Σ_k w_k D_k[n, l],  D_k at θ_0 + s_k v,
+
+so Σ_n E[n, l] is the step's per-layer LCA and Σ_l E[n, l] = (ℓ_n(θ_1) − ℓ_n(θ_0))/N up to the
+quadrature residual (exact where the rule is: rk4 for a gradient cubic along the step).
+
+**How D is computed without per-example gradients (N × P).** One forward and one backward
+pass of Σ_n ℓ_n per chunk. Forward hooks save each module's input a_n; a hook on its output
+receives δ_n = ∂ℓ_n/∂o_n (per-example because the backward is of the *sum*, and, in a network
+where examples do not interact, o_n reaches ℓ_n only). The module's share is ⟨δ_n, ṫ_n⟩ with
+ṫ_n the output's tangent along V (rules in :mod:`compute.per_example_rules`: Linear δ_nᵀ V a_n,
+conv, Embedding, norm affines; a ``torch.func.jvp`` of the module's forward for every other
+module). A parameter used by several modules (tied weights) gets every use's share. The
+backward also accumulates the plain gradient, so every chunk is checked: Σ_n D[n, l] must
+equal ∇_l (Σ_n ℓ_n) · v_l (a use no hook saw, e.g. a weight read by another module's forward,
+breaks it); a layer that fails is recomputed by forward mode (below) and reported in
+:attr:`PerExampleDirectional.repaired`.
+
+**BatchNorm.** The objective normalises every BatchNorm with the statistics of its chunk (a
+fixed partition of the data), so ℓ_n depends on the other examples of its chunk: it is the
+n-th term of the chunk-normalised loss, and its gradient includes the path through the chunk's
+mean and variance. D[n, l] is the derivative of *that* term, so it changes when the chunk
+partition does, and Σ_n D still is the gradient of the allocated loss. The backward through
+the statistics mixes the examples of a chunk (δ_n is then ∂(Σ_m ℓ_m)/∂o_n, not ∂ℓ_n/∂o_n), so
+the reverse-mode rules would split along activation paths instead; networks with BatchNorm are
+therefore computed by forward mode: per chunk and layer one ``torch.func.jvp`` of the chunk's
+loss vector (ℓ_n)_n along v_l (cost ~L forward passes with tangents, exact). ``mode="forward"``
+does the same for any network (the reference the rules are tested against).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import nn
+from torch.func import replace_all_batch_norm_modules_
+
+from compute.objective import FullDatasetObjective, LossFn, has_batchnorm, per_example_cross_entropy
+from compute.params import as_flat, param_table
+from compute.per_example_rules import (
+    SUBTREE_OWNERS,
+    batch_axis,
+    flat_outputs,
+    forward_mode_dot,
+    jvp_tangents,
+    padding_rows_zeroed,
+    per_example_dot,
+    rule_for,
+)
+
+MODES = ("auto", "hooks", "forward")
+CHECK_RTOL = {torch.float64: 1e-9, torch.float32: 1e-3}  # Σ_n D against the plain gradient
+
+
+class PerExampleDirectional:
+    """Per-example, per-layer directional derivatives of an objective's loss terms.
+
+    Args:
+        objective: the allocated loss (its probe model, data, chunks and per-example loss).
+        mode: ``"hooks"`` (one forward + backward per chunk with the per-module rules),
+            ``"forward"`` (one jvp per chunk and layer), ``"auto"``: forward for networks
+            with BatchNorm (see the module docstring), hooks otherwise.
+
+    Raises:
+        ValueError: ``mode="hooks"`` for a network with BatchNorm, or an unknown mode.
+    """
+
+    def __init__(self, objective: FullDatasetObjective, mode: str = "auto"):
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        model = objective.model
+        coupled = has_batchnorm(model)
+        if mode == "hooks" and coupled:
+            raise ValueError("mode='hooks' cannot split a BatchNorm network's loss per example: "
+                             "the backward through the chunk statistics mixes the examples; "
+                             "use mode='forward' or 'auto'")
+        self.mode = "forward" if mode == "forward" or (mode == "auto" and coupled) else "hooks"
+        self.objective = objective
+        self.params = objective.params
+        ids = {id(p) for p in self.params}
+        self.names = [n for n, p in model.named_parameters() if id(p) in ids]
+        table = param_table(model, self.names)
+        self.layer_names = table.layer_names
+        self.n_layers = table.n_layers
+        self.layer_of = {p: int(li) for p, li in zip(self.params, table.layer, strict=True)}
+        self.handlers: dict[str, str] = {}  # module name -> "rule" or "jvp" (hooks mode)
+        self.repaired: list[str] = []  # layers the sum check sent to forward mode
+        self._hooks = []
+        self._active = False
+        self._vs: dict = {}
+        self._acc: torch.Tensor | None = None
+        self._stateless: nn.Module | None = None  # forward mode's copy of the probe
+        if self.mode == "hooks":
+            self._install(model)
+
+    # ---- hooks mode -------------------------------------------------------------------
+    def _install(self, model: nn.Module) -> None:
+        """Give each parameter a handler: the rule of the module owning it, else the jvp of
+        the nearest module (itself or an ancestor) with a forward of its own."""
+        selected = set(self.params)
+        jvp_params: dict[str, list[nn.Parameter]] = {}
+        claimed: list[str] = []  # SUBTREE_OWNERS: their descendants' parameters are theirs
+        for name, module in model.named_modules():
+            if any(name.startswith(f"{c}.") for c in claimed):
+                continue
+            subtree = isinstance(module, SUBTREE_OWNERS)
+            if subtree:
+                claimed.append(name)
+            own = [p for p in module.parameters(recurse=subtree) if p in selected]
+            if not own:
+                continue
+            rule = None if subtree else rule_for(module)
+            if rule is not None:
+                self.handlers[name] = "rule"
+                self._hooks.append(module.register_forward_hook(
+                    self._saver(module, rule, None), with_kwargs=True))
+                continue
+            host = name
+            while host and type(model.get_submodule(host)).forward is nn.Module.forward:
+                host = host.rpartition(".")[0]  # e.g. HeadProjection: used by its Attention
+            jvp_params.setdefault(host, []).extend(own)
+        for host, params in jvp_params.items():
+            module = model.get_submodule(host)
+            rel = {p: n for n, p in module.named_parameters(remove_duplicate=False)}
+            by_layer: dict[int, list[nn.Parameter]] = {}
+            for p in params:
+                by_layer.setdefault(self.layer_of[p], []).append(p)
+            self.handlers[host] = "jvp"
+            self._hooks.append(module.register_forward_hook(
+                self._saver(module, None, (rel, list(by_layer.values()))), with_kwargs=True))
+
+    def _saver(self, module: nn.Module, rule, fallback):
+        def hook(mod, args, kwargs, output):
+            if not self._active:
+                return
+            args = tuple(a.detach() if isinstance(a, torch.Tensor) else a for a in args)
+            kwargs = {k: (v.detach() if isinstance(v, torch.Tensor) else v)
+                      for k, v in kwargs.items()}
+            outputs = flat_outputs(output)
+            axis = batch_axis(mod, args)
+            cache: dict = {}
+
+            def tangents():
+                if "t" not in cache:
+                    self._active = False  # the replayed forward must not be hooked
+                    try:
+                        if rule is not None:
+                            cache["t"] = [(p, [t]) for p, t in rule(mod, args[0], self._vs)]
+                        else:
+                            rel, groups = fallback
+                            cache["t"] = [(g[0], dots) for g, dots in
+                                          jvp_tangents(mod, rel, groups, args, kwargs, self._vs)]
+                    finally:
+                        self._active = True
+                return cache["t"]
+
+            for i, out in enumerate(outputs):
+                if isinstance(out, torch.Tensor) and out.requires_grad:
+                    out.register_hook(lambda g, i=i: self._add(tangents(), i, g, axis))
+        return hook
+
+    def _add(self, tangents, index: int, delta: torch.Tensor, axis: int) -> None:
+        n = self._acc.shape[0]
+        if delta.dim() == 0 or delta.shape[axis] != n:
+            raise ValueError(f"a module's output has {tuple(delta.shape)} on its example axis "
+                             f"{axis}, expected {n} examples: per-example rules need the "
+                             "example axis first (use mode='forward')")
+        for p, dots in tangents:
+            t = dots[index] if len(dots) > index else None
+            if t is not None:
+                self._acc[:, self.layer_of[p]] += per_example_dot(delta, t, axis).double()
+
+    def _hooked_chunk(self, x, y, vs) -> tuple[torch.Tensor, torch.Tensor]:
+        obj = self.objective
+        self._acc = torch.zeros((len(y), self.n_layers), dtype=torch.float64, device=y.device)
+        self._vs = vs
+        for p in self.params:
+            p.grad = None
+        self._active = True
+        try:
+            losses = obj.loss_fn(obj.model(x), y)
+            losses.sum().backward()
+        finally:
+            self._active = False
+        acc = self._acc
+        self._check(acc, x, y, vs)
+        return losses.detach().double(), acc
+
+    def _check(self, acc: torch.Tensor, x, y, vs) -> None:
+        """Σ_n D[n, l] against the plain gradient of the chunk; repair failing layers."""
+        total = torch.zeros(self.n_layers, dtype=torch.float64, device=acc.device)
+        for p in self.params:
+            if p.grad is not None:
+                total[self.layer_of[p]] += (p.grad.double() * vs[p].double()).sum()
+        scale = acc.abs().sum(0) + total.abs()
+        rtol = CHECK_RTOL.get(self.params[0].dtype, 1e-2)
+        bad = ((acc.sum(0) - total).abs() > rtol * scale + 1e-300).nonzero().flatten().tolist()
+        if bad:
+            zeroed = {**vs, **padding_rows_zeroed(self.objective.model, vs)}
+            _, forward = self._forward_chunk(x, y, zeroed, layers=bad)
+            acc[:, bad] = forward[:, bad]
+            self.repaired.extend(self.layer_names[b] for b in bad
+                                 if self.layer_names[b] not in self.repaired)
+
+    # ---- forward mode -------------------------------------------------------------------
+    def _forward_chunk(self, x, y, vs, layers: Sequence[int] | None = None):
+        obj = self.objective
+        out = torch.zeros((len(y), self.n_layers), dtype=torch.float64, device=y.device)
+        if self._stateless is None:  # a copy whose BatchNorms keep no running buffers
+            self._stateless = copy.deepcopy(obj.model)
+            replace_all_batch_norm_modules_(self._stateless)
+        current = {n: p.detach() for n, p in obj.model.named_parameters()}  # all of θ here
+        named = dict(zip(self.params, self.names, strict=True))
+        wanted = range(self.n_layers) if layers is None else layers
+        groups = {li: {named[p]: p for p in self.params if self.layer_of[p] == li}
+                  for li in wanted}
+        losses = None
+        for li, group in groups.items():
+            losses, out[:, li] = forward_mode_dot(self._stateless, current, group, vs,
+                                                  obj.loss_fn, x, y)
+        return (losses.double() if losses is not None else None), out
+
+    # ---- public -------------------------------------------------------------------------
+    def evaluate(self, theta: torch.Tensor, direction: torch.Tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-example losses ℓ_n(θ) (N,) and D[n, l] = ∇_{θ_l} ℓ_n(θ) · v_l (N, L), float64.
+
+        Args:
+            theta: flat parameter vector (P,) of the objective's parameters.
+            direction: v as a flat vector (P,) in the same order.
+
+        Rows follow the objective's example order (class-sorted with ``chunking="class"``).
+        """
+        obj = self.objective
+        obj.set_theta(theta)
+        vs, offset = {}, 0
+        for p in self.params:
+            vs[p] = direction[offset:offset + p.numel()].view_as(p).to(p.dtype)
+            offset += p.numel()
+        losses = torch.zeros(obj.n, dtype=torch.float64, device=obj.y.device)
+        D = torch.zeros((obj.n, self.n_layers), dtype=torch.float64, device=obj.y.device)
+        if self.mode == "forward":
+            vs = {**vs, **padding_rows_zeroed(self.objective.model, vs)}
+        for s, e, _ in obj.chunks:
+            x, y = obj.x[s:e], obj.y[s:e]
+            if self.mode == "hooks":
+                losses[s:e], D[s:e] = self._hooked_chunk(x, y, vs)
+            else:
+                losses[s:e], D[s:e] = self._forward_chunk(x, y, vs)
+        return losses, D
+
+    def close(self) -> None:
+        """Remove the hooks from the probe model."""
+        for h in self._hooks:
+            h.remove()
+        self._hooks.clear()
+
+
+def _objective(model, x, y, *, loss_fn, chunk_size, chunking, param_names, n_classes):
+    if n_classes is None:
+        n_classes = 1 if y.is_floating_point() else int(y.max()) + 1
+    if chunking not in (None, "mixed"):
+        raise ValueError("per-example values keep the data order: chunking must be 'mixed'")
+    return FullDatasetObjective(model, x, y, n_classes=n_classes, chunk_size=chunk_size,
+                                chunking="mixed", loss_fn=loss_fn, param_names=param_names)
+
+
+def _flat(model: nn.Module, params: Sequence[nn.Parameter], value) -> torch.Tensor:
+    """A direction or θ as a flat vector: flat (P,), a list of tensors shaped like
+    ``params``, or a state dict / {name: tensor} mapping (all parameters)."""
+    if isinstance(value, torch.Tensor):
+        return value.reshape(-1)
+    if isinstance(value, Mapping):
+        return as_flat(model, value)
+    parts = list(value)
+    if len(parts) != len(params):
+        raise ValueError(f"a direction needs one tensor per parameter ({len(params)}), got "
+                         f"{len(parts)}")
+    for v, p in zip(parts, params, strict=True):
+        if tuple(v.shape) != tuple(p.shape):
+            raise ValueError(f"direction tensor of shape {tuple(v.shape)} for a parameter of "
+                             f"shape {tuple(p.shape)}")
+    return torch.cat([v.reshape(-1) for v in parts])
+
+
+def per_example_directional(model: nn.Module, x: torch.Tensor, y: torch.Tensor, direction, *,
+                            theta=None, loss_fn: LossFn = per_example_cross_entropy,
+                            chunk_size: int = 1000, chunking: str | None = None,
+                            param_names: Sequence[str] | None = None, mode: str = "auto",
+                            n_classes: int | None = None) -> torch.Tensor:
+    """D[n, l] = ∇_{θ_l} ℓ_n(θ) · v_l for every example and layer (see the module docstring).
+
+    Args:
+        model: any ``nn.Module`` (copied as :class:`FullDatasetObjective` copies it).
+        x: inputs (N, ...); y: targets (N,).
+        direction: v: a flat vector (P,), one tensor per parameter (same shapes, in
+            ``named_parameters()`` order) or a {name: tensor} mapping.
+        theta: where to differentiate (flat or state dict); default the model's parameters.
+        loss_fn: per-example loss ``(outputs, y) -> (n,)``, as the objective's.
+        chunk_size: examples per pass (for BatchNorm networks part of the loss definition).
+        chunking: None or ``"mixed"`` (the data order is kept).
+        param_names: θ consists of these parameters (default all); layers as
+            ``param_table(model, param_names)``.
+        mode: ``"auto"``, ``"hooks"`` or ``"forward"`` (see :class:`PerExampleDirectional`).
+        n_classes: C (only passed on to the objective).
+
+    Returns:
+        (N, L) float64, rows in the order of ``x``.
+    """
+    obj = _objective(model, x, y, loss_fn=loss_fn, chunk_size=chunk_size, chunking=chunking,
+                     param_names=param_names, n_classes=n_classes)
+    engine = PerExampleDirectional(obj, mode)
+    try:
+        th = _flat(model, obj.params, theta) if theta is not None else torch.cat(
+            [p.detach().reshape(-1) for p in obj.params])
+        v = _flat(model, obj.params, direction)
+        return engine.evaluate(th.to(obj.params[0]), v.to(obj.params[0]))[1]
+    finally:
+        engine.close()
+
