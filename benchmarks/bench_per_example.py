@@ -1,0 +1,93 @@
+"""Cost of per-example LCA (issue 24's math core), side by side in one process.
+
+    python benchmarks/bench_per_example.py [--train-size 5000,55000] [--repeats 3]
+                                           [--chunk-size 1000] [--threads 1] [--device cpu]
+                                           [--data-root DIR]
+
+MNIST-FC (compute/models.py) on the first N MNIST training examples, float32. For one rk4
+step θ_0 → θ_1 (θ_1 = θ_0 plus a small random step) it prints, as medians over repeats:
+
+  * floor: 2 full-dataset gradients (what plain rk4 pays per step with endpoint reuse);
+  * per-example (2 nodes): the per-example directional pass D[n, l] at the midpoint and the
+    endpoint (what rk4 with endpoint reuse would pay), and its ratio to the floor;
+  * per-example (3 nodes): the standalone ``per_example_step_lca`` (θ_0, ½, θ_1), its ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from compute.data import load_splits
+from compute.models import build_model
+from compute.objective import FullDatasetObjective
+from compute.params import flat_params
+from compute.per_example import PerExampleDirectional
+from compute.per_example_lca import per_example_step_lca
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def _median(fn, repeats: int, device: str) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        _sync(device)
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def bench(n: int, args) -> dict:
+    splits = load_splits("mnist", args.data_root, train_size=n)
+    x, y = splits.train.x.to(args.device), splits.train.y.to(args.device)
+    model = build_model("mnist_fc", splits.train.input_shape, splits.train.n_classes,
+                        seed=0).to(args.device)
+    theta0 = flat_params(model)
+    g = torch.Generator().manual_seed(1)
+    delta = (1e-3 * torch.randn(theta0.shape, generator=g)).to(theta0)
+    theta1 = theta0 + delta
+    obj = FullDatasetObjective(model, x, y, n_classes=10, chunk_size=args.chunk_size)
+    floor = _median(lambda: (obj.evaluate(theta0 + 0.5 * delta), obj.evaluate(theta1)),
+                    args.repeats, args.device)
+    engine = PerExampleDirectional(
+        FullDatasetObjective(model, x, y, n_classes=10, chunk_size=args.chunk_size))
+    two = _median(lambda: (engine.evaluate(theta0 + 0.5 * delta, delta),
+                           engine.evaluate(theta1, delta)), args.repeats, args.device)
+    engine.close()
+    three = _median(lambda: per_example_step_lca(model, x, y, theta0, theta1,
+                                                 chunk_size=args.chunk_size),
+                    args.repeats, args.device)
+    return {"n": n, "floor": floor, "two": two, "three": three}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--train-size", default="5000,55000")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--chunk-size", type=int, default=1000)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--data-root", default=None)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"MNIST-FC, float32, chunk {args.chunk_size}, {args.threads} thread(s), "
+          f"{args.device}, medians of {args.repeats}")
+    print(f"{'N':>7} {'floor 2 grads':>14} {'per-ex 2 nodes':>15} {'ratio':>6} "
+          f"{'per-ex 3 nodes':>15} {'ratio':>6}")
+    for n in (int(s) for s in args.train_size.split(",")):
+        r = bench(n, args)
+        print(f"{r['n']:>7} {r['floor']:>13.3f}s {r['two']:>14.3f}s {r['two'] / r['floor']:>6.2f} "
+              f"{r['three']:>14.3f}s {r['three'] / r['floor']:>6.2f}")
+
+
+if __name__ == "__main__":
+    main()
