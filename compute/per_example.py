@@ -48,6 +48,7 @@ import torch
 from torch import nn
 from torch.func import replace_all_batch_norm_modules_
 
+from compute import per_example_transformer as transformer_rule
 from compute.objective import FullDatasetObjective, LossFn, has_batchnorm, per_example_cross_entropy
 from compute.params import as_flat, param_table
 from compute.per_example_rules import (
@@ -134,6 +135,10 @@ class PerExampleDirectional:
             jvp_params.setdefault(host, []).extend(own)
         for host, params in jvp_params.items():
             module = model.get_submodule(host)
+            if transformer_rule.applies(module, params):
+                self.handlers[host] = "rule"
+                self._hooks.extend(transformer_rule.install(self, module))
+                continue
             rel = {p: n for n, p in module.named_parameters(remove_duplicate=False)}
             by_layer: dict[int, list[nn.Parameter]] = {}
             for p in params:
@@ -182,6 +187,11 @@ class PerExampleDirectional:
             t = dots[index] if len(dots) > index else None
             if t is not None:
                 self._acc[:, self.layer_of[p]] += per_example_dot(delta, t, axis).double()
+
+    def _add_dots(self, dots) -> None:
+        """Add (parameter, D (n,)) shares a rule has reduced itself."""
+        for p, d in dots:
+            self._acc[:, self.layer_of[p]] += d.double()
 
     def _hooked_chunk(self, x, y, vs) -> tuple[torch.Tensor, torch.Tensor]:
         obj = self.objective

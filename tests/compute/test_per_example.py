@@ -40,11 +40,15 @@ CASES = {  # model, inputs, labels, handlers expected (module -> kind) in hooks 
     "mha_seq_first": (lambda: TokenAttention(batch_first=False),
                       lambda: torch.randint(0, 7, (9, 4)), 7,
                       {"embed": "rule", "ln": "rule", "attn": "jvp", "head": "rule"}),
+    "transformer_plain": (lambda: build_model("transformer", (3,), 5, seed=1, d_model=8,
+                                              n_heads=2, d_mlp=16).double(),
+                          lambda: torch.randint(0, 6, (9, 3)).double(), 5,
+                          {"blocks.0.attn": "rule", "": "rule", "blocks.0.mlp.fc_in": "rule"}),
     "mha_untied": (lambda: TokenAttention(batch_first=False, tie=False),
                    lambda: torch.randint(0, 7, (9, 4)), 7, {"head": "rule", "attn": "jvp"}),
     "transformer": (_transformer, lambda: torch.randint(0, 6, (9, 3)).double(), 5,
-                    {"blocks.0.attn": "jvp", "blocks.1.attn": "jvp", "blocks.0.ln1": "rule",
-                     "blocks.1.mlp.fc_in": "rule", "ln_final": "rule", "": "jvp"}),
+                    {"blocks.0.attn": "rule", "blocks.1.attn": "rule", "blocks.0.ln1": "rule",
+                     "blocks.1.mlp.fc_in": "rule", "ln_final": "rule", "": "rule"}),
 }
 
 
