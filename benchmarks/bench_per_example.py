@@ -9,8 +9,11 @@ step θ_0 → θ_1 (θ_1 = θ_0 plus a small random step) it prints, as medians 
 
   * floor: 2 full-dataset gradients (what plain rk4 pays per step with endpoint reuse);
   * per-example (2 nodes): the per-example directional pass D[n, l] at the midpoint and the
-    endpoint (what rk4 with endpoint reuse would pay), and its ratio to the floor;
-  * per-example (3 nodes): the standalone ``per_example_step_lca`` (θ_0, ½, θ_1), its ratio.
+    endpoint (what rk4 with endpoint reuse would pay), and its ratio to the floor, with the
+    sum check (the backward also forms the parameter gradient) and without it (the backward
+    stops at the layers' outputs: no weight gradients);
+  * per-example (3 nodes): the standalone ``per_example_step_lca`` (θ_0, ½, θ_1; it also
+    copies the model and installs the hooks), its ratio.
 """
 
 from __future__ import annotations
@@ -58,15 +61,20 @@ def bench(n: int, args) -> dict:
     obj = FullDatasetObjective(model, x, y, n_classes=10, chunk_size=args.chunk_size)
     floor = _median(lambda: (obj.evaluate(theta0 + 0.5 * delta), obj.evaluate(theta1)),
                     args.repeats, args.device)
-    engine = PerExampleDirectional(
-        FullDatasetObjective(model, x, y, n_classes=10, chunk_size=args.chunk_size))
-    two = _median(lambda: (engine.evaluate(theta0 + 0.5 * delta, delta),
-                           engine.evaluate(theta1, delta)), args.repeats, args.device)
-    engine.close()
+    two = {}
+    for check in (True, False):
+        engine = PerExampleDirectional(
+            FullDatasetObjective(model, x, y, n_classes=10, chunk_size=args.chunk_size),
+            check=check)
+        two[check] = _median(lambda e=engine: (e.evaluate(theta0 + 0.5 * delta, delta),
+                                               e.evaluate(theta1, delta)),
+                             args.repeats, args.device)
+        engine.close()
     three = _median(lambda: per_example_step_lca(model, x, y, theta0, theta1,
                                                  chunk_size=args.chunk_size),
                     args.repeats, args.device)
-    return {"n": n, "floor": floor, "two": two, "three": three}
+    return {"n": n, "floor": floor, "checked": two[True], "unchecked": two[False],
+            "three": three}
 
 
 def main() -> None:
@@ -81,12 +89,14 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     print(f"MNIST-FC, float32, chunk {args.chunk_size}, {args.threads} thread(s), "
           f"{args.device}, medians of {args.repeats}")
-    print(f"{'N':>7} {'floor 2 grads':>14} {'per-ex 2 nodes':>15} {'ratio':>6} "
-          f"{'per-ex 3 nodes':>15} {'ratio':>6}")
+    print(f"{'N':>7} {'floor 2 grads':>14} {'2 nodes, check':>15} {'ratio':>6} "
+          f"{'2 nodes, no check':>18} {'ratio':>6} {'3 nodes (step)':>15} {'ratio':>6}")
     for n in (int(s) for s in args.train_size.split(",")):
         r = bench(n, args)
-        print(f"{r['n']:>7} {r['floor']:>13.3f}s {r['two']:>14.3f}s {r['two'] / r['floor']:>6.2f} "
-              f"{r['three']:>14.3f}s {r['three'] / r['floor']:>6.2f}")
+        f = r["floor"]
+        print(f"{r['n']:>7} {f:>13.3f}s {r['checked']:>14.3f}s {r['checked'] / f:>6.2f} "
+              f"{r['unchecked']:>17.3f}s {r['unchecked'] / f:>6.2f} "
+              f"{r['three']:>14.3f}s {r['three'] / f:>6.2f}")
 
 
 if __name__ == "__main__":

@@ -74,12 +74,17 @@ class PerExampleDirectional:
         mode: ``"hooks"`` (one forward + backward per chunk with the per-module rules),
             ``"forward"`` (one jvp per chunk and layer), ``"auto"``: forward for networks
             with BatchNorm (see the module docstring), hooks otherwise.
+        check: hooks mode: also form the chunk's parameter gradient in the same backward
+            and check Σ_n D[n, l] against it (a layer that fails is recomputed by forward
+            mode); without it the backward stops at the hooked outputs (cheaper: no
+            weight gradients), and nothing catches a use no hook saw.
 
     Raises:
         ValueError: ``mode="hooks"`` for a network with BatchNorm, or an unknown mode.
     """
 
-    def __init__(self, objective: FullDatasetObjective, mode: str = "auto"):
+    def __init__(self, objective: FullDatasetObjective, mode: str = "auto", *,
+                 check: bool = True):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
         model = objective.model
@@ -104,6 +109,8 @@ class PerExampleDirectional:
         self._vs: dict = {}
         self._acc: torch.Tensor | None = None
         self._stateless: nn.Module | None = None  # forward mode's copy of the probe
+        self._watched: list[tuple[torch.Tensor, int]] = []  # outputs whose δ a rule needs
+        self.check = check
         if self.mode == "hooks":
             self._install(model)
 
@@ -174,7 +181,7 @@ class PerExampleDirectional:
 
             for i, out in enumerate(outputs):
                 if isinstance(out, torch.Tensor) and out.requires_grad:
-                    out.register_hook(lambda g, i=i: self._add(tangents(), i, g, axis))
+                    self._watch(out, lambda g, i=i: self._add(tangents(), i, g, axis))
         return hook
 
     def _add(self, tangents, index: int, delta: torch.Tensor, axis: int) -> None:
@@ -193,28 +200,39 @@ class PerExampleDirectional:
         for p, d in dots:
             self._acc[:, self.layer_of[p]] += d.double()
 
+    def _watch(self, tensor: torch.Tensor, fn) -> None:
+        """Call ``fn(δ)`` with ``tensor``'s gradient in this chunk's backward."""
+        tensor.register_hook(fn)
+        self._watched.append((tensor, tensor._version))
+
     def _hooked_chunk(self, x, y, vs) -> tuple[torch.Tensor, torch.Tensor]:
+        """One forward and one backward of Σ_n ℓ_n over the chunk. The backward is taken to
+        the watched outputs only (no parameter gradient is formed) unless ``check`` asks for
+        the parameters' too, or a watched output was later changed in place."""
         obj = self.objective
         self._acc = torch.zeros((len(y), self.n_layers), dtype=torch.float64, device=y.device)
-        self._vs = vs
-        for p in self.params:
-            p.grad = None
+        self._vs, self._watched = vs, []
         self._active = True
         try:
             losses = obj.loss_fn(obj.model(x), y)
-            losses.sum().backward()
+            watched = [t for t, version in self._watched if t._version == version]
+            full = self.check or len(watched) < len(self._watched)
+            params = [p for p in self.params if p.requires_grad] if full else []
+            grads = torch.autograd.grad(losses.sum(), watched + params, allow_unused=True)
         finally:
             self._active = False
+            self._watched = []
         acc = self._acc
-        self._check(acc, x, y, vs)
+        if self.check:
+            self._check(acc, dict(zip(params, grads[len(watched):], strict=True)), x, y, vs)
         return losses.detach().double(), acc
 
-    def _check(self, acc: torch.Tensor, x, y, vs) -> None:
+    def _check(self, acc: torch.Tensor, grads: dict, x, y, vs) -> None:
         """Σ_n D[n, l] against the plain gradient of the chunk; repair failing layers."""
         total = torch.zeros(self.n_layers, dtype=torch.float64, device=acc.device)
-        for p in self.params:
-            if p.grad is not None:
-                total[self.layer_of[p]] += (p.grad.double() * vs[p].double()).sum()
+        for p, g in grads.items():
+            if g is not None:
+                total[self.layer_of[p]] += (g.double() * vs[p].double()).sum()
         scale = acc.abs().sum(0) + total.abs()
         rtol = CHECK_RTOL.get(self.params[0].dtype, 1e-2)
         bad = ((acc.sum(0) - total).abs() > rtol * scale + 1e-300).nonzero().flatten().tolist()
@@ -310,7 +328,7 @@ def per_example_directional(model: nn.Module, x: torch.Tensor, y: torch.Tensor, 
                             theta=None, loss_fn: LossFn = per_example_cross_entropy,
                             chunk_size: int = 1000, chunking: str | None = None,
                             param_names: Sequence[str] | None = None, mode: str = "auto",
-                            n_classes: int | None = None) -> torch.Tensor:
+                            n_classes: int | None = None, check: bool = True) -> torch.Tensor:
     """D[n, l] = ∇_{θ_l} ℓ_n(θ) · v_l for every example and layer (see the module docstring).
 
     Args:
@@ -326,13 +344,14 @@ def per_example_directional(model: nn.Module, x: torch.Tensor, y: torch.Tensor, 
             ``param_table(model, param_names)``.
         mode: ``"auto"``, ``"hooks"`` or ``"forward"`` (see :class:`PerExampleDirectional`).
         n_classes: C (only passed on to the objective).
+        check: hooks mode's sum check (see :class:`PerExampleDirectional`).
 
     Returns:
         (N, L) float64, rows in the order of ``x``.
     """
     obj = _objective(model, x, y, loss_fn=loss_fn, chunk_size=chunk_size, chunking=chunking,
                      param_names=param_names, n_classes=n_classes)
-    engine = PerExampleDirectional(obj, mode)
+    engine = PerExampleDirectional(obj, mode, check=check)
     try:
         th = _flat(model, obj.params, theta) if theta is not None else torch.cat(
             [p.detach().reshape(-1) for p in obj.params])

@@ -46,7 +46,7 @@ def per_example_step_lca(model: nn.Module, x: torch.Tensor, y: torch.Tensor, the
                          method: str = "rk4", loss_fn: LossFn = per_example_cross_entropy,
                          chunk_size: int = 1000, chunking: str | None = None,
                          param_names: Sequence[str] | None = None, mode: str = "auto",
-                         n_classes: int | None = None) -> PerExampleStep:
+                         n_classes: int | None = None, check: bool = True) -> PerExampleStep:
     """Per-example, per-layer LCA of the step θ_0 → θ_1 (see the module docstring).
 
     Args:
@@ -54,7 +54,7 @@ def per_example_step_lca(model: nn.Module, x: torch.Tensor, y: torch.Tensor, the
         x, y: the examples whose mean loss is allocated, (N, ...) and (N,).
         theta0, theta1: the step's ends: flat vectors (P,) or state dicts.
         method: ``"first_order"``, ``"trapezoid"`` or ``"rk4"`` (1, 2 or 3 passes).
-        loss_fn, chunk_size, chunking, param_names, mode, n_classes: as
+        loss_fn, chunk_size, chunking, param_names, mode, n_classes, check: as
             :func:`compute.per_example.per_example_directional`.
 
     Returns:
@@ -68,7 +68,7 @@ def per_example_step_lca(model: nn.Module, x: torch.Tensor, y: torch.Tensor, the
                          f"{', '.join(PER_EXAMPLE_METHODS)}, got {method!r}")
     obj = _objective(model, x, y, loss_fn=loss_fn, chunk_size=chunk_size, chunking=chunking,
                      param_names=param_names, n_classes=n_classes)
-    engine = PerExampleDirectional(obj, mode)
+    engine = PerExampleDirectional(obj, mode, check=check)
     ref = obj.params[0]
     try:
         t0 = _flat(model, obj.params, theta0).detach().to(ref)

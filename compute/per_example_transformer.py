@@ -65,7 +65,7 @@ def install(engine, root: Transformer | Attention) -> list:
             out.append((root.embed.weight, [F.embedding(ids, vs[root.embed.weight])]))
         if root.pos_embed.weight in vs:
             out.append((root.pos_embed.weight, [vs[root.pos_embed.weight][: ids.shape[1]]]))
-        h0.register_hook(lambda g: engine._add(out, 0, g, 0))
+        engine._watch(h0, lambda g: engine._add(out, 0, g, 0))
 
     def on_last(mod, args, output):
         if engine._active:
@@ -76,7 +76,7 @@ def install(engine, root: Transformer | Attention) -> list:
         if not engine._active or not logits.requires_grad or U not in engine._vs:
             return
         tangent = [(U, [seen["last"] @ engine._vs[U][0]])]
-        logits.register_hook(lambda g: engine._add(tangent, 0, g, 0))
+        engine._watch(logits, lambda g: engine._add(tangent, 0, g, 0))
 
     return [root.register_forward_pre_hook(on_input, with_kwargs=True),
             root.blocks[0].register_forward_pre_hook(on_first_block, with_kwargs=True),
@@ -126,7 +126,7 @@ def install_attention(engine, attn: Attention) -> list:
             return
         x = args[0].detach()
         last_only = kwargs.get("last_only", args[1] if len(args) > 1 else False)
-        output.register_hook(
-            lambda g: engine._add_dots(attention_tangents(attn, x, last_only, engine._vs, g)))
+        engine._watch(output, lambda g: engine._add_dots(
+            attention_tangents(attn, x, last_only, engine._vs, g)))
 
     return [attn.register_forward_hook(on_output, with_kwargs=True)]

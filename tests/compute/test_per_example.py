@@ -69,16 +69,18 @@ def _case(name):
     return model, x, y, v, handlers
 
 
-def _engine(model, x, y, mode):
+def _engine(model, x, y, mode, check=True):
     obj = FullDatasetObjective(model, x, y, n_classes=int(y.max()) + 1, chunk_size=4)
-    return PerExampleDirectional(obj, mode)
+    return PerExampleDirectional(obj, mode, check=check)
 
 
+@pytest.mark.parametrize("check", [True, False])
 @pytest.mark.parametrize("name", list(CASES))
-def test_rules_and_fallback_match_per_example_autograd(name):
+def test_rules_and_fallback_match_per_example_autograd(name, check):
+    """check=False: the backward stops at the hooked outputs (no weight gradients)."""
     model, x, y, v, handlers = _case(name)
     ref = reference_directional(model, x, y, v, chunk_size=4)
-    engine = _engine(model, x, y, "auto")
+    engine = _engine(model, x, y, "auto", check)
     theta = torch.cat([p.detach().reshape(-1) for p in engine.params])
     _, D = engine.evaluate(theta, torch.cat([t.reshape(-1) for t in v]))
     assert D.shape == ref.shape == (len(x), engine.n_layers)
@@ -142,6 +144,21 @@ def test_a_use_no_hook_sees_is_caught_and_recomputed():
     _, D = engine.evaluate(theta, torch.cat([t.reshape(-1) for t in v]))
     assert engine.repaired == ["fc"]
     assert float((D - ref).abs().max()) <= RTOL * float(ref.abs().max())
+
+
+def test_an_output_changed_in_place_still_gets_its_gradient():
+    """ReLU(inplace=True) overwrites fc1's output: the hooks keep the gradient of the value
+    fc1 returned, and without check the backward still runs to the parameters."""
+    torch.manual_seed(4)
+    model = nn.Sequential(nn.Linear(5, 6), nn.ReLU(inplace=True), nn.Linear(6, 3)).double()
+    x, y = torch.randn(8, 5, dtype=torch.float64), torch.randint(0, 3, (8,))
+    v = [torch.randn_like(p) for p in model.parameters()]
+    ref = reference_directional(model, x, y, v, chunk_size=4)
+    for check in (True, False):
+        engine = _engine(model, x, y, "hooks", check)
+        theta = torch.cat([p.detach().reshape(-1) for p in engine.params])
+        _, D = engine.evaluate(theta, torch.cat([t.reshape(-1) for t in v]))
+        assert float((D - ref).abs().max()) <= RTOL * float(ref.abs().max())
 
 
 def test_bad_direction_is_refused():
