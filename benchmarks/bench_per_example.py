@@ -2,7 +2,7 @@
 
     python benchmarks/bench_per_example.py [--train-size 5000,55000] [--repeats 3]
                                            [--chunk-size 1000] [--threads 1] [--device cpu]
-                                           [--data-root DIR]
+                                           [--data-root DIR] [--dataset mnist]
 
 MNIST-FC (compute/models.py) on the first N MNIST training examples, float32. For one rk4
 step θ_0 → θ_1 (θ_1 = θ_0 plus a small random step) it prints, as medians over repeats:
@@ -25,9 +25,10 @@ import time
 import torch
 
 from compute.data import load_splits
+from compute.lca import layer_sums
 from compute.models import build_model
 from compute.objective import FullDatasetObjective
-from compute.params import flat_params
+from compute.params import flat_params, param_table
 from compute.per_example import PerExampleDirectional
 from compute.per_example_lca import per_example_step_lca
 
@@ -37,44 +38,56 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def _median(fn, repeats: int, device: str) -> float:
-    fn()  # warm-up
-    times = []
+def _interleaved(fns: dict, repeats: int, device: str) -> dict:
+    """Median seconds of each function, timed in turn within every repeat (a shared, noisy
+    machine then slows all of them alike)."""
+    for fn in fns.values():
+        fn()  # warm-up
+    times: dict = {k: [] for k in fns}
     for _ in range(repeats):
-        _sync(device)
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        for k, fn in fns.items():
+            _sync(device)
+            t0 = time.perf_counter()
+            fn()
+            _sync(device)
+            times[k].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def bench(n: int, args) -> dict:
-    splits = load_splits("mnist", args.data_root, train_size=n)
+    splits = load_splits(args.dataset, args.data_root, train_size=n)
     x, y = splits.train.x.to(args.device), splits.train.y.to(args.device)
     model = build_model("mnist_fc", splits.train.input_shape, splits.train.n_classes,
                         seed=0).to(args.device)
     theta0 = flat_params(model)
     g = torch.Generator().manual_seed(1)
     delta = (1e-3 * torch.randn(theta0.shape, generator=g)).to(theta0)
-    theta1 = theta0 + delta
-    obj = FullDatasetObjective(model, x, y, n_classes=10, chunk_size=args.chunk_size)
-    floor = _median(lambda: (obj.evaluate(theta0 + 0.5 * delta), obj.evaluate(theta1)),
-                    args.repeats, args.device)
-    two = {}
-    for check in (True, False):
-        engine = PerExampleDirectional(
-            FullDatasetObjective(model, x, y, n_classes=10, chunk_size=args.chunk_size),
-            check=check)
-        two[check] = _median(lambda e=engine: (e.evaluate(theta0 + 0.5 * delta, delta),
-                                               e.evaluate(theta1, delta)),
-                             args.repeats, args.device)
-        engine.close()
-    three = _median(lambda: per_example_step_lca(model, x, y, theta0, theta1,
-                                                 chunk_size=args.chunk_size),
-                    args.repeats, args.device)
-    return {"n": n, "floor": floor, "checked": two[True], "unchecked": two[False],
-            "three": three}
+    theta1, mid = theta0 + delta, theta0 + 0.5 * delta
+    def objective() -> FullDatasetObjective:
+        return FullDatasetObjective(model, x, y, n_classes=splits.train.n_classes,
+                                    chunk_size=args.chunk_size)
+
+    obj = objective()
+    engines = {check: PerExampleDirectional(objective(), check=check) for check in (True, False)}
+    fns = {
+        "floor": lambda: (obj.evaluate(mid), obj.evaluate(theta1)),
+        "checked": lambda: (engines[True].evaluate(mid, delta),
+                            engines[True].evaluate(theta1, delta)),
+        "unchecked": lambda: (engines[False].evaluate(mid, delta),
+                              engines[False].evaluate(theta1, delta)),
+        "three": lambda: per_example_step_lca(model, x, y, theta0, theta1,
+                                              chunk_size=args.chunk_size),
+    }
+    out = _interleaved(fns, args.repeats, args.device)
+    # exactness in float32: Σ_n D[n, l] against N ∇_l L · v from the objective's gradient
+    _, D = engines[False].evaluate(theta1, delta)
+    layer = torch.as_tensor(param_table(model).param_layer_index(), device=delta.device)
+    gv = layer_sums(obj.evaluate(theta1).grad * delta, layer, D.shape[1]) * n
+    out["sum_error"] = float((D.sum(0) - gv).abs().max() / gv.abs().max())
+    out["repaired"] = sorted({*engines[True].repaired, *engines[False].repaired})
+    for e in engines.values():
+        e.close()
+    return {"n": n, **out}
 
 
 def main() -> None:
@@ -85,10 +98,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--data-root", default=None)
+    parser.add_argument("--dataset", default="mnist", help="mnist, or synthetic for a smoke run")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"MNIST-FC, float32, chunk {args.chunk_size}, {args.threads} thread(s), "
-          f"{args.device}, medians of {args.repeats}")
+    print(f"MNIST-FC on {args.dataset}, float32, chunk {args.chunk_size}, "
+          f"{args.threads} thread(s), {args.device}, medians of {args.repeats}")
     print(f"{'N':>7} {'floor 2 grads':>14} {'2 nodes, check':>15} {'ratio':>6} "
           f"{'2 nodes, no check':>18} {'ratio':>6} {'3 nodes (step)':>15} {'ratio':>6}")
     for n in (int(s) for s in args.train_size.split(",")):
@@ -97,6 +111,8 @@ def main() -> None:
         print(f"{r['n']:>7} {f:>13.3f}s {r['checked']:>14.3f}s {r['checked'] / f:>6.2f} "
               f"{r['unchecked']:>17.3f}s {r['unchecked'] / f:>6.2f} "
               f"{r['three']:>14.3f}s {r['three'] / f:>6.2f}")
+        print(f"        float32 max |Σ_n D - N ∇L·v| / max |N ∇L·v| per layer: "
+              f"{r['sum_error']:.1e}; layers repaired by the check: {r['repaired'] or 'none'}")
 
 
 if __name__ == "__main__":

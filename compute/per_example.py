@@ -16,16 +16,23 @@ so Σ_n E[n, l] is the step's per-layer LCA and Σ_l E[n, l] = (ℓ_n(θ_1) − 
 quadrature residual (exact where the rule is: rk4 for a gradient cubic along the step).
 
 **How D is computed without per-example gradients (N × P).** One forward and one backward
-pass of Σ_n ℓ_n per chunk. Forward hooks save each module's input a_n; a hook on its output
-receives δ_n = ∂ℓ_n/∂o_n (per-example because the backward is of the *sum*, and, in a network
-where examples do not interact, o_n reaches ℓ_n only). The module's share is ⟨δ_n, ṫ_n⟩ with
-ṫ_n the output's tangent along V (rules in :mod:`compute.per_example_rules`: Linear δ_nᵀ V a_n,
-conv, Embedding, norm affines; a ``torch.func.jvp`` of the module's forward for every other
-module). A parameter used by several modules (tied weights) gets every use's share. The
-backward also accumulates the plain gradient, so every chunk is checked: Σ_n D[n, l] must
-equal ∇_l (Σ_n ℓ_n) · v_l (a use no hook saw, e.g. a weight read by another module's forward,
-breaks it); a layer that fails is recomputed by forward mode (below) and reported in
-:attr:`PerExampleDirectional.repaired`.
+pass of Σ_n ℓ_n per chunk (the *sum*, not the mean: δ needs no rescaling by N). Forward hooks
+save each module's input a_n; a hook on its output receives δ_n = ∂ℓ_n/∂o_n (per-example
+because, in a network where examples do not interact, o_n reaches ℓ_n only). The module's
+share is ⟨δ_n, ṫ_n⟩ with ṫ_n the output's tangent along V (rules in
+:mod:`compute.per_example_rules` and :mod:`compute.per_example_transformer`: Linear δ_nᵀ V a_n,
+conv, Embedding, norm affines, the transformer's head projections and embeddings; a
+``torch.func.jvp`` of the module's forward for every other module). A parameter used by
+several modules (tied weights) gets every use's share. The example axis is the first of every
+output (nn.MultiheadAttention's (L, N, E) layout is read as such).
+
+With ``check=True`` (default) the same backward also forms the plain gradient, and every chunk
+is checked: Σ_n D[n, l] must equal ∇_l (Σ_n ℓ_n) · v_l (to 1e-9 relative in float64; a use no
+hook saw, e.g. a weight read by another module's forward, breaks it); a layer that fails is
+recomputed by forward mode (below) and listed in :attr:`PerExampleDirectional.repaired`. With
+``check=False`` the backward stops at the hooked outputs and forms no weight gradient.
+Neither catches a module that mixes examples other than BatchNorm (a custom batch mean):
+such a network needs ``mode="forward"``.
 
 **BatchNorm.** The objective normalises every BatchNorm with the statistics of its chunk (a
 fixed partition of the data), so ℓ_n depends on the other examples of its chunk: it is the
@@ -36,7 +43,7 @@ the statistics mixes the examples of a chunk (δ_n is then ∂(Σ_m ℓ_m)/∂o_
 the reverse-mode rules would split along activation paths instead; networks with BatchNorm are
 therefore computed by forward mode: per chunk and layer one ``torch.func.jvp`` of the chunk's
 loss vector (ℓ_n)_n along v_l (cost ~L forward passes with tangents, exact). ``mode="forward"``
-does the same for any network (the reference the rules are tested against).
+does the same for any network (a second, independent way to the same numbers).
 """
 
 from __future__ import annotations

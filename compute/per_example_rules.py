@@ -10,8 +10,14 @@ closed form from what the forward pass saw:
 * Conv1d/Conv2d/Conv3d: ṫ = conv(a, V_w) with the module's stride, padding (and padding mode),
   dilation and groups (+ V_b per channel);
 * Embedding: ṫ = V_w[ids], with the rows of ``padding_idx`` (which never get a gradient) zero;
-* LayerNorm, GroupNorm, :class:`compute.transformer.LayerNorm`, BatchNorm (affine):
+* LayerNorm, GroupNorm, :class:`compute.transformer.LayerNorm` (affine):
   ṫ = x̂ ⊙ V_w + V_b, x̂ the input normalised as the module normalises it.
+
+BatchNorm has no rule here: the objective normalises it with chunk statistics, which couple
+the examples of a chunk, and such networks are computed in forward mode (see
+:mod:`compute.per_example`). The affine rule δ_n ⊙ x̂_n · V_w + δ_n · V_b would be exact only
+for a BatchNorm after which nothing couples examples (the last one), not for the layers
+before it.
 
 Everything else that owns parameters (nn.MultiheadAttention, :class:`compute.transformer.Attention`
 with its :class:`~compute.transformer.HeadProjection` q/k/v/o, the transformer's embeddings and
@@ -29,7 +35,6 @@ import torch
 from torch import nn
 from torch.func import functional_call, jvp
 from torch.nn import functional as F
-from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.conv import _ConvNd
 
 from compute import transformer
@@ -95,16 +100,6 @@ def _group_norm(m: nn.GroupNorm, a: torch.Tensor, vs: dict) -> Tangent:
     return _affine(m, F.group_norm(a, m.num_groups, None, None, m.eps), 1, vs)
 
 
-def _batch_norm(m: _BatchNorm, a: torch.Tensor, vs: dict) -> Tangent:
-    """x̂ as the module normalises: with the statistics of what it is given in training mode
-    (the objective's chunk statistics), with its running buffers in eval mode."""
-    chunk_stats = m.training or m.running_mean is None
-    x_hat = F.batch_norm(a, None if chunk_stats else m.running_mean,
-                         None if chunk_stats else m.running_var, None, None,
-                         chunk_stats, 0.0, m.eps)
-    return _affine(m, x_hat, 1, vs)
-
-
 def rule_for(module: nn.Module):
     """The closed-form rule for ``module``'s own parameters, or None (use the fallback).
 
@@ -126,8 +121,6 @@ def rule_for(module: nn.Module):
         return _project_layer_norm
     if kind is nn.GroupNorm:
         return _group_norm
-    if kind in (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d):
-        return _batch_norm
     return None
 
 

@@ -170,3 +170,18 @@ def test_bad_direction_is_refused():
         per_example_directional(model, x, y, [torch.zeros(3, 2), torch.zeros(2)])
     with pytest.raises(ValueError, match="mode"):
         per_example_directional(model, x, y, [torch.zeros(2, 3), torch.zeros(2)], mode="x")
+
+
+def test_a_subset_of_parameters_has_its_own_layers():
+    """param_names: θ is those parameters (the others fixed), the layers param_table's."""
+    model, x, y, v, _ = _case("mlp")
+    names = ["fc2.weight", "fc2.bias", "scale.gain"]
+    named = list(zip([n for n, _ in model.named_parameters()], v, strict=True))
+    full = reference_directional(
+        model, x, y, [t if n in names else torch.zeros_like(t) for n, t in named], chunk_size=4)
+    chosen = [t for n, t in named if n in names]
+    D = per_example_directional(model, x, y, torch.cat([t.reshape(-1) for t in chosen]),
+                                chunk_size=4, param_names=names)
+    assert D.shape == (len(x), 2)  # fc2 and scale
+    expect = full[:, [1, 2]]  # the reference's layers: fc1, fc2, scale, proj
+    assert float((D - expect).abs().max()) <= RTOL * float(expect.abs().max())
