@@ -61,6 +61,7 @@ from compute.params import as_flat, param_table
 from compute.per_example_rules import (
     SUBTREE_OWNERS,
     batch_axis,
+    first_input,
     flat_outputs,
     forward_mode_dot,
     jvp_tangents,
@@ -169,7 +170,7 @@ class PerExampleDirectional:
             kwargs = {k: (v.detach() if isinstance(v, torch.Tensor) else v)
                       for k, v in kwargs.items()}
             outputs = flat_outputs(output)
-            axis = batch_axis(mod, args)
+            axis = batch_axis(mod, args, kwargs)
             cache: dict = {}
 
             def tangents():
@@ -177,7 +178,8 @@ class PerExampleDirectional:
                     self._active = False  # the replayed forward must not be hooked
                     try:
                         if rule is not None:
-                            cache["t"] = [(p, [t]) for p, t in rule(mod, args[0], self._vs)]
+                            cache["t"] = [(p, [t]) for p, t in rule(mod, first_input(args, kwargs),
+                                                                       self._vs)]
                         else:
                             rel, groups = fallback
                             cache["t"] = [(g[0], dots) for g, dots in

@@ -35,6 +35,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, jvp
 from torch.nn import functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.modules.conv import _ConvNd
 
 from compute import transformer
@@ -129,11 +130,18 @@ def rule_for(module: nn.Module):
 SUBTREE_OWNERS = (nn.MultiheadAttention,)
 
 
-def batch_axis(module: nn.Module, args: Sequence) -> int:
+def first_input(args: Sequence, kwargs: dict):
+    """A module call's first argument, positional or (``module(input=x)``) by keyword."""
+    if args:
+        return args[0]
+    return next(iter(kwargs.values()), None)
+
+
+def batch_axis(module: nn.Module, args: Sequence, kwargs: dict) -> int:
     """The example axis of ``module``'s outputs: 0, except nn.MultiheadAttention's (L, N, E)
     layout without ``batch_first``."""
     if isinstance(module, nn.MultiheadAttention) and not module.batch_first:
-        query = args[0] if args else None
+        query = args[0] if args else kwargs.get("query")
         return 1 if query is not None and query.dim() == 3 else 0
     return 0
 
@@ -156,27 +164,34 @@ def jvp_tangents(module: nn.Module, names: dict[nn.Parameter, str],
         tensor; non-tensor outputs: None).
     """
     out = []
-    for group in groups:  # (the MHA fast path has no forward-mode formula: keep it off)
+    for group in groups:
         primals = {names[p]: p.detach() for p in group}
         tangents = {names[p]: vs[p].to(p.dtype) for p in group}
 
-        def run(params, _args=args, _kwargs=kwargs):
-            result = functional_call(module, params, _args, _kwargs, strict=False)
-            return tuple(flat_outputs(result))
+        is_tensor: list[bool] = []
 
-        with no_mha_fastpath():
+        def run(params, _args=args, _kwargs=kwargs, _mask=is_tensor):
+            flat = flat_outputs(functional_call(module, params, _args, _kwargs, strict=False))
+            _mask[:] = [isinstance(o, torch.Tensor) for o in flat]
+            return tuple(o for o in flat if isinstance(o, torch.Tensor))
+
+        with forward_ad_kernels():
             _, dots = jvp(run, (primals,), (tangents,))
-        out.append((group, list(dots)))
+        found = iter(dots)
+        out.append((group, [next(found) if t else None for t in is_tensor]))
     return out
 
 
 @contextlib.contextmanager
-def no_mha_fastpath():
-    """nn.MultiheadAttention's inference fast path has no forward-mode formula: off inside."""
+def forward_ad_kernels():
+    """Kernels with a forward-mode formula: nn.MultiheadAttention's inference fast path and
+    the fused scaled-dot-product attention kernels (flash, memory-efficient) have none, so
+    inside, MHA takes its composite path and SDPA its math backend."""
     was = torch.backends.mha.get_fastpath_enabled()
     torch.backends.mha.set_fastpath_enabled(False)
     try:
-        yield
+        with sdpa_kernel(SDPBackend.MATH):
+            yield
     finally:
         torch.backends.mha.set_fastpath_enabled(was)
 
@@ -210,7 +225,7 @@ def forward_mode_dot(model: nn.Module, params: dict[str, torch.Tensor],
     def run(moved):
         return loss_fn(functional_call(model, {**params, **moved}, (x,), strict=False), y)
 
-    with torch.no_grad(), no_mha_fastpath():
+    with torch.no_grad(), forward_ad_kernels():
         losses, dots = jvp(run, (primals,), (tangents,))
     return losses, dots.double()
 

@@ -185,3 +185,52 @@ def test_a_subset_of_parameters_has_its_own_layers():
     assert D.shape == (len(x), 2)  # fc2 and scale
     expect = full[:, [1, 2]]  # the reference's layers: fc1, fc2, scale, proj
     assert float((D - expect).abs().max()) <= RTOL * float(expect.abs().max())
+
+
+class KeywordCalls(nn.Module):
+    """Modules called by keyword only (fc(input=x), attn(query=..., key=..., value=...))."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+        self.attn = nn.MultiheadAttention(4, 2)  # (L, N, E)
+        self.out = nn.Linear(4, 3)
+
+    def forward(self, x):  # x (N, L, 4)
+        h = torch.tanh(self.fc(input=x)).transpose(0, 1)
+        a, _ = self.attn(query=h, key=h, value=h, need_weights=False)
+        return self.out(a.transpose(0, 1).mean(1))
+
+
+class FeaturesFirst(nn.Module):
+    """A custom module whose output puts the examples last: the rules cannot pair it."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(3, 4))
+
+    def forward(self, x):
+        return self.w @ x.T  # (3, N)
+
+
+def test_keyword_calls_and_a_misplaced_example_axis():
+    torch.manual_seed(5)
+    model = KeywordCalls().double()
+    x, y = torch.randn(6, 5, 4, dtype=torch.float64), torch.randint(0, 3, (6,))
+    v = [torch.randn_like(p) for p in model.parameters()]
+    ref = reference_directional(model, x, y, v, chunk_size=4)
+    D = per_example_directional(model, x, y, v, chunk_size=4)
+    assert float((D - ref).abs().max()) <= RTOL * float(ref.abs().max())
+
+    model = nn.Sequential(nn.Linear(4, 4), FeaturesFirst()).double()
+    x, y = torch.randn(5, 4, dtype=torch.float64), torch.randint(0, 3, (5,))
+    v = [torch.randn_like(p) for p in model.parameters()]
+
+    def loss_fn(out, y):  # out (3, N)
+        return torch.nn.functional.cross_entropy(out.T, y, reduction="none")
+
+    with pytest.raises(ValueError, match="example axis"):
+        per_example_directional(model, x, y, v, loss_fn=loss_fn)
+    ref = reference_directional(model, x, y, v, chunk_size=5, loss_fn=loss_fn)
+    D = per_example_directional(model, x, y, v, loss_fn=loss_fn, mode="forward")
+    assert float((D - ref).abs().max()) <= RTOL * float(ref.abs().max())
