@@ -3,8 +3,10 @@
     python benchmarks/bench_per_example.py [--train-size 5000,55000] [--repeats 3]
                                            [--chunk-size 1000] [--threads 1] [--device cpu]
                                            [--data-root DIR] [--dataset mnist]
+                                           [--net mnist_fc|lenet|transformer]
 
-MNIST-FC (compute/models.py) on the first N MNIST training examples, float32. For one rk4
+MNIST-FC (compute/models.py; or ``--net lenet``, ``--net transformer`` on modular addition)
+on the first N training examples, float32. For one rk4
 step θ_0 → θ_1 (θ_1 = θ_0 plus a small random step) it prints, as medians over repeats:
 
   * floor: 2 full-dataset gradients (what plain rk4 pays per step with endpoint reuse);
@@ -57,7 +59,7 @@ def _interleaved(fns: dict, repeats: int, device: str) -> dict:
 def bench(n: int, args) -> dict:
     splits = load_splits(args.dataset, args.data_root, train_size=n)
     x, y = splits.train.x.to(args.device), splits.train.y.to(args.device)
-    model = build_model("mnist_fc", splits.train.input_shape, splits.train.n_classes,
+    model = build_model(args.net, splits.train.input_shape, splits.train.n_classes,
                         seed=0).to(args.device)
     theta0 = flat_params(model)
     g = torch.Generator().manual_seed(1)
@@ -98,10 +100,15 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--data-root", default=None)
-    parser.add_argument("--dataset", default="mnist", help="mnist, or synthetic for a smoke run")
+    parser.add_argument("--dataset", default=None,
+                        help="default mnist (modular-addition for the transformer); synthetic "
+                             "for a smoke run")
+    parser.add_argument("--net", default="mnist_fc", help="mnist_fc, lenet or transformer")
     args = parser.parse_args()
+    if args.dataset is None:
+        args.dataset = "modular-addition" if args.net == "transformer" else "mnist"
     torch.set_num_threads(args.threads)
-    print(f"MNIST-FC on {args.dataset}, float32, chunk {args.chunk_size}, "
+    print(f"{args.net} on {args.dataset}, float32, chunk {args.chunk_size}, "
           f"{args.threads} thread(s), {args.device}, medians of {args.repeats}")
     print(f"{'N':>7} {'floor 2 grads':>14} {'2 nodes, check':>15} {'ratio':>6} "
           f"{'2 nodes, no check':>18} {'ratio':>6} {'3 nodes (step)':>15} {'ratio':>6}")
