@@ -6,16 +6,20 @@
                                            [--net mnist_fc|lenet|transformer]
 
 MNIST-FC (compute/models.py; or ``--net lenet``, ``--net transformer`` on modular addition)
-on the first N training examples, float32. For one rk4
-step θ_0 → θ_1 (θ_1 = θ_0 plus a small random step) it prints, as medians over repeats:
+on the first N training examples, float32. For one rk4 step θ_0 → θ_1 (θ_1 = θ_0 plus a
+small random step) it prints medians over repeats, timed interleaved, and each one's ratio to
+the floor:
 
   * floor: 2 full-dataset gradients (what plain rk4 pays per step with endpoint reuse);
-  * per-example (2 nodes): the per-example directional pass D[n, l] at the midpoint and the
-    endpoint (what rk4 with endpoint reuse would pay), and its ratio to the floor, with the
-    sum check (the backward also forms the parameter gradient) and without it (the backward
-    stops at the layers' outputs: no weight gradients);
-  * per-example (3 nodes): the standalone ``per_example_step_lca`` (θ_0, ½, θ_1; it also
-    copies the model and installs the hooks), its ratio.
+  * 2 nodes: the per-example pass D[n, l] at the midpoint and the endpoint, with the sum
+    check (the backward also forms the parameter gradient) and without it (the backward stops
+    at the layers' outputs: no weight gradients). The start node is not in it: its D needs
+    this step's Δθ at the previous step's end;
+  * rk4 step: what a step costs in full without the check: the midpoint, the endpoint kept
+    (``keep=True``) and the start node replayed from the previous endpoint's kept δ's along
+    the new Δθ (``replay``: no forward or backward pass);
+  * 3 nodes: the standalone ``per_example_step_lca`` (θ_0, ½, θ_1; it also copies the model
+    and installs the hooks).
 """
 
 from __future__ import annotations
@@ -77,6 +81,9 @@ def bench(n: int, args) -> dict:
                             engines[True].evaluate(theta1, delta)),
         "unchecked": lambda: (engines[False].evaluate(mid, delta),
                               engines[False].evaluate(theta1, delta)),
+        "step": lambda: (engines[False].evaluate(mid, delta),
+                         engines[False].evaluate(theta1, delta, keep=True),
+                         engines[False].replay(delta)),
         "three": lambda: per_example_step_lca(model, x, y, theta0, theta1,
                                               chunk_size=args.chunk_size),
     }
@@ -110,15 +117,15 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     print(f"{args.net} on {args.dataset}, float32, chunk {args.chunk_size}, "
           f"{args.threads} thread(s), {args.device}, medians of {args.repeats}")
-    print(f"{'N':>7} {'floor 2 grads':>14} {'2 nodes, check':>15} {'ratio':>6} "
-          f"{'2 nodes, no check':>18} {'ratio':>6} {'3 nodes (step)':>15} {'ratio':>6}")
+    labels = {"floor": "floor (2 gradients)", "checked": "2 nodes, check",
+              "unchecked": "2 nodes, no check", "step": "rk4 step (2 nodes + replay)",
+              "three": "3 nodes (per_example_step_lca)"}
     for n in (int(s) for s in args.train_size.split(",")):
         r = bench(n, args)
-        f = r["floor"]
-        print(f"{r['n']:>7} {f:>13.3f}s {r['checked']:>14.3f}s {r['checked'] / f:>6.2f} "
-              f"{r['unchecked']:>17.3f}s {r['unchecked'] / f:>6.2f} "
-              f"{r['three']:>14.3f}s {r['three'] / f:>6.2f}")
-        print(f"        float32 max |Σ_n D - N ∇L·v| / max |N ∇L·v| per layer: "
+        print(f"N = {n}")
+        for key, label in labels.items():
+            print(f"  {label:<32} {r[key]:>9.3f} s  {r[key] / r['floor']:>5.2f}x")
+        print(f"  float32 max |Σ_n D - N ∇L·v| / max |N ∇L·v| per layer: "
               f"{r['sum_error']:.1e}; layers repaired by the check: {r['repaired'] or 'none'}")
 
 

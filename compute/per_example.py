@@ -1,4 +1,5 @@
-"""Per-example directional derivatives per layer, and the per-example LCA of one step.
+"""Per-example directional derivatives per layer (the engine; the functions to call are in
+:mod:`compute.per_example_lca`: ``per_example_directional`` and ``per_example_step_lca``).
 
 The allocated loss is a mean over examples, L(θ) = (1/N) Σ_n ℓ_n(θ) (see
 :mod:`compute.objective`), so the path integral of LCA splits along the data axis as well as
@@ -49,15 +50,15 @@ does the same for any network (a second, independent way to the same numbers).
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 from torch.func import replace_all_batch_norm_modules_
 
 from compute import per_example_transformer as transformer_rule
-from compute.objective import FullDatasetObjective, LossFn, has_batchnorm, per_example_cross_entropy
-from compute.params import as_flat, param_table
+from compute.objective import FullDatasetObjective, has_batchnorm
+from compute.params import param_table
 from compute.per_example_rules import (
     SUBTREE_OWNERS,
     batch_axis,
@@ -118,6 +119,9 @@ class PerExampleDirectional:
         self._acc: torch.Tensor | None = None
         self._stateless: nn.Module | None = None  # forward mode's copy of the probe
         self._watched: list[tuple[torch.Tensor, int]] = []  # outputs whose δ a rule needs
+        self._keep: list | None = None  # evaluate(keep=True): (rows, share, δ) of each output
+        self._kept: tuple | None = None  # (θ, those records) for replay()
+        self._rows = slice(0, 0)  # the chunk being evaluated
         self.check = check
         if self.mode == "hooks":
             self._install(model)
@@ -171,47 +175,52 @@ class PerExampleDirectional:
                       for k, v in kwargs.items()}
             outputs = flat_outputs(output)
             axis = batch_axis(mod, args, kwargs)
-            cache: dict = {}
+            cache: dict = {"vs": None}
 
-            def tangents():
-                if "t" not in cache:
-                    self._active = False  # the replayed forward must not be hooked
+            def tangents(vs):
+                if cache["vs"] is not vs:  # one computation per direction, for all outputs
+                    was, self._active = self._active, False  # replays must not be hooked
                     try:
                         if rule is not None:
-                            cache["t"] = [(p, [t]) for p, t in rule(mod, first_input(args, kwargs),
-                                                                       self._vs)]
+                            t = [(p, [t]) for p, t in rule(mod, first_input(args, kwargs), vs)]
                         else:
                             rel, groups = fallback
-                            cache["t"] = [(g[0], dots) for g, dots in
-                                          jvp_tangents(mod, rel, groups, args, kwargs, self._vs)]
+                            t = [(g[0], dots) for g, dots in
+                                 jvp_tangents(mod, rel, groups, args, kwargs, vs)]
                     finally:
-                        self._active = True
+                        self._active = was
+                    cache.update(vs=vs, t=t)
                 return cache["t"]
+
+            def share(vs, g, i):
+                return [(p, self._dot(g, dots[i], axis)) for p, dots in tangents(vs)
+                        if len(dots) > i and dots[i] is not None]
 
             for i, out in enumerate(outputs):
                 if isinstance(out, torch.Tensor) and out.requires_grad:
-                    self._watch(out, lambda g, i=i: self._add(tangents(), i, g, axis))
+                    self._watch(out, lambda vs, g, i=i: share(vs, g, i))
         return hook
 
-    def _add(self, tangents, index: int, delta: torch.Tensor, axis: int) -> None:
+    def _dot(self, delta: torch.Tensor, tangent: torch.Tensor, axis: int = 0) -> torch.Tensor:
+        """⟨δ_n, ṫ_n⟩ (n,), after checking that ``delta`` has the chunk's examples on ``axis``."""
         n = self._acc.shape[0]
         if delta.dim() == 0 or delta.shape[axis] != n:
             raise ValueError(f"a module's output has {tuple(delta.shape)} on its example axis "
                              f"{axis}, expected {n} examples: per-example rules need the "
                              "example axis first (use mode='forward')")
-        for p, dots in tangents:
-            t = dots[index] if len(dots) > index else None
-            if t is not None:
-                self._acc[:, self.layer_of[p]] += per_example_dot(delta, t, axis).double()
+        return per_example_dot(delta, tangent, axis)
 
-    def _add_dots(self, dots) -> None:
-        """Add (parameter, D (n,)) shares a rule has reduced itself."""
-        for p, d in dots:
+    def _take(self, share, delta: torch.Tensor) -> None:
+        """Add a hooked output's shares; with ``keep``, remember δ to :meth:`replay` it."""
+        for p, d in share(self._vs, delta):
             self._acc[:, self.layer_of[p]] += d.double()
+        if self._keep is not None:
+            self._keep.append((self._rows, share, delta.detach()))
 
-    def _watch(self, tensor: torch.Tensor, fn) -> None:
-        """Call ``fn(δ)`` with ``tensor``'s gradient in this chunk's backward."""
-        tensor.register_hook(fn)
+    def _watch(self, tensor: torch.Tensor, share) -> None:
+        """In this chunk's backward, add ``share(vs, δ)`` ((parameter, D (n,)) pairs) with
+        δ = ``tensor``'s gradient."""
+        tensor.register_hook(lambda g: self._take(share, g))
         self._watched.append((tensor, tensor._version))
 
     def _hooked_chunk(self, x, y, vs) -> tuple[torch.Tensor, torch.Tensor]:
@@ -271,101 +280,83 @@ class PerExampleDirectional:
         return (losses.double() if losses is not None else None), out
 
     # ---- public -------------------------------------------------------------------------
-    def evaluate(self, theta: torch.Tensor, direction: torch.Tensor
+    def evaluate(self, theta: torch.Tensor, direction: torch.Tensor, *, keep: bool = False
                  ) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-example losses ℓ_n(θ) (N,) and D[n, l] = ∇_{θ_l} ℓ_n(θ) · v_l (N, L), float64.
 
         Args:
             theta: flat parameter vector (P,) of the objective's parameters.
             direction: v as a flat vector (P,) in the same order.
+            keep: hooks mode: keep every hooked output's δ (and the inputs the rules read:
+                memory ~N × the layers' widths) so that :meth:`replay` gives D at this θ for
+                another direction without a forward or backward pass (the start node of the
+                next rk4 step is this step's end, with the next step's Δθ); kept until the
+                next ``keep=True``.
 
         Rows follow the objective's example order (class-sorted with ``chunking="class"``).
         """
         obj = self.objective
         obj.set_theta(theta)
-        vs, offset = {}, 0
-        for p in self.params:
-            vs[p] = direction[offset:offset + p.numel()].view_as(p).to(p.dtype)
-            offset += p.numel()
+        vs = self._directions(direction)
         losses = torch.zeros(obj.n, dtype=torch.float64, device=obj.y.device)
         D = torch.zeros((obj.n, self.n_layers), dtype=torch.float64, device=obj.y.device)
         if self.mode == "forward":
             vs = {**vs, **padding_rows_zeroed(self.objective.model, vs)}
-        for s, e, _ in obj.chunks:
-            x, y = obj.x[s:e], obj.y[s:e]
-            if self.mode == "hooks":
-                losses[s:e], D[s:e] = self._hooked_chunk(x, y, vs)
-            else:
-                losses[s:e], D[s:e] = self._forward_chunk(x, y, vs)
+        if keep:
+            self._kept = None
+        repaired = len(self.repaired)
+        self._keep = [] if keep and self.mode == "hooks" else None
+        try:
+            for s, e, _ in obj.chunks:
+                x, y = obj.x[s:e], obj.y[s:e]
+                self._rows = slice(s, e)
+                if self.mode == "hooks":
+                    losses[s:e], D[s:e] = self._hooked_chunk(x, y, vs)
+                else:
+                    losses[s:e], D[s:e] = self._forward_chunk(x, y, vs)
+            if keep:  # a repaired layer is not in the kept shares: replay re-evaluates
+                clean = self._keep is not None and len(self.repaired) == repaired
+                self._kept = (theta.detach().clone(), self._keep if clean else None)
+        finally:
+            self._keep = None
         return losses, D
+
+    def replay(self, direction: torch.Tensor) -> torch.Tensor:
+        """D (N, L) at the θ of the last ``evaluate(..., keep=True)`` for another direction.
+
+        From the kept δ's: each rule's tangent along the new V (and the fallback's jvps, at
+        that θ), no forward or backward pass; in forward mode, or if the kept evaluation
+        repaired a layer, a full :meth:`evaluate` instead.
+
+        Raises:
+            RuntimeError: no evaluation was kept.
+        """
+        if self._kept is None:
+            raise RuntimeError("replay() needs an evaluate(theta, v, keep=True) first")
+        theta, records = self._kept
+        if records is None:
+            return self.evaluate(theta, direction, keep=True)[1]
+        obj = self.objective
+        obj.set_theta(theta)  # the fallback's jvps and the attention rule read θ
+        vs = self._directions(direction)
+        D = torch.zeros((obj.n, self.n_layers), dtype=torch.float64, device=obj.y.device)
+        with torch.no_grad():  # as in the backward the shares are taken in
+            for rows, share, delta in records:
+                self._acc = D[rows]  # a view: _dot checks its example count
+                for p, d in share(vs, delta):
+                    self._acc[:, self.layer_of[p]] += d.double()
+        return D
+
+    def _directions(self, direction: torch.Tensor) -> dict:
+        """The flat direction (P,) as one tensor per parameter."""
+        vs, offset = {}, 0
+        for p in self.params:
+            vs[p] = direction[offset:offset + p.numel()].view_as(p).to(p.dtype)
+            offset += p.numel()
+        return vs
 
     def close(self) -> None:
         """Remove the hooks from the probe model."""
         for h in self._hooks:
             h.remove()
         self._hooks.clear()
-
-
-def _objective(model, x, y, *, loss_fn, chunk_size, chunking, param_names, n_classes):
-    if n_classes is None:
-        n_classes = 1 if y.is_floating_point() else int(y.max()) + 1
-    if chunking not in (None, "mixed"):
-        raise ValueError("per-example values keep the data order: chunking must be 'mixed'")
-    return FullDatasetObjective(model, x, y, n_classes=n_classes, chunk_size=chunk_size,
-                                chunking="mixed", loss_fn=loss_fn, param_names=param_names)
-
-
-def _flat(model: nn.Module, params: Sequence[nn.Parameter], value) -> torch.Tensor:
-    """A direction or θ as a flat vector: flat (P,), a list of tensors shaped like
-    ``params``, or a state dict / {name: tensor} mapping (all parameters)."""
-    if isinstance(value, torch.Tensor):
-        return value.reshape(-1)
-    if isinstance(value, Mapping):
-        return as_flat(model, value)
-    parts = list(value)
-    if len(parts) != len(params):
-        raise ValueError(f"a direction needs one tensor per parameter ({len(params)}), got "
-                         f"{len(parts)}")
-    for v, p in zip(parts, params, strict=True):
-        if tuple(v.shape) != tuple(p.shape):
-            raise ValueError(f"direction tensor of shape {tuple(v.shape)} for a parameter of "
-                             f"shape {tuple(p.shape)}")
-    return torch.cat([v.reshape(-1) for v in parts])
-
-
-def per_example_directional(model: nn.Module, x: torch.Tensor, y: torch.Tensor, direction, *,
-                            theta=None, loss_fn: LossFn = per_example_cross_entropy,
-                            chunk_size: int = 1000, chunking: str | None = None,
-                            param_names: Sequence[str] | None = None, mode: str = "auto",
-                            n_classes: int | None = None, check: bool = True) -> torch.Tensor:
-    """D[n, l] = ∇_{θ_l} ℓ_n(θ) · v_l for every example and layer (see the module docstring).
-
-    Args:
-        model: any ``nn.Module`` (copied as :class:`FullDatasetObjective` copies it).
-        x: inputs (N, ...); y: targets (N,).
-        direction: v: a flat vector (P,), one tensor per parameter (same shapes, in
-            ``named_parameters()`` order) or a {name: tensor} mapping.
-        theta: where to differentiate (flat or state dict); default the model's parameters.
-        loss_fn: per-example loss ``(outputs, y) -> (n,)``, as the objective's.
-        chunk_size: examples per pass (for BatchNorm networks part of the loss definition).
-        chunking: None or ``"mixed"`` (the data order is kept).
-        param_names: θ consists of these parameters (default all); layers as
-            ``param_table(model, param_names)``.
-        mode: ``"auto"``, ``"hooks"`` or ``"forward"`` (see :class:`PerExampleDirectional`).
-        n_classes: C (only passed on to the objective).
-        check: hooks mode's sum check (see :class:`PerExampleDirectional`).
-
-    Returns:
-        (N, L) float64, rows in the order of ``x``.
-    """
-    obj = _objective(model, x, y, loss_fn=loss_fn, chunk_size=chunk_size, chunking=chunking,
-                     param_names=param_names, n_classes=n_classes)
-    engine = PerExampleDirectional(obj, mode, check=check)
-    try:
-        th = _flat(model, obj.params, theta) if theta is not None else torch.cat(
-            [p.detach().reshape(-1) for p in obj.params])
-        v = _flat(model, obj.params, direction)
-        return engine.evaluate(th.to(obj.params[0]), v.to(obj.params[0]))[1]
-    finally:
-        engine.close()
-

@@ -1,4 +1,5 @@
-"""Per-example LCA of one step: E[n, l] = (1/N) Σ_k w_k ∇_{θ_l} ℓ_n(θ_k) · (θ_1 − θ_0)_l.
+"""Per-example LCA of one step: E[n, l] = (1/N) Σ_k w_k ∇_{θ_l} ℓ_n(θ_k) · (θ_1 − θ_0)_l,
+and the per-example directional derivatives D[n, l] = ∇_{θ_l} ℓ_n(θ) · v_l it is made of.
 
 The nodes θ_k = θ_0 + s_k Δθ and weights w_k are those of :class:`compute.lca.LCAIntegrator`
 (first_order: s = 0; trapezoid: s = 0, 1 with ½, ½; rk4: Simpson's 0, ½, 1 with ⅙, ⅔, ⅙,
@@ -12,15 +13,81 @@ float rounding, and Σ_l E[n, l] = (ℓ_n(θ_1) − ℓ_n(θ_0))/N up to the qua
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from compute.objective import LossFn, per_example_cross_entropy
-from compute.per_example import PerExampleDirectional, _flat, _objective
+from compute.objective import FullDatasetObjective, LossFn, per_example_cross_entropy
+from compute.params import as_flat
+from compute.per_example import PerExampleDirectional
 from compute.simpson import SimpsonSums
+
+
+def _objective(model, x, y, *, loss_fn, chunk_size, chunking, param_names, n_classes):
+    if n_classes is None:
+        n_classes = 1 if y.is_floating_point() else int(y.max()) + 1
+    if chunking not in (None, "mixed"):
+        raise ValueError("per-example values keep the data order: chunking must be 'mixed'")
+    return FullDatasetObjective(model, x, y, n_classes=n_classes, chunk_size=chunk_size,
+                                chunking="mixed", loss_fn=loss_fn, param_names=param_names)
+
+
+def _flat(model: nn.Module, params: Sequence[nn.Parameter], value) -> torch.Tensor:
+    """A direction or θ as a flat vector: flat (P,), a list of tensors shaped like
+    ``params``, or a state dict / {name: tensor} mapping (all parameters)."""
+    if isinstance(value, torch.Tensor):
+        return value.reshape(-1)
+    if isinstance(value, Mapping):
+        return as_flat(model, value)
+    parts = list(value)
+    if len(parts) != len(params):
+        raise ValueError(f"a direction needs one tensor per parameter ({len(params)}), got "
+                         f"{len(parts)}")
+    for v, p in zip(parts, params, strict=True):
+        if tuple(v.shape) != tuple(p.shape):
+            raise ValueError(f"direction tensor of shape {tuple(v.shape)} for a parameter of "
+                             f"shape {tuple(p.shape)}")
+    return torch.cat([v.reshape(-1) for v in parts])
+
+
+def per_example_directional(model: nn.Module, x: torch.Tensor, y: torch.Tensor, direction, *,
+                            theta=None, loss_fn: LossFn = per_example_cross_entropy,
+                            chunk_size: int = 1000, chunking: str | None = None,
+                            param_names: Sequence[str] | None = None, mode: str = "auto",
+                            n_classes: int | None = None, check: bool = True) -> torch.Tensor:
+    """D[n, l] = ∇_{θ_l} ℓ_n(θ) · v_l for every example and layer (see the module docstring).
+
+    Args:
+        model: any ``nn.Module`` (copied as :class:`FullDatasetObjective` copies it).
+        x: inputs (N, ...); y: targets (N,).
+        direction: v: a flat vector (P,), one tensor per parameter (same shapes, in
+            ``named_parameters()`` order) or a {name: tensor} mapping.
+        theta: where to differentiate (flat or state dict); default the model's parameters.
+        loss_fn: per-example loss ``(outputs, y) -> (n,)``, as the objective's.
+        chunk_size: examples per pass (for BatchNorm networks part of the loss definition).
+        chunking: None or ``"mixed"`` (the data order is kept).
+        param_names: θ consists of these parameters (default all); layers as
+            ``param_table(model, param_names)``.
+        mode: ``"auto"``, ``"hooks"`` or ``"forward"`` (see :class:`PerExampleDirectional`).
+        n_classes: C (only passed on to the objective).
+        check: hooks mode's sum check (see :class:`PerExampleDirectional`).
+
+    Returns:
+        (N, L) float64, rows in the order of ``x``.
+    """
+    obj = _objective(model, x, y, loss_fn=loss_fn, chunk_size=chunk_size, chunking=chunking,
+                     param_names=param_names, n_classes=n_classes)
+    engine = PerExampleDirectional(obj, mode, check=check)
+    try:
+        th = _flat(model, obj.params, theta) if theta is not None else torch.cat(
+            [p.detach().reshape(-1) for p in obj.params])
+        v = _flat(model, obj.params, direction)
+        return engine.evaluate(th.to(obj.params[0]), v.to(obj.params[0]))[1]
+    finally:
+        engine.close()
+
 
 PER_EXAMPLE_METHODS = ("first_order", "trapezoid", "rk4")
 

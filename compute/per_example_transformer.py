@@ -60,12 +60,16 @@ def install(engine, root: Transformer | Attention) -> list:
         h0 = args[0]
         if not engine._active or not h0.requires_grad:
             return
-        ids, vs, out = seen["ids"], engine._vs, []
-        if root.embed.weight in vs:
-            out.append((root.embed.weight, [F.embedding(ids, vs[root.embed.weight])]))
-        if root.pos_embed.weight in vs:
-            out.append((root.pos_embed.weight, [vs[root.pos_embed.weight][: ids.shape[1]]]))
-        engine._watch(h0, lambda g: engine._add(out, 0, g, 0))
+        ids = seen["ids"]
+
+        def share(vs, g):
+            out, E, P = [], root.embed.weight, root.pos_embed.weight
+            if E in vs:
+                out.append((E, engine._dot(g, F.embedding(ids, vs[E]))))
+            if P in vs:
+                out.append((P, engine._dot(g, vs[P][: ids.shape[1]])))
+            return out
+        engine._watch(h0, share)
 
     def on_last(mod, args, output):
         if engine._active:
@@ -73,10 +77,11 @@ def install(engine, root: Transformer | Attention) -> list:
 
     def on_output(mod, args, kwargs, logits):
         U = root.unembed.weight
-        if not engine._active or not logits.requires_grad or U not in engine._vs:
+        if not engine._active or not logits.requires_grad:
             return
-        tangent = [(U, [seen["last"] @ engine._vs[U][0]])]
-        engine._watch(logits, lambda g: engine._add(tangent, 0, g, 0))
+        last = seen["last"]
+        engine._watch(logits, lambda vs, g: [(U, engine._dot(g, last @ vs[U][0]))]
+                      if U in vs else [])
 
     return [root.register_forward_pre_hook(on_input, with_kwargs=True),
             root.blocks[0].register_forward_pre_hook(on_first_block, with_kwargs=True),
@@ -126,7 +131,6 @@ def install_attention(engine, attn: Attention) -> list:
             return
         x = args[0].detach()
         last_only = kwargs.get("last_only", args[1] if len(args) > 1 else False)
-        engine._watch(output, lambda g: engine._add_dots(
-            attention_tangents(attn, x, last_only, engine._vs, g)))
+        engine._watch(output, lambda vs, g: attention_tangents(attn, x, last_only, vs, g))
 
     return [attn.register_forward_hook(on_output, with_kwargs=True)]

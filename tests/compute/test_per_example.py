@@ -12,7 +12,8 @@ from torch.nn import functional as F
 
 from compute.models import build_model
 from compute.objective import FullDatasetObjective
-from compute.per_example import PerExampleDirectional, per_example_directional
+from compute.per_example import PerExampleDirectional
+from compute.per_example_lca import per_example_directional
 from tests.compute.per_example_models import (
     CNN,
     MLP,
@@ -234,3 +235,22 @@ def test_keyword_calls_and_a_misplaced_example_axis():
     ref = reference_directional(model, x, y, v, chunk_size=5, loss_fn=loss_fn)
     D = per_example_directional(model, x, y, v, loss_fn=loss_fn, mode="forward")
     assert float((D - ref).abs().max()) <= RTOL * float(ref.abs().max())
+
+
+@pytest.mark.parametrize("name", ["mlp", "mha_seq_first", "transformer", "cnn_batchnorm"])
+def test_replay_gives_another_direction_at_the_kept_theta(name):
+    """evaluate(θ, v, keep=True), another evaluation elsewhere, then replay(w) = D at θ along
+    w (from the kept δ's in hooks mode; by a new evaluation in forward mode)."""
+    model, x, y, v, _ = _case(name)
+    w = [torch.randn_like(t) for t in v]
+    engine = _engine(model, x, y, "auto")
+    theta = torch.cat([p.detach().reshape(-1) for p in engine.params])
+    flat_v, flat_w = (torch.cat([t.reshape(-1) for t in d]) for d in (v, w))
+    with pytest.raises(RuntimeError, match="keep=True"):
+        engine.replay(flat_w)
+    _, d_v = engine.evaluate(theta, flat_v, keep=True)
+    engine.evaluate(theta + 0.1 * flat_v, flat_v)  # the midpoint of a step, say
+    D = engine.replay(flat_w)
+    ref = reference_directional(model, x, y, w, chunk_size=4)
+    assert float((D - ref).abs().max()) <= RTOL * float(ref.abs().max())
+    assert float((d_v - ref).abs().max()) > 1e-3 * float(ref.abs().max())  # w is not v
