@@ -175,6 +175,8 @@ class PerExampleDirectional:
                       for k, v in kwargs.items()}
             outputs = flat_outputs(output)
             axis = batch_axis(mod, args, kwargs)
+            watched = [i for i, out in enumerate(outputs)
+                       if isinstance(out, torch.Tensor) and out.requires_grad]
             cache: dict = {"vs": None}
 
             def tangents(vs):
@@ -189,6 +191,8 @@ class PerExampleDirectional:
                                  jvp_tangents(mod, rel, groups, args, kwargs, vs)]
                     finally:
                         self._active = was
+                    if len(watched) == 1:  # nothing to share it with: keep no tangent alive
+                        return t
                     cache.update(vs=vs, t=t)
                 return cache["t"]
 
@@ -196,9 +200,8 @@ class PerExampleDirectional:
                 return [(p, self._dot(g, dots[i], axis)) for p, dots in tangents(vs)
                         if len(dots) > i and dots[i] is not None]
 
-            for i, out in enumerate(outputs):
-                if isinstance(out, torch.Tensor) and out.requires_grad:
-                    self._watch(out, lambda vs, g, i=i: share(vs, g, i))
+            for i in watched:
+                self._watch(outputs[i], lambda vs, g, i=i: share(vs, g, i))
         return hook
 
     def _dot(self, delta: torch.Tensor, tangent: torch.Tensor, axis: int = 0) -> torch.Tensor:
