@@ -1,0 +1,133 @@
+"""Cost of per-example LCA (issue 24's math core), side by side in one process.
+
+    python benchmarks/bench_per_example.py [--train-size 5000,55000] [--repeats 3]
+                                           [--chunk-size 1000] [--threads 1] [--device cpu]
+                                           [--data-root DIR] [--dataset mnist]
+                                           [--net mnist_fc|lenet|transformer]
+
+MNIST-FC (compute/models.py; or ``--net lenet``, ``--net transformer`` on modular addition)
+on the first N training examples, float32. For one rk4 step θ_0 → θ_1 (θ_1 = θ_0 plus a
+small random step) it prints medians over repeats, timed interleaved, and each one's ratio to
+the floor:
+
+  * floor: 2 full-dataset gradients (what plain rk4 pays per step with endpoint reuse);
+  * 2 nodes: the per-example pass D[n, l] at the midpoint and the endpoint, with the sum
+    check (the backward also forms the parameter gradient) and without it (the backward stops
+    at the layers' outputs: no weight gradients). The start node is not in it: its D needs
+    this step's Δθ at the previous step's end;
+  * rk4 step: what a step costs in full without the check: the midpoint, the endpoint kept
+    (``keep=True``) and the start node replayed from the previous endpoint's kept δ's along
+    the new Δθ (``replay``: no forward or backward pass);
+  * 3 nodes: the standalone ``per_example_step_lca`` (θ_0, ½, θ_1; it also copies the model
+    and installs the hooks).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from compute.data import load_splits
+from compute.lca import layer_sums
+from compute.models import build_model
+from compute.objective import FullDatasetObjective
+from compute.params import flat_params, param_table
+from compute.per_example import PerExampleDirectional
+from compute.per_example_lca import per_example_step_lca
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def _interleaved(fns: dict, repeats: int, device: str) -> dict:
+    """Median seconds of each function, timed in turn within every repeat (a shared, noisy
+    machine then slows all of them alike)."""
+    for fn in fns.values():
+        fn()  # warm-up
+    times: dict = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            _sync(device)
+            t0 = time.perf_counter()
+            fn()
+            _sync(device)
+            times[k].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def bench(n: int, args) -> dict:
+    splits = load_splits(args.dataset, args.data_root, train_size=n)
+    x, y = splits.train.x.to(args.device), splits.train.y.to(args.device)
+    model = build_model(args.net, splits.train.input_shape, splits.train.n_classes,
+                        seed=0).to(args.device)
+    theta0 = flat_params(model)
+    g = torch.Generator().manual_seed(1)
+    delta = (1e-3 * torch.randn(theta0.shape, generator=g)).to(theta0)
+    theta1, mid = theta0 + delta, theta0 + 0.5 * delta
+    def objective() -> FullDatasetObjective:
+        return FullDatasetObjective(model, x, y, n_classes=splits.train.n_classes,
+                                    chunk_size=args.chunk_size)
+
+    obj = objective()
+    engines = {check: PerExampleDirectional(objective(), check=check) for check in (True, False)}
+    fns = {
+        "floor": lambda: (obj.evaluate(mid), obj.evaluate(theta1)),
+        "checked": lambda: (engines[True].evaluate(mid, delta),
+                            engines[True].evaluate(theta1, delta)),
+        "unchecked": lambda: (engines[False].evaluate(mid, delta),
+                              engines[False].evaluate(theta1, delta)),
+        "step": lambda: (engines[False].evaluate(mid, delta),
+                         engines[False].evaluate(theta1, delta, keep=True),
+                         engines[False].replay(delta)),
+        "three": lambda: per_example_step_lca(model, x, y, theta0, theta1,
+                                              chunk_size=args.chunk_size),
+    }
+    out = _interleaved(fns, args.repeats, args.device)
+    # exactness in float32: Σ_n D[n, l] against N ∇_l L · v from the objective's gradient
+    _, D = engines[False].evaluate(theta1, delta)
+    layer = torch.as_tensor(param_table(model).param_layer_index(), device=delta.device)
+    gv = layer_sums(obj.evaluate(theta1).grad * delta, layer, D.shape[1]) * n
+    out["sum_error"] = float((D.sum(0) - gv).abs().max() / gv.abs().max())
+    out["repaired"] = sorted({*engines[True].repaired, *engines[False].repaired})
+    for e in engines.values():
+        e.close()
+    return {"n": n, **out}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--train-size", default="5000,55000")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--chunk-size", type=int, default=1000)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--data-root", default=None)
+    parser.add_argument("--dataset", default=None,
+                        help="default mnist (modular-addition for the transformer); synthetic "
+                             "for a smoke run")
+    parser.add_argument("--net", default="mnist_fc", help="mnist_fc, lenet or transformer")
+    args = parser.parse_args()
+    if args.dataset is None:
+        args.dataset = "modular-addition" if args.net == "transformer" else "mnist"
+    torch.set_num_threads(args.threads)
+    print(f"{args.net} on {args.dataset}, float32, chunk {args.chunk_size}, "
+          f"{args.threads} thread(s), {args.device}, medians of {args.repeats}")
+    labels = {"floor": "floor (2 gradients)", "checked": "2 nodes, check",
+              "unchecked": "2 nodes, no check", "step": "rk4 step (2 nodes + replay)",
+              "three": "3 nodes (per_example_step_lca)"}
+    for n in (int(s) for s in args.train_size.split(",")):
+        r = bench(n, args)
+        print(f"N = {n}")
+        for key, label in labels.items():
+            print(f"  {label:<32} {r[key]:>9.3f} s  {r[key] / r['floor']:>5.2f}x")
+        print(f"  float32 max |Σ_n D - N ∇L·v| / max |N ∇L·v| per layer: "
+              f"{r['sum_error']:.1e}; layers repaired by the check: {r['repaired'] or 'none'}")
+
+
+if __name__ == "__main__":
+    main()
