@@ -57,6 +57,7 @@ from torch import nn
 from torch.func import replace_all_batch_norm_modules_
 
 from compute import per_example_transformer as transformer_rule
+from compute.ghost_bn import ghost_batchnorm, set_chunk
 from compute.objective import FullDatasetObjective, has_batchnorm
 from compute.params import param_table
 from compute.per_example_rules import (
@@ -118,6 +119,7 @@ class PerExampleDirectional:
         self._vs: dict = {}
         self._acc: torch.Tensor | None = None
         self._stateless: nn.Module | None = None  # forward mode's copy of the probe
+        self._ghost = None  # the copy's ghost-BatchNorm context (multi-group chunks)
         self._watched: list[tuple[torch.Tensor, int]] = []  # outputs whose δ a rule needs
         self._keep: list | None = None  # evaluate(keep=True): (rows, share, δ) of each output
         self._kept: tuple | None = None  # (θ, those records) for replay()
@@ -271,6 +273,10 @@ class PerExampleDirectional:
         if self._stateless is None:  # a copy whose BatchNorms keep no running buffers
             self._stateless = copy.deepcopy(obj.model)
             replace_all_batch_norm_modules_(self._stateless)
+            # the copy's own ghost groups (the deep copy's would follow a copied context)
+            self._ghost = (ghost_batchnorm(self._stateless, obj.bn_group)
+                           if getattr(obj, "_groups", None) is not None else None)
+        set_chunk(self._ghost, len(y))  # this chunk's groups, as the objective's passes do
         current = {n: p.detach() for n, p in obj.model.named_parameters()}  # all of θ here
         named = dict(zip(self.params, self.names, strict=True))
         wanted = range(self.n_layers) if layers is None else layers
@@ -299,6 +305,7 @@ class PerExampleDirectional:
         Rows follow the objective's example order (class-sorted with ``chunking="class"``).
         """
         obj = self.objective
+        obj.size_chunks()  # chunk_size="auto" is resolved on the first evaluation
         obj.set_theta(theta)
         vs = self._directions(direction)
         losses = torch.zeros(obj.n, dtype=torch.float64, device=obj.y.device)

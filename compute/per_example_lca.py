@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from compute.ghost_bn import set_chunk
 from compute.objective import FullDatasetObjective, LossFn, per_example_cross_entropy
 from compute.params import as_flat
 from compute.per_example import PerExampleDirectional
@@ -162,8 +163,10 @@ def per_example_step_lca(model: nn.Module, x: torch.Tensor, y: torch.Tensor, the
 def _losses(engine: PerExampleDirectional, theta: torch.Tensor) -> tuple[torch.Tensor, None]:
     """ℓ_n(θ), (N,) float64, from forward passes only."""
     obj = engine.objective
+    obj.size_chunks()
     obj.set_theta(theta)
     out = torch.zeros(obj.n, dtype=torch.float64, device=obj.y.device)
     for s, e, _ in obj.chunks:
+        set_chunk(obj._groups, e - s)  # a chunk of several BatchNorm groups (ghost BatchNorm)
         out[s:e] = obj.loss_fn(obj.model(obj.x[s:e]), obj.y[s:e]).double()
     return out, None
