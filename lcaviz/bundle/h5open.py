@@ -15,7 +15,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from lcaviz.bundle import counterfactual
+from lcaviz.bundle import counterfactual, h5safety
 from lcaviz.bundle.errors import (
     _H5_ERRORS,
     BundleNotFoundError,
@@ -99,8 +99,9 @@ class _BundleFile:
 
         A SWMR reader retries every failed metadata read (checksum, truncation) about 100
         times with growing sleeps, so a damaged file would hang it for minutes; a closed file
-        opened normally fails at once with a clear error. A writer switching between SWMR and
-        plain write mode (to set ``status``) is retried briefly.
+        opened normally fails at once with a clear error, and a live one is opened with few
+        read attempts (:func:`lcaviz.bundle.h5safety.open_h5`). A writer switching between
+        SWMR and plain write mode (to set ``status``) is retried briefly.
         """
         for attempt in range(attempts):
             flags = superblock_flags(p)
@@ -108,8 +109,9 @@ class _BundleFile:
                 raise NotABundleError(f"{p}: not an HDF5 file (no HDF5 signature)")
             self.live = bool(flags & 0b101)
             try:
-                return h5py.File(p, "r", swmr=self.live, locking=False,
-                                 rdcc_nbytes=CHUNK_CACHE_BYTES, rdcc_nslots=10007)
+                if self.live and not h5safety.bounded_attempts():
+                    h5safety.probe_live(p)
+                return h5safety.open_h5(p, self.live, CHUNK_CACHE_BYTES, 10007)
             except _H5_ERRORS as e:
                 if not self.live or attempt == attempts - 1:
                     raise CorruptBundleError(f"{p}: HDF5 file cannot be opened ({e})") from e
@@ -118,6 +120,7 @@ class _BundleFile:
 
     def _read_header(self) -> None:
         f, p = self._f, self.path
+        h5safety.check_links(f, p, str(p))  # before anything is read through a link
         a = f.attrs
         if "format" not in a:
             raise NotABundleError(f"{p}: HDF5 file without a 'format' attribute: not an "
@@ -141,6 +144,10 @@ class _BundleFile:
             self.software: dict = json.loads(self._attrs.get("software", "{}"))
         except (json.JSONDecodeError, TypeError) as e:
             raise CorruptBundleError(f"{p}: config/software attribute is not JSON ({e})") from e
+        for what, value in (("config", self.config), ("software", self.software)):
+            if not isinstance(value, dict):
+                raise CorruptBundleError(f"{p}: the {what} attribute is {type(value).__name__} "
+                                         f"JSON ({str(value)[:40]}), not an object")
         g = f["params"]
         self._names = [_text(s) for s in g["names"][()]]
         self._shapes = g["shapes"][()]  # (n, 4)
@@ -208,6 +215,7 @@ class _BundleFile:
                 problems.append(f"{name} has {f[name].shape[0]} entries, expected {length}")
         if n and (self._tensor_layer.min() < 0 or self._tensor_layer.max() >= L):
             problems.append("params/layer refers to layers that do not exist")
+        problems += h5safety.table_problems(f, n, L, self._shapes, self._offsets)
         P = int(self._offsets[-1]) if len(self._offsets) else 0
         ranges = self._row_ranges(P, problems)
         P_rows = int((ranges[:, 1] - ranges[:, 0]).sum())
@@ -251,6 +259,14 @@ class _BundleFile:
                 problems.append(f"{name} has shape {f[name].shape}, expected ({P},)")
         if problems:
             raise CorruptBundleError(f"{p}: inconsistent bundle: " + "; ".join(problems))
+        every = int(f["lca_cumsum"].attrs.get("every", 1)) if "lca_cumsum" in f else 1
+        lengths |= {"lca_cumsum": R // max(every, 1), "params/shapes": n, "params/offsets": n + 1,
+                    "params/layer": n, "params/names": n, "params/layer_names": L,
+                    "lca_columns": len(self._ranges), "progress": 2}
+        counters = {"param_help_iters": P, "param_nonzero_iters": P}  # filled at the end
+        for name, need in (lengths | counters).items():
+            if name in f:
+                h5safety.check_extent(f[name], name, need, str(p), written=name not in counters)
 
     def _row_ranges(self, P: int, problems: list[str]) -> np.ndarray:
         """(K, 2) parameter ranges with per-parameter rows (version 1: all of them)."""

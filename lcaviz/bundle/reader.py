@@ -222,6 +222,15 @@ class RunBundle(_BundleFile, _BundleMeta, _BundleDiagnostics, _BundleApprox, _Bu
         """Full training-set loss at θ_0 … θ_T, (T + 1,)."""
         return self._series("loss/train", self.n_iters + 1)
 
+    def final_loss(self) -> float:
+        """Training-set loss at θ_T (NaN for a run without iterations), reading one value."""
+        if "loss/train" not in self._f:
+            loss = self.loss_train()
+            return float(loss[-1]) if len(loss) else float("nan")
+        with self._lock, read_guard(self.path, "reading 'loss/train'"):
+            ds, n = self._dataset("loss/train"), self.n_iters + 1
+            return float(ds[n - 1]) if 0 < n <= ds.shape[0] else float("nan")
+
     def loss_val(self) -> np.ndarray | None:
         """Validation loss at θ_0 … θ_T, (T + 1,), or None without ``val_lca``."""
         return self._series("loss/val", self.n_iters + 1, optional=True)
