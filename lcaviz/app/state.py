@@ -14,6 +14,7 @@ from typing import Any
 from lcaviz.app.cache import LRU, BundleCache, file_stamp
 from lcaviz.app.jobs import JobRunner
 from lcaviz.app.security import resolve_run, run_id_of
+from lcaviz.bundle.errors import BundleError
 
 
 @dataclass
@@ -40,8 +41,18 @@ class AppState:
             lcaviz.bundle.BundleError: unreadable bundle.
         """
         path = resolve_run(self.runs_dir, run_id)
-        bundle, stamp = self.bundles.get(path)
+        try:
+            bundle, stamp = self.bundles.get(path)
+        except BundleError as e:  # the page names the run by its id, never a server path
+            raise type(e)(self.redact(str(e))) from e
         return bundle, (str(path), *stamp)
+
+    def redact(self, message: str) -> str:
+        """``message`` with the runs directory's absolute path left out (run ids remain)."""
+        for root in sorted({str(self.runs_dir), str(self.runs_dir.resolve())}, key=len,
+                           reverse=True):
+            message = message.replace(root.rstrip("/") + "/", "")
+        return message
 
     def scan(self) -> list:
         """The runs table (:func:`lcaviz.bundle.scan_runs`), reading through the shared

@@ -109,7 +109,7 @@ class _BundleFile:
                 raise NotABundleError(f"{p}: not an HDF5 file (no HDF5 signature)")
             self.live = bool(flags & 0b101)
             try:
-                if self.live and not h5safety.bounded_attempts():
+                if self.live and not (h5safety.bounded_attempts() or h5safety.PROBING):
                     h5safety.probe_live(p)
                 return h5safety.open_h5(p, self.live, CHUNK_CACHE_BYTES, 10007)
             except _H5_ERRORS as e:

@@ -162,27 +162,30 @@ def _series_names(f: h5py.File):
 
 
 def truncated(path: Path, how: str = "eof", T: int = 40, P: int = 1000) -> Path:
-    """A killed writer's bundle (SWMR flag still set) whose last 8 ``lca`` rows are cut off:
-    their chunks lie past the end of the file (``how="eof"``) or were never written
-    (``"never"``); either way HDF5 reads them as zeros."""
+    """A killed writer's bundle (SWMR flag still set) whose last 8 ``lca`` rows are missing:
+    they lie past the end of the file (``how="eof"``: ``lca`` stored contiguously at the end,
+    the file cut short) or their chunks were never written (``"never"``). HDF5 reads both as
+    zeros."""
     rng = np.random.default_rng(1)
     data = rng.normal(size=(T, P)).astype(np.float32) + 3  # no zeros in a real row
     matrix_bundle(path, data, [P // 2, P - P // 2])
     with h5py.File(path, "r+", libver="latest") as f:
         attrs, chunks = dict(f["lca"].attrs), f["lca"].chunks
         del f["lca"]
-        ds = f.create_dataset("lca", shape=(T, P), maxshape=(None, P), chunks=chunks,
-                              dtype="f4")
-        ds.attrs.update(attrs)
-        ds[:T - 8] = data[:T - 8]
         if how == "eof":
-            f.flush()
-            ds[T - 8:] = data[T - 8:]  # allocated at the end of the file
-        last = max(ds.id.get_chunk_info(i).byte_offset for i in range(ds.id.get_num_chunks()))
-    set_superblock_flags(path, 0b101)
+            ds = f.create_dataset("lca", data=data)  # contiguous, allocated when written
+        else:
+            ds = f.create_dataset("lca", shape=(T, P), maxshape=(None, P), chunks=chunks,
+                                  dtype="f4")
+            ds[:T - 8] = data[:T - 8]
+        ds.attrs.update(attrs)
     if how == "eof":
+        with h5py.File(path, "r") as f:
+            end = f["lca"].id.get_offset() + data.nbytes
+        assert end == path.stat().st_size, "lca is not the last thing in the file"
         with open(path, "r+b") as fh:
-            fh.truncate(last + 100)
+            fh.truncate(end - 8 * P * 4)
+    set_superblock_flags(path, 0b101)
     return path
 
 
