@@ -135,6 +135,7 @@ def install_guards(server, runs_dir: Path, check_host: bool = True) -> None:
     server.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     roots = sorted({str(Path(runs_dir)), str(Path(runs_dir).resolve())}, key=len, reverse=True)
     prefixes = [(r.rstrip("/") + "/").encode() for r in roots]
+    prefixes += [p.replace(b"/", b"\\u002f") for p in prefixes]  # Dash's JSON escapes "/"
 
     @server.before_request
     def _guard_request():
