@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 
 import numpy as np
 from flask import Response, request
 
+from lcaviz.app.jobs import trim_heap
 from lcaviz.app.queries import layer_tensors, make_plan, rows_for
 from lcaviz.app.security import RunPathError
 from lcaviz.app.state import AppState
@@ -30,8 +32,11 @@ from lcaviz.figures.layout2d import symmetric_limit, tensor_images
 ROUTE = "/lcaviz/frames"
 MAX_BLOCK_BYTES = 8 * 2**20  # one response at most (the browser asks for fewer rows)
 # what one request may read and hold (float64 rows of the whole layer, before downsampling):
-# a 20 M-parameter layer is then read one row per request, not 50 rows (8 GB)
-READ_BUDGET_BYTES = 128 * 2**20
+# a 4 M-parameter layer is then read one row per request, not 50 rows (1.6 GB)
+READ_BUDGET_BYTES = 32 * 2**20
+# frame requests computed at once (others wait their turn): with the read budget this bounds
+# their transient memory to about 3 x 32 MiB x 2, whatever the number of tabs
+FRAME_WORKERS = threading.BoundedSemaphore(2)
 MODES = ("row", "cumulative", "window")
 
 
@@ -95,7 +100,7 @@ def frame_block(b, layer: int, plan: list[dict], mode: str, window: int, r0: int
         vals = _cumulative(b, cols, r0, r1) - _cumulative(b, cols, r0 - w, r1 - w)
     shown = [_panel_rows(p, vals[:, _item_columns(cols, p)]) for p in plan]
     out = np.concatenate([s.reshape(n, -1) for s in shown], axis=1).astype(np.float32)
-    header = {"r0": r0, "r1": r1, "n_cells": int(out.shape[1]),
+    header = {"r0": r0, "r1": r1, "n_cells": int(out.shape[1]), "layer": int(layer),
               "totals": _totals(b, layer, mode, window, r0, r1)}
     if percentile:
         header["zmax"] = [symmetric_limit(out[k], 99.5) for k in range(n)]
@@ -186,8 +191,11 @@ def register_route(server, state: AppState) -> None:
         q = request.args
         try:
             b, _ = state.open(q.get("run", ""))
-            with b.held():  # no refresh between counting the rows and reading them
+            with FRAME_WORKERS, b.held():  # no refresh between counting and reading rows
                 header, values = _answer(b, q)
+                read = (header["r1"] - header["r0"]) * int(b.layer_sizes[header["layer"]]) * 8
+            if read > READ_BUDGET_BYTES // 4:  # glibc keeps big freed blocks: give them back
+                trim_heap()
         except (RunPathError, ValueError) as e:
             return Response(str(e), status=400, mimetype="text/plain")
         except (BundleError, OSError) as e:

@@ -27,7 +27,9 @@ from lcaviz.bundle.errors import (
 from lcaviz.bundle.groups import read_groups
 from lcaviz.bundle.schema import FORMAT, FORMAT_VERSION, READABLE_VERSIONS, ROW_SOURCES
 
-CHUNK_CACHE_BYTES = 64 * 2**20  # per open dataset; bounded
+# HDF5 chunk cache per open dataset: a frame request reads its rows in one call, which reads
+# each chunk once whatever the cache; 8 MiB keeps 4 open bundles' caches to 128 MiB at most
+CHUNK_CACHE_BYTES = 8 * 2**20
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 # version 2: what any producer must write (docs/bundle-format.md, "A bundle of your own");
 # the reader derives or defaults the rest (lcaviz.bundle.derived)
