@@ -9,6 +9,7 @@ once; a closed file is therefore opened normally. Always ``locking=False``.
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -122,7 +123,7 @@ class _BundleFile:
 
     def _read_header(self) -> None:
         f, p = self._f, self.path
-        h5safety.check_links(f, p, str(p))  # before anything is read through a link
+        self._h5_datasets = h5safety.check_links(f, p, str(p))  # before any read through links
         a = f.attrs
         if "format" not in a:
             raise NotABundleError(f"{p}: HDF5 file without a 'format' attribute: not an "
@@ -217,7 +218,8 @@ class _BundleFile:
                 problems.append(f"{name} has {f[name].shape[0]} entries, expected {length}")
         if n and (self._tensor_layer.min() < 0 or self._tensor_layer.max() >= L):
             problems.append("params/layer refers to layers that do not exist")
-        problems += h5safety.table_problems(f, n, L, self._shapes, self._offsets)
+        problems += h5safety.table_problems(self._h5_datasets, n, L, self._shapes,
+                                            self._offsets)
         P = int(self._offsets[-1]) if len(self._offsets) else 0
         ranges = self._row_ranges(P, problems)
         P_rows = int((ranges[:, 1] - ranges[:, 0]).sum())
@@ -266,9 +268,12 @@ class _BundleFile:
                     "params/layer": n, "params/names": n, "params/layer_names": L,
                     "lca_columns": len(self._ranges), "progress": 2}
         counters = {"param_help_iters": P, "param_nonzero_iters": P}  # filled at the end
+        size = os.path.getsize(p)  # after progress was read: what it names is on disk
         for name, need in (lengths | counters).items():
-            if name in f:
-                h5safety.check_extent(f[name], name, need, str(p), written=name not in counters)
+            ds = self._h5_datasets.get(name)
+            if ds is not None:
+                h5safety.check_extent(ds, name, need, str(p), size, written=name not in counters)
+        self._h5_datasets = {}  # low-level ids: none may outlive the file's close
 
     def _row_ranges(self, P: int, problems: list[str]) -> np.ndarray:
         """(K, 2) parameter ranges with per-parameter rows (version 1: all of them)."""

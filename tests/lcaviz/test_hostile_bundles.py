@@ -124,7 +124,7 @@ def test_probe_subprocess_bounds_an_open_where_attempts_cannot_be_set(tmp_path):
 
     p = H.damaged_live(tmp_path / "damaged.h5")
     with pytest.raises(CorruptBundleError, match="damaged"):
-        h5safety.probe_live(p, timeout=5)
+        h5safety.probe_live(p, timeout=3)
     h5safety.probe_live(H.good(tmp_path / "good.h5"), timeout=60)  # a healthy file passes
 
 
