@@ -103,8 +103,10 @@ MAX_RESPONSE_BYTES = 64 * 2**20  # no single answer larger than this leaves the 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 # a link in a Plotly label (a layer named '<a href="https://...">') would be clickable: keep
 # the text only. Matched inside JSON text, so an escaped quote never ends the match early.
-_LINK = re.compile(rb'<a\b(?:[^>"\\]|\\.)*>|</a\s*>|\\u003ca\b(?:[^"\\]|\\[^u]|\\u(?!003e))*'
-                   rb'\\u003e|\\u003c/a\s*\\u003e', re.IGNORECASE)
+_LINK = re.compile(rb'<a(?:\s(?:[^>"\\]|\\.)*)?>|</a\s*>'
+                   rb'|\\u003ca(?:\s(?:[^"\\]|\\[^u]|\\u(?!003e))*)?\\u003e|\\u003c/a\s*\\u003e',
+                   re.IGNORECASE)
+_DOWNLOAD = (b'"filename"', b'"base64"')  # a dcc.Download payload: a file, left as it is
 
 
 def host_name(host_header: str) -> str:
@@ -127,8 +129,9 @@ def install_guards(server, runs_dir: Path, check_host: bool = True) -> None:
     * unless ``check_host`` is False (``lcaviz serve --host ...``), a request whose ``Host`` is
       not a loopback name gets 421: a web page on another site that re-points its DNS name
       at 127.0.0.1 (DNS rebinding) cannot read the dashboard;
-    * JSON and HTML answers lose every link tag and the runs directory's absolute path (error
-      messages name runs by their id), and none is larger than :data:`MAX_RESPONSE_BYTES`.
+    * JSON and HTML answers lose every link tag (except file downloads, whose bytes are the
+      file's) and the runs directory's absolute path (error messages name runs by their id),
+      and none is larger than :data:`MAX_RESPONSE_BYTES`.
     """
     from flask import Response, request
 
@@ -156,7 +159,7 @@ def install_guards(server, runs_dir: Path, check_host: bool = True) -> None:
         if len(body) > MAX_RESPONSE_BYTES:
             return Response(f"answer over {MAX_RESPONSE_BYTES:,} bytes refused", status=507,
                             mimetype="text/plain")
-        clean = strip_links(body)
+        clean = body if all(k in body for k in _DOWNLOAD) else strip_links(body)
         for prefix in prefixes:
             clean = clean.replace(prefix, b"")
         if clean != body:

@@ -93,3 +93,21 @@ def test_guard_removes_the_runs_directory_from_any_json_answer(tmp_path):
     install_guards(server, tmp_path)
     text = server.test_client().get("/j").get_data(as_text=True)
     assert text == '{"m": "x.h5: damaged"}'
+
+
+def test_downloads_pass_unchanged(tmp_path):
+    """A file sent with dcc.Download (the HTML report embeds plotly.js, whose code holds
+    "<a" strings) is the file's bytes: the link stripping leaves it alone."""
+    import json
+
+    import flask
+
+    from lcaviz.app.security import install_guards
+
+    server = flask.Flask("t")
+    payload = json.dumps({"response": {"dl": {"data": {
+        "content": 'if(y<A;){x="<a href=\\"https://plot.ly\\">"}</a>', "filename": "r.html",
+        "base64": False, "type": None}}}})
+    server.add_url_rule("/d", "d", lambda: flask.Response(payload, mimetype="application/json"))
+    install_guards(server, tmp_path)
+    assert server.test_client().get("/d").get_data(as_text=True) == payload
