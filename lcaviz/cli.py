@@ -15,6 +15,13 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8050
 
 
+class _HostGiven(argparse.Action):
+    """``--host`` that also records that it was given (which turns the Host check off)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        namespace.host, namespace.host_given = values, True
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``lcaviz`` argument parser (exposed for tests)."""
     ap = argparse.ArgumentParser(prog="lcaviz", description="LCA run bundles: dashboard and "
@@ -23,9 +30,10 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("serve", help="start the local dashboard")
     s.add_argument("runs_dir", nargs="?", default="runs", type=Path,
                    help="directory scanned for *.h5 bundles (default: ./runs)")
-    s.add_argument("--host", default=DEFAULT_HOST,
+    s.add_argument("--host", default=DEFAULT_HOST, action=_HostGiven,
                    help="address to bind (default 127.0.0.1; anything else exposes your runs "
-                        "to the network)")
+                        "to the network). Without it, requests must name a loopback host "
+                        "(DNS-rebinding guard)")
     s.add_argument("--port", type=int, default=DEFAULT_PORT)
     s.add_argument("--no-browser", action="store_true", help="do not open a browser tab")
     s.add_argument("--debug", action="store_true", help="Dash debug mode (development only)")
@@ -53,6 +61,7 @@ def is_loopback(host: str) -> bool:
 
 def serve(args: argparse.Namespace) -> int:
     """Run the dashboard with Flask's threaded server (fine for local use)."""
+    host_given = getattr(args, "host_given", False)
     runs_dir = args.runs_dir.expanduser()
     if not runs_dir.is_dir():
         print(f"lcaviz: error: runs directory does not exist: {runs_dir}", file=sys.stderr)
@@ -63,7 +72,7 @@ def serve(args: argparse.Namespace) -> int:
               "you trust the network.", file=sys.stderr)
     from lcaviz.app import create_app
 
-    app = create_app(runs_dir, debug=args.debug)
+    app = create_app(runs_dir, debug=args.debug, check_host=not host_given)
     url = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{args.port}/"
     print(f"lcaviz: serving {runs_dir.resolve()} at {url} (Ctrl-C to stop)", file=sys.stderr)
     if not args.no_browser:

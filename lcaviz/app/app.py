@@ -16,6 +16,7 @@ from dash import dcc, html
 from lcaviz import __version__
 from lcaviz.app import frames
 from lcaviz.app.pages import compare, run, runs
+from lcaviz.app.security import install_guards
 from lcaviz.app.state import AppState
 
 ASSETS = Path(__file__).parents[1] / "assets"
@@ -35,12 +36,15 @@ def _shell() -> html.Div:
     ])
 
 
-def create_app(runs_dir: str | Path, *, debug: bool = False) -> dash.Dash:
+def create_app(runs_dir: str | Path, *, debug: bool = False,
+               check_host: bool = True) -> dash.Dash:
     """Build the dashboard for the bundles under ``runs_dir``.
 
     Args:
         runs_dir: directory scanned (recursively) for ``*.h5`` run bundles.
         debug: Dash debug mode (dev tools, tracebacks in the browser); keep off unless needed.
+        check_host: answer only requests whose ``Host`` is a loopback name (DNS rebinding);
+            ``lcaviz serve --host ...`` turns it off.
 
     Returns:
         The :class:`dash.Dash` app; its Flask server is ``app.server``.
@@ -60,6 +64,7 @@ def create_app(runs_dir: str | Path, *, debug: bool = False) -> dash.Dash:
     )
     app.config.suppress_callback_exceptions = True
     app.server.config[STATE_KEY] = state
+    install_guards(app.server, state.runs_dir, check_host=check_host)
     _register_pages()
     app.layout = _shell()
     frames.register_route(app.server, state)

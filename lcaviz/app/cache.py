@@ -7,6 +7,7 @@ path and modification stamp so that a bundle still being written is never served
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import threading
@@ -26,14 +27,19 @@ def file_stamp(path: str | Path) -> tuple[int, int]:
 
 
 def nbytes(value: Any) -> int:
-    """Approximate memory held by a cached value (arrays, tuples/lists/dicts of them)."""
+    """Approximate memory held by a cached value: arrays, data frames, Plotly figures,
+    dataclasses (a finished job's status and result) and tuples/lists/dicts of them."""
     if isinstance(value, np.ndarray):
         return int(value.nbytes)
     if isinstance(value, (tuple, list)):
         return sum(nbytes(v) for v in value) + 64
     if isinstance(value, dict):
         return sum(nbytes(v) for v in value.values()) + 64
-    return sys.getsizeof(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return sum(nbytes(getattr(value, f.name)) for f in dataclasses.fields(value)) + 64
+    if hasattr(value, "to_plotly_json"):  # a figure: its arrays live in the trace dicts
+        return nbytes(value.to_plotly_json())
+    return sys.getsizeof(value)  # pandas counts its own buffers here
 
 
 class LRU:

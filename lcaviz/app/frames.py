@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 
 import numpy as np
 from flask import Response, request
 
+from lcaviz.app.jobs import trim_heap
 from lcaviz.app.queries import layer_tensors, make_plan, rows_for
 from lcaviz.app.security import RunPathError
 from lcaviz.app.state import AppState
@@ -29,6 +31,12 @@ from lcaviz.figures.layout2d import symmetric_limit, tensor_images
 
 ROUTE = "/lcaviz/frames"
 MAX_BLOCK_BYTES = 8 * 2**20  # one response at most (the browser asks for fewer rows)
+# what one request may read and hold (float64 rows of the whole layer, before downsampling):
+# a 4 M-parameter layer is then read one row per request, not 50 rows (1.6 GB)
+READ_BUDGET_BYTES = 32 * 2**20
+# frame requests computed at once (others wait their turn): with the read budget this bounds
+# their transient memory to about 3 x 32 MiB x 2, whatever the number of tabs
+FRAME_WORKERS = threading.BoundedSemaphore(2)
 MODES = ("row", "cumulative", "window")
 
 
@@ -44,9 +52,18 @@ def plan_items(b, layer: int, resolution: str, zoom) -> list[dict]:
 def stream_descriptor(state: AppState, run_id: str, layer: int, mode: str, window: int,
                       range_mode: str, resolution: str, zoom) -> dict:
     """Everything the browser needs to fetch and draw this layer's frames (JSON-able)."""
+    b, key = state.open(run_id)
+    with b.held():  # one state of a live run throughout
+        return _descriptor(state, b, key, run_id, layer, mode, window, range_mode, resolution,
+                           zoom)
+
+
+def _descriptor(state: AppState, b, key, run_id: str, layer: int, mode: str, window: int,
+                range_mode: str, resolution: str, zoom) -> dict:
     from lcaviz.app.queries import fixed_limit, range_plan
 
-    b, key = state.open(run_id)
+    if not 0 <= layer < b.n_layers:
+        raise IndexError(f"this run has no layer {layer} (it has {b.n_layers})")
     plan = plan_items(b, layer, resolution, zoom)
     n_cells = int(sum(p["ny"] * p["nx"] for p in plan))
     zmax = None
@@ -84,7 +101,7 @@ def frame_block(b, layer: int, plan: list[dict], mode: str, window: int, r0: int
         vals = _cumulative(b, cols, r0, r1) - _cumulative(b, cols, r0 - w, r1 - w)
     shown = [_panel_rows(p, vals[:, _item_columns(cols, p)]) for p in plan]
     out = np.concatenate([s.reshape(n, -1) for s in shown], axis=1).astype(np.float32)
-    header = {"r0": r0, "r1": r1, "n_cells": int(out.shape[1]),
+    header = {"r0": r0, "r1": r1, "n_cells": int(out.shape[1]), "layer": int(layer),
               "totals": _totals(b, layer, mode, window, r0, r1)}
     if percentile:
         header["zmax"] = [symmetric_limit(out[k], 99.5) for k in range(n)]
@@ -145,6 +162,29 @@ def _quote(s: str) -> str:
     return quote(s, safe="")
 
 
+def _answer(b, q) -> tuple[dict, np.ndarray]:
+    """The frames a request ``q`` (query arguments) asks for, at most one bounded block."""
+    layer = int(q.get("layer", 0))
+    if not 0 <= layer < b.n_layers:
+        raise ValueError(f"no layer {layer}")
+    mode = q.get("mode", "row")
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}")
+    region = [int(v) for v in q.get("region", "").split(",") if v != ""] or None
+    if region is not None and len(region) != 4:
+        raise ValueError("region needs r0,r1,c0,c1")
+    plan = plan_items(b, layer, q.get("res", "auto"), region)
+    cells = sum(p["ny"] * p["nx"] for p in plan)
+    r0 = max(0, int(q.get("r0", 0)))
+    most = max(1, min(MAX_BLOCK_BYTES // max(4 * cells, 1),
+                      READ_BUDGET_BYTES // max(8 * int(b.layer_sizes[layer]), 1)))
+    r1 = min(int(q.get("r1", r0 + 1)), b.n_rows, r0 + most)
+    if r1 <= r0:
+        raise ValueError(f"rows {r0}:{r1} are not in this run ({b.n_rows} rows)")
+    return frame_block(b, layer, plan, mode, int(q.get("window", 1)), r0, r1,
+                       percentile=q.get("pct") == "1")
+
+
 def register_route(server, state: AppState) -> None:
     """``GET /lcaviz/frames?run=&layer=&mode=&window=&res=&region=&r0=&r1=&pct=``."""
 
@@ -152,24 +192,11 @@ def register_route(server, state: AppState) -> None:
         q = request.args
         try:
             b, _ = state.open(q.get("run", ""))
-            layer = int(q.get("layer", 0))
-            if not 0 <= layer < b.n_layers:
-                raise ValueError(f"no layer {layer}")
-            mode = q.get("mode", "row")
-            if mode not in MODES:
-                raise ValueError(f"unknown mode {mode!r}")
-            region = [int(v) for v in q.get("region", "").split(",") if v != ""] or None
-            if region is not None and len(region) != 4:
-                raise ValueError("region needs r0,r1,c0,c1")
-            plan = plan_items(b, layer, q.get("res", "auto"), region)
-            cells = sum(p["ny"] * p["nx"] for p in plan)
-            r0 = max(0, int(q.get("r0", 0)))
-            most = max(1, MAX_BLOCK_BYTES // max(4 * cells, 1))
-            r1 = min(int(q.get("r1", r0 + 1)), b.n_rows, r0 + most)
-            if r1 <= r0:
-                raise ValueError(f"rows {r0}:{r1} are not in this run ({b.n_rows} rows)")
-            header, values = frame_block(b, layer, plan, mode, int(q.get("window", 1)), r0,
-                                         r1, percentile=q.get("pct") == "1")
+            with FRAME_WORKERS, b.held():  # no refresh between counting and reading rows
+                header, values = _answer(b, q)
+                read = (header["r1"] - header["r0"]) * int(b.layer_sizes[header["layer"]]) * 8
+            if read > READ_BUDGET_BYTES // 4:  # glibc keeps big freed blocks: give them back
+                trim_heap()
         except (RunPathError, ValueError) as e:
             return Response(str(e), status=400, mimetype="text/plain")
         except (BundleError, OSError) as e:

@@ -24,7 +24,7 @@ from typing import Any
 from lcaviz.app.cache import LRU
 
 
-def _trim_heap() -> None:
+def trim_heap() -> None:
     """Give freed memory back to the OS after a big job (glibc keeps it otherwise)."""
     try:
         import ctypes
@@ -67,10 +67,11 @@ class _Job:
 class JobRunner:
     """Run keyed jobs once, in the background, and remember their results."""
 
-    def __init__(self, max_workers: int = 2, max_results: int = 64):
+    def __init__(self, max_workers: int = 2, max_results: int = 64,
+                 max_result_bytes: int = 128 * 2**20):
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="lcaviz")
         self._jobs: dict[Hashable, _Job] = {}
-        self._results = LRU(max_entries=max_results, max_bytes=128 * 2**20)
+        self._results = LRU(max_entries=max_results, max_bytes=max_result_bytes)
         self._lock = threading.Lock()
 
     def status(self, key: Hashable, fn: Callable[..., Any] | None = None, *args: Any,
@@ -187,7 +188,7 @@ class JobRunner:
         self._results.put(key, st)
         with self._lock:
             self._jobs.pop(key, None)
-        _trim_heap()
+        trim_heap()
         return st
 
     def wait(self, key: Hashable, timeout: float = 60.0) -> JobStatus:

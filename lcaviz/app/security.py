@@ -95,3 +95,73 @@ def safe_filename(stem: str, ext: str, max_len: int = 120) -> str:
     s = s.replace("..", "_").strip("._-")[:max_len] or "figure"
     e = _SAFE.sub("", str(ext)).strip(".")[:10] or "dat"
     return f"{s}.{e}"
+
+
+# -- HTTP guards (issue 28 item 4) ---------------------------------------------------------------
+MAX_BODY_BYTES = 1 * 2**20  # a callback's request is a few KB; 200 MB POSTs were read in full
+MAX_RESPONSE_BYTES = 64 * 2**20  # no single answer larger than this leaves the server
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+# a link in a Plotly label (a layer named '<a href="https://...">') would be clickable: keep
+# the text only. Matched inside JSON text, so an escaped quote never ends the match early.
+_LINK = re.compile(rb'<a(?:\s(?:[^>"\\]|\\.)*)?>|</a\s*>'
+                   rb'|\\u003ca(?:\s(?:[^"\\]|\\[^u]|\\u(?!003e))*)?\\u003e|\\u003c/a\s*\\u003e',
+                   re.IGNORECASE)
+_DOWNLOAD = (b'"filename"', b'"base64"')  # a dcc.Download payload: a file, left as it is
+
+
+def host_name(host_header: str) -> str:
+    """The host of a ``Host`` header without its port (``[::1]:8050`` -> ``::1``)."""
+    h = host_header.strip().lower()
+    if h.startswith("["):
+        return h[1:h.find("]")] if "]" in h else h
+    return h.rsplit(":", 1)[0] if h.count(":") == 1 else h
+
+
+def strip_links(body: bytes) -> bytes:
+    """Remove every ``<a ...>`` / ``</a>`` tag from a JSON or HTML body (text stays)."""
+    return _LINK.sub(b"", body)
+
+
+def install_guards(server, runs_dir: Path, check_host: bool = True) -> None:
+    """Harden the Flask ``server`` of one dashboard.
+
+    * request bodies over :data:`MAX_BODY_BYTES` get 413 before anything reads them;
+    * unless ``check_host`` is False (``lcaviz serve --host ...``), a request whose ``Host`` is
+      not a loopback name gets 421: a web page on another site that re-points its DNS name
+      at 127.0.0.1 (DNS rebinding) cannot read the dashboard;
+    * JSON and HTML answers lose every link tag (except file downloads, whose bytes are the
+      file's) and the runs directory's absolute path (error messages name runs by their id),
+      and none is larger than :data:`MAX_RESPONSE_BYTES`.
+    """
+    from flask import Response, request
+
+    server.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    roots = sorted({str(Path(runs_dir)), str(Path(runs_dir).resolve())}, key=len, reverse=True)
+    prefixes = [(r.rstrip("/") + "/").encode() for r in roots]
+    prefixes += [p.replace(b"/", b"\\u002f") for p in prefixes]  # Dash's JSON escapes "/"
+
+    @server.before_request
+    def _guard_request():
+        if check_host and host_name(request.host or "") not in LOOPBACK_HOSTS:
+            return Response("unknown Host header: open the dashboard at http://127.0.0.1 "
+                            "(or start it with --host)", status=421, mimetype="text/plain")
+        if (request.content_length or 0) > MAX_BODY_BYTES:
+            return Response(f"request body over {MAX_BODY_BYTES:,} bytes", status=413,
+                            mimetype="text/plain")
+        return None
+
+    @server.after_request
+    def _guard_response(response):
+        if response.direct_passthrough or response.is_streamed or response.mimetype not in (
+                "application/json", "text/html", "text/plain"):
+            return response
+        body = response.get_data()
+        if len(body) > MAX_RESPONSE_BYTES:
+            return Response(f"answer over {MAX_RESPONSE_BYTES:,} bytes refused", status=507,
+                            mimetype="text/plain")
+        clean = body if all(k in body for k in _DOWNLOAD) else strip_links(body)
+        for prefix in prefixes:
+            clean = clean.replace(prefix, b"")
+        if clean != body:
+            response.set_data(clean)
+        return response

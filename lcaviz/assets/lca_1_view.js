@@ -418,9 +418,10 @@
     var block = it.by !== 1 || it.bx !== 1;
     return {label: label, block: block, flat: it.offset + flatIndex(it.shape, idx),
             tensor: it.name, index: idx,
-            text: (block ? it.name + ': block of ' + it.by + '×' + it.bx + ' around ' +
-                   label.slice(it.name.length) + '<br>LCA (block sum) ' : label + '<br>LCA ') +
-                  fmt(h.value)};
+            // two plain-text lines: tensor names come from the bundle (never parsed as HTML)
+            lines: [block ? it.name + ': block of ' + it.by + '×' + it.bx + ' around ' +
+                    label.slice(it.name.length) : label,
+                    (block ? 'LCA (block sum) ' : 'LCA ') + fmt(h.value)]};
   };
   View.prototype.bindPointer = function (host) {
     var self = this, tip = document.getElementById(this.hostId + '-tip');
@@ -431,7 +432,12 @@
     host.addEventListener('mousemove', function (ev) {
       var h = self.hit(ev);
       if (!h) { tip.style.display = 'none'; return; }
-      tip.innerHTML = self.describe(h).text;
+      var lines = self.describe(h).lines;
+      tip.replaceChildren();
+      lines.forEach(function (line, k) {
+        if (k) tip.appendChild(document.createElement('br'));
+        tip.appendChild(document.createTextNode(line));
+      });
       tip.style.display = 'block';
       tip.style.left = (ev.pageX + 14) + 'px'; tip.style.top = (ev.pageY + 12) + 'px';
     });

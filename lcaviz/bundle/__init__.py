@@ -7,11 +7,14 @@ the matrix in blocks of bounded size. Every failure to read a file is turned int
 
 Liveness: the file is opened with ``swmr=True`` only while its superblock says a writer has it
 open (``RunBundle.live``); a closed file is opened normally. An HDF5 SWMR reader retries every
-failed metadata read about 100 times with growing sleeps, so a truncated or damaged file
-opened with SWMR would hang for minutes instead of failing at once. Always ``locking=False``.
+failed metadata read about 100 times with growing sleeps, so a damaged live-flagged file would
+hang for minutes: live files are opened with a bounded number of attempts
+(:mod:`~lcaviz.bundle.h5safety`, which also refuses links and storage outside the file and
+declared sizes the file cannot hold). Always ``locking=False``.
 
 Modules: :mod:`~lcaviz.bundle.errors` (typed errors, ``read_guard``),
 :mod:`~lcaviz.bundle.h5open` (opening, SWMR flags, header validation),
+:mod:`~lcaviz.bundle.h5safety` (defences against hostile and damaged files),
 :mod:`~lcaviz.bundle.meta` (metadata and column layout), :mod:`~lcaviz.bundle.blocks`
 (column-selection reads), :mod:`~lcaviz.bundle.reader` (``RunBundle``) and
 :mod:`~lcaviz.bundle.scan` (``RunInfo``, ``scan_runs``). Import from ``lcaviz.bundle``.

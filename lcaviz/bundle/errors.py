@@ -41,6 +41,16 @@ class CorruptBundleError(BundleError):
     """Truncated or damaged file, missing datasets, or inconsistent shapes."""
 
 
+class TruncatedBundleError(CorruptBundleError):
+    """Rows the bundle's ``progress`` promises lie past the end of the file or were never
+    written (a writer killed mid-run, a copy cut short): reading them would give zeros."""
+
+
+class RefusedBundleError(BundleError):
+    """A file the reader will not read: it points outside itself (external links, external
+    storage, virtual datasets), or declares more data than the file can hold."""
+
+
 @contextmanager
 def read_guard(path: Path, what: str) -> Iterator[None]:
     """Turn the exceptions h5py raises for damaged files into :class:`CorruptBundleError`."""

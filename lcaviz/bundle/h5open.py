@@ -9,13 +9,14 @@ once; a closed file is therefore opened normally. Always ``locking=False``.
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
 import h5py
 import numpy as np
 
-from lcaviz.bundle import counterfactual
+from lcaviz.bundle import counterfactual, h5safety
 from lcaviz.bundle.errors import (
     _H5_ERRORS,
     BundleNotFoundError,
@@ -27,7 +28,9 @@ from lcaviz.bundle.errors import (
 from lcaviz.bundle.groups import read_groups
 from lcaviz.bundle.schema import FORMAT, FORMAT_VERSION, READABLE_VERSIONS, ROW_SOURCES
 
-CHUNK_CACHE_BYTES = 64 * 2**20  # per open dataset; bounded
+# HDF5 chunk cache per open dataset: a frame request reads its rows in one call, which reads
+# each chunk once whatever the cache; 8 MiB keeps 4 open bundles' caches to 128 MiB at most
+CHUNK_CACHE_BYTES = 8 * 2**20
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 # version 2: what any producer must write (docs/bundle-format.md, "A bundle of your own");
 # the reader derives or defaults the rest (lcaviz.bundle.derived)
@@ -99,8 +102,9 @@ class _BundleFile:
 
         A SWMR reader retries every failed metadata read (checksum, truncation) about 100
         times with growing sleeps, so a damaged file would hang it for minutes; a closed file
-        opened normally fails at once with a clear error. A writer switching between SWMR and
-        plain write mode (to set ``status``) is retried briefly.
+        opened normally fails at once with a clear error, and a live one is opened with few
+        read attempts (:func:`lcaviz.bundle.h5safety.open_h5`). A writer switching between
+        SWMR and plain write mode (to set ``status``) is retried briefly.
         """
         for attempt in range(attempts):
             flags = superblock_flags(p)
@@ -108,8 +112,9 @@ class _BundleFile:
                 raise NotABundleError(f"{p}: not an HDF5 file (no HDF5 signature)")
             self.live = bool(flags & 0b101)
             try:
-                return h5py.File(p, "r", swmr=self.live, locking=False,
-                                 rdcc_nbytes=CHUNK_CACHE_BYTES, rdcc_nslots=10007)
+                if self.live and not (h5safety.bounded_attempts() or h5safety.PROBING):
+                    h5safety.probe_live(p)
+                return h5safety.open_h5(p, self.live, CHUNK_CACHE_BYTES, 10007)
             except _H5_ERRORS as e:
                 if not self.live or attempt == attempts - 1:
                     raise CorruptBundleError(f"{p}: HDF5 file cannot be opened ({e})") from e
@@ -118,6 +123,7 @@ class _BundleFile:
 
     def _read_header(self) -> None:
         f, p = self._f, self.path
+        self._h5_datasets = h5safety.check_links(f, p, str(p))  # before any read through links
         a = f.attrs
         if "format" not in a:
             raise NotABundleError(f"{p}: HDF5 file without a 'format' attribute: not an "
@@ -141,6 +147,10 @@ class _BundleFile:
             self.software: dict = json.loads(self._attrs.get("software", "{}"))
         except (json.JSONDecodeError, TypeError) as e:
             raise CorruptBundleError(f"{p}: config/software attribute is not JSON ({e})") from e
+        for what, value in (("config", self.config), ("software", self.software)):
+            if not isinstance(value, dict):
+                raise CorruptBundleError(f"{p}: the {what} attribute is {type(value).__name__} "
+                                         f"JSON ({str(value)[:40]}), not an object")
         g = f["params"]
         self._names = [_text(s) for s in g["names"][()]]
         self._shapes = g["shapes"][()]  # (n, 4)
@@ -208,6 +218,8 @@ class _BundleFile:
                 problems.append(f"{name} has {f[name].shape[0]} entries, expected {length}")
         if n and (self._tensor_layer.min() < 0 or self._tensor_layer.max() >= L):
             problems.append("params/layer refers to layers that do not exist")
+        problems += h5safety.table_problems(self._h5_datasets, n, L, self._shapes,
+                                            self._offsets)
         P = int(self._offsets[-1]) if len(self._offsets) else 0
         ranges = self._row_ranges(P, problems)
         P_rows = int((ranges[:, 1] - ranges[:, 0]).sum())
@@ -251,6 +263,17 @@ class _BundleFile:
                 problems.append(f"{name} has shape {f[name].shape}, expected ({P},)")
         if problems:
             raise CorruptBundleError(f"{p}: inconsistent bundle: " + "; ".join(problems))
+        every = int(f["lca_cumsum"].attrs.get("every", 1)) if "lca_cumsum" in f else 1
+        lengths |= {"lca_cumsum": R // max(every, 1), "params/shapes": n, "params/offsets": n + 1,
+                    "params/layer": n, "params/names": n, "params/layer_names": L,
+                    "lca_columns": len(self._ranges), "progress": 2}
+        counters = {"param_help_iters": P, "param_nonzero_iters": P}  # filled at the end
+        size = os.path.getsize(p)  # after progress was read: what it names is on disk
+        for name, need in (lengths | counters).items():
+            ds = self._h5_datasets.get(name)
+            if ds is not None:
+                h5safety.check_extent(ds, name, need, str(p), size, written=name not in counters)
+        self._h5_datasets = {}  # low-level ids: none may outlive the file's close
 
     def _row_ranges(self, P: int, problems: list[str]) -> np.ndarray:
         """(K, 2) parameter ranges with per-parameter rows (version 1: all of them)."""

@@ -69,15 +69,18 @@ class _BundleMeta:
 
     @property
     def has_trajectory(self) -> bool:
-        return "trajectory" in self._f
+        with self._lock:  # not while another thread refreshes the handle
+            return "trajectory" in self._f
 
     @property
     def has_val(self) -> bool:
-        return "lca_val" in self._f
+        with self._lock:  # not while another thread refreshes the handle
+            return "lca_val" in self._f
 
     @property
     def has_class_layer(self) -> bool:
-        return "lca_class_layer" in self._f
+        with self._lock:  # not while another thread refreshes the handle
+            return "lca_class_layer" in self._f
 
     @property
     def params(self) -> pd.DataFrame:

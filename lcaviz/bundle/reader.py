@@ -8,6 +8,7 @@ the matrix in blocks of bounded size.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -61,6 +62,11 @@ class RunBundle(_BundleFile, _BundleMeta, _BundleDiagnostics, _BundleApprox, _Bu
         return (f"RunBundle({str(self.path)!r}, status={self.status!r}, T={self.n_iters}, "
                 f"R={self.n_rows}, P={self.n_params}, L={self.n_layers})")
 
+    def held(self) -> threading.RLock:
+        """``with bundle.held(): ...`` keeps a live bundle as it is (no :meth:`refresh` from
+        another thread) for a group of reads that must agree on ``n_rows`` and ``n_iters``."""
+        return self._lock
+
     def close(self) -> None:
         """Close the file (idempotent)."""
         with self._lock:
@@ -73,12 +79,24 @@ class RunBundle(_BundleFile, _BundleMeta, _BundleDiagnostics, _BundleApprox, _Bu
                     pass
                 self._f = None
 
-    def refresh(self) -> None:
+    def refresh(self, attempts: int = 5) -> None:
         """Re-read a live bundle: progress, status and every dataset (reopens the file, since
-        root attributes such as ``status`` only change when the writer re-opens it)."""
+        root attributes such as ``status`` only change when the writer re-opens it).
+
+        Reads in other threads wait meanwhile. A live file caught between two states of its
+        writer (switching modes to set ``status``, mid-flush) is read again, up to
+        ``attempts`` times, before the error is believed.
+        """
         with self._lock:
-            self.close()
-            self._load()
+            for attempt in range(attempts):
+                self.close()
+                try:
+                    self._load()
+                    return
+                except BundleError:
+                    if not self.live or attempt == attempts - 1:
+                        raise
+                    time.sleep(0.05 * (attempt + 1))
 
     # -- lazy per-parameter slices ------------------------------------------------------------
     # ``source`` is "lca" (default), "lca_val" or "trajectory"; ``cols`` is None (all P
@@ -92,11 +110,15 @@ class RunBundle(_BundleFile, _BundleMeta, _BundleDiagnostics, _BundleApprox, _Bu
 
     def _read(self, source: str, r0: int, r1: int, cols) -> np.ndarray:
         """Rows ``r0:r1`` of ``source`` at parameter columns ``cols``, decoded to float32."""
-        if source not in (self._f or ()):
-            raise KeyError(f"{self.path}: bundle has no {source!r} dataset")
-        if source == "trajectory":
-            return self._read_stored(source, r0, r1, cols, self.n_params)
-        return self._read_stored(source, r0, r1, self.stored_columns(cols), self.n_row_cols)
+        with self._lock:  # a refresh in another thread reopens the file meanwhile
+            if self._f is None:
+                raise BundleError(f"{self.path}: bundle is closed")
+            if source not in self._f:
+                raise KeyError(f"{self.path}: bundle has no {source!r} dataset")
+            if source == "trajectory":
+                return self._read_stored(source, r0, r1, cols, self.n_params)
+            return self._read_stored(source, r0, r1, self.stored_columns(cols),
+                                     self.n_row_cols)
 
     def _read_stored(self, source: str, r0: int, r1: int, scols, width: int) -> np.ndarray:
         """``source[r0:r1, scols]`` with ``scols`` already in the dataset's own columns."""
@@ -139,9 +161,15 @@ class RunBundle(_BundleFile, _BundleMeta, _BundleDiagnostics, _BundleApprox, _Bu
         """Σ of ``lca`` rows 0..r inclusive, (ncols,) float64: one ``lca_cumsum`` row plus at
         most ``every - 1`` rows (the cumsum rows are float32, so the relative error is ~1e-7 of
         the running total)."""
+        with self._lock:
+            return self._cumulative(r, cols)
+
+    def _cumulative(self, r: int, cols) -> np.ndarray:
         R = self.n_rows
         if not -1 <= r < R:
             raise IndexError(f"row {r} out of range (R = {R})")
+        if self._f is None:
+            raise BundleError(f"{self.path}: bundle is closed")
         if "lca_cumsum" not in self._f:  # a bundle without running totals: add the rows
             return self._read("lca", 0, r + 1, cols).sum(axis=0, dtype=np.float64)
         cum = self._dataset("lca_cumsum")
@@ -159,12 +187,13 @@ class RunBundle(_BundleFile, _BundleMeta, _BundleDiagnostics, _BundleApprox, _Bu
     def window_sum(self, r0: int, r1: int, cols=None) -> np.ndarray:
         """Σ of ``lca`` rows ``r0 .. r1 - 1``, (ncols,) float64 (short windows are summed
         directly; long ones as a difference of two :meth:`cumulative` reads)."""
-        r0, r1 = self._row_range(r0, r1, "lca")
-        every = (int(self._dataset("lca_cumsum").attrs.get("every", 1))
-                 if "lca_cumsum" in self._f else r1 - r0)
-        if r1 - r0 <= 2 * every:
-            return self._read("lca", r0, r1, cols).sum(axis=0, dtype=np.float64)
-        return self.cumulative(r1 - 1, cols) - self.cumulative(r0 - 1, cols)
+        with self._lock:
+            r0, r1 = self._row_range(r0, r1, "lca")
+            every = (int(self._dataset("lca_cumsum").attrs.get("every", 1))
+                     if "lca_cumsum" in (self._f or ()) else r1 - r0)
+            if r1 - r0 <= 2 * every:
+                return self._read("lca", r0, r1, cols).sum(axis=0, dtype=np.float64)
+            return self.cumulative(r1 - 1, cols) - self.cumulative(r0 - 1, cols)
 
     def block_rows_for(self, n_cols: int, budget_bytes: int = BLOCK_BYTES) -> int:
         """Rows per streamed block so that one block of ``n_cols`` float32 fits the budget
@@ -195,12 +224,13 @@ class RunBundle(_BundleFile, _BundleMeta, _BundleDiagnostics, _BundleApprox, _Bu
         return self.param_curve(index, source="trajectory")
 
     def _dataset(self, name: str) -> h5py.Dataset:
-        if self._f is None:
-            raise BundleError(f"{self.path}: bundle is closed")
-        if name not in self._ds:
-            with read_guard(self.path, f"opening dataset {name!r}"):
-                self._ds[name] = self._f[name]
-        return self._ds[name]
+        with self._lock:
+            if self._f is None:
+                raise BundleError(f"{self.path}: bundle is closed")
+            if name not in self._ds:
+                with read_guard(self.path, f"opening dataset {name!r}"):
+                    self._ds[name] = self._f[name]
+            return self._ds[name]
 
     def _series(self, name: str, n: int, optional: bool = False) -> np.ndarray | None:
         with self._lock:
@@ -221,6 +251,15 @@ class RunBundle(_BundleFile, _BundleMeta, _BundleDiagnostics, _BundleApprox, _Bu
     def loss_train(self) -> np.ndarray:
         """Full training-set loss at θ_0 … θ_T, (T + 1,)."""
         return self._series("loss/train", self.n_iters + 1)
+
+    def final_loss(self) -> float:
+        """Training-set loss at θ_T (NaN for a run without iterations), reading one value."""
+        if "loss/train" not in self._f:
+            loss = self.loss_train()
+            return float(loss[-1]) if len(loss) else float("nan")
+        with self._lock, read_guard(self.path, "reading 'loss/train'"):
+            ds, n = self._dataset("loss/train"), self.n_iters + 1
+            return float(ds[n - 1]) if 0 < n <= ds.shape[0] else float("nan")
 
     def loss_val(self) -> np.ndarray | None:
         """Validation loss at θ_0 … θ_T, (T + 1,), or None without ``val_lca``."""

@@ -113,8 +113,8 @@ def test_runs_table_lists_bundles_and_errors(state):
     assert set(by) == {"fc.h5", "fc_seed3.h5", "nested/conv.h5", "corrupt.h5", "escape.h5"}
     assert by["fc.h5"]["status"] == "complete" and by["fc.h5"]["iterations"] == 60
     assert by["fc.h5"]["net"] == "synthetic" and by["fc.h5"]["final_loss"] is not None
-    assert by["corrupt.h5"]["status"] == "unreadable" and by["corrupt.h5"]["error"]
-    assert by["escape.h5"]["status"] == "unreadable"  # symlink leaving RUNS_DIR
+    assert by["corrupt.h5"]["status"] == "damaged" and by["corrupt.h5"]["error"]
+    assert by["escape.h5"]["status"] == "refused"  # symlink leaving RUNS_DIR
     assert len(cards) == 2 and "3 runs, 2 unreadable" == count
     again = runs.refresh_runs(state, 1, digest)
     assert all(v is dash.no_update for v in again)

@@ -149,12 +149,18 @@ def test_cli_defaults_and_warnings(tmp_path, monkeypatch, capsys):
 
     import lcaviz.app
 
-    monkeypatch.setattr(lcaviz.app, "create_app", lambda d, debug=False: FakeApp())
+    def fake_create_app(d, debug=False, check_host=True):
+        calls["check_host"] = check_host
+        return FakeApp()
+
+    monkeypatch.setattr(lcaviz.app, "create_app", fake_create_app)
     assert cli.main(["serve", str(tmp_path), "--host", "0.0.0.0", "--no-browser"]) == 0
     err = capsys.readouterr().err
     assert "warning:" in err and calls["host"] == "0.0.0.0" and calls["debug"] is False
+    assert calls["check_host"] is False  # --host given: the user names the address
     assert cli.main(["serve", str(tmp_path), "--no-browser"]) == 0
     assert "warning:" not in capsys.readouterr().err and calls["host"] == "127.0.0.1"
+    assert calls["check_host"] is True  # the default: loopback Host headers only
 
 
 def test_cli_summary_dispatches(monkeypatch):

@@ -99,9 +99,10 @@ def heatmap_stream(state: AppState, run_id, meta, layer, mode, window, range_mod
     """
     if not run_id or not meta or layer is None:
         return None, None
-    c = Controls.from_dict({"run_id": run_id, "layer": layer, "mode": mode, "window": window,
-                            "range_mode": range_mode, "resolution": resolution, "zoom": zoom})
-    try:
+    try:  # a layer or zoom the run does not have (a crafted bundle, a stale page): a message
+        c = Controls.from_dict({"run_id": run_id, "layer": layer, "mode": mode,
+                                "window": window, "range_mode": range_mode,
+                                "resolution": resolution, "zoom": zoom})
         stream = stream_descriptor(state, run_id, c.layer, c.mode, c.window, c.range_mode,
                                    c.resolution, c.zoom)
         b, key = state.open(run_id)
@@ -111,7 +112,7 @@ def heatmap_stream(state: AppState, run_id, meta, layer, mode, window, range_mod
         shown = run_stream.mark_heads(state, run_id, c.layer, plan, c.zoom, group)
         if shown:
             run_stream.add_group(state, key, b, stream, shown, c.mode, c.window)
-    except _OPEN_ERRORS as e:
+    except (*_OPEN_ERRORS, ValueError, IndexError) as e:
         return {"error": f"Cannot read this run: {public_message(state, e)}",
                 "run": run_id}, None
     if c.range_mode == "manual":  # the typed range (none typed yet: each frame's own)

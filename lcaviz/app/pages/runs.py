@@ -138,6 +138,9 @@ def run_link(run_id: str) -> str:
     return f"[{text}]({run_href(run_id)})"
 
 
+UNREADABLE = ("unreadable", "refused", "truncated", "damaged")  # statuses of runs not shown
+
+
 def run_rows(state: AppState) -> list[dict]:
     """Table rows for every bundle (unreadable ones with status ``unreadable``)."""
     rows = []
@@ -147,11 +150,11 @@ def run_rows(state: AppState) -> list[dict]:
         try:
             resolve_run(state.runs_dir, info.path)
         except RunPathError as e:  # e.g. a symlink pointing out of RUNS_DIR
-            status, error = "unreadable", str(e)
+            status, error = "refused", str(e)
         if not info.ok:
-            status = "unreadable"
+            status = info.problem or "unreadable"
         planned = bool(info.iters_planned) and info.iters_planned != info.iterations
-        ok = status != "unreadable"
+        ok = status not in UNREADABLE
         rows.append({
             "id": info.path, "name": run_link(info.path) if ok else info.path,
             "net": info.net, "dataset": info.dataset, "optimizer": info.optimizer,
@@ -243,7 +246,7 @@ def refresh_runs(state: AppState, _n: int | None, known_hash: str | None):
         cached = (digest, run_rows(state))
         state.scan_cache["runs"] = cached
     rows = cached[1]
-    bad = [r for r in rows if r["status"] == "unreadable"]
+    bad = [r for r in rows if r["status"] in UNREADABLE]
     cards = [error_card(r["error"] or "unknown error", title=f"Unreadable bundle: {r['name']}")
              for r in bad]
     n_ok = len(rows) - len(bad)
@@ -302,7 +305,7 @@ def selection_actions(selected: list[str] | None, data: list[dict] | None,
     Returns:
         ``(open href, open class, compare href, compare class, hint)``.
     """
-    ok = {r["id"] for r in (data or []) if r.get("status") != "unreadable"}
+    ok = {r["id"] for r in (data or []) if r.get("status") not in UNREADABLE}
     sel = [s for s in (selected or []) if s in ok]
     skipped = len([s for s in selected or [] if s not in ok and s in
                    {r["id"] for r in data or []}])
