@@ -4,10 +4,12 @@ the runs table, the run page, the frames route and ``lcaviz summary``; the serve
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -22,17 +24,24 @@ from lcaviz.bundle.errors import RefusedBundleError, TruncatedBundleError
 
 OUTSIDE = {"external_storage": H.external_storage, "external_link": H.external_link,
            "virtual_dataset": H.virtual_dataset, "soft_link_out": H.soft_link_out}
-_INIT_OUTPUTS = [(ids.RUN_META, "data"), (ids.RUN_HEADER, "children"),
-                 ("run-subtitle", "children"), (ids.RUN_ERROR, "children"),
-                 ("run-body", "style"), (ids.LAYER, "options"), (ids.LAYER, "value"),
-                 ("run-refresh", "disabled")]
+@functools.cache
+def _init_callback() -> tuple[str, list[dict], list[dict]]:
+    """The run page's first callback as the app registers it (input: the run id): its output
+    key, outputs and states, so the request below follows the page as it changes."""
+    app = create_app(tempfile.mkdtemp())
+    for key, cb in app.callback_map.items():
+        if [(i["id"], i["property"]) for i in cb["inputs"]] == [(ids.RUN_ID, "data")]:
+            outputs = [dict(zip(("id", "property"), o.rsplit(".", 1), strict=True))
+                       for o in key.strip(".").split("...")]
+            return key, outputs, [{**st, "value": None} for st in cb.get("state", [])]
+    raise LookupError("the run page has no callback on the run id")
 
 
 def init_over_http(client, run_id: str):
     """The run page's first callback (run id -> header, error card ...) as the browser sends
     it; returns the Flask response."""
-    body = {"output": ".." + "...".join(f"{i}.{p}" for i, p in _INIT_OUTPUTS) + "..",
-            "outputs": [{"id": i, "property": p} for i, p in _INIT_OUTPUTS],
+    key, outputs, states = _init_callback()
+    body = {"output": key, "outputs": outputs, "state": states,
             "inputs": [{"id": ids.RUN_ID, "property": "data", "value": run_id}],
             "changedPropIds": [f"{ids.RUN_ID}.data"]}
     return client.post("/_dash-update-component", json=body)
