@@ -71,20 +71,22 @@ def tracker_steps(model, x, y, steps: int) -> list[float]:
 
 def timed(callback: type, hook: str, hooks: list, inner: list) -> type:
     """A subclass of ``callback`` whose ``hook`` appends its own seconds to ``hooks`` and those
-    of the ``tracker.step()`` it makes to ``inner``."""
+    of the ``tracker.step()`` it makes to ``inner`` (calls that make no step are not counted)."""
 
     def timed_hook(self, *a, **k):
         step = self.tracker.step
 
         def timed_step(**kw):
             t0 = time.perf_counter()
-            step(**kw)
+            result = step(**kw)
             inner.append(time.perf_counter() - t0)
+            return result
 
         self.tracker.step = timed_step
-        t0 = time.perf_counter()
+        n, t0 = len(inner), time.perf_counter()
         getattr(callback, hook)(self, *a, **k)
-        hooks.append(time.perf_counter() - t0)
+        if len(inner) > n:
+            hooks.append(time.perf_counter() - t0)
         self.tracker.step = step
 
     return type(f"Timed{callback.__name__}", (callback,), {hook: timed_hook})
@@ -146,7 +148,9 @@ def hf_overhead(steps: int) -> tuple[float, float]:
         tokenizer_object=Tokenizer(WordLevel(vocab, unk_token="[PAD]")), pad_token="[PAD]")
     collator = transformers.DataCollatorWithPadding(tok)
     hooks, inner = [], []
-    Timed = timed(LCATrainerCallback, "on_step_end", hooks, inner)
+    # the callback allocates a step when the trainer logs it or, with no log, when the next
+    # step begins (on_step_begin) -- logging is off here
+    Timed = timed(LCATrainerCallback, "on_step_begin", hooks, inner)
 
     with tempfile.TemporaryDirectory() as d:
         args = transformers.TrainingArguments(
