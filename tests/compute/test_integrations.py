@@ -28,16 +28,9 @@ def _replay(model0, path, x, y, out, **kw):
             lca.step()
 
 
-def _same(a, b):
-    assert a[0] == b[0] == "complete"
-    np.testing.assert_array_equal(a[1], b[1])  # per-layer LCA, float64
-    np.testing.assert_array_equal(a[2], b[2])  # per-parameter rows
-    np.testing.assert_array_equal(a[3], b[3])
-
-
-def test_lightning_callback_equals_the_plain_tracker(tmp_path):
-    L = pytest.importorskip("lightning")
-    from compute.integrations.lightning import LCACallback
+def tiny_lightning_module(L):
+    """A LightningModule class (5 -> 7 -> 3 tanh MLP, SGD lr 0.5 momentum 0.9) of the installed
+    ``lightning`` module ``L``; defined here so the tests without lightning still import."""
 
     class Module(L.LightningModule):
         def __init__(self):
@@ -53,6 +46,22 @@ def test_lightning_callback_equals_the_plain_tracker(tmp_path):
 
         def configure_optimizers(self):
             return torch.optim.SGD(self.parameters(), lr=0.5, momentum=0.9)
+
+    return Module
+
+
+def _same(a, b):
+    assert a[0] == b[0] == "complete"
+    np.testing.assert_array_equal(a[1], b[1])  # per-layer LCA, float64
+    np.testing.assert_array_equal(a[2], b[2])  # per-parameter rows
+    np.testing.assert_array_equal(a[3], b[3])
+
+
+def test_lightning_callback_equals_the_plain_tracker(tmp_path):
+    L = pytest.importorskip("lightning")
+    from compute.integrations.lightning import LCACallback
+
+    Module = tiny_lightning_module(L)
 
     class Path(L.Callback):  # records θ after every optimizer step
         def __init__(self):

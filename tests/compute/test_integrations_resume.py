@@ -5,8 +5,8 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from torch import nn
-from torch.nn import functional as F
+
+from tests.compute.test_integrations import tiny_lightning_module
 
 SERIES = ("lca", "lca_rows", "lca_layer", "loss/train", "loss/minibatch", "lca_residual",
           "param_help_iters", "param_moves")
@@ -23,20 +23,7 @@ def test_lightning_fit_from_a_checkpoint_continues_the_bundle(tmp_path):
 
     from compute.integrations.lightning import LCACallback
 
-    class Module(L.LightningModule):
-        def __init__(self):
-            super().__init__()
-            self.net = nn.Sequential(nn.Linear(5, 7), nn.Tanh(), nn.Linear(7, 3))
-
-        def forward(self, x):
-            return self.net(x)
-
-        def training_step(self, batch, i):
-            xb, yb = batch
-            return F.cross_entropy(self(xb), yb)
-
-        def configure_optimizers(self):
-            return torch.optim.SGD(self.parameters(), lr=0.5, momentum=0.9)
+    Module = tiny_lightning_module(L)
 
     class Crash(L.Callback):
         def on_train_batch_end(self, trainer, pl, outputs, batch, i):

@@ -32,16 +32,12 @@ def e2e_runs_dir(tmp_path_factory) -> Path:
 
 
 @contextmanager
-def serve(runs_dir: Path):
-    """The app for ``runs_dir`` served by werkzeug (threaded) in a background thread; yields
-    its base URL."""
+def serve_app(app):
+    """A Dash ``app`` already made served by werkzeug (threaded) in a background thread;
+    yields its base URL."""
     from werkzeug.serving import make_server
 
-    from lcaviz.app import create_app
-
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no request log in test output
-
-    app = create_app(runs_dir)
     port = _free_port()
     srv = make_server("127.0.0.1", port, app.server, threaded=True)
     thread = threading.Thread(target=srv.serve_forever, daemon=True)
@@ -51,6 +47,15 @@ def serve(runs_dir: Path):
     finally:
         srv.shutdown()
         thread.join(timeout=10)
+
+
+@contextmanager
+def serve(runs_dir: Path):
+    """The app for ``runs_dir`` served as :func:`serve_app` does; yields its base URL."""
+    from lcaviz.app import create_app
+
+    with serve_app(create_app(runs_dir)) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

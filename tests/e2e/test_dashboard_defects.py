@@ -15,7 +15,7 @@ import threading
 import numpy as np
 import pytest
 
-from tests.e2e.conftest import serve
+from tests.e2e.conftest import serve, serve_app
 from tests.e2e.test_browser import ROOT, body_text, open_run, player, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -303,29 +303,3 @@ def test_queued_job_is_shown_and_leaving_the_page_cancels_it(driver, tmp_path):
     finally:
         release.set()
         state.jobs.shutdown()
-
-
-def serve_app(app):
-    """:func:`tests.e2e.conftest.serve` for an app already made (its state is the test's)."""
-    import logging
-    import socket
-    from contextlib import contextmanager
-
-    from werkzeug.serving import make_server
-
-    @contextmanager
-    def run():
-        logging.getLogger("werkzeug").setLevel(logging.ERROR)
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        srv = make_server("127.0.0.1", port, app.server, threaded=True)
-        thread = threading.Thread(target=srv.serve_forever, daemon=True)
-        thread.start()
-        try:
-            yield f"http://127.0.0.1:{port}"
-        finally:
-            srv.shutdown()
-            thread.join(timeout=10)
-
-    return run()
