@@ -17,6 +17,7 @@ from lcaviz.app.queries import human_size
 from lcaviz.app.runs_query import (
     QueryError,
     Term,
+    as_number,
     cell,
     config_fields,
     lookup,
@@ -120,16 +121,10 @@ def _fmt_loss(v: float) -> float | None:
 
 
 def _number(v) -> float | int | None:
-    """A config value as a sortable number (None when absent or not a number)."""
-    if isinstance(v, bool) or v is None:
-        return None
-    if isinstance(v, int):
+    """A config value as a sortable number (None when absent or not a number; ints stay ints)."""
+    if isinstance(v, int) and not isinstance(v, bool):
         return v
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
+    return as_number(v)
 
 
 def run_link(run_id: str) -> str:
