@@ -5,7 +5,7 @@
     nice -n 5 python benchmarks/bench_approx.py --net lenet --train-size 2000 \
         --batch-size 100 --iters 200 --json docs/approx_lenet.json
 
-Every mode is a real ``lca-run`` (``compute.train.run_lca``) with the same seed, so all see
+Every mode is a real ``lca-run`` (``compute.run.train.run_lca``) with the same seed, so all see
 the same θ path (the optimizer never looks at the LCA; checked: every run's minibatch losses
 equal the exact run's, bit for bit). Compared with the *exact* run (rk4, every iteration, the
 whole training set): subsets of 1, 5, 10, 25 and 50 % (fixed and resampled), ``--lca-every`` 2, 5
@@ -48,8 +48,8 @@ from pathlib import Path
 
 import numpy as np
 
-from compute.config import RunConfig
-from compute.train import run_lca
+from compute.run.config import RunConfig
+from compute.run.train import run_lca
 from lcaviz.analysis import overall_helping, synchrony, weibull_fits
 from lcaviz.analysis.calibration import calibration_summary
 from lcaviz.analysis.lca_error import rule_errors

@@ -17,8 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from compute.config import RunConfig
-from compute.train import run_lca
+from compute.run.config import RunConfig
+from compute.run.train import run_lca
 from lcaviz.bundle.size import projected_bytes
 from lcaviz.bundle.synthetic import SyntheticRun
 

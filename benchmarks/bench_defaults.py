@@ -41,8 +41,8 @@ import h5py
 import torch
 from torch.nn import functional as F
 
-from compute.config import RunConfig
-from compute.train import build_run, run_lca
+from compute.run.config import RunConfig
+from compute.run.train import build_run, run_lca
 from lcaviz.bundle.writer import BundleWriter
 
 BN_NETS = ("resnet20",)
@@ -167,9 +167,9 @@ def memory_check(cfg: RunConfig, budget: int | None = None) -> dict:
     parent's over fork+exec)."""
     code = (
         "import json, sys\n"
-        "from compute.config import RunConfig\n"
-        "from compute.train import build_run\n"
-        "from compute.params import flat_params\n"
+        "from compute.run.config import RunConfig\n"
+        "from compute.run.train import build_run\n"
+        "from compute.lca.params import flat_params\n"
         "cfg = RunConfig.from_dict(json.loads(sys.argv[1]))\n"
         "run = build_run(cfg); obj = run.train_lca.objective; theta = flat_params(run.model)\n"
         "obj.memory_budget = json.loads(sys.argv[2])\n"

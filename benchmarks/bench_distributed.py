@@ -33,7 +33,8 @@ def _port() -> int:
 
 def run(n: int, iters: int, threads: int, device: str, work: Path) -> float:
     out = work / f"n{n}.h5"
-    args = ["-m", "compute.cli", "--net", "mnist_fc", "--dataset", "mnist", "--iters", str(iters),
+    args = ["-m", "compute.run.cli", "--net", "mnist_fc", "--dataset", "mnist",
+            "--iters", str(iters),
             "--chunk-size", "5000", "--no-progress", "--device", device, "--out", str(out)]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": str(threads)}
     if n == 1:

@@ -28,9 +28,9 @@ import h5py
 import numpy as np
 import torch
 
-from compute.config import RunConfig
-from compute.params import flat_params
-from compute.train import build_run, run_lca, train_step
+from compute.lca.params import flat_params
+from compute.run.config import RunConfig
+from compute.run.train import build_run, run_lca, train_step
 from lcaviz.bundle.writer import BundleWriter
 
 

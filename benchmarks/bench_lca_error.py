@@ -29,8 +29,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-import compute.train as train
-from compute.config import RunConfig
+import compute.run.train as train
+from compute.run.config import RunConfig
 from lcaviz.analysis.lca_error import error_table, table_s1, table_s1_markdown
 from lcaviz.bundle import RunBundle
 from lcaviz.bundle.writer import BundleWriter

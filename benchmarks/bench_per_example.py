@@ -5,7 +5,7 @@
                                            [--data-root DIR] [--dataset mnist]
                                            [--net mnist_fc|lenet|transformer]
 
-MNIST-FC (compute/models.py; or ``--net lenet``, ``--net transformer`` on modular addition)
+MNIST-FC (compute/nets/models.py; or ``--net lenet``, ``--net transformer`` on modular addition)
 on the first N training examples, float32. For one rk4 step θ_0 → θ_1 (θ_1 = θ_0 plus a
 small random step) it prints medians over repeats, timed interleaved, and each one's ratio to
 the floor:
@@ -30,13 +30,13 @@ import time
 
 import torch
 
-from compute.data import load_splits
-from compute.lca import layer_sums
-from compute.models import build_model
-from compute.objective import FullDatasetObjective
-from compute.params import flat_params, param_table
-from compute.per_example import PerExampleDirectional
-from compute.per_example_lca import per_example_step_lca
+from compute.data.datasets import load_splits
+from compute.lca.integrator import layer_sums
+from compute.lca.objective import FullDatasetObjective
+from compute.lca.params import flat_params, param_table
+from compute.lca.per_example import PerExampleDirectional
+from compute.lca.per_example_lca import per_example_step_lca
+from compute.nets.models import build_model
 
 
 def _sync(device: str) -> None:

@@ -29,9 +29,9 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_engine import floor_seconds, lca_run_seconds  # noqa: E402
 
-import compute.train  # noqa: E402
-from compute.config import RunConfig  # noqa: E402
-from compute.train import run_lca  # noqa: E402
+import compute.run.train  # noqa: E402
+from compute.run.config import RunConfig  # noqa: E402
+from compute.run.train import run_lca  # noqa: E402
 from lcaviz.analysis.summary import summarize  # noqa: E402
 
 BASE = dict(net="mnist_fc", dataset="mnist", lr=0.01, momentum=0.9, batch_size=250,
@@ -73,10 +73,10 @@ def _per_iteration(cfg: RunConfig, work: Path, name: str, repeats: int) -> tuple
 def axis_p(work: Path, device: str, repeats: int) -> None:
     print("P (N = 11,000 images, 8 iterations):")
     sizes, rks = [], []
-    original = compute.train.build_model
+    original = compute.run.train.build_model
     try:
         for h in (100, 400, 1600):
-            compute.train.build_model = _with_width(h)
+            compute.run.train.build_model = _with_width(h)
             P = sum(p.numel() for p in WideMLP((1, 28, 28), 10, h).parameters())
             print(f"  h = {h:5d}, P = {P:,}")
             cfg = RunConfig(**BASE, train_size=11_000, iters=8, device=device)
@@ -84,7 +84,7 @@ def axis_p(work: Path, device: str, repeats: int) -> None:
             sizes.append(P)
             rks.append(rk)
     finally:
-        compute.train.build_model = original
+        compute.run.train.build_model = original
     print(f"  log-log slope of s/iteration vs P: {_slope(sizes, rks):.2f}")
 
 

@@ -28,9 +28,9 @@ from torch.nn import functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from compute import LCATracker  # noqa: E402
-from compute.data import load_splits  # noqa: E402
-from compute.models import build_model  # noqa: E402
-from compute.params import flat_params  # noqa: E402
+from compute.data.datasets import load_splits  # noqa: E402
+from compute.lca.params import flat_params  # noqa: E402
+from compute.nets.models import build_model  # noqa: E402
 
 
 def _setup(dataset: str):

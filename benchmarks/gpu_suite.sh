@@ -50,7 +50,7 @@ case "$step" in
         "--allow-tf32" "--memory-format channels_last --allow-tf32"; do
       i=$((i + 1))
       # shellcheck disable=SC2086  # $extra is two words on purpose
-      python -m compute.cli --net resnet20 "${data[@]}" --device cuda --lr 0.1 --iters 3 \
+      python -m compute.run.cli --net resnet20 "${data[@]}" --device cuda --lr 0.1 --iters 3 \
         --train-size 2000 --chunk-size 1000 $extra --precision-check --out "$tmp/check_$i.h5" \
         --no-progress 2>&1 | log
     done
@@ -86,7 +86,7 @@ case "$step" in
       || echo "bench_defaults stopped (exit $?)" | log
     # the per-parameter precision of the layout the defaults pick, and of NCHW, vs float64
     for fmt in channels_last contiguous; do
-      timeout 60 python -m compute.cli --net resnet20 "${data[@]}" --device cuda --lr 0.1 \
+      timeout 60 python -m compute.run.cli --net resnet20 "${data[@]}" --device cuda --lr 0.1 \
         --iters 3 --train-size 2000 --memory-format "$fmt" --precision-check --no-progress \
         2>&1 | log || echo "precision check $fmt stopped (exit $?)" | log
     done ;;

@@ -26,11 +26,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_engine import _sync, add_run_args, run_config  # noqa: E402
 
-import compute.approx
-import compute.lca
-import compute.objective
-import compute.train
-from compute.objective import FullDatasetObjective
+import compute.lca.integrator
+import compute.lca.objective
+import compute.run.approx
+import compute.run.train
+from compute.lca.objective import FullDatasetObjective
 from lcaviz.bundle.writer import BundleWriter
 
 TOTALS: dict[str, list[float]] = defaultdict(list)
@@ -54,28 +54,31 @@ def main() -> None:
     ap.add_argument("--per-class", action="store_true")
     a = ap.parse_args()
     d = a.device
-    compute.train.train_step = _timed("optimizer step (minibatch)", compute.train.train_step, d)
-    # the per-iteration record is built in compute.approx, which imports it from compute.record
-    compute.approx.record = _timed("record (layer sums, host copies)", compute.approx.record, d)
+    train, approx = compute.run.train, compute.run.approx
+    train.train_step = _timed("optimizer step (minibatch)", train.train_step, d)
+    # the per-iteration record is built in compute.run.approx, which imports it from run.record
+    approx.record = _timed("record (layer sums, host copies)", approx.record, d)
     BundleWriter.append = _timed("bundle append", BundleWriter.append, d)
-    compute.lca.LCAIntegrator.step = _timed("LCA step (all)", compute.lca.LCAIntegrator.step, d)
+    integ = compute.lca.integrator
+    integ.LCAIntegrator.step = _timed("LCA step (all)", integ.LCAIntegrator.step, d)
     FullDatasetObjective.evaluate = _timed("  full-dataset gradients",
                                            FullDatasetObjective.evaluate, d)
-    compute.objective.flat_grads = _timed("    flatten .grad", compute.objective.flat_grads, d)
-    compute.objective.FullDatasetObjective.set_theta = _timed(
+    objective = compute.lca.objective
+    objective.flat_grads = _timed("    flatten .grad", objective.flat_grads, d)
+    compute.lca.objective.FullDatasetObjective.set_theta = _timed(
         "    load θ into the model", FullDatasetObjective.set_theta, d)
-    check = compute.train.auto_precision_check  # a CUDA run's float64 check comes first:
+    check = compute.run.train.auto_precision_check  # a CUDA run's float64 check comes first:
 
     def check_then_reset(*args, **kwargs):  # its gradients are not part of any iteration
         out = check(*args, **kwargs)
         TOTALS.clear()
         return out
 
-    compute.train.auto_precision_check = check_then_reset
+    compute.run.train.auto_precision_check = check_then_reset
     cfg = run_config(a, iters=a.iters + 1, per_class=a.per_class)
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        compute.train.run_lca(cfg, Path(tmp) / "p.h5", progress=False)
+        compute.run.train.run_lca(cfg, Path(tmp) / "p.h5", progress=False)
         wall = time.perf_counter() - t0
     n = a.iters
     step = sum(TOTALS["optimizer step (minibatch)"][1:]) + sum(TOTALS["LCA step (all)"][1:]) \

@@ -14,11 +14,15 @@ __all__ = ["compute_lca", "LCAResult", "LCAIntegrator", "LCATracker"]
 
 def __getattr__(name: str):
     if name == "LCATracker":
-        from compute.tracker import LCATracker
+        from compute.integrations.tracker import LCATracker
 
         return LCATracker
-    if name in __all__:
-        from compute import lca
+    if name == "LCAIntegrator":
+        from compute.lca.integrator import LCAIntegrator
 
-        return getattr(lca, name)
+        return LCAIntegrator
+    if name in __all__:
+        from compute import api
+
+        return getattr(api, name)
     raise AttributeError(f"module 'compute' has no attribute {name!r}")

@@ -22,8 +22,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from compute.config import RunConfig
-from compute.train import run_lca
+from compute.run.config import RunConfig
+from compute.run.train import run_lca
 
 COMMON = dict(net="mnist_fc", dataset="mnist", optimizer="sgd", lr=0.01, momentum=0.9,
               batch_size=250, per_class=False, val_lca=True, lca_layers=[],

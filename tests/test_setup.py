@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from compute import fetch
-from compute.data_cli import main as lca_data
+from compute.data import fetch
+from compute.data.cli import main as lca_data
 
 ROOT = Path(__file__).parents[1]
 SETUP = ROOT / "scripts" / "setup.sh"

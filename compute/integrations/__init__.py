@@ -1,4 +1,6 @@
-"""Framework callbacks that drive :class:`compute.tracker.LCATracker`, each an optional extra:
+"""Your own loop: :class:`~compute.integrations.tracker.LCATracker` and the framework callbacks.
+
+Each callback is an optional extra:
 
 * :mod:`compute.integrations.lightning`: ``LCACallback`` for PyTorch Lightning
   (``pip install lca-explorer[lightning]``);

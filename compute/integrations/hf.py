@@ -48,7 +48,7 @@ except ImportError as e:
     raise ImportError("compute.integrations.hf needs transformers: "
                       "pip install 'lca-explorer[hf]'") from e
 
-from compute.tracker import LCATracker
+from compute.integrations.tracker import LCATracker
 
 STATE_FILE = "lca_tracker.pt"  # the tracker's state in each checkpoint-N folder
 IGNORE = -100  # the label Hugging Face losses skip (padding, unmasked MLM tokens)
@@ -59,7 +59,7 @@ class HFLogits(nn.Module):
     """The HF model as ``x -> logits``: ``x`` (N, K, L) stacks the K inputs ``input_names``.
     Its parameters are the model's own (shared), so the tracker follows training."""
 
-    lca_wrapped = "hf"  # compute.params.unwrap: parameter names and the network are the model's
+    lca_wrapped = "hf"  # compute.lca.params.unwrap: parameter names and the network are the model's
 
     def __init__(self, model: nn.Module,
                  input_names: Sequence[str] = ("input_ids", "attention_mask")):
@@ -170,7 +170,7 @@ def hf_loss(model: nn.Module, labels: torch.Tensor, shift_labels: bool | None = 
 
 
 class LCATrainerCallback(TrainerCallback):
-    """Drive an :class:`~compute.tracker.LCATracker` from a Hugging Face ``Trainer``.
+    """Drive an :class:`~compute.integrations.tracker.LCATracker` from a Hugging Face ``Trainer``.
 
     Args:
         dataset: the fixed set's examples (default: the trainer's training dataset).

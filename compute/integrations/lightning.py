@@ -31,11 +31,11 @@ except ImportError:  # pragma: no cover - the older package name
         raise ImportError("compute.integrations.lightning needs PyTorch Lightning: "
                           "pip install 'lca-explorer[lightning]'") from e
 
-from compute.tracker import LCATracker
+from compute.integrations.tracker import LCATracker
 
 
 class LCACallback(Callback):
-    """Drive an :class:`~compute.tracker.LCATracker` from a Lightning ``Trainer``.
+    """Drive an :class:`~compute.integrations.tracker.LCATracker` from a Lightning ``Trainer``.
 
     Args:
         inputs, targets: the fixed set whose loss is allocated (see ``LCATracker``).

@@ -1,5 +1,5 @@
 """The reviewers' causal test of "helping" from a bundle made with ``--counterfactual-every``
-(issue 15.3; the losses themselves come from :mod:`compute.counterfactual`).
+(issue 15.3; the losses themselves come from :mod:`compute.lca.counterfactual`).
 
 At each sampled iteration t the bundle holds the full-loss change of the actual step and of
 three partial steps (only the coordinates that helped, A_i < 0; only those that hurt,

@@ -17,7 +17,7 @@ Reported:
 Gradient sign changes (the paper's 9.5 iterations) need the full-dataset gradient at every
 θ_t, which no trajectory holds: ``lca-run`` counts them, and the moves, on the device
 (``param_moves``, ``param_move_changes``, ``param_grad_signs``, ``param_grad_changes``; see
-``compute.oscillation``). :func:`counter_oscillation` reports both from those counters with the
+``compute.lca.oscillation``). :func:`counter_oscillation` reports both from those counters with the
 same statistics (for gradients: nonzero signs at θ_0 … θ_T instead of moves), for any run,
 without a trajectory; for a float32 run its move statistics equal :func:`movement_oscillation`'s.
 

@@ -1,7 +1,7 @@
 """The causal test in the bundle (``lca-run --counterfactual-every K``, issue 15.3): at
 iterations 0, K, 2K, ... the full loss change after applying only the helping, only the
 hurting and only the zero-LCA coordinates of the step, each beside the sum of their LCA
-(numpy + h5py only; computed by :mod:`compute.counterfactual`).
+(numpy + h5py only; computed by :mod:`compute.lca.counterfactual`).
 
 Datasets (M entries, one per sampled iteration, in ``counterfactual_iters`` order):
 
@@ -16,14 +16,14 @@ from __future__ import annotations
 import h5py
 import numpy as np
 
+from lcaviz.bundle.h5dataset import make_dataset
+
 PARTS = ("actual", "helping", "hurting", "zero")
 NAMES = ("counterfactual_iters", "counterfactual")
 
 
 def create(f: h5py.File, every: int) -> None:
     """The empty growing datasets of a bundle made with ``--counterfactual-every every``."""
-    from lcaviz.bundle.layout import make_dataset
-
     make_dataset(f, NAMES[0], (0,), np.int64, "iterations with a counterfactual test",
                  maxshape=(None,), chunks=(256,))
     make_dataset(f, NAMES[1], (0, len(PARTS), 2), np.float64,

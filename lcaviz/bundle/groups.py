@@ -10,6 +10,8 @@ from collections.abc import Sequence
 import h5py
 import numpy as np
 
+from lcaviz.bundle.h5dataset import STR, make_dataset
+
 GroupSpec = tuple[str, Sequence[tuple[int, int]]]
 
 
@@ -38,8 +40,6 @@ def group_layers(groups: Sequence[GroupSpec], offsets: np.ndarray,
 def write_groups(params: h5py.Group, groups: Sequence[GroupSpec], offsets: np.ndarray,
                  tensor_layer: np.ndarray) -> None:
     """``params/groups``: names (G,), ranges (K, 3) ``[group, start, end)``, layer (G,)."""
-    from lcaviz.bundle.layout import STR, make_dataset
-
     layer = group_layers(groups, offsets, tensor_layer)
     ranges = np.asarray([(k, s, e) for k, (_, rs) in enumerate(groups) for s, e in rs],
                         np.int64).reshape(-1, 3)

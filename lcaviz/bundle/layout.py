@@ -15,6 +15,7 @@ import numpy as np
 from lcaviz.bundle import counterfactual
 from lcaviz.bundle.chunks import LCA_CHUNK, layer_stats, lca_chunks  # noqa: F401 - re-exported
 from lcaviz.bundle.groups import write_groups
+from lcaviz.bundle.h5dataset import STR, make_dataset  # noqa: F401 - re-exported
 from lcaviz.bundle.schema import (
     BF16_ENCODING,
     COMPRESSIONS,
@@ -25,7 +26,6 @@ from lcaviz.bundle.schema import (
     ScheduleError,
 )
 
-STR = h5py.string_dtype()
 # per-iteration datasets of length T (the others of length T + 1 hold values at θ_0 … θ_T)
 T_DATASETS = ("loss/minibatch", "lca_residual", "splits", "lca_layer", "help_count",
               "hurt_count", "timing/seconds", "lca_class_layer", "lca_val_layer",
@@ -143,16 +143,6 @@ class ErrorRecord:
     abs_error: np.ndarray  # (4, L) Σ |A_rule − A_ref|
     median_rel: np.ndarray  # (4, L) median of |A_rule − A_ref| / |A_ref| over A_ref ≠ 0
     flips: np.ndarray  # (4, L) parameters with A_ref ≠ 0 and sign(A_rule) ≠ sign(A_ref)
-
-
-def make_dataset(group: h5py.Group, name: str, shape: tuple, dtype, description: str, *,
-                 encoding: str | None = None, **kw) -> h5py.Dataset:
-    """Create a dataset with anndata-style encoding attributes."""
-    ds = group.create_dataset(name, shape=shape, dtype=dtype, **kw)
-    ds.attrs["encoding-type"] = encoding or ("string-array" if dtype is STR else "array")
-    ds.attrs["encoding-version"] = "1"
-    ds.attrs["description"] = description
-    return ds
 
 
 def _growing(f: h5py.Group, name: str, tail: tuple, dtype, description: str, chunk_rows=1024):

@@ -3,7 +3,7 @@
 The format is specified in docs/bundle-format.md and :mod:`lcaviz.bundle.schema`. The writer
 creates every dataset up front (:func:`lcaviz.bundle.layout.create_datasets`), switches to
 SWMR so readers can follow a live run, appends one iteration at a time, and publishes progress
-only after the rows it counts are flushed. Producers (``compute.train``, ``LCATracker``, a
+only after the rows it counts are flushed. Producers (``compute.run.train``, ``LCATracker``, a
 JAX or TensorFlow loop) decide when a row's window closes; the writer records each row's
 ``[first, end)`` iterations in ``lca_rows``.
 """

@@ -7,8 +7,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from compute.objective import _probe_copy, per_example_cross_entropy
-from compute.params import param_table
+from compute.lca.objective import _probe_copy, per_example_cross_entropy
+from compute.lca.params import param_table
 
 
 def reference_directional(model: nn.Module, x, y, direction, *, chunk_size: int,

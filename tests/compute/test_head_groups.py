@@ -10,13 +10,13 @@ import pytest
 import torch
 from torch import nn
 
-from compute.groups import (
+from compute.lca.params import load_flat_params, param_table
+from compute.nets.groups import (
     attention_head_groups,
     build_groups,
     group_index,
     resolve_groups,
 )
-from compute.params import load_flat_params, param_table
 
 transformers = pytest.importorskip("transformers")
 

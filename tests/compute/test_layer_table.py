@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from compute.params import network_name, param_table
+from compute.lca.params import network_name, param_table
 
 
 def _owner(name: str) -> str:

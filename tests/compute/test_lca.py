@@ -4,9 +4,10 @@ import pytest
 import torch
 from torch import nn
 
-from compute.lca import LCAIntegrator, compute_lca, layer_sums
-from compute.objective import FullDatasetObjective
-from compute.params import flat_params, load_flat_params, param_table
+from compute.api import compute_lca
+from compute.lca.integrator import LCAIntegrator, layer_sums
+from compute.lca.objective import FullDatasetObjective
+from compute.lca.params import flat_params, load_flat_params, param_table
 
 
 def _mlp(seed=0, dtype=torch.float64):

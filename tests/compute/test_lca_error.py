@@ -8,10 +8,11 @@ import pytest
 import torch
 from torch import nn
 
-from compute.lca import LCAIntegrator, compute_lca
-from compute.lca_error import RULES, error_record, is_error_iteration
-from compute.objective import FullDatasetObjective
-from compute.params import load_flat_params, param_table
+from compute.api import compute_lca
+from compute.lca.integrator import LCAIntegrator
+from compute.lca.lca_error import RULES, error_record, is_error_iteration
+from compute.lca.objective import FullDatasetObjective
+from compute.lca.params import load_flat_params, param_table
 from tests.compute.test_lca import _data, _mlp, _sgd_path
 
 

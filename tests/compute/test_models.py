@@ -1,4 +1,4 @@
-"""Tests for compute.models: exact sizes, shapes, names, seeded init."""
+"""Tests for compute.nets.models: exact sizes, shapes, names, seeded init."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from compute.models import MODELS, build_model
+from compute.nets.models import MODELS, build_model
 
 MNIST, CIFAR = (1, 28, 28), (3, 32, 32)
 

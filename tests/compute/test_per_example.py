@@ -1,4 +1,4 @@
-"""Per-example directional derivatives (compute/per_example.py): every rule and the jvp
+"""Per-example directional derivatives (compute/lca/per_example.py): every rule and the jvp
 fallback against explicit per-example autograd gradients, in float64.
 
 Tolerance: max |D − D_ref| <= 1e-12 · max |D_ref| (measured 1e-16 … 2e-15)."""
@@ -10,10 +10,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from compute.models import build_model
-from compute.objective import FullDatasetObjective
-from compute.per_example import PerExampleDirectional
-from compute.per_example_lca import per_example_directional
+from compute.lca.objective import FullDatasetObjective
+from compute.lca.per_example import PerExampleDirectional
+from compute.lca.per_example_lca import per_example_directional
+from compute.nets.models import build_model
 from tests.compute.per_example_models import (
     CNN,
     MLP,

@@ -1,4 +1,4 @@
-"""Per-example LCA of one step (compute/per_example_lca.py), float64.
+"""Per-example LCA of one step (compute/lca/per_example_lca.py), float64.
 
 * Σ_n E[n, l] equals compute_lca's lca_layer of the same step: |diff| <= 1e-12 · max|lca_layer|
   per step (the two differ only in the order of float sums).
@@ -13,8 +13,8 @@ import pytest
 import torch
 from torch import nn
 
-from compute.lca import compute_lca
-from compute.per_example_lca import per_example_step_lca
+from compute.api import compute_lca
+from compute.lca.per_example_lca import per_example_step_lca
 from tests.compute.test_per_example import _case
 
 RTOL = 1e-12

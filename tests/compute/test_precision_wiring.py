@@ -6,10 +6,10 @@ import json
 import h5py
 import torch
 
-import compute.train as train
-from compute.backends import set_matmul_precision
-from compute.cli import build_parser, config_from_args
-from compute.config import RunConfig
+import compute.run.train as train
+from compute.lca.backends import set_matmul_precision
+from compute.run.cli import build_parser, config_from_args
+from compute.run.config import RunConfig
 
 SMALL = dict(net="mnist_fc", dataset="synthetic", train_size=200, batch_size=50, iters=2,
              chunk_size=128, seed=1)

@@ -4,8 +4,8 @@ Every stored row must equal the exact sum of the per-iteration LCA of the same r
 import h5py
 import numpy as np
 
-from compute.config import RunConfig
-from compute.train import run_lca
+from compute.run.config import RunConfig
+from compute.run.train import run_lca
 from lcaviz.bundle import RunBundle
 
 SMALL = dict(net="mnist_fc", dataset="synthetic", train_size=400, batch_size=50, iters=11,

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from compute.cli import main as lca_run
-from compute.config import ConfigError, RunConfig
-from compute.train import build_run, run_lca, train_step
+from compute.run.cli import main as lca_run
+from compute.run.config import ConfigError, RunConfig
+from compute.run.train import build_run, run_lca, train_step
 from lcaviz.analysis import direction_changes
 from lcaviz.analysis.lca_error import conservation, error_table, table_s1
 from lcaviz.analysis.oscillation import counter_oscillation, movement_oscillation

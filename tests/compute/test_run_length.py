@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from compute.config import RunConfig
-from compute.train import run_lca
+from compute.run.config import RunConfig
+from compute.run.train import run_lca
 from lcaviz.bundle import RunBundle
 from lcaviz.reports import run_length
 

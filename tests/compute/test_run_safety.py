@@ -5,9 +5,9 @@ import h5py
 import numpy as np
 import pytest
 
-from compute.cli import main as lca_run
-from compute.config import ConfigError, RunConfig
-from compute.train import checkpoint_path, run_lca
+from compute.run.cli import main as lca_run
+from compute.run.config import ConfigError, RunConfig
+from compute.run.train import checkpoint_path, run_lca
 
 SMALL = dict(net="mnist_fc", dataset="synthetic", train_size=300, batch_size=50, iters=6,
              chunk_size=128, checkpoint_every=4, seed=2)
@@ -63,7 +63,7 @@ def test_resume_without_checkpoint_restarts_from_zero(tmp_path):
 def test_checkpoints_follow_the_clock(tmp_path, monkeypatch):
     """With checkpoint_seconds tiny, every iteration is checkpointed although
     checkpoint_every is larger than the run."""
-    import compute.train as train
+    import compute.run.train as train
 
     saved = []
     real = train.save_checkpoint

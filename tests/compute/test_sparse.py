@@ -7,9 +7,9 @@ import h5py
 import numpy as np
 import pytest
 
-from compute.cli import main as lca_run
-from compute.config import RunConfig
-from compute.train import checkpoint_path, run_lca
+from compute.run.cli import main as lca_run
+from compute.run.config import RunConfig
+from compute.run.train import checkpoint_path, run_lca
 from lcaviz.analysis import summarize
 from lcaviz.bundle import RunBundle
 

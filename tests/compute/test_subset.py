@@ -9,19 +9,20 @@ import pytest
 import torch
 from torch import nn
 
-from compute.config import ConfigError, RunConfig
-from compute.lca import LCAIntegrator, compute_lca
-from compute.models import build_model
-from compute.objective import FullDatasetObjective
-from compute.params import flat_params
-from compute.subset import (
+from compute.api import compute_lca
+from compute.lca.integrator import LCAIntegrator
+from compute.lca.objective import FullDatasetObjective
+from compute.lca.params import flat_params
+from compute.lca.subset import (
     allocated_loss_text,
     class_counts,
     indices_hash,
     stratified_subset,
     subset_size,
 )
-from compute.train import build_run, run_lca, train_step
+from compute.nets.models import build_model
+from compute.run.config import ConfigError, RunConfig
+from compute.run.train import build_run, run_lca, train_step
 from lcaviz.bundle import RunBundle
 
 SMALL = dict(net="mnist_fc", dataset="synthetic", train_size=300, val_size=50, batch_size=50,
@@ -102,7 +103,7 @@ def test_the_full_set_as_the_subset_equals_exact_lca(tmp_path):
 def test_fixed_subset_run_is_plain_lca_of_those_examples(tmp_path):
     out = run_lca(RunConfig(**SMALL, lca_data="0.2"), tmp_path / "s.h5", progress=False)
     lca, layer, _, cfg = _rows(out)
-    from compute.data import load_splits
+    from compute.data.datasets import load_splits
 
     train = load_splits("synthetic", train_size=300, val_size=50, seed=3).train
     idx = stratified_subset(train.y.numpy(), 60, seed=3)
@@ -126,7 +127,7 @@ def test_resampled_run_is_deterministic_and_uses_each_iterations_subset(tmp_path
     c = _rows(run_lca(RunConfig(**{**SMALL, "seed": 4}, lca_data="50", lca_data_resample=True),
                       tmp_path / "c.h5", progress=False))
     assert not np.allclose(a[0], c[0])
-    from compute.data import load_splits
+    from compute.data.datasets import load_splits
 
     train = load_splits("synthetic", train_size=300, val_size=50, seed=3).train
     model = build_model("mnist_fc", (1, 28, 28), 10).double()

@@ -10,7 +10,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from compute import LCATracker, compute_lca
-from compute.params import flat_params
+from compute.lca.params import flat_params
 from lcaviz.bundle import RunBundle
 
 N, D, C, STEPS = 96, 6, 3, 7

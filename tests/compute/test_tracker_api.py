@@ -11,8 +11,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from compute import LCATracker, compute_lca
-from compute.config import ConfigError
-from compute.params import flat_params
+from compute.lca.params import flat_params
+from compute.run.config import ConfigError
 from lcaviz.bundle import RunBundle
 
 

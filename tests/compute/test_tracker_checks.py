@@ -15,9 +15,9 @@ import torch
 from torch.nn import functional as F
 
 from compute import LCATracker, compute_lca
-from compute.approx import RunFailed
-from compute.params import flat_params, load_flat_params
-from compute.tracker import LCAWarning
+from compute.integrations.tracker import LCAWarning
+from compute.lca.params import flat_params, load_flat_params
+from compute.run.approx import RunFailed
 from lcaviz.bundle import RunBundle
 from tests.compute.test_tracker import N, _bundle, _data, _model
 
@@ -268,8 +268,8 @@ def test_the_run_page_shows_the_recorded_warnings_at_the_top(tmp_path):
 
 
 def test_lca_run_warns_in_its_progress_output_and_records_it(tmp_path, capsys):
-    from compute.config import RunConfig
-    from compute.train import run_lca
+    from compute.run.config import RunConfig
+    from compute.run.train import run_lca
 
     small = dict(net="mnist_fc", dataset="synthetic", train_size=300, val_size=50,
                  batch_size=50, iters=6, chunk_size=300, seed=3, lca_layers=[],

@@ -12,7 +12,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from compute import LCATracker
-from compute.groups import attention_head_groups
+from compute.nets.groups import attention_head_groups
 from lcaviz.bundle import RunBundle
 from tests.compute.test_head_groups import DH, HEADS, D, MHANet, bert, gpt2
 

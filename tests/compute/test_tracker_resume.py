@@ -15,8 +15,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from compute import LCATracker
-from compute.config import ConfigError
-from compute.tracker_checks import LCAWarning
+from compute.integrations.tracker_checks import LCAWarning
+from compute.run.config import ConfigError
 
 SERIES = ("lca", "lca_rows", "lca_layer", "lca_val_layer", "loss/train", "loss/val",
           "loss/minibatch", "lca_residual", "help_count", "param_help_iters",

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from compute.cli import main as lca_run
-from compute.config import ConfigError, RunConfig
-from compute.train import checkpoint_path, minibatch_indices, run_lca
+from compute.run.cli import main as lca_run
+from compute.run.config import ConfigError, RunConfig
+from compute.run.train import checkpoint_path, minibatch_indices, run_lca
 
 SMALL = dict(net="mnist_fc", dataset="synthetic", train_size=600, val_size=100, batch_size=50,
              iters=12, chunk_size=128, checkpoint_every=4, seed=3)
@@ -89,7 +89,7 @@ def test_resume_after_stop_equals_uninterrupted(tmp_path):
 def test_resume_after_sigkill(tmp_path):
     ref = _read(_run(tmp_path, "ref.h5", iters=30, checkpoint_every=3))
     out = tmp_path / "k.h5"
-    args = [sys.executable, "-m", "compute.cli", "--no-progress", "--out", str(out)]
+    args = [sys.executable, "-m", "compute.run.cli", "--no-progress", "--out", str(out)]
     for k, v in {**SMALL, "iters": 30, "checkpoint_every": 3}.items():
         args += [f"--{k.replace('_', '-')}", str(v)]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
@@ -120,8 +120,8 @@ def test_freeze_and_layer_overrides(tmp_path):
     b = _read(_run(tmp_path, freeze=["fc3"], layer_lr={"fc1": 0.05}, layer_momentum={"fc2": 0.5}))
     assert np.all(b["lca_layer"][:, 2] == 0) and np.all(b["lca"][:, -510:] == 0)
     assert np.all(b["lca_layer"][:, 0] != 0)
-    from compute.models import build_model
-    from compute.optim import build_optimizer
+    from compute.nets.models import build_model
+    from compute.run.optim import build_optimizer
 
     model = build_model("mnist_fc", (1, 28, 28), 10)
     opt = build_optimizer(model, RunConfig(layer_lr={"fc1": 0.05}, layer_momentum={"fc2": 0.5},

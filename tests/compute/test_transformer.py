@@ -8,15 +8,16 @@ import pytest
 import torch
 from torch import nn
 
-from compute.config import ConfigError, RunConfig
-from compute.data import load_splits
-from compute.groups import component_groups, group_index, group_layers, group_sums
-from compute.lca import compute_lca, layer_sums
-from compute.models import build_model
-from compute.modular import all_pairs, make_modular_addition, split_indices
-from compute.optim import build_optimizer
-from compute.params import flat_params, param_table
-from compute.transformer import Transformer
+from compute.api import compute_lca
+from compute.data.datasets import load_splits
+from compute.data.modular import all_pairs, make_modular_addition, split_indices
+from compute.lca.integrator import layer_sums
+from compute.lca.params import flat_params, param_table
+from compute.nets.groups import component_groups, group_index, group_layers, group_sums
+from compute.nets.models import build_model
+from compute.nets.transformer import Transformer
+from compute.run.config import ConfigError, RunConfig
+from compute.run.optim import build_optimizer
 
 # ----------------------------------------------------------------------------- the split
 
@@ -266,7 +267,7 @@ def test_rk4_lca_and_groups_refine_layers(layernorm):
 
 
 def test_lca_run_end_to_end(tmp_path):
-    from compute.cli import main as lca_run
+    from compute.run.cli import main as lca_run
     from lcaviz.bundle import RunBundle
 
     out = tmp_path / "grok.h5"

@@ -4,9 +4,10 @@ import pytest
 import torch
 from torch import nn
 
-from compute.lca import METHODS, LCAIntegrator, compute_lca
-from compute.objective import FullDatasetObjective
-from compute.params import flat_params, param_table
+from compute.api import compute_lca
+from compute.lca.integrator import METHODS, LCAIntegrator
+from compute.lca.objective import FullDatasetObjective
+from compute.lca.params import flat_params, param_table
 from tests.compute.test_lca import _data, _mlp, _sgd_path
 
 

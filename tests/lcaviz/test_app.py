@@ -362,8 +362,8 @@ def test_error_panel_and_drill_error_bars(tmp_path):
     the drill-down; one without says how to get them (issue 15.1)."""
     import torch  # noqa: F401 - a real (tiny) run: the estimates come from the engine
 
-    from compute.config import RunConfig
-    from compute.train import run_lca
+    from compute.run.config import RunConfig
+    from compute.run.train import run_lca
 
     root = tmp_path / "runs"
     root.mkdir()

@@ -112,8 +112,8 @@ def test_projected_size_is_the_written_size(tmp_path, kw):
 
 
 def test_lca_run_prints_the_projected_size_at_start(tmp_path, capsys):
-    from compute.config import RunConfig
-    from compute.train import run_lca
+    from compute.run.config import RunConfig
+    from compute.run.train import run_lca
 
     out = tmp_path / "run.h5"
     run_lca(RunConfig(net="mnist_fc", dataset="synthetic", train_size=120, batch_size=30,
@@ -128,7 +128,7 @@ def test_lca_run_prints_the_projected_size_at_start(tmp_path, capsys):
 def test_the_tracker_prints_its_size_per_1000_steps(tmp_path, capsys):
     import torch
 
-    from compute.tracker import LCATracker
+    from compute.integrations.tracker import LCATracker
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(), torch.nn.Linear(16, 3))

@@ -6,8 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from compute.config import RunConfig
-from compute.train import run_lca
+from compute.run.config import RunConfig
+from compute.run.train import run_lca
 from lcaviz.reports import layer_claims as lc
 from lcaviz.reports import layer_experiments as lx
 from lcaviz.reports.reproduction import LAST_BEGIN, LAST_END, main

@@ -14,8 +14,8 @@ import h5py
 import numpy as np
 import pytest
 
-from compute.config import RunConfig
-from compute.train import RunFailed, checkpoint_path, run_lca
+from compute.run.config import RunConfig
+from compute.run.train import RunFailed, checkpoint_path, run_lca
 from lcaviz.bundle import RunBundle
 from lcaviz.bundle import writer as bundle_writer
 
@@ -145,7 +145,7 @@ def _lca_run(out, fsize_limit: int | None = None):
         resource.setrlimit(resource.RLIMIT_FSIZE, (fsize_limit, fsize_limit))
 
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "compute.cli", *CLI_FLAGS, "--out", str(out)],
+    return subprocess.run([sys.executable, "-m", "compute.run.cli", *CLI_FLAGS, "--out", str(out)],
                           capture_output=True, text=True, env=env, timeout=600,
                           preexec_fn=limit if fsize_limit else None)
 
@@ -226,7 +226,7 @@ def test_resume_on_a_still_full_disk_refuses_before_touching_the_bundle(tmp_path
                                                                        capsys):
     import hashlib
 
-    from compute import cli
+    from compute.run import cli
     from lcaviz.bundle import space
 
     out = tmp_path / "run.h5"
@@ -247,7 +247,7 @@ def test_resume_on_a_still_full_disk_refuses_before_touching_the_bundle(tmp_path
 def test_a_failed_checkpoint_write_leaves_the_previous_one_and_no_tmp(tmp_path, monkeypatch):
     import torch
 
-    from compute import checkpoint
+    from compute.run import checkpoint
 
     out = tmp_path / "run.h5"
     run_lca(RunConfig(**{**SETTINGS, "iters": 6}), out, progress=False, stop_after=3)

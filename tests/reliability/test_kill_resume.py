@@ -23,8 +23,8 @@ KILL_POINTS = 12
 
 def _args(out: Path, resume: bool) -> list[str]:
     if resume:
-        return [sys.executable, "-m", "compute.cli", "--resume", str(out), "--no-progress"]
-    args = [sys.executable, "-m", "compute.cli", "--no-progress", "--out", str(out)]
+        return [sys.executable, "-m", "compute.run.cli", "--resume", str(out), "--no-progress"]
+    args = [sys.executable, "-m", "compute.run.cli", "--no-progress", "--out", str(out)]
     for k, v in SETTINGS.items():
         args += [f"--{k.replace('_', '-')}", str(v)]
     return args

@@ -10,8 +10,8 @@ import sys
 import h5py
 import pytest
 
-from compute import cli
-from compute.train import checkpoint_path
+from compute.run import cli
+from compute.run.train import checkpoint_path
 from lcaviz.bundle import RunBundle
 from lcaviz.bundle.lock import WriterLock, lock_path
 
@@ -49,7 +49,7 @@ def test_a_stale_lock_file_of_a_killed_writer_does_not_block(tmp_path):
 def test_two_lca_run_at_once_on_one_out_exactly_one_wins(tmp_path):
     out = tmp_path / "race.h5"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "compute.cli", *FLAGS, "--out", str(out)]
+    cmd = [sys.executable, "-m", "compute.run.cli", *FLAGS, "--out", str(out)]
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                               env=env) for _ in range(2)]
     results = [(p.wait(timeout=600), *p.communicate()) for p in procs]

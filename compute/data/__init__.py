@@ -1,0 +1,1 @@
+"""The data: MNIST / Fashion-MNIST / CIFAR loaders, modular addition, fetch, lca-data."""

@@ -1,0 +1,1 @@
+"""lca-run: flags, the reference minibatch loop, record, checkpoints, precision."""
