@@ -294,7 +294,7 @@ def test_queued_job_is_shown_and_leaving_the_page_cancels_it(driver, tmp_path):
             assert "number 1 in the queue" in status
             assert "running now: value scan of other.h5" in status
             queued = [k for k in state.jobs._jobs if k and k[0] == "scan"]
-            assert len(queued) == 1
+            assert len(queued) == 1, queued
             driver.find_element(By.CSS_SELECTOR, "a.btn.ghost[href='/']").click()
             wait_for(lambda: "Runs" in driver.find_element(By.TAG_NAME, "h1").text)
             wait_for(lambda: queued[0] not in state.jobs._jobs)  # the beacon cancelled it

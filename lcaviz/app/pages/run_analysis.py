@@ -5,6 +5,8 @@ slider stays responsive; the page polls with a ``dcc.Interval``.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import plotly.graph_objects as go
 
@@ -46,7 +48,7 @@ def value_scan_job(bundle, progress=None) -> dict:
 def scan_peek(state: AppState, run_id: str) -> tuple[JobStatus | None, list]:
     """The value-scan job of the bundle as it is now, if one was started (starts nothing)."""
     _, key = state.open(run_id)
-    jkey = job_key_of("scan", *key)
+    jkey = bundle_job_key(state, "scan", key)
     return state.jobs.peek(tuple(jkey)), jkey
 
 
@@ -54,6 +56,18 @@ def job_key_of(*parts) -> list[str]:
     """A job key that survives its trip through the browser: every part as text (a file's
     mtime_ns is past 2**53, and JSON in the page would round it into another job's key)."""
     return [str(p) for p in parts]
+
+
+def bundle_job_key(state: AppState, kind: str, key: tuple, *extra) -> list[str]:
+    """The job key of a bundle version ``key = (path, mtime_ns, size)`` of :meth:`AppState.open`.
+
+    The path goes in relative to the runs directory: the server strips that directory from
+    every answer (no server paths in pages), so an absolute path would come back from the
+    browser as another key, and polling would start the same job a second time.
+    """
+    path, *stamp = key
+    rel = os.path.relpath(path, state.runs_dir)
+    return job_key_of(kind, rel, *stamp, *extra)
 
 
 def scan_status(state: AppState, run_id: str, job_key: list | None = None,
@@ -71,7 +85,7 @@ def scan_status(state: AppState, run_id: str, job_key: list | None = None,
         ``(status, key)``; keep the key to poll the same job while a live run grows.
     """
     b, key = state.open(run_id)
-    jkey = job_key_of(*job_key) if job_key else job_key_of("scan", *key)
+    jkey = job_key_of(*job_key) if job_key else bundle_job_key(state, "scan", key)
     return state.jobs.status(tuple(jkey), value_scan_job, b, progress_kw="progress",
                              owner=owner, label=f"value scan of {run_id}"), jkey
 

@@ -8,7 +8,7 @@ import plotly.graph_objects as go
 
 from lcaviz.analysis.synchrony import synchrony, top_peaks
 from lcaviz.app.jobs import JobStatus
-from lcaviz.app.pages.run_analysis import job_key_of
+from lcaviz.app.pages.run_analysis import bundle_job_key, job_key_of
 from lcaviz.app.state import AppState
 from lcaviz.figures.synchrony import class_peaks_figure, shift_test_panel
 from lcaviz.figures.theme import empty_figure
@@ -51,8 +51,8 @@ def sync_status(state: AppState, run_id: str, k: int, shift: int, resamples: int
                 ) -> tuple[JobStatus, list]:
     """Start or poll the shift-test job; returns ``(status, key)``."""
     b, key = state.open(run_id)
-    jkey = job_key_of(*job_key) if job_key else job_key_of("sync", *key, int(k), int(shift),
-                                                          int(resamples))
+    jkey = job_key_of(*job_key) if job_key else bundle_job_key(state, "sync", key, int(k),
+                                                               int(shift), int(resamples))
     x, _, _ = class_curves(state, run_id)
     return state.jobs.status(tuple(jkey), sync_job, x, int(k), int(shift), int(resamples),
                              owner=owner, label=f"shift test of {run_id}"), jkey
