@@ -200,8 +200,12 @@ def extents(f: h5py.File, R: int) -> dict[str, int]:
         return {}
     every = max(1, int(f[CUM_ROWS].attrs.get("every", 1)))
     n = f[f"{GROUP}/index"].shape[0]
-    return {ROWS: R, LOSS_ROWS: R, CUM_ROWS: R // every, TOTAL: n, LOSS_LAST: n,
-            f"{GROUP}/index": n}
+    out = {ROWS: R, LOSS_ROWS: R, CUM_ROWS: R // every, TOTAL: n, LOSS_LAST: n}
+    out |= {f"{GROUP}/{k}": n for k in ("index", "label", "thumbnail", "text")
+            if f"{GROUP}/{k}" in f}
+    if NOISE in f:  # shapes checked by problems()
+        out |= {f"{NOISE}/{k}": f[f"{NOISE}/{k}"].shape[0] for k in ("flipped", "original")}
+    return out
 
 
 def _pick(block: np.ndarray, off: np.ndarray) -> np.ndarray:

@@ -18,6 +18,7 @@ from lcaviz.bundle import (
     MissingExamplesError,
     RunBundle,
 )
+from lcaviz.bundle.errors import RefusedBundleError, TruncatedBundleError
 from lcaviz.bundle.schema import from_bfloat16, to_bfloat16
 from lcaviz.bundle.synthetic import SyntheticRun, write_synthetic_bundle
 from lcaviz.bundle.writer import BundleWriter, ExampleInfo, IterationRecord, LayoutInfo
@@ -356,3 +357,25 @@ def test_records_that_do_not_fit_the_bundle_are_refused_before_anything_is_kept(
         w.append(rec(e))
     assert w.running_total.shape == (5,)
     w.close()
+
+
+def _declare(name, shape, dtype, chunks):
+    """``name`` replaced by a chunked dataset of ``shape`` whose chunks were never written."""
+    def edit(f):
+        attrs = dict(f[name].attrs)
+        del f[name]
+        f.create_dataset(name, shape=shape, dtype=dtype, chunks=chunks)
+        f[name].attrs.update(attrs)
+    return edit
+
+
+@pytest.mark.parametrize("edit, error", [
+    (_declare("examples/thumbnail", (N, 60_000, 60_000), np.uint8, (1, 64, 64)),
+     RefusedBundleError),
+    (_declare("lca_example", (11, N, 3), np.float32, (1, N, 3)), TruncatedBundleError),
+])
+def test_declared_but_absent_example_data_is_refused_not_read_as_zeros(tmp_path, edit, error):
+    good = write_synthetic_bundle(tmp_path / "good.h5", n_iters=T, layers=LAYERS, n_classes=3,
+                                  stride=SCHEDULE, examples=N)
+    with pytest.raises(error):
+        RunBundle.open(_edit(good, tmp_path / "bad.h5", edit))
