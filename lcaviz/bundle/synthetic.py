@@ -27,7 +27,6 @@ Command line (benchmarks)::
 
 from __future__ import annotations
 
-import argparse
 import math
 import time
 from collections.abc import Iterator, Sequence
@@ -369,39 +368,11 @@ def layers_for_params(n_params: int, n_layers: int = 4, width: int = 1000) -> tu
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m lcaviz.bundle.synthetic OUT.h5 --iters N --params P ...``"""
-    ap = argparse.ArgumentParser(prog="python -m lcaviz.bundle.synthetic",
-                                 description="Write a synthetic LCA run bundle.")
-    ap.add_argument("out", type=Path)
-    ap.add_argument("--iters", type=int, default=200)
-    ap.add_argument("--params", type=int, default=None,
-                    help="about this many parameters in --layers Linear layers "
-                         "(default: MNIST-FC 784-100-50-10)")
-    ap.add_argument("--layers", type=int, default=4)
-    ap.add_argument("--classes", type=int, default=10)
-    ap.add_argument("--stride", default="1", help="row schedule: S or dense:N,S")
-    ap.add_argument("--storage", choices=["float32", "bfloat16"], default="float32")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--sync-peaks", type=int, default=0)
-    ap.add_argument("--zero-fraction", type=float, default=0.2)
-    ap.add_argument("--help-fraction", type=float, default=0.55)
-    ap.add_argument("--no-per-class", action="store_true")
-    ap.add_argument("--trajectory", action="store_true")
-    ap.add_argument("--val", action="store_true")
-    ap.add_argument("--status", choices=["complete", "running", "failed"], default="complete")
-    args = ap.parse_args(argv)
-    layers = DEFAULT_LAYERS if args.params is None else layers_for_params(args.params,
-                                                                          args.layers)
-    start = time.monotonic()
-    write_synthetic_bundle(args.out, n_iters=args.iters, layers=layers, n_classes=args.classes,
-                           stride=args.stride, seed=args.seed, storage=args.storage,
-                           per_class=not args.no_per_class, save_trajectory=args.trajectory,
-                           val_lca=args.val, zero_fraction=args.zero_fraction,
-                           help_fraction=args.help_fraction, status=args.status,
-                           sync_peaks=args.sync_peaks, progress=True)
-    size = args.out.stat().st_size / 2**20
-    print(f"wrote {args.out} ({size:.1f} MiB) in {time.monotonic() - start:.1f} s")
-    return 0
+    """``python -m lcaviz.bundle.synthetic OUT.h5 --iters N --params P ...``
+    (:mod:`lcaviz.bundle.synthetic_cli`)."""
+    from lcaviz.bundle.synthetic_cli import main as cli
+
+    return cli(argv)
 
 
 if __name__ == "__main__":
