@@ -165,7 +165,13 @@ def problems(f: h5py.File, n_layers: int) -> list[str]:
               f"{GROUP}/text": (n,)}
     if n < 0:
         return [f"{GROUP}/index has shape {index.shape}, expected (N_e,)"]
-    out = []
+    optional = (f"{GROUP}/label", f"{GROUP}/text", f"{GROUP}/thumbnail")
+    out = [f"{name} is not a dataset" for name in optional
+           if name in f and not isinstance(f[name], h5py.Dataset)]
+    if NOISE in f and not isinstance(f[NOISE], h5py.Group):
+        out.append(f"{NOISE} is not a group")
+    if out:
+        return out
     for name, tail in expect.items():
         if name not in f:
             continue

@@ -305,6 +305,10 @@ def _replace(name, shape, dtype=np.float32):
     (_replace("examples/label", (N,), "S4"), "examples/label holds"),
     (_replace("label_noise/original", (2,), np.int64), "label_noise/flipped and"),
     (lambda f: f.__delitem__("lca_example_cumsum"), "per-example datasets missing"),
+    (lambda f: (f.__delitem__("examples/thumbnail"), f.create_group("examples/thumbnail")),
+     "examples/thumbnail is not a dataset"),
+    (lambda f: (f.__delitem__("label_noise"), f.create_dataset("label_noise", data=[1])),
+     "label_noise is not a group"),
 ])
 def test_hostile_example_shapes_are_refused_with_a_clear_error(tmp_path, edit, message):
     good = write_synthetic_bundle(tmp_path / "good.h5", n_iters=T, layers=LAYERS, n_classes=3,
