@@ -41,6 +41,7 @@ LOSS_LAST = "loss_example_last"  # (N_e,) float64
 TOTAL_ITERS = "lca_example_iters"  # (1,) int64: T of TOTAL and LOSS_LAST
 NOISE = "label_noise"
 CHUNK_ELEMENTS = 16384  # per chunk of the growing datasets: 64 KiB of float32
+CUMSUM_EVERY = 16  # lca_example rows per lca_example_cumsum_rows row, at most
 
 
 @dataclass

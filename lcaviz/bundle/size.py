@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from lcaviz.bundle.examples import CUMSUM_EVERY
 from lcaviz.bundle.layout import LayoutInfo, counter_dtype
 
 FIXED_BYTES = 32 << 10  # superblock, groups, attributes, object headers of ~40 datasets
@@ -59,7 +60,8 @@ def projected_bytes(layout: LayoutInfo, iters: int | None = None) -> dict[str, i
 def example_bytes(layout: LayoutInfo, R: int, every: int) -> int:
     """Bytes of the per-example datasets (lcaviz.bundle.examples) for ``R`` rows: per row
     N_e·L values of ``lca_example`` (2 B bfloat16, else 4 B) and N_e float32 losses, every
-    ``every`` rows a float32 running-total row, and the fixed totals, index and images."""
+    ``every`` rows a float32 running-total row, and the fixed totals, index and images
+    (uncompressed: a bound, they are stored gzip)."""
     info = layout.examples
     if info is None:
         return 0
@@ -68,6 +70,7 @@ def example_bytes(layout: LayoutInfo, R: int, every: int) -> int:
     fixed = n * (8 + 8 + L * 8) + (n * 8 if info.label is not None else 0)
     if info.thumbnail is not None:
         fixed += int(np.asarray(info.thumbnail).size)
+    every = min(every, CUMSUM_EVERY)
     return R * n * (L * value + 4) + (R // every) * n * L * 4 + fixed
 
 
