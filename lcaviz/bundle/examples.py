@@ -152,67 +152,65 @@ def truncate(f: h5py.File, R: int) -> None:
 
 
 def problems(f: h5py.File, n_layers: int) -> list[str]:
-    """What does not fit in a bundle's example elements (shapes and types), as messages."""
-    if ROWS not in f and GROUP not in f:
-        return []
-    need = (f"{GROUP}/index", ROWS, CUM_ROWS, TOTAL, LOSS_ROWS, LOSS_LAST, TOTAL_ITERS)
-    missing = [k for k in need if k not in f or not isinstance(f[k], h5py.Dataset)]
-    if missing:
-        return [f"per-example datasets missing: {', '.join(missing)}"]
-    index = f[f"{GROUP}/index"]
-    n, L = (index.shape[0] if index.ndim == 1 else -1), n_layers
-    expect = {f"{GROUP}/index": (n,), ROWS: (n, L), CUM_ROWS: (n, L), TOTAL: (n, L),
-              LOSS_ROWS: (n,), LOSS_LAST: (n,), TOTAL_ITERS: (1,), f"{GROUP}/label": (n,),
-              f"{GROUP}/text": (n,)}
-    if n < 0:
-        return [f"{GROUP}/index has shape {index.shape}, expected (N_e,)"]
-    optional = (f"{GROUP}/label", f"{GROUP}/text", f"{GROUP}/thumbnail")
-    out = [f"{name} is not a dataset" for name in optional
-           if name in f and not isinstance(f[name], h5py.Dataset)]
-    if NOISE in f and not isinstance(f[NOISE], h5py.Group):
-        out.append(f"{NOISE} is not a group")
-    if out:
+    """What does not fit in a bundle's example elements (shapes and types), as messages.
+
+    Only ``lca_example`` is required of a bundle with examples (N_e is its second axis); every
+    other element is optional for a reader, but must have the shape N_e and L imply."""
+    out = []
+    if NOISE in f:
+        g = f[NOISE]
+        a, b = (g.get("flipped"), g.get("original")) if isinstance(g, h5py.Group) else (0, 0)
+        if not (isinstance(a, h5py.Dataset) and isinstance(b, h5py.Dataset) and a.ndim == 1
+                and a.shape == b.shape and a.dtype.kind in "iu" and b.dtype.kind in "iu"):
+            out.append("label_noise/flipped and label_noise/original must be two (K,) "
+                       "integer datasets in a group")
+    if ROWS not in f:
         return out
+    rows = f[ROWS]
+    if not isinstance(rows, h5py.Dataset) or rows.ndim != 3 or rows.shape[2] != n_layers:
+        return out + [f"{ROWS} is {getattr(rows, 'shape', 'a group')}, expected "
+                      f"(R, N_e, {n_layers})"]
+    n, L = rows.shape[1], n_layers
+    expect = {f"{GROUP}/index": (n,), CUM_ROWS: (n, L), TOTAL: (n, L), LOSS_ROWS: (n,),
+              LOSS_LAST: (n,), TOTAL_ITERS: (1,), f"{GROUP}/label": (n,),
+              f"{GROUP}/text": (n,), f"{GROUP}/thumbnail": None}
+    fixed = (f"{GROUP}/index", TOTAL, LOSS_LAST, TOTAL_ITERS, f"{GROUP}/label", f"{GROUP}/text")
     for name, tail in expect.items():
         if name not in f:
             continue
         ds = f[name]
-        fixed = name in (f"{GROUP}/index", TOTAL, LOSS_LAST, TOTAL_ITERS, f"{GROUP}/label",
-                         f"{GROUP}/text")
-        shape = ds.shape if fixed else ds.shape[1:]
-        if shape != tail:
-            out.append(f"{name} has shape {ds.shape}, expected ({'' if fixed else 'R, '}"
-                       f"{', '.join(map(str, tail))})")
+        if not isinstance(ds, h5py.Dataset):
+            out.append(f"{name} is not a dataset")
+        elif tail is None:  # the images
+            if ds.dtype != np.uint8 or ds.shape[:1] != (n,) or not (
+                    ds.ndim == 3 or (ds.ndim == 4 and ds.shape[3] == 3)):
+                out.append(f"{name} is {ds.dtype} {ds.shape}, expected uint8 ({n}, H, W) or "
+                           f"({n}, H, W, 3)")
+        elif (ds.shape if name in fixed else ds.shape[1:]) != tail:
+            dims = [*([] if name in fixed else ["R"]), *map(str, tail)]
+            want = f"({dims[0]},)" if len(dims) == 1 else f"({', '.join(dims)})"
+            out.append(f"{name} has shape {ds.shape}, expected {want}")
         elif name != f"{GROUP}/text" and ds.dtype.kind not in "iuf":
             out.append(f"{name} holds {ds.dtype} values, not numbers")
-    thumb = f.get(f"{GROUP}/thumbnail")
-    if thumb is not None and not out and (
-            thumb.dtype != np.uint8 or thumb.shape[:1] != (n,)
-            or not (thumb.ndim == 3 or (thumb.ndim == 4 and thumb.shape[3] == 3))):
-        out.append(f"{GROUP}/thumbnail is {thumb.dtype} {thumb.shape}, expected uint8 "
-                   f"({n}, H, W) or ({n}, H, W, 3)")
-    if NOISE in f:
-        g = f[NOISE]
-        a, b = g.get("flipped"), g.get("original")
-        if not (isinstance(a, h5py.Dataset) and isinstance(b, h5py.Dataset) and a.ndim == 1
-                and a.shape == b.shape and a.dtype.kind in "iu" and b.dtype.kind in "iu"):
-            out.append("label_noise/flipped and label_noise/original must be two (K,) "
-                       "integer datasets")
+    if rows.dtype.kind not in "uf":
+        out.append(f"{ROWS} holds {rows.dtype} values, not numbers")
     return out
 
 
 def extents(f: h5py.File, R: int) -> dict[str, int]:
-    """Entries along axis 0 that ``progress`` says must be in the file, for the extent check."""
-    if ROWS not in f:
-        return {}
-    every = max(1, int(f[CUM_ROWS].attrs.get("every", 1)))
-    n = f[f"{GROUP}/index"].shape[0]
-    out = {ROWS: R, LOSS_ROWS: R, CUM_ROWS: R // every, TOTAL: n, LOSS_LAST: n}
-    out |= {f"{GROUP}/{k}": n for k in ("index", "label", "thumbnail", "text")
-            if f"{GROUP}/{k}" in f}
-    if NOISE in f:  # shapes checked by problems()
+    """Entries along axis 0 that ``progress`` says must be in the file, for the extent check
+    (after :func:`problems` found nothing)."""
+    out = {}
+    if NOISE in f:
         out |= {f"{NOISE}/{k}": f[f"{NOISE}/{k}"].shape[0] for k in ("flipped", "original")}
-    return out
+    if ROWS not in f:
+        return out
+    n = f[ROWS].shape[1]
+    out |= {ROWS: R, LOSS_ROWS: R, TOTAL: n, LOSS_LAST: n}
+    if CUM_ROWS in f:
+        out[CUM_ROWS] = R // max(1, int(f[CUM_ROWS].attrs.get("every", 1)))
+    out |= {f"{GROUP}/{k}": n for k in ("index", "label", "thumbnail", "text")}
+    return {k: v for k, v in out.items() if k in f}
 
 
 def _pick(block: np.ndarray, off: np.ndarray) -> np.ndarray:
@@ -246,7 +244,12 @@ class _BundleExamples:
     @property
     def n_examples(self) -> int:
         """N_e, the number of tracked examples (0 without per-example LCA)."""
-        return int(self._dataset(f"{GROUP}/index").shape[0]) if self.has_examples else 0
+        return int(self._dataset(ROWS).shape[1]) if self.has_examples else 0
+
+    def _has(self, name: str) -> bool:
+        self._need_examples()
+        with self._lock:
+            return name in self._f
 
     def _read_sel(self, name: str, key: tuple, sel, axis: int) -> np.ndarray:
         """``name[key]`` with the examples ``sel`` on ``axis``: a bounding-box read, then
@@ -285,13 +288,15 @@ class _BundleExamples:
         return r - lo, slice(lo, hi)
 
     def example_index(self) -> np.ndarray:
-        """Positions in the training split of the tracked examples, (N_e,) int64."""
+        """Positions in the training split of the tracked examples, (N_e,) int64 (0..N_e−1
+        for a bundle of another program's without ``examples/index``)."""
+        if not self._has(f"{GROUP}/index"):
+            return np.arange(self.n_examples, dtype=np.int64)
         return np.asarray(self._read_sel(f"{GROUP}/index", (), None, 0), np.int64)
 
     def example_labels(self) -> np.ndarray | None:
         """As-trained class label of each tracked example, (N_e,) int64, or None."""
-        self._need_examples()
-        if f"{GROUP}/label" not in self._f:
+        if not self._has(f"{GROUP}/label"):
             return None
         return np.asarray(self._read_sel(f"{GROUP}/label", (), None, 0), np.int64)
 
@@ -313,7 +318,10 @@ class _BundleExamples:
 
     def example_cumsum(self, sel=None) -> np.ndarray:
         """Σ of per-example LCA over every iteration written (as of the writer's last flush;
-        the run's whole total once complete), (N_e, L) float64 from the float64 sum."""
+        the run's whole total once complete), (N_e, L) float64 from the float64 sum (a bundle
+        without ``lca_example_cumsum``: the sum of its rows)."""
+        if not self._has(TOTAL):
+            return self.example_cumsum_upto(self.n_rows - 1, sel)
         return np.asarray(self._read_sel(TOTAL, (), sel, 0), np.float64)
 
     def example_cumsum_upto(self, r: int, sel=None) -> np.ndarray:
@@ -323,9 +331,11 @@ class _BundleExamples:
         R = self.n_rows
         if not -1 <= r < R:
             raise IndexError(f"row {r} out of range (R = {R})")
-        self._need_examples()
-        every = max(1, int(self._dataset(CUM_ROWS).attrs.get("every", 1)))
-        k = min((r + 1) // every, self._dataset(CUM_ROWS).shape[0], R // every)
+        if self._has(CUM_ROWS):
+            every = max(1, int(self._dataset(CUM_ROWS).attrs.get("every", 1)))
+            k = min((r + 1) // every, self._dataset(CUM_ROWS).shape[0], R // every)
+        else:  # a bundle without running totals: add the rows
+            every, k = 1, 0
         n = self.n_examples if sel is None else len(np.arange(self.n_examples)[sel])
         total = np.zeros((n, self.n_layers), np.float64)
         if k:
@@ -334,29 +344,32 @@ class _BundleExamples:
             total += _decode(self._read_sel(ROWS, (slice(k * every, r + 1),), sel, 1)).sum(0)
         return total
 
-    def example_loss(self, rows=None, sel=None) -> np.ndarray:
+    def example_loss(self, rows=None, sel=None) -> np.ndarray | None:
         """ℓ_n at the θ that starts each row window, (R', N_e) float64 (NaN where the run did
-        not evaluate it)."""
+        not evaluate it), or None without ``loss_example``."""
+        if not self._has(LOSS_ROWS):
+            return None
         off, key = self._rows_key(rows)
         block = self._read_sel(LOSS_ROWS, (key,), sel, 1)
         return np.asarray(_pick(block, off), np.float64)
 
-    def example_loss_last(self, sel=None) -> np.ndarray:
-        """ℓ_n after the last iteration written (as of the last flush), (N_e,) float64."""
+    def example_loss_last(self, sel=None) -> np.ndarray | None:
+        """ℓ_n after the last iteration written (as of the last flush), (N_e,) float64, or
+        None without ``loss_example_last``."""
+        if not self._has(LOSS_LAST):
+            return None
         return np.asarray(self._read_sel(LOSS_LAST, (), sel, 0), np.float64)
 
     def example_thumbnails(self, sel=None) -> np.ndarray | None:
         """uint8 images (N', H, W) or (N', H, W, 3) of the tracked examples, or None."""
-        self._need_examples()
-        if f"{GROUP}/thumbnail" not in self._f:
+        if not self._has(f"{GROUP}/thumbnail"):
             return None
         return np.asarray(self._read_sel(f"{GROUP}/thumbnail", (), sel, 0), np.uint8)
 
     def example_texts(self, sel=None) -> list[str] | None:
         """The text of each tracked example (e.g. ``"3 + 5 ≡ 8 (mod 97)"``), or None. Strings
         come from the file: escape them before showing them."""
-        self._need_examples()
-        if f"{GROUP}/text" not in self._f:
+        if not self._has(f"{GROUP}/text"):
             return None
         raw = self._read_sel(f"{GROUP}/text", (), sel, 0)
         return [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
