@@ -49,8 +49,11 @@ class _BundleExamples:
             return name in self._f
 
     def _read_sel(self, name: str, key: tuple, sel, axis: int) -> np.ndarray:
-        """``name[key]`` with the examples ``sel`` on ``axis``: a bounding-box read, then
-        indexed (h5py point selections are slow and demand increasing indices)."""
+        """``name[key]`` with the examples ``sel`` on ``axis`` (after the ``key`` axes).
+
+        Selected examples closer together than a chunk are read as one span, then indexed:
+        h5py point selections are slow and demand increasing indices, and one bounding box
+        around a few scattered examples would read (and decompress) nearly every image."""
         self._need_examples()
         n = self.n_examples
         with self._lock, read_guard(self.path, f"reading {name!r}"):
@@ -62,12 +65,21 @@ class _BundleExamples:
             else:
                 idx = np.asarray(sel)
                 idx = np.nonzero(idx)[0] if idx.dtype == bool else idx.astype(np.int64).ravel()
-            if idx.size and (idx.min() < -n or idx.max() >= n):
-                raise IndexError(f"example {int(idx.max())} out of range (N_e = {n})")
-            idx = idx % n if idx.size else idx
-            lo, hi = (int(idx.min()), int(idx.max()) + 1) if idx.size else (0, 0)
-            box = ds[(*key, slice(lo, hi))]
-            return np.take(box, idx - lo, axis=axis)
+            bad = idx[(idx < -n) | (idx >= n)]
+            if bad.size:
+                raise IndexError(f"example {int(bad[0])} out of range (N_e = {n})")
+            if idx.size == 0:
+                return ds[(*key, slice(0, 0))]
+            idx = idx % n
+            order = np.argsort(idx, kind="stable")
+            s = idx[order]
+            gap = ds.chunks[axis] if ds.chunks else 4096
+            parts = [np.take(ds[(*key, slice(int(s[g[0]]), int(s[g[-1]]) + 1))],
+                             s[g] - s[g[0]], axis=axis)
+                     for g in np.split(np.arange(s.size), np.nonzero(np.diff(s) > gap)[0] + 1)]
+            back = np.empty_like(order)
+            back[order] = np.arange(order.size)
+            return np.take(np.concatenate(parts, axis=axis), back, axis=axis)
 
     def _rows_key(self, rows) -> tuple[np.ndarray, slice]:
         """Row numbers asked for (within R) and the slice that bounds them."""

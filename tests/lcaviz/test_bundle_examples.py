@@ -95,6 +95,12 @@ def test_rows_are_the_exact_window_sums_of_the_per_parameter_rows(tmp_path, stor
         thumbs = b.example_thumbnails([3, 0])
         assert thumbs.dtype == np.uint8 and thumbs.shape == (2, 8, 8)
         np.testing.assert_array_equal(thumbs, b.example_thumbnails()[[3, 0]])
+        scattered = [59, 0, 31, 0, -1]  # far apart, repeated, negative: read span by span
+        np.testing.assert_array_equal(b.example_thumbnails(scattered),
+                                      b.example_thumbnails()[scattered])
+        np.testing.assert_array_equal(b.example_lca(4, sel=scattered), stored[4][scattered])
+        with pytest.raises(IndexError, match="example 60 out of range"):
+            b.example_lca(4, sel=[1, 60])
         assert b.example_texts() is None
 
 
@@ -330,3 +336,19 @@ def test_the_notebook_api_decodes_bfloat16_example_rows(tmp_path):
         total = run.examples()
         np.testing.assert_array_equal(total.to_numpy(), b.example_cumsum())
         assert list(total.index) == b.example_index().tolist()
+
+
+def test_scattered_selections_read_span_by_span_in_the_order_asked(tmp_path):
+    path, _ = _write(tmp_path / "s.h5", _run())
+    with h5py.File(path, "r+") as f:  # small chunks: the selection below spans several
+        thumbs, attrs = f["examples/thumbnail"][()], dict(f["examples/thumbnail"].attrs)
+        del f["examples/thumbnail"]
+        f.create_dataset("examples/thumbnail", data=thumbs, chunks=(4, 8, 8))
+        f["examples/thumbnail"].attrs.update(attrs)
+    sel = np.array([57, 2, 30, 2, 58, -3])
+    with RunBundle.open(path) as b:
+        np.testing.assert_array_equal(b.example_thumbnails(sel), thumbs[sel])
+        mask = np.zeros(N, bool)
+        mask[[50, 1, 20]] = True
+        np.testing.assert_array_equal(b.example_thumbnails(mask), thumbs[mask])
+        assert b.example_thumbnails([]).shape == (0, 8, 8)
