@@ -105,7 +105,7 @@ def create(f: h5py.File, info: ExampleInfo, n_layers: int, *, bfloat16: bool, ev
     if info.thumbnail is not None:
         t = info.thumbnail
         make_dataset(g, "thumbnail", t.shape, np.uint8, "uint8 image of each example", data=t,
-                     chunks=(min(n, max(1, 2**20 // max(1, t[0].size))), *t.shape[1:]),
+                     chunks=(min(n, max(1, 2**16 // max(1, t[0].size))), *t.shape[1:]),
                      compression="gzip", compression_opts=4, shuffle=True)
     if info.text is not None:
         make_dataset(g, "text", (n,), STR, "text of each example", data=info.text)
