@@ -12,15 +12,19 @@ this itself when a compressed bundle completes (``BundleWriter.close``).
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from pathlib import Path
 
 import h5py
 
+from lcaviz.bundle import examples as ex
 from lcaviz.bundle.layout import lca_chunks
 
 _WIDE = ("lca", "lca_val", "lca_cumsum", "trajectory", "lca_error")
+# per-example rows (R, N_e[, L]): copied in row blocks too, their chunks kept
+_ROWS = (ex.ROWS, ex.CUM_ROWS, ex.LOSS_ROWS)
 _BLOCK_BYTES = 64 * 2**20  # rows copied at a time
 
 
@@ -45,6 +49,28 @@ def repack(path: str | Path, gzip_level: int | None = None, compress_all: bool =
     os.replace(tmp, path)
 
 
+def repack_if_wasted(path: Path, waste: float) -> None:
+    """Rewrite a finished compressed bundle packed when more than ``waste`` of it is unused:
+    each rewrite of a compressed chunk (the per-parameter counters at every checkpoint) leaves
+    the old one's space behind (30 % of a file whose counters were rewritten every iteration).
+    Skipped, the bundle left as it is, when little is wasted or the disk cannot hold the copy."""
+    from lcaviz.bundle.space import ensure_room
+
+    size = path.stat().st_size
+    with h5py.File(path, "r", locking=False) as f:
+        used = [0]
+        f.visititems(lambda _, obj: used.__setitem__(0, used[0] + obj.id.get_storage_size())
+                     if isinstance(obj, h5py.Dataset) else None)
+    if size - used[0] < max(waste * size, 64 << 10):
+        return
+    try:
+        ensure_room(path.with_name(path.name + ".repack"), size,
+                    "repacking the compressed bundle")
+        repack(path)
+    except OSError:  # NoRoom included: the bundle stays complete, only larger
+        pass
+
+
 def _rewrite(path: Path, tmp: Path, gzip_level: int | None, compress_all: bool) -> None:
     with h5py.File(path, "r", locking=False) as src, \
             h5py.File(tmp, "w", libver="latest") as dst:
@@ -65,9 +91,10 @@ def _rewrite(path: Path, tmp: Path, gzip_level: int | None, compress_all: bool) 
                 kw["compression_opts"] = int(gzip_level)
             if name in _WIDE and obj.shape[0] and obj.shape[1]:
                 kw["chunks"] = lca_chunks(obj.shape[1], obj.shape[0])
-            if name in _WIDE and obj.shape[0]:  # row blocks: never the whole (R, P) in memory
+            if name in _WIDE + _ROWS and obj.shape[0]:  # row blocks: never all rows in memory
                 ds = dst.create_dataset(name, shape=obj.shape, dtype=obj.dtype, **kw)
-                step = max(1, _BLOCK_BYTES // max(obj.dtype.itemsize * obj.shape[1], 1))
+                row = obj.dtype.itemsize * math.prod(obj.shape[1:])
+                step = max(1, _BLOCK_BYTES // max(row, 1))
                 for r in range(0, obj.shape[0], step):
                     ds[r:r + step] = obj[r:r + step]
             else:
