@@ -184,6 +184,8 @@ class FullDatasetObjective:
         self.chunk_size: int | None = None if request == "auto" else request
         # how the chunk was chosen (recorded in a run's bundle config)
         self.chunk_info: dict = {"chunk_size_as_bn_group": chunk_size} if deprecated else {}
+        # per-example LCA (compute.lca.per_example_tap.ExampleTap) while a tapped pass runs
+        self.tap = None
         self.set_data(x, y)
 
     def set_data(self, x: torch.Tensor, y: torch.Tensor) -> None:
@@ -193,8 +195,9 @@ class FullDatasetObjective:
         if len(x) != len(y) or len(x) == 0:
             raise ValueError(f"need as many labels as inputs (got {len(x)} and {len(y)})")
         ref = self.params[0]
+        self.order: torch.Tensor | None = None  # class-sorted position i holds input order[i]
         if self.chunking == "class":
-            order = torch.argsort(y, stable=True)
+            self.order = order = torch.argsort(y, stable=True)
             x, y = x[order], y[order]
         self.x = x.to(device=ref.device, dtype=ref.dtype if x.is_floating_point() else x.dtype)
         self.y = y.to(ref.device)
@@ -342,11 +345,19 @@ class FullDatasetObjective:
         correct = torch.zeros((), dtype=torch.int64, device=self.y.device)
         class_grads = [] if self.per_class else None
         self._zero_grad()
+        tap = self.tap
+        if tap is not None:
+            tap.begin_pass()
         for k, (s, e, c) in enumerate(self.chunks):
             set_chunk(self._groups, e - s)
+            if tap is not None:
+                tap.begin_chunk(s, e)
             out = self.forward(self.x[s:e])
-            chunk_loss = self.loss_fn(out, self.y[s:e]).sum() / self.n
+            losses = self.loss_fn(out, self.y[s:e])
+            chunk_loss = losses.sum() / self.n
             chunk_loss.backward()
+            if tap is not None:
+                tap.end_chunk(s, e, losses)
             loss += chunk_loss.detach().double()
             correct += self._correct(out, self.y[s:e])
             last_of_class = k + 1 == len(self.chunks) or self.chunks[k + 1][2] != c
@@ -367,10 +378,16 @@ class FullDatasetObjective:
         correct = torch.zeros((), dtype=torch.int64, device=self.y.device)
         P = sum(p.numel() for p in self.params)
         cg = torch.zeros((self.n_classes, P), dtype=self.params[0].dtype, device=self.y.device)
+        tap = self.tap
+        if tap is not None:
+            tap.begin_pass()
         for s, e, _ in self.chunks:
             set_chunk(self._groups, e - s)
+            if tap is not None:
+                tap.begin_chunk(s, e)
             out = self.forward(self.x[s:e])
-            losses = self.loss_fn(out, self.y[s:e]) / self.n  # (n,)
+            raw = self.loss_fn(out, self.y[s:e])
+            losses = raw / self.n  # (n,)
             loss += losses.detach().sum().double()
             correct += self._correct(out, self.y[s:e])
             present = torch.unique(self.y[s:e]).tolist()
@@ -382,6 +399,8 @@ class FullDatasetObjective:
                     (g if g is not None else torch.zeros_like(p)).reshape(-1)
                     for g, p in zip(grads, self.params, strict=True)
                 ])
+            if tap is not None:
+                tap.end_chunk(s, e, raw)
         return Evaluation(loss, correct, cg.sum(0), cg)
 
     def _correct(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
