@@ -23,17 +23,15 @@ because, in a network where examples do not interact, o_n reaches ℓ_n only). T
 share is ⟨δ_n, ṫ_n⟩ with ṫ_n the output's tangent along V (rules in
 :mod:`compute.lca.per_example_rules` and :mod:`compute.lca.per_example_transformer`: Linear δ_nᵀ V
 a_n, conv, Embedding, norm affines, the transformer's head projections and embeddings; a
-``torch.func.jvp`` of the module's forward for every other module). A parameter used by
-several modules (tied weights) gets every use's share. The example axis is the first of every
-output (nn.MultiheadAttention's (L, N, E) layout is read as such).
+``torch.func.jvp`` of the module's forward for every other module). Tied weights get every
+use's share. The example axis is the first of every output (but MultiheadAttention's (L, N, E)).
 
 With ``check=True`` (default) the same backward also forms the plain gradient, and every chunk
 is checked: Σ_n D[n, l] must equal ∇_l (Σ_n ℓ_n) · v_l (to 1e-9 relative in float64; a use no
 hook saw, e.g. a weight read by another module's forward, breaks it); a layer that fails is
 recomputed by forward mode (below) and listed in :attr:`PerExampleDirectional.repaired`. With
-``check=False`` the backward stops at the hooked outputs and forms no weight gradient.
-Neither catches a module that mixes examples other than BatchNorm (a custom batch mean):
-such a network needs ``mode="forward"``.
+``check=False`` the backward stops at the hooked outputs and forms no weight gradient. Neither
+catches a module mixing examples other than BatchNorm (a batch mean): use ``mode="forward"``.
 
 **BatchNorm.** The objective normalises every BatchNorm with the statistics of its chunk (a
 fixed partition of the data), so ℓ_n depends on the other examples of its chunk: it is the
@@ -125,11 +123,10 @@ class PerExampleDirectional:
         self._kept: tuple | None = None  # (θ, those records) for replay()
         self._rows = slice(0, 0)  # the chunk being evaluated
         self.check = check
-        # with a dict: the tangents of rules whose input is the data, by (module, chunk), kept
-        # while the same direction dict is used (an integrator's step: 2-3 nodes, one Δθ)
+        # the tangents of rules reading the data, by (module, chunk), for one direction dict
+        # (an integrator's step: 2-3 nodes, one Δθ); None: off. Bytes held, and the most.
         self._const_cache: dict | None = None
-        self.const_cache_bytes = 0  # what it holds; it stops growing at const_cache_budget
-        self.const_cache_budget = 256 << 20
+        self.const_cache_bytes, self.const_cache_budget = 0, 256 << 20
         self.reuse_tangents = False  # a chunk with several backwards (per-class masks)
         if self.mode == "hooks":
             self._install(model)
@@ -181,8 +178,7 @@ class PerExampleDirectional:
             # a rule whose input does not depend on θ (the data: every θ parameter requires
             # grad here) has the same tangent at every node of a step: see _const_cache
             const = rule is not None and self._const_cache is not None and not any(
-                isinstance(t, torch.Tensor) and t.requires_grad
-                for t in (*args, *kwargs.values()))
+                isinstance(t, torch.Tensor) and t.requires_grad for t in (*args, *kwargs.values()))
             key = (id(mod), self._rows.start, self._rows.stop)
             args = tuple(a.detach() if isinstance(a, torch.Tensor) else a for a in args)
             kwargs = {k: (v.detach() if isinstance(v, torch.Tensor) else v)
@@ -228,8 +224,8 @@ class PerExampleDirectional:
         size = sum(t.numel() * t.element_size() for _, ts in tangents for t in ts)
         if self._const_cache is not None and key not in self._const_cache \
                 and self.const_cache_bytes + size <= self.const_cache_budget:
-            self._const_cache[key] = (vs, tangents)
-            self.const_cache_bytes += size
+            self._const_cache[key], self.const_cache_bytes = (vs, tangents), \
+                self.const_cache_bytes + size
 
     def clear_const_cache(self, enabled: bool = True) -> None:
         """Forget the cached data-input tangents (a new direction); ``enabled``: cache again."""
