@@ -204,3 +204,6 @@ def test_off_by_default_and_bad_indices_are_refused():
                        (torch.tensor([], dtype=torch.int64), "empty")):
         with pytest.raises(ValueError, match=match):
             LCAIntegrator(obj, "rk4", per_example=bad)
+    compiled = FullDatasetObjective(model, x, y, n_classes=3, chunk_size=4, compile=True)
+    with pytest.raises(ValueError, match="eager forward"):
+        LCAIntegrator(compiled, "rk4", per_example=torch.arange(len(y)))
