@@ -4,6 +4,7 @@
                                            [--chunk-size 1000] [--threads 1] [--device cpu]
                                            [--data-root DIR] [--dataset mnist]
                                            [--net mnist_fc|lenet|transformer]
+                                           [--only-integrator]
 
 MNIST-FC (compute/nets/models.py; or ``--net lenet``, ``--net transformer`` on modular addition)
 on the first N training examples, float32. For one rk4 step θ_0 → θ_1 (θ_1 = θ_0 plus a
@@ -24,6 +25,8 @@ the floor:
     the same random-walk path, plain and with ``per_example=arange(N)`` (the values come
     from the integrator's own passes; the start node replayed), and their ratio: the cost
     of per-example LCA per iteration (issue 24's target: <= 1.5x plain rk4).
+
+``--only-integrator`` times the floor and the two integrator rows only.
 
 Storage: a bundle row of per-example values is N_e × L × 4 bytes (float32), printed too.
 """
@@ -108,6 +111,8 @@ def bench(n: int, args) -> dict:
         "rk4": lambda: integrator_step("rk4"),
         "rk4_examples": lambda: integrator_step("rk4_examples"),
     }
+    if args.only_integrator:
+        fns = {k: fns[k] for k in ("floor", "rk4", "rk4_examples")}
     out = _interleaved(fns, args.repeats, args.device)
     # exactness in float32: Σ_n D[n, l] against N ∇_l L · v from the objective's gradient
     _, D = engines[False].evaluate(theta1, delta)
@@ -134,6 +139,8 @@ def main() -> None:
                         help="default mnist (modular-addition for the transformer); synthetic "
                              "for a smoke run")
     parser.add_argument("--net", default="mnist_fc", help="mnist_fc, lenet or transformer")
+    parser.add_argument("--only-integrator", action="store_true",
+                        help="time the floor and the integrator rows only")
     args = parser.parse_args()
     if args.dataset is None:
         args.dataset = "modular-addition" if args.net == "transformer" else "mnist"
@@ -148,6 +155,8 @@ def main() -> None:
         r = bench(n, args)
         print(f"N = {n}")
         for key, label in labels.items():
+            if key not in r:
+                continue
             print(f"  {label:<32} {r[key]:>9.3f} s  {r[key] / r['floor']:>5.2f}x")
         print(f"  per-example / plain rk4 per iteration: {r['rk4_examples'] / r['rk4']:.2f}x "
               f"(extra passes: {r['extra_passes']}); storage per row: {n} x {r['n_layers']} "
