@@ -4,7 +4,7 @@
                                            [--chunk-size 1000] [--threads 1] [--device cpu]
                                            [--data-root DIR] [--dataset mnist]
                                            [--net mnist_fc|lenet|transformer]
-                                           [--only-integrator]
+                                           [--only-integrator] [--rgb32]
 
 MNIST-FC (compute/nets/models.py; or ``--net lenet``, ``--net transformer`` on modular addition)
 on the first N training examples, float32. For one rk4 step θ_0 → θ_1 (θ_1 = θ_0 plus a
@@ -70,7 +70,7 @@ def _interleaved(fns: dict, repeats: int, device: str) -> dict:
 
 
 def bench(n: int, args) -> dict:
-    splits = load_splits(args.dataset, args.data_root, train_size=n)
+    splits = load_splits(args.dataset, args.data_root, train_size=n, rgb32=args.rgb32)
     x, y = splits.train.x.to(args.device), splits.train.y.to(args.device)
     model = build_model(args.net, splits.train.input_shape, splits.train.n_classes,
                         seed=0).to(args.device)
@@ -139,6 +139,8 @@ def main() -> None:
                         help="default mnist (modular-addition for the transformer); synthetic "
                              "for a smoke run")
     parser.add_argument("--net", default="mnist_fc", help="mnist_fc, lenet or transformer")
+    parser.add_argument("--rgb32", action="store_true",
+                        help="MNIST as 3x32x32 (for --net resnet20, a BatchNorm net)")
     parser.add_argument("--only-integrator", action="store_true",
                         help="time the floor and the integrator rows only")
     args = parser.parse_args()
