@@ -207,3 +207,17 @@ def test_off_by_default_and_bad_indices_are_refused():
     compiled = FullDatasetObjective(model, x, y, n_classes=3, chunk_size=4, compile=True)
     with pytest.raises(ValueError, match="eager forward"):
         LCAIntegrator(compiled, "rk4", per_example=torch.arange(len(y)))
+
+
+@pytest.mark.parametrize("name", ["mlp", "transformer"])
+def test_a_resumed_integrator_gives_the_uninterrupted_values(name):
+    """Resuming at θ_t (a fresh integrator, start(θ_t)) gives step t's values bit for bit."""
+    thetas = _path(_case(name)[0], steps=3)
+    whole = _integrator(name, "rk4")[3]
+    whole.start(thetas[0])
+    steps = [whole.step(th) for th in thetas[1:]]
+    resumed = _integrator(name, "rk4")[3]
+    resumed.start(thetas[2])
+    again = resumed.step(thetas[3])
+    assert torch.equal(again.example, steps[2].example)
+    assert torch.equal(again.example_loss_before, steps[2].example_loss_before)
