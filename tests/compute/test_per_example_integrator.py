@@ -110,7 +110,7 @@ def test_matches_per_example_autograd_at_the_integrators_nodes(name, method):
     assert (tap.extra_passes == 0) == (name != "cnn_batchnorm")
 
 
-@pytest.mark.parametrize("method", ["first_order", "rk4", "adaptive"])
+@pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize(("name", "chunking"), [("mlp", None), ("mlp", "mixed"),
                                                 ("cnn_batchnorm", None)])
 def test_per_class_sums_to_the_class_lca(name, chunking, method):
