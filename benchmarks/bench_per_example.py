@@ -5,6 +5,7 @@
                                            [--data-root DIR] [--dataset mnist]
                                            [--net mnist_fc|lenet|transformer]
                                            [--only-integrator] [--rgb32]
+                                           [--per-class [class|mixed]] [--keep-bytes B]
 
 MNIST-FC (compute/nets/models.py; or ``--net lenet``, ``--net transformer`` on modular addition)
 on the first N training examples, float32. For one rk4 step θ_0 → θ_1 (θ_1 = θ_0 plus a
@@ -26,7 +27,10 @@ the floor:
     from the integrator's own passes; the start node replayed), and their ratio: the cost
     of per-example LCA per iteration (issue 24's target: <= 1.5x plain rk4).
 
-``--only-integrator`` times the floor and the two integrator rows only.
+``--only-integrator`` times the floor and the two integrator rows only. ``--per-class`` runs
+both integrators with per-class LCA (``class``: class-pure chunks; ``mixed``: one masked
+backward per class, where the start node is an extra pass); ``--keep-bytes 0`` refuses to keep
+the end node's δ's (the start node is then an extra pass).
 
 Storage: a bundle row of per-example values is N_e × L × 4 bytes (float32), printed too.
 """
@@ -88,7 +92,13 @@ def bench(n: int, args) -> dict:
         walk.append(walk[-1] + (1e-3 * torch.randn(theta0.shape, generator=g)).to(theta0))
     integrators = {}
     for key, index in (("rk4", None), ("rk4_examples", torch.arange(n))):
-        integ = LCAIntegrator(objective(), "rk4", per_example=index)
+        obj_k = objective()
+        if args.per_class:
+            obj_k = FullDatasetObjective(model, x, y, n_classes=splits.train.n_classes,
+                                         chunk_size=args.chunk_size, per_class=True,
+                                         chunking=args.per_class)
+        integ = LCAIntegrator(obj_k, "rk4", per_example=index,
+                              per_example_keep_bytes=args.keep_bytes)
         integ.start(theta0)
         integrators[key] = (integ, iter(walk[1:]))
 
@@ -141,6 +151,10 @@ def main() -> None:
     parser.add_argument("--net", default="mnist_fc", help="mnist_fc, lenet or transformer")
     parser.add_argument("--rgb32", action="store_true",
                         help="MNIST as 3x32x32 (for --net resnet20, a BatchNorm net)")
+    parser.add_argument("--per-class", nargs="?", const="class", default=None,
+                        choices=("class", "mixed"), help="integrators with per-class LCA")
+    parser.add_argument("--keep-bytes", type=int, default=1 << 30,
+                        help="per_example_keep_bytes (0: the start node is an extra pass)")
     parser.add_argument("--only-integrator", action="store_true",
                         help="time the floor and the integrator rows only")
     args = parser.parse_args()
@@ -148,6 +162,7 @@ def main() -> None:
         args.dataset = "modular-addition" if args.net == "transformer" else "mnist"
     torch.set_num_threads(args.threads)
     print(f"{args.net} on {args.dataset}, float32, chunk {args.chunk_size}, "
+          f"per-class {args.per_class or 'off'}, keep {args.keep_bytes} B, "
           f"{args.threads} thread(s), {args.device}, medians of {args.repeats}")
     labels = {"floor": "floor (2 gradients)", "checked": "2 nodes, check",
               "unchecked": "2 nodes, no check", "step": "rk4 step (2 nodes + replay)",
