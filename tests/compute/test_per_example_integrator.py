@@ -221,3 +221,15 @@ def test_a_resumed_integrator_gives_the_uninterrupted_values(name):
     again = resumed.step(thetas[3])
     assert torch.equal(again.example, steps[2].example)
     assert torch.equal(again.example_loss_before, steps[2].example_loss_before)
+
+
+def test_an_error_estimate_leaves_the_per_example_values_alone():
+    """step(refine=True) evaluates more nodes for the error estimate, untapped."""
+    thetas = _path(_case("mlp")[0])
+    plain, refined = (_integrator("mlp", "rk4")[3] for _ in range(2))
+    plain.start(thetas[0])
+    refined.start(thetas[0])
+    for th in thetas[1:]:
+        a, b = plain.step(th), refined.step(th, refine=True)
+        assert b.refined is not None and torch.equal(a.example, b.example)
+    assert refined.examples.extra_passes == 0
