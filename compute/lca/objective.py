@@ -33,24 +33,18 @@ from compute.lca.chunk_size import (  # noqa: F401 - ChunkingError, DEFAULT_BN_G
     check_chunk_size,
     resolve_bn_group,
 )
+from compute.lca.determinism import (  # noqa: F401 - re-exported
+    DETERMINISM_RTOL,
+    DETERMINISM_RTOL_LOW,
+    GRAD_RTOL_FACTOR,
+    NondeterministicLossError,
+    check_same_evaluation,
+)
 from compute.lca.distributed import all_reduce_, world
 from compute.lca.ghost_bn import ghost_batchnorm, set_chunk
 from compute.lca.params import flat_grads, load_flat_params, selected
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (outputs, y) -> (n,) losses
-
-# How far two evaluations at one θ may differ: the loss (relative), the gradient (relative L2,
-# 100× more: it sums more terms). On CPU they are bit-identical. GPU kernels that accumulate
-# with atomics reorder sums: a few ulps (float32 eps 1.2e-7; float64 ~1e-15). Dropout of p = 0.01
-# in forward moves the loss ~1e-3 relative on 1,000 examples (~1/√N: still ~1e-4 on 60,000).
-DETERMINISM_RTOL = {torch.float64: 1e-12, torch.float32: 1e-6, torch.float16: 1e-3}
-DETERMINISM_RTOL_LOW = 1e-2  # bfloat16 (eps 7.8e-3) and anything else
-GRAD_RTOL_FACTOR = 100.0
-
-
-class NondeterministicLossError(ValueError):
-    """Two evaluations of the full loss at the same θ differed: LCA cannot allocate it."""
-
 
 def per_example_cross_entropy(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Default loss: cross-entropy per example, (n,)."""
@@ -96,13 +90,6 @@ def _probe_copy(model: nn.Module) -> nn.Module:
     for p in probe.parameters():
         p.requires_grad_(True)
     return probe
-
-
-def _rel_diff(a: torch.Tensor, b: torch.Tensor) -> float:
-    """‖a − b‖ / max(‖a‖, ‖b‖), 0 when both are 0; in float64."""
-    a, b = a.double(), b.double()
-    scale = float(torch.maximum(a.norm(), b.norm()))
-    return float((a - b).norm()) / scale if scale > 0 else 0.0
 
 
 class FullDatasetObjective:
@@ -184,6 +171,8 @@ class FullDatasetObjective:
         self.chunk_size: int | None = None if request == "auto" else request
         # how the chunk was chosen (recorded in a run's bundle config)
         self.chunk_info: dict = {"chunk_size_as_bn_group": chunk_size} if deprecated else {}
+        # per-example LCA (compute.lca.per_example_tap.ExampleTap) while a tapped pass runs
+        self.tap = None
         self.set_data(x, y)
 
     def set_data(self, x: torch.Tensor, y: torch.Tensor) -> None:
@@ -193,8 +182,9 @@ class FullDatasetObjective:
         if len(x) != len(y) or len(x) == 0:
             raise ValueError(f"need as many labels as inputs (got {len(x)} and {len(y)})")
         ref = self.params[0]
+        self.order: torch.Tensor | None = None  # class-sorted position i holds input order[i]
         if self.chunking == "class":
-            order = torch.argsort(y, stable=True)
+            self.order = order = torch.argsort(y, stable=True)
             x, y = x[order], y[order]
         self.x = x.to(device=ref.device, dtype=ref.dtype if x.is_floating_point() else x.dtype)
         self.y = y.to(ref.device)
@@ -287,22 +277,7 @@ class FullDatasetObjective:
         The loss must agree to ``DETERMINISM_RTOL[dtype]`` relative (1e-12 in float64, 1e-6
         in float32) and the gradient to ``GRAD_RTOL_FACTOR`` times that in relative L2 norm.
         """
-        rtol = DETERMINISM_RTOL.get(self.params[0].dtype, DETERMINISM_RTOL_LOW)
-        loss_diff = _rel_diff(a.loss, b.loss)
-        grad_diff = _rel_diff(a.grad, b.grad) if a.grad is not None else 0.0
-        if loss_diff <= rtol and grad_diff <= GRAD_RTOL_FACTOR * rtol:
-            return
-        raise NondeterministicLossError(
-            f"the full-dataset loss is not a deterministic function of the parameters: two "
-            f"evaluations at the same θ gave losses {float(a.loss)!r} and {float(b.loss)!r} "
-            f"(relative difference {loss_diff:.1e}, gradient {grad_diff:.1e}; allowed "
-            f"{rtol:g} and {GRAD_RTOL_FACTOR * rtol:g}), so LCA cannot allocate its change. "
-            "Dropout modules are switched off, but randomness the model draws itself is not: "
-            "functional dropout such as F.dropout(x, p, training=True) (pass "
-            "training=self.training instead), noise or random augmentation inside forward() "
-            "(torch.rand/randn/randint, random crops or flips), or a custom module that is "
-            "random in eval mode. On a GPU, nondeterministic kernels beyond this tolerance "
-            "can be ruled out with torch.use_deterministic_algorithms(True).")
+        check_same_evaluation(a.loss, b.loss, a.grad, b.grad, self.params[0].dtype)
 
     def _evaluate(self, grad: bool) -> Evaluation:
         if not grad:
@@ -342,11 +317,19 @@ class FullDatasetObjective:
         correct = torch.zeros((), dtype=torch.int64, device=self.y.device)
         class_grads = [] if self.per_class else None
         self._zero_grad()
+        tap = self.tap
+        if tap is not None:
+            tap.begin_pass()
         for k, (s, e, c) in enumerate(self.chunks):
             set_chunk(self._groups, e - s)
+            if tap is not None:
+                tap.begin_chunk(s, e)
             out = self.forward(self.x[s:e])
-            chunk_loss = self.loss_fn(out, self.y[s:e]).sum() / self.n
+            losses = self.loss_fn(out, self.y[s:e])
+            chunk_loss = losses.sum() / self.n
             chunk_loss.backward()
+            if tap is not None:
+                tap.end_chunk(s, e, losses)
             loss += chunk_loss.detach().double()
             correct += self._correct(out, self.y[s:e])
             last_of_class = k + 1 == len(self.chunks) or self.chunks[k + 1][2] != c
@@ -367,10 +350,16 @@ class FullDatasetObjective:
         correct = torch.zeros((), dtype=torch.int64, device=self.y.device)
         P = sum(p.numel() for p in self.params)
         cg = torch.zeros((self.n_classes, P), dtype=self.params[0].dtype, device=self.y.device)
+        tap = self.tap
+        if tap is not None:
+            tap.begin_pass()
         for s, e, _ in self.chunks:
             set_chunk(self._groups, e - s)
+            if tap is not None:
+                tap.begin_chunk(s, e)
             out = self.forward(self.x[s:e])
-            losses = self.loss_fn(out, self.y[s:e]) / self.n  # (n,)
+            raw = self.loss_fn(out, self.y[s:e])
+            losses = raw / self.n  # (n,)
             loss += losses.detach().sum().double()
             correct += self._correct(out, self.y[s:e])
             present = torch.unique(self.y[s:e]).tolist()
@@ -382,6 +371,8 @@ class FullDatasetObjective:
                     (g if g is not None else torch.zeros_like(p)).reshape(-1)
                     for g, p in zip(grads, self.params, strict=True)
                 ])
+            if tap is not None:
+                tap.end_chunk(s, e, raw)
         return Evaluation(loss, correct, cg.sum(0), cg)
 
     def _correct(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -23,17 +23,15 @@ because, in a network where examples do not interact, o_n reaches ℓ_n only). T
 share is ⟨δ_n, ṫ_n⟩ with ṫ_n the output's tangent along V (rules in
 :mod:`compute.lca.per_example_rules` and :mod:`compute.lca.per_example_transformer`: Linear δ_nᵀ V
 a_n, conv, Embedding, norm affines, the transformer's head projections and embeddings; a
-``torch.func.jvp`` of the module's forward for every other module). A parameter used by
-several modules (tied weights) gets every use's share. The example axis is the first of every
-output (nn.MultiheadAttention's (L, N, E) layout is read as such).
+``torch.func.jvp`` of the module's forward for every other module). Tied weights get every
+use's share. The example axis is the first of every output (but MultiheadAttention's (L, N, E)).
 
 With ``check=True`` (default) the same backward also forms the plain gradient, and every chunk
 is checked: Σ_n D[n, l] must equal ∇_l (Σ_n ℓ_n) · v_l (to 1e-9 relative in float64; a use no
 hook saw, e.g. a weight read by another module's forward, breaks it); a layer that fails is
 recomputed by forward mode (below) and listed in :attr:`PerExampleDirectional.repaired`. With
-``check=False`` the backward stops at the hooked outputs and forms no weight gradient.
-Neither catches a module that mixes examples other than BatchNorm (a custom batch mean):
-such a network needs ``mode="forward"``.
+``check=False`` the backward stops at the hooked outputs and forms no weight gradient. Neither
+catches a module mixing examples other than BatchNorm (a batch mean): use ``mode="forward"``.
 
 **BatchNorm.** The objective normalises every BatchNorm with the statistics of its chunk (a
 fixed partition of the data), so ℓ_n depends on the other examples of its chunk: it is the
@@ -125,6 +123,11 @@ class PerExampleDirectional:
         self._kept: tuple | None = None  # (θ, those records) for replay()
         self._rows = slice(0, 0)  # the chunk being evaluated
         self.check = check
+        # the tangents of rules reading the data, by (module, chunk), for one direction dict
+        # (an integrator's step: 2-3 nodes, one Δθ); None: off. Bytes held, and the most.
+        self._const_cache: dict | None = None
+        self.const_cache_bytes, self.const_cache_budget = 0, 256 << 20
+        self.reuse_tangents = False  # a chunk with several backwards (per-class masks)
         if self.mode == "hooks":
             self._install(model)
 
@@ -172,6 +175,11 @@ class PerExampleDirectional:
         def hook(mod, args, kwargs, output):
             if not self._active:
                 return
+            # a rule whose input does not depend on θ (the data: every θ parameter requires
+            # grad here) has the same tangent at every node of a step: see _const_cache
+            const = rule is not None and self._const_cache is not None and not any(
+                isinstance(t, torch.Tensor) and t.requires_grad for t in (*args, *kwargs.values()))
+            key = (id(mod), self._rows.start, self._rows.stop)
             args = tuple(a.detach() if isinstance(a, torch.Tensor) else a for a in args)
             kwargs = {k: (v.detach() if isinstance(v, torch.Tensor) else v)
                       for k, v in kwargs.items()}
@@ -185,15 +193,21 @@ class PerExampleDirectional:
                 if cache["vs"] is not vs:  # one computation per direction, for all outputs
                     was, self._active = self._active, False  # replays must not be hooked
                     try:
-                        if rule is not None:
+                        cached = self._const_cache if const else None
+                        hit = cached.get(key) if cached is not None else None
+                        if hit is not None and hit[0] is vs:
+                            t = hit[1]
+                        elif rule is not None:
                             t = [(p, [t]) for p, t in rule(mod, first_input(args, kwargs), vs)]
+                            if const:
+                                self._cache_const(key, vs, t)
                         else:
                             rel, groups = fallback
                             t = [(g[0], dots) for g, dots in
                                  jvp_tangents(mod, rel, groups, args, kwargs, vs)]
                     finally:
                         self._active = was
-                    if len(watched) == 1:  # nothing to share it with: keep no tangent alive
+                    if len(watched) == 1 and not self.reuse_tangents:  # keep none alive
                         return t
                     cache.update(vs=vs, t=t)
                 return cache["t"]
@@ -206,6 +220,18 @@ class PerExampleDirectional:
                 self._watch(outputs[i], lambda vs, g, i=i: share(vs, g, i))
         return hook
 
+    def _cache_const(self, key, vs, tangents) -> None:
+        size = sum(t.numel() * t.element_size() for _, ts in tangents for t in ts)
+        if self._const_cache is not None and key not in self._const_cache \
+                and self.const_cache_bytes + size <= self.const_cache_budget:
+            self._const_cache[key], self.const_cache_bytes = (vs, tangents), \
+                self.const_cache_bytes + size
+
+    def clear_const_cache(self, enabled: bool = True) -> None:
+        """Forget the cached data-input tangents (a new direction); ``enabled``: cache again."""
+        self._const_cache = {} if enabled else None
+        self.const_cache_bytes = 0
+
     def _dot(self, delta: torch.Tensor, tangent: torch.Tensor, axis: int = 0) -> torch.Tensor:
         """⟨δ_n, ṫ_n⟩ (n,), after checking that ``delta`` has the chunk's examples on ``axis``."""
         n = self._acc.shape[0]
@@ -217,8 +243,9 @@ class PerExampleDirectional:
 
     def _take(self, share, delta: torch.Tensor) -> None:
         """Add a hooked output's shares; with ``keep``, remember δ to :meth:`replay` it."""
-        for p, d in share(self._vs, delta):
-            self._acc[:, self.layer_of[p]] += d.double()
+        if self._vs is not None:  # None: only keep δ (for a replay along a later direction)
+            for p, d in share(self._vs, delta):
+                self._acc[:, self.layer_of[p]] += d.double()
         if self._keep is not None:
             self._keep.append((self._rows, share, delta.detach()))
 

@@ -96,8 +96,25 @@ def _heads(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
 
 
 def attention_tangents(attn: Attention, x: torch.Tensor, last_only: bool, vs: dict,
-                       delta: torch.Tensor) -> list:
-    """(parameter, D (n,)) for q, k, v, o of one Attention call whose output got ``delta``."""
+                       delta: torch.Tensor, pulled: tuple | None = None) -> list:
+    """(parameter, D (n,)) for q, k, v, o of one Attention call whose output got ``delta``;
+    ``pulled``: :func:`attention_pullback`'s result for this call (it does not depend on V)."""
+    queries, dq, dk, dv, z = pulled or attention_pullback(attn, x, last_only, delta)
+    out = []
+    for proj, d, a in ((attn.q, dq, queries), (attn.k, dk, x), (attn.v, dv, x)):
+        if proj.weight in vs:
+            out.append((proj.weight, per_example_dot(d, _heads(a, vs[proj.weight]))))
+    if attn.o.weight in vs:
+        vo = vs[attn.o.weight]
+        tangent = z.flatten(2) @ vo.reshape(-1, vo.shape[-1])
+        out.append((attn.o.weight, per_example_dot(delta, tangent)))
+    return out
+
+
+def attention_pullback(attn: Attention, x: torch.Tensor, last_only: bool,
+                       delta: torch.Tensor) -> tuple:
+    """The queries, δ_q, δ_k, δ_v and the heads' outputs z of one Attention call at the
+    current θ whose output got ``delta`` (a local backward of the recomputed attention)."""
     e = attn.d_head
     queries = x[:, -1:] if last_only else x
     with torch.enable_grad():
@@ -113,15 +130,7 @@ def attention_tangents(attn: Attention, x: torch.Tensor, last_only: bool, vs: di
         wo = attn.o.weight.detach()
         delta_z = (delta @ wo.reshape(-1, wo.shape[-1]).T).unflatten(-1, z.shape[-2:])
         dq, dk, dv = torch.autograd.grad(z, (q, k, v), delta_z)
-    out = []
-    for proj, d, a in ((attn.q, dq, queries), (attn.k, dk, x), (attn.v, dv, x)):
-        if proj.weight in vs:
-            out.append((proj.weight, per_example_dot(d, _heads(a, vs[proj.weight]))))
-    if attn.o.weight in vs:
-        vo = vs[attn.o.weight]
-        tangent = z.detach().flatten(2) @ vo.reshape(-1, vo.shape[-1])
-        out.append((attn.o.weight, per_example_dot(delta, tangent)))
-    return out
+    return queries, dq, dk, dv, z.detach()
 
 
 def install_attention(engine, attn: Attention) -> list:
@@ -131,6 +140,16 @@ def install_attention(engine, attn: Attention) -> list:
             return
         x = args[0].detach()
         last_only = kwargs.get("last_only", args[1] if len(args) > 1 else False)
-        engine._watch(output, lambda vs, g: attention_tangents(attn, x, last_only, vs, g))
+        # a kept call is replayed at the same θ with the same δ: its pull-back is reused
+        memo: dict | None = {} if engine._keep is not None else None
+
+        def share(vs, g):
+            pulled = memo.get("pulled") if memo is not None else None
+            if pulled is None:
+                pulled = attention_pullback(attn, x, last_only, g)
+                if memo is not None:
+                    memo["pulled"] = pulled
+            return attention_tangents(attn, x, last_only, vs, g, pulled)
+        engine._watch(output, share)
 
     return [attn.register_forward_hook(on_output, with_kwargs=True)]

@@ -25,6 +25,9 @@ class SimpsonSums:
     cends: torch.Tensor | None = None  # per-class parts, (C, P)
     codd: torch.Tensor | None = None
     ceven: torch.Tensor | None = None
+    eends: torch.Tensor | None = None  # per-example parts D (N, L) / N, same nodes and weights
+    eodd: torch.Tensor | None = None
+    eeven: torch.Tensor | None = None
 
     def weights(self) -> torch.Tensor:
         return (self.ends + 4 * self.odd + 2 * self.even) / (6 * self.n)
@@ -33,6 +36,12 @@ class SimpsonSums:
         if self.cends is None:
             return None
         return (self.cends + 4 * self.codd + 2 * self.ceven) / (6 * self.n)
+
+    def example_weights(self) -> torch.Tensor | None:
+        """E (N, L): the per-example sums combined as :meth:`weights` combines the gradients."""
+        if self.eends is None:
+            return None
+        return (self.eends + 4 * self.eodd + 2 * self.eeven) / (6 * self.n)
 
 
 @dataclass

@@ -22,8 +22,10 @@ import hashlib
 import re
 
 import numpy as np
+import torch
 
 SUBSET_STREAM = 17  # SeedSequence([seed, 17]) for the fixed subset, [seed, 17, t + 1] per step
+EXAMPLE_STREAM = 24  # the tracked examples of per-example LCA (another draw than --lca-data's)
 
 
 def subset_size(spec: str | int | float | None, n_total: int) -> int:
@@ -77,7 +79,8 @@ def class_counts(y: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
     return out
 
 
-def stratified_subset(y: np.ndarray, n: int, seed: int, t: int | None = None) -> np.ndarray:
+def stratified_subset(y: np.ndarray, n: int, seed: int, t: int | None = None, *,
+                      stream: int = SUBSET_STREAM) -> np.ndarray:
     """Sorted indices of a class-stratified subset of ``n`` examples (see module docstring).
 
     Args:
@@ -92,12 +95,41 @@ def stratified_subset(y: np.ndarray, n: int, seed: int, t: int | None = None) ->
     y = np.asarray(y).astype(np.int64)
     if n >= len(y):
         return np.arange(len(y), dtype=np.int64)
-    key = [int(seed), SUBSET_STREAM] + ([] if t is None else [int(t) + 1])
+    key = [int(seed), int(stream)] + ([] if t is None else [int(t) + 1])
     rng = np.random.default_rng(np.random.SeedSequence(key))
     counts = class_counts(y, n, rng)
     parts = [rng.choice(np.flatnonzero(y == c), size=int(k), replace=False)
              for c, k in enumerate(counts) if k]
     return np.sort(np.concatenate(parts)).astype(np.int64)
+
+
+def example_subset(y: torch.Tensor, k: int | None, seed: int) -> torch.Tensor:
+    """The examples per-example LCA tracks: all, or a seeded subset of ``k``.
+
+    Args:
+        y: (N,) targets. Integer class labels give a class-stratified subset (as
+            :func:`stratified_subset`, on a stream of its own); other targets a uniform one.
+        k: how many (1..N); None or k >= N: all of them.
+        seed: the run's seed (the same seed gives the same subset).
+
+    Returns:
+        (N_e,) int64, sorted, on the CPU.
+
+    Raises:
+        ValueError: k < 1.
+    """
+    n = len(y)
+    if k is None or (not isinstance(k, bool) and isinstance(k, (int, np.integer)) and k >= n):
+        return torch.arange(n, dtype=torch.int64)
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"per-example subset size must be a whole number >= 1, got {k!r}")
+    labels = torch.as_tensor(y).detach().cpu()
+    if labels.is_floating_point() or labels.dim() != 1 or bool((labels < 0).any()):
+        rng = np.random.default_rng(np.random.SeedSequence([int(seed), EXAMPLE_STREAM]))
+        idx = np.sort(rng.choice(n, size=int(k), replace=False))
+    else:
+        idx = stratified_subset(labels.numpy(), int(k), seed, stream=EXAMPLE_STREAM)
+    return torch.from_numpy(idx.astype(np.int64))
 
 
 def indices_hash(idx: np.ndarray) -> str:
