@@ -76,8 +76,23 @@ def create_app(runs_dir: str | Path, *, debug: bool = False,
     return app
 
 
+def _dash_context_in_this_thread() -> None:
+    """Dash (4.x) reads a context variable in ``register_page`` that it sets only in the thread
+    that imported it, so ``create_app`` from another thread (a notebook's server thread, a
+    test's client thread) raised LookupError; give this thread the same empty context."""
+    try:
+        from dash._callback_context import context_value
+    except ImportError:  # a Dash without it does not read it either
+        return
+    try:
+        context_value.get()
+    except LookupError:
+        context_value.set({})
+
+
 def _register_pages() -> None:
     """(Re-)register the pages; the registry is global in Dash, the layouts are stateless."""
+    _dash_context_in_this_thread()
     dash.register_page("lcaviz.app.pages.runs", path="/", name="Runs", title="Runs · LCA explorer",
                        layout=runs.layout)
     dash.register_page("lcaviz.app.pages.run", path="/run", name="Run", title="Run · LCA explorer",
