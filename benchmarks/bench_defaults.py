@@ -3,7 +3,7 @@
     python benchmarks/bench_defaults.py [--net mnist_fc] [--dataset mnist] [--iters 12]
         [--old-chunk 1000] [--floor-chunks 55000,11000,5000] [--bn-group N] [--split]
         [--no-per-class] [--train-size N] [--rgb32] [--data-root DIR] [--device cpu]
-        [--memory] [--memory-budgets default,64]
+        [--memory] [--memory-budgets default,64] [--new-chunk N] [--compile]
 
 Three things are timed in turn, the order rotating every round so that a noisy neighbour on a
 shared machine hits each alike, and each round's ratios are taken within the round:
@@ -15,7 +15,9 @@ shared machine hits each alike, and each round's ratios are taken within the rou
   append) with today's defaults, ``--chunk-size auto`` and ``--memory-format auto``
   (``--bn-group`` as given) -- the README's command on MNIST-FC;
 * old: the same run with ``--chunk-size OLD_CHUNK`` in NCHW (a BatchNorm net also gets
-  ``--bn-group OLD_CHUNK``: one group per pass, the evaluation before issue 25).
+  ``--bn-group OLD_CHUNK``: one group per pass, the evaluation before issue 25);
+* with ``--compile``, "comp": the new settings plus ``--compile``; ``--new-chunk N`` gives the
+  new run ``--chunk-size N`` instead of auto (several ghost BatchNorm groups per pass).
 
 Each run lives in a thread that pauses after every bundle append, so exactly one thing runs at
 a time; its iteration time is the bundle's ``timing/seconds`` plus the append. ``--memory``
@@ -141,7 +143,8 @@ def configs(a: argparse.Namespace) -> dict[str, RunConfig]:
                 lr=0.01, momentum=0.9, batch_size=250, method="rk4", seed=0,
                 per_class=a.per_class, checkpoint_every=10**6, checkpoint_seconds=1e9)
     bn = a.net in BN_NETS
-    new = RunConfig(**base, bn_group=a.bn_group if bn else None)
+    new = RunConfig(**base, bn_group=a.bn_group if bn else None,
+                    **({"chunk_size": a.new_chunk} if a.new_chunk else {}))
     old = RunConfig(**base, chunk_size=a.old_chunk, memory_format="contiguous",
                     bn_group=(a.bn_group or a.old_chunk) if bn else None)
     if bn and old.chunk_size % old.bn_group:
@@ -149,6 +152,8 @@ def configs(a: argparse.Namespace) -> dict[str, RunConfig]:
     out = {"new": new, "old": old}
     if a.split:  # the new chunking alone, in NCHW: separates what layout and chunking buy
         out["nchw"] = dataclasses.replace(new, memory_format="contiguous")
+    if a.compile:  # the new settings with --compile (opt-in): does compiling pay here?
+        out["comp"] = dataclasses.replace(new, compile=True)
     return out
 
 
@@ -212,6 +217,11 @@ def main() -> None:
     ap.add_argument("--memory", action="store_true")
     ap.add_argument("--memory-budgets", default="default,64", metavar="MIB,...",
                     help="--memory: the budgets to check ('default' or MiB)")
+    ap.add_argument("--new-chunk", type=int, default=None,
+                    help="the new run's --chunk-size instead of auto (e.g. several ghost groups "
+                         "per pass)")
+    ap.add_argument("--compile", action="store_true",
+                    help="also the new settings with --compile (column 'comp')")
     ap.add_argument("--split", action="store_true",
                     help="also the new chunking in NCHW (what layout vs chunking buy)")
     a = ap.parse_args()
@@ -225,8 +235,9 @@ def main() -> None:
           f"{dev}, torch {torch.__version__}, threads {torch.get_num_threads()}")
     old, group = cfgs["old"], f" --bn-group {a.bn_group}" if a.bn_group else ""
     old_group = f" --bn-group {old.bn_group}" if old.bn_group else ""
+    new_chunk = f" --chunk-size {a.new_chunk}" if a.new_chunk else ""
     print(f"# old: --chunk-size {old.chunk_size} --memory-format contiguous{old_group}; "
-          f"new: the defaults{group}")
+          f"new: the defaults{group}{new_chunk}{'; comp: new + --compile' if a.compile else ''}")
     if a.iters > 0:
         timings(a, cfgs, floor_chunks)
     if torch.cuda.is_available():
