@@ -3,7 +3,7 @@
     python benchmarks/bench_defaults.py [--net mnist_fc] [--dataset mnist] [--iters 12]
         [--old-chunk 1000] [--floor-chunks 55000,11000,5000] [--bn-group N] [--split]
         [--no-per-class] [--train-size N] [--rgb32] [--data-root DIR] [--device cpu]
-        [--memory] [--memory-budgets default,64]
+        [--memory] [--memory-budgets default,64] [--new-chunk N] [--compile] [--sync-copies]
 
 Three things are timed in turn, the order rotating every round so that a noisy neighbour on a
 shared machine hits each alike, and each round's ratios are taken within the round:
@@ -15,7 +15,12 @@ shared machine hits each alike, and each round's ratios are taken within the rou
   append) with today's defaults, ``--chunk-size auto`` and ``--memory-format auto``
   (``--bn-group`` as given) -- the README's command on MNIST-FC;
 * old: the same run with ``--chunk-size OLD_CHUNK`` in NCHW (a BatchNorm net also gets
-  ``--bn-group OLD_CHUNK``: one group per pass, the evaluation before issue 25).
+  ``--bn-group OLD_CHUNK``: one group per pass, the evaluation before issue 25);
+* with ``--sync-copies``, "sync": the new settings with the record's host copies made
+  synchronously (on CUDA the defaults overlap them with the next evaluation; on a CPU both
+  are synchronous);
+* with ``--compile``, "comp": the new settings plus ``--compile``; ``--new-chunk N`` gives the
+  new run ``--chunk-size N`` instead of auto (several ghost BatchNorm groups per pass).
 
 Each run lives in a thread that pauses after every bundle append, so exactly one thing runs at
 a time; its iteration time is the bundle's ``timing/seconds`` plus the append. ``--memory``
@@ -41,6 +46,8 @@ import h5py
 import torch
 from torch.nn import functional as F
 
+import compute.run.build as build
+from compute.lca.host_copy import DeferredWriter, HostCopies
 from compute.run.config import RunConfig
 from compute.run.train import build_run, run_lca
 from lcaviz.bundle.writer import BundleWriter
@@ -82,14 +89,14 @@ class PlainFloor:
 class PacedRun:
     """``run_lca`` in a thread that stops after each iteration until :meth:`step` is called."""
 
-    def __init__(self, cfg: RunConfig, path: Path):
-        self.cfg, self.path, self.seconds = cfg, path, []
+    def __init__(self, cfg: RunConfig, path: Path, sync_copies: bool = False):
+        self.cfg, self.path, self.seconds, self.sync_copies = cfg, path, [], sync_copies
         self.go, self.done = threading.Semaphore(0), threading.Semaphore(0)
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._main, daemon=True)
 
     def _main(self) -> None:
-        _paced.run = self
+        _paced.run, _paced.sync_copies = self, self.sync_copies
         try:
             run_lca(self.cfg, self.path, progress=False)
         except BaseException as e:  # noqa: BLE001 - reported by the main thread
@@ -119,19 +126,37 @@ class PacedRun:
             raise self.error
 
 
+def _pause(seconds: float) -> None:
+    run = getattr(_paced, "run", None)
+    if run is not None:
+        run.seconds.append(seconds)
+        run.done.release()
+        run.go.acquire()
+
+
 def _install_pause() -> None:
-    original = BundleWriter.append
+    """Pause a run's thread after each iteration's append. On CUDA the loop's writer is a
+    :class:`DeferredWriter` (which appends the previous record, once its host copies landed,
+    when it is handed the next): the pause is then after the deferred append."""
+    original, original_deferred = BundleWriter.append, DeferredWriter.append
 
     def paced_append(self, rec):
         t0 = time.perf_counter()
         original(self, rec)
-        run = getattr(_paced, "run", None)
-        if run is not None:
-            run.seconds.append(rec.seconds + time.perf_counter() - t0)
-            run.done.release()
-            run.go.acquire()
+        if not getattr(_paced, "deferred", False):
+            _pause(rec.seconds + time.perf_counter() - t0)
 
-    BundleWriter.append = paced_append
+    def paced_deferred(self, rec):
+        _paced.deferred = True
+        t0 = time.perf_counter()
+        original_deferred(self, rec)  # waits for the previous record's copies, appends it
+        _pause(rec.seconds + time.perf_counter() - t0)
+
+    def host_copies(device):  # the "sync" column: this thread's run copies synchronously
+        return HostCopies("cpu" if getattr(_paced, "sync_copies", False) else device)
+
+    BundleWriter.append, DeferredWriter.append = paced_append, paced_deferred
+    build.HostCopies = host_copies
 
 
 def configs(a: argparse.Namespace) -> dict[str, RunConfig]:
@@ -141,7 +166,8 @@ def configs(a: argparse.Namespace) -> dict[str, RunConfig]:
                 lr=0.01, momentum=0.9, batch_size=250, method="rk4", seed=0,
                 per_class=a.per_class, checkpoint_every=10**6, checkpoint_seconds=1e9)
     bn = a.net in BN_NETS
-    new = RunConfig(**base, bn_group=a.bn_group if bn else None)
+    new = RunConfig(**base, bn_group=a.bn_group if bn else None,
+                    **({"chunk_size": a.new_chunk} if a.new_chunk else {}))
     old = RunConfig(**base, chunk_size=a.old_chunk, memory_format="contiguous",
                     bn_group=(a.bn_group or a.old_chunk) if bn else None)
     if bn and old.chunk_size % old.bn_group:
@@ -149,13 +175,18 @@ def configs(a: argparse.Namespace) -> dict[str, RunConfig]:
     out = {"new": new, "old": old}
     if a.split:  # the new chunking alone, in NCHW: separates what layout and chunking buy
         out["nchw"] = dataclasses.replace(new, memory_format="contiguous")
+    if a.sync_copies:  # the new settings with the record's host copies made synchronously
+        out["sync"] = new
+    if a.compile:  # the new settings with --compile (opt-in): does compiling pay here?
+        out["comp"] = dataclasses.replace(new, compile=True)
     return out
 
 
 def chunk_record(path: Path) -> dict:
     with h5py.File(path, "r") as f:
         cfg = json.loads(f.attrs["config"])
-    return {"chunks": cfg.get("chunks"), "layout": cfg.get("memory_format_choice")}
+    return {"chunks": cfg.get("chunks"), "layout": cfg.get("memory_format_choice"),
+            "host_copy": cfg.get("host_copy")}
 
 
 def memory_check(cfg: RunConfig, budget: int | None = None) -> dict:
@@ -212,6 +243,14 @@ def main() -> None:
     ap.add_argument("--memory", action="store_true")
     ap.add_argument("--memory-budgets", default="default,64", metavar="MIB,...",
                     help="--memory: the budgets to check ('default' or MiB)")
+    ap.add_argument("--new-chunk", type=int, default=None,
+                    help="the new run's --chunk-size instead of auto (e.g. several ghost groups "
+                         "per pass)")
+    ap.add_argument("--sync-copies", action="store_true",
+                    help="also the new settings with synchronous host copies of the record "
+                         "(column 'sync'; on CUDA the defaults overlap them)")
+    ap.add_argument("--compile", action="store_true",
+                    help="also the new settings with --compile (column 'comp')")
     ap.add_argument("--split", action="store_true",
                     help="also the new chunking in NCHW (what layout vs chunking buy)")
     a = ap.parse_args()
@@ -225,8 +264,10 @@ def main() -> None:
           f"{dev}, torch {torch.__version__}, threads {torch.get_num_threads()}")
     old, group = cfgs["old"], f" --bn-group {a.bn_group}" if a.bn_group else ""
     old_group = f" --bn-group {old.bn_group}" if old.bn_group else ""
+    new_chunk = f" --chunk-size {a.new_chunk}" if a.new_chunk else ""
     print(f"# old: --chunk-size {old.chunk_size} --memory-format contiguous{old_group}; "
-          f"new: the defaults{group}")
+          f"new: the defaults{group}{new_chunk}{'; comp: new + --compile' if a.compile else ''}"
+          f"{'; sync: new with synchronous host copies' if a.sync_copies else ''}")
     if a.iters > 0:
         timings(a, cfgs, floor_chunks)
     if torch.cuda.is_available():
@@ -248,8 +289,8 @@ def timings(a: argparse.Namespace, cfgs: dict[str, RunConfig], floor_chunks: lis
         best = min(floor_chunks, key=lambda c: statistics.median(warm[c]))
         fl = ", ".join(f"{c}: {statistics.median(v):.3f}" for c, v in warm.items())
         print(f"floor warm-up, median CPU s by chunk: {fl}; using chunk {best}", flush=True)
-        runs = {k: PacedRun(dataclasses.replace(c, iters=a.iters + 1), Path(tmp) / f"{k}.h5")
-                for k, c in cfgs.items()}
+        runs = {k: PacedRun(dataclasses.replace(c, iters=a.iters + 1), Path(tmp) / f"{k}.h5",
+                            sync_copies=k == "sync") for k, c in cfgs.items()}
         for r in runs.values():
             r.start()
         for i in range(a.iters):

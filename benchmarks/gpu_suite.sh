@@ -21,10 +21,14 @@
 #                                            # 1,000, layout auto, cudnn.benchmark) vs NCHW
 #                                            # chunk 1,000 vs the plain floor, and the precision
 #                                            # check of both layouts; sized for < 8 minutes
+#   bash benchmarks/gpu_suite.sh overlap     # issue 25: the defaults with the record's host
+#                                            # copies overlapped (pinned, side stream) vs made
+#                                            # synchronously, resnet20 on 45,000 images, rk4;
+#                                            # sized for < 5 minutes
 # Results land in $OUT (the device tool copies that folder back) or ./gpu_results.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-step="${1:?usage: gpu_suite.sh prepare|engine|precision|profile|approx|lastlayer|pack|defaults}"
+step="${1:?usage: gpu_suite.sh prepare|engine|precision|profile|approx|lastlayer|pack|defaults|overlap}"
 out="${OUT:-gpu_results}"
 mkdir -p "$out"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # the device image has torch, h5py, tqdm
@@ -90,5 +94,12 @@ case "$step" in
         --iters 3 --train-size 2000 --memory-format "$fmt" --precision-check --no-progress \
         2>&1 | log || echo "precision check $fmt stopped (exit $?)" | log
     done ;;
+  overlap)
+    nvidia-smi --query-gpu=name,driver_version --format=csv | log
+    # floor warm-up at one chunk (~10 s); 3 runs (new, sync, old NCHW chunk 1,000), each set up
+    # with its precision check and first evaluation (~30 s each); 8 rounds (~8 s each): ~3 min
+    timeout 420 python benchmarks/bench_defaults.py --net resnet20 "${data[@]}" --device cuda \
+      --train-size 45000 --iters 8 --old-chunk 1000 --no-per-class --floor-chunks 5000 \
+      --sync-copies 2>&1 | log || echo "bench_defaults stopped (exit $?)" | log ;;
   *) echo "unknown step $step" >&2; exit 2 ;;
 esac

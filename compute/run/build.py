@@ -9,6 +9,7 @@ import torch
 
 from compute.data.datasets import TensorDataset, load_splits
 from compute.lca.backends import set_matmul_precision
+from compute.lca.host_copy import HostCopies
 from compute.lca.integrator import LCAIntegrator
 from compute.lca.objective import FullDatasetObjective, resolve_chunking
 from compute.lca.params import ParamTable, param_table
@@ -44,6 +45,7 @@ class Run:
     approx_info: dict  # what the bundle's config records about the allocated loss
     groups: list | None = None  # named groups finer than layers (attention heads), or None
     group_idx: torch.Tensor | None = None  # (P,) group of each parameter, on the device
+    host_copies: HostCopies | None = None  # the record's host copies (pinned + async on CUDA)
 
     @property
     def n_row_cols(self) -> int:
@@ -109,6 +111,7 @@ def build_run(cfg: RunConfig) -> Run:
               integrator(splits.val, False) if cfg.val_lca else None,
               flags, cfg.row_schedule(), ranges, row_idx, approx, info)
     approx.full = approx_mode.full_objective(run, cfg)
+    run.host_copies = HostCopies(device)
     groups = component_groups(model)
     if len(groups) > table.n_layers:  # only models with finer components (heads) get groups
         attach_groups(run, groups, device)

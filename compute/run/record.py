@@ -4,7 +4,8 @@
 :class:`~lcaviz.bundle.layout.IterationRecord` and updates the :class:`RunState` that
 checkpoints carry: the open row window, the per-parameter counters (help, nonzero, oscillation),
 the whole-run conservation sums and the count of adaptive steps that hit ``--max-halvings``.
-Reductions stay on the device; only what is written is copied to the host.
+Reductions stay on the device; only what is written is copied to the host (through the run's
+:class:`~compute.lca.host_copy.HostCopies` where it has one: pinned and overlapped on CUDA).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import math
 import numpy as np
 import torch
 
+from compute.lca.host_copy import HostCopies
 from compute.lca.integrator import LCAStep, layer_sums
 from compute.lca.lca_error import error_record
 from compute.lca.oscillation import count_gradient, count_move, oscillation_counters
@@ -21,9 +23,11 @@ from compute.run.checkpoint import RunState
 from lcaviz.bundle.layout import IterationRecord
 
 
-def host(t: torch.Tensor) -> np.ndarray:
-    """An independent host copy (on CPU, ``.numpy()`` would alias a buffer we reuse)."""
-    return t.detach().cpu().numpy().copy()
+def host(t: torch.Tensor, copies: HostCopies | None = None) -> np.ndarray:
+    """An independent host copy (on CPU, ``.numpy()`` would alias a buffer we reuse); with a
+    run's :class:`~compute.lca.host_copy.HostCopies` on CUDA, a pinned copy still in flight,
+    which the run's writer waits for before it reads it."""
+    return copies(t) if copies is not None else t.detach().cpu().numpy().copy()
 
 
 def row_closes(run, t: int) -> bool:
@@ -55,33 +59,34 @@ def record(run, st: LCAStep, vst: LCAStep | None, state: RunState, mb_loss: floa
                                      dtype=torch.float64)
     state.hit_max += int(st.hit_max)
     close = row_closes(run, t)
+    copies = getattr(run, "host_copies", None)  # pinned + async on CUDA (the writer waits)
     # one (3, L) reduction and one device→host copy instead of three (matters on a GPU)
-    per_layer = layer_sums(torch.stack([st.lca, helps.double(), hurts.double()]),
-                           run.layer_idx, L).cpu().numpy()  # (3, L): LCA, helping, hurting
+    per_layer = host(layer_sums(torch.stack([st.lca, helps.double(), hurts.double()]),
+                                run.layer_idx, L), copies)  # (3, L): LCA, helping, hurting
     rec = IterationRecord(
         loss_train=st.loss_after, acc_train=st.correct_after / n, loss_minibatch=mb_loss,
         residual=st.residual, splits=st.splits,
         lca_layer=per_layer[0], help_count=per_layer[1], hurt_count=per_layer[2],
         seconds=seconds,
-        lca_row=host(state.window) if close else None,
-        lca_class_layer=(layer_sums(st.class_lca, run.layer_idx, L).cpu().numpy()
+        lca_row=host(state.window, copies) if close else None,
+        lca_class_layer=(host(layer_sums(st.class_lca, run.layer_idx, L), copies)
                          if st.class_lca is not None else None),
-        theta=theta.cpu().numpy() if run.cfg.save_trajectory else None,
+        theta=host(theta, copies) if run.cfg.save_trajectory else None,
         hit_max_halvings=st.hit_max if run.cfg.method == "adaptive" else None,
         lca_error=(error_record(t, st, run.layer_idx, L, run.row_idx)
                    if st.refined is not None else None))
     group_idx = getattr(run, "group_idx", None)
     if group_idx is not None:
-        rec.lca_group = layer_sums(st.lca, group_idx, len(run.groups)).cpu().numpy()
+        rec.lca_group = host(layer_sums(st.lca, group_idx, len(run.groups)), copies)
     if vst is not None:
         if group_idx is not None:
-            rec.lca_val_group = layer_sums(vst.lca, group_idx, len(run.groups)).cpu().numpy()
+            rec.lca_val_group = host(layer_sums(vst.lca, group_idx, len(run.groups)), copies)
         state.window_val += vst.lca if run.row_idx is None else vst.lca[run.row_idx]
         rec.loss_val = vst.loss_after
         rec.acc_val = vst.correct_after / len(run.val_lca.objective.y)
-        rec.lca_val_layer = layer_sums(vst.lca, run.layer_idx, L).cpu().numpy()
+        rec.lca_val_layer = host(layer_sums(vst.lca, run.layer_idx, L), copies)
         rec.val_residual = vst.residual
-        rec.lca_val_row = host(state.window_val) if close else None
+        rec.lca_val_row = host(state.window_val, copies) if close else None
     _reset_window(state, close)
     return rec
 
@@ -94,13 +99,14 @@ def gap_record(run, state: RunState, t: int, mb_loss: float,
     it). A row that closes here holds the allocated iterations of its window."""
     L, C, nan = run.table.n_layers, len(run.class_names), math.nan
     close = row_closes(run, t)
+    copies = getattr(run, "host_copies", None)
     rec = IterationRecord(
         loss_train=nan, acc_train=nan, loss_minibatch=mb_loss, residual=nan, splits=-1,
         lca_layer=np.full(L, nan), help_count=np.zeros(L, np.int32),
         hurt_count=np.zeros(L, np.int32), seconds=0.0,
-        lca_row=host(state.window) if close else None,
+        lca_row=host(state.window, copies) if close else None,
         lca_class_layer=np.full((C, L), nan) if run.cfg.per_class else None,
-        theta=theta.cpu().numpy() if run.cfg.save_trajectory else None,
+        theta=host(theta, copies) if run.cfg.save_trajectory else None,
         hit_max_halvings=False if run.cfg.method == "adaptive" else None, allocated=False)
     if getattr(run, "groups", None):
         rec.lca_group = np.full(len(run.groups), nan)
@@ -109,7 +115,7 @@ def gap_record(run, state: RunState, t: int, mb_loss: float,
     if state.window_val is not None:
         rec.loss_val, rec.acc_val, rec.val_residual = nan, nan, nan
         rec.lca_val_layer = np.full(L, nan)
-        rec.lca_val_row = host(state.window_val) if close else None
+        rec.lca_val_row = host(state.window_val, copies) if close else None
     _reset_window(state, close)
     return rec
 

@@ -58,7 +58,8 @@ def _layout(run: Run, cfg: RunConfig, check: dict | None = None) -> LayoutInfo:
               "backend": torch.distributed.get_backend() if size > 1 else None,
               "precision_flags": run.precision_flags,
               "chunks": run.train_lca.objective.chunk_info,  # how --chunk-size was resolved
-              "memory_format_choice": getattr(run, "memory_format_choice", None)}
+              "memory_format_choice": getattr(run, "memory_format_choice", None),
+              "host_copy": run.host_copies.mode if run.host_copies else None}
     if check is not None:
         config["precision_check"] = check
     return LayoutInfo(t.names, t.shapes, t.offsets, t.layer, t.module_type, t.layer_names,
@@ -158,6 +159,7 @@ def _loop(cfg, run, writer, state, T0, ckpt_path, progress, stop_after,
     bar = tqdm(total=cfg.iters, initial=T0, disable=not (progress and is_main()), unit="it",
                desc="LCA")
     last_ckpt = time.monotonic()
+    writer = run.host_copies.deferred(writer) if run.host_copies else writer  # CUDA: see host_copy
     residual = ResidualWatch(residual_advice(f"--method {cfg.method}", "--method adaptive"),
                              run.train_lca.objective.params[0].dtype)  # issue 22.7
     try:
