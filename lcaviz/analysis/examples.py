@@ -65,7 +65,8 @@ def parse_scope(scope: str | None, n_layers: int,
         return "layer", i
     if kind == "group" and which in groups:
         return "group", which
-    raise ValueError(f"unknown examples scope {scope!r}")
+    # not echoed: the scope comes from the browser
+    raise ValueError("unknown examples scope (expected 'all', 'layer:I' or 'group:NAME')")
 
 
 def scope_columns(scope: str | None, n_layers: int,

@@ -108,13 +108,26 @@ def renderings(b, positions) -> dict[int, dict]:
     thumbs = b.example_thumbnails(pos)
     texts = b.example_texts(pos)
     run = {"dataset": str(b.config.get("dataset", "")), "net": str(b.config.get("net", ""))}
+    flipped = flipped_labels(b)
     out = {}
     for i, p in enumerate(pos.tolist()):
-        out[p] = render_example(Example(
+        r = render_example(Example(
             index=int(index[i]), label=None if labels is None else int(labels[p]),
             thumbnail=None if thumbs is None else thumbs[i],
             text=None if texts is None else str(texts[i]), run=run))
+        if int(index[i]) in flipped:  # a run made with --label-noise: its true label
+            r["flipped"] = flipped[int(index[i])]
+            r["caption"] += f" (was {r['flipped']})"
+        out[p] = r
     return out
+
+
+def flipped_labels(b) -> dict[int, int]:
+    """Training index → true label of the examples whose label the run flipped."""
+    noise = b.label_noise() if hasattr(b, "label_noise") else None
+    if not noise:
+        return {}
+    return dict(zip(noise["flipped"].tolist(), noise["original"].tolist(), strict=True))
 
 
 def examples_block(b, scope: str, k: int, r0: int, r1: int) -> dict:

@@ -114,6 +114,9 @@ CMP_LOSS = "cmp-loss"
 CMP_LAYER_TOTALS = "cmp-layer-totals"
 CMP_HELP = "cmp-help"
 CMP_XAXIS = "cmp-xaxis"  # iteration | fraction
+CMP_EX_INDEX = "cmp-ex-index"  # the training example followed across runs
+CMP_EX_NOTE = "cmp-ex-note"
+CMP_EXAMPLE = "cmp-example"  # that example's loss and cumulative LCA in every run tracking it
 CMP_BODY = "cmp-body"  # slider, heatmaps and overlays: hidden unless two runs open
 
 # -- export (pattern-matching ids: one button per graph and format) ------------------------

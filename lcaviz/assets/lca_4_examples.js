@@ -145,10 +145,11 @@
       var top = frame[spec[0]], pos = top[spec[1]], vals = top[spec[1] + '_values'];
       self.cells[li].forEach(function (c, j) {
         if (j >= pos.length) {
-          c.el.style.visibility = 'hidden'; c.el.dataset.pos = ''; return;
+          c.el.style.display = 'none'; c.el.dataset.pos = ''; return;
         }
         var ex = self.renders[String(pos[j])] || {caption: '#?', kind: 'text', text: ''};
-        c.el.style.visibility = 'visible';
+        c.el.style.display = '';
+        c.el.classList.toggle('ex-flipped', ex.flipped !== undefined && ex.flipped !== null);
         c.el.dataset.pos = String(pos[j]); c.el.dataset.index = String(ex.index);
         if (ex.kind === 'image') {
           if (c.img.getAttribute('src') !== ex.src) c.img.src = ex.src;
@@ -159,6 +160,7 @@
         c.cap.textContent = ex.caption;
         c.val.textContent = fmt(vals[j]);
         c.el.title = ex.caption + (ex.kind === 'text' ? ' — ' + ex.text : '') +
+          (ex.flipped !== undefined && ex.flipped !== null ? ' · label flipped (true label ' + ex.flipped + ')' : '') +
           ' · per-example LCA ' + vals[j].toPrecision(4);
       });
       var strip = self.cells[li][0].el.parentNode;

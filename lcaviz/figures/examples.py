@@ -104,7 +104,10 @@ def examples_histogram_figure(edges: np.ndarray, counts: np.ndarray,
                              hovertemplate=f"{_esc(name)}<br>%{{x:.3g}}: %{{y:,}} examples"
                                            "<extra></extra>"))
     fig.add_vline(x=0, line={"color": "#666", "width": 0.8})
-    fig.update_layout(barmode="stack", bargap=0)
+    # classes in order, in one line above the bars (a tall legend would need a scroll bar)
+    fig.update_layout(barmode="stack", bargap=0, legend={
+        "orientation": "h", "traceorder": "normal", "x": 0, "y": 1.0, "yanchor": "bottom",
+        "font": {"size": 10}})
     if log_count:
         fig.update_yaxes(type="log")
     return style(fig, title, height=300, xlabel="per-example LCA (negative: lowered its loss)",
@@ -155,3 +158,40 @@ def example_detail_figure(windows: np.ndarray, lca_rows: np.ndarray,
                           row=r, col=1)
     fig.update_xaxes(title_text="iteration", row=rows, col=1)
     return style(fig, f"Example {_esc(name)}", height=200 + 170 * rows)
+
+
+def example_runs_figure(curves: Sequence[dict], *, name: str = "", xlabel: str = "iteration",
+                        missing: Sequence[str] = ()) -> go.Figure:
+    """One training example in several runs: its loss and its cumulative LCA (all layers).
+
+    Args:
+        curves: per run ``{"run", "x", "cumulative", "loss_x", "loss"}`` (``loss`` may be None):
+            ``x`` the rows' ends and ``cumulative`` the example's running total there.
+        name: the example's caption (escaped here).
+        xlabel: the shared axis ("iteration" or "fraction of training").
+        missing: runs that do not track this example (named in the title).
+    """
+    from lcaviz.figures.theme import run_color
+
+    has_loss = any(c.get("loss") is not None and len(c["loss"]) for c in curves)
+    rows = 2 if has_loss else 1
+    titles = (["loss ℓ of this example"] if has_loss else []) + [
+        "its cumulative per-example LCA, all layers (sums to Δℓ / N)"]
+    fig = make_subplots(rows=rows, cols=1, shared_xaxes=True, vertical_spacing=0.12,
+                        subplot_titles=titles)
+    for k, c in enumerate(curves):
+        colour = run_color(k)
+        if has_loss and c.get("loss") is not None:
+            fig.add_trace(go.Scatter(x=c["loss_x"], y=c["loss"], mode="lines",
+                                     name=f"{_esc(c['run'])} loss", legendgroup=str(k),
+                                     showlegend=False, line={"color": colour, "width": 1.4}),
+                          row=1, col=1)
+        fig.add_trace(go.Scatter(x=c["x"], y=c["cumulative"], mode="lines",
+                                 name=_esc(c["run"]), legendgroup=str(k),
+                                 line={"color": colour, "width": 1.6}), row=rows, col=1)
+    fig.add_hline(y=0, line={"color": "#999", "width": 0.8}, row=rows, col=1)
+    fig.update_xaxes(title_text=xlabel, row=rows, col=1)
+    title = f"Example {_esc(name)} across runs"
+    if missing:
+        title += f" (not tracked by {_esc(', '.join(missing))})"
+    return style(fig, title, height=200 + 170 * rows)

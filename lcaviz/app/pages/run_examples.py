@@ -22,7 +22,6 @@ from lcaviz.app.queries import iterations_of_rows
 from lcaviz.app.security import RunPathError
 from lcaviz.app.state import AppState
 from lcaviz.bundle import BundleError
-from lcaviz.figures.example_render import caption
 from lcaviz.figures.examples import (
     example_detail_figure,
     examples_grid_figure,
@@ -59,7 +58,7 @@ def examples_section() -> html.Section:
                                  "over all examples it is the layer's LCA.",
                                  className="muted small")),
         html.Div([
-            graph_card(ids.EX_HIST, "Per-example LCA of this frame, by class",
+            graph_card(ids.EX_HIST, "Distribution of per-example LCA, by class",
                        controls=hist_ctl, loading=False,
                        graph=html.Div(id=ids.EX_HIST, className="ex-hist")),
             graph_card(ids.EX_DETAIL, "One example through training",
@@ -129,7 +128,10 @@ def detail(state: AppState, run_id, selected) -> go.Figure:
     loss_x = np.append(w[:, 0], b.n_iters)
     loss = np.append(loss, last)
     labels = b.example_labels()
-    name = caption(int(b.example_index()[pos]), None if labels is None else int(labels[pos]))
+    index = int(b.example_index()[pos])
+    name = f"#{index:,}" + ("" if labels is None else f" · label {int(labels[pos])}")
+    if index in (flipped := exdata.flipped_labels(b)):
+        name += f" (flipped; true label {flipped[index]})"
     return example_detail_figure(w, rows, b.layer_names, loss=loss, loss_x=loss_x, name=name)
 
 
