@@ -30,6 +30,7 @@ from lcaviz.bundle.errors import (
     BundleError,
     BundleNotFoundError,
     CorruptBundleError,
+    MissingExamplesError,
     MissingRowsError,
     NotABundleError,
     UnsupportedVersionError,
@@ -48,6 +49,6 @@ from lcaviz.bundle.schema import RowSchedule as RowSchedule
 
 __all__ = [
     "BLOCK_BYTES", "BundleError", "BundleNotFoundError", "CorruptBundleError",
-    "MissingRowsError", "NotABundleError", "RowSchedule", "RunBundle", "RunInfo",
-    "UnsupportedVersionError", "scan_runs",
+    "MissingExamplesError", "MissingRowsError", "NotABundleError", "RowSchedule", "RunBundle",
+    "RunInfo", "UnsupportedVersionError", "scan_runs",
 ]

@@ -37,6 +37,13 @@ class MissingRowsError(BundleError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class MissingExamplesError(BundleError, KeyError):
+    """Per-example LCA asked of a run that did not track examples (``--per-example``)."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
 class CorruptBundleError(BundleError):
     """Truncated or damaged file, missing datasets, or inconsistent shapes."""
 

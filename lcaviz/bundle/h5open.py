@@ -17,6 +17,7 @@ import h5py
 import numpy as np
 
 from lcaviz.bundle import counterfactual, h5safety
+from lcaviz.bundle import examples as ex
 from lcaviz.bundle.errors import (
     _H5_ERRORS,
     BundleNotFoundError,
@@ -190,7 +191,8 @@ class _BundleFile:
         f = self._f
         per_t = [f[n].shape[0] for n in _T_SERIES if n in f]
         per_t1 = [f[n].shape[0] - 1 for n in _T1_SERIES if n in f]
-        rows = [f[n].shape[0] for n in (*ROW_SOURCES, "lca_rows") if n in f]
+        rows = [f[n].shape[0] for n in (*ROW_SOURCES, "lca_rows", ex.ROWS, ex.LOSS_ROWS)
+                if n in f]
         T = min([T, *per_t, *per_t1])
         R = min([R, *rows])
         if self.format_version >= 2:
@@ -243,6 +245,10 @@ class _BundleFile:
                    "help_count": T, "hurt_count": T, "timing/seconds": T,
                    "lca_class_layer": T, "loss/val": T + 1, "lca_val": R, "lca_val_layer": T,
                    "trajectory": T + 1, "lca_group": T, "lca_val_group": T}
+        example_problems = ex.problems(f, L)
+        problems += example_problems
+        if not example_problems:  # per-example rows follow the same windows (R)
+            lengths |= ex.extents(f, R)
         for name, need in lengths.items():
             if name in f and f[name].shape[0] < need:
                 problems.append(f"progress says {need} entries of {name} but it has "

@@ -13,7 +13,9 @@ import h5py
 import numpy as np
 
 from lcaviz.bundle import counterfactual
+from lcaviz.bundle import examples as ex
 from lcaviz.bundle.chunks import LCA_CHUNK, layer_stats, lca_chunks  # noqa: F401 - re-exported
+from lcaviz.bundle.examples import ExampleInfo
 from lcaviz.bundle.groups import write_groups
 from lcaviz.bundle.h5dataset import STR, make_dataset  # noqa: F401 - re-exported
 from lcaviz.bundle.schema import (
@@ -85,6 +87,10 @@ class LayoutInfo:
     allocated_loss: str = ""  # e.g. "loss on 5,000 of 55,000 training examples"
     # named parameter groups finer than layers (a transformer's heads): [(name, [(s, e)])]
     groups: list[tuple[str, list[tuple[int, int]]]] | None = None
+    # per-example LCA (lcaviz.bundle.examples): the tracked examples, or None (no such rows)
+    examples: ExampleInfo | None = None
+    # runs made with label noise: {"fraction", "seed", "flipped" (K,), "original" (K,)}
+    label_noise: dict | None = None
 
     def schedule(self) -> RowSchedule:
         return RowSchedule.parse(self.row_schedule or self.lca_stride)
@@ -125,6 +131,10 @@ class IterationRecord:
     lca_group: np.ndarray | None = None  # (G,) LCA per named group (bundles with groups)
     lca_val_group: np.ndarray | None = None  # (G,)
     counterfactual: np.ndarray | None = None  # (4, 2) at --counterfactual-every iterations
+    # bundles with examples (LayoutInfo.examples), at every allocated iteration:
+    example: np.ndarray | None = None  # (N_e, L) float64: E[t, n, l] of this step
+    example_loss_before: np.ndarray | None = None  # (N_e,) float64: ℓ_n(θ_t)
+    example_loss_after: np.ndarray | None = None  # (N_e,) float64: ℓ_n(θ_{t+1})
 
 
 @dataclass
@@ -218,6 +228,11 @@ def create_datasets(f: h5py.File, layout: LayoutInfo) -> None:
                  maxshape=wide, chunks=chunks, **packed)
     # bfloat16 rows summed between cumsum rows add up their rounding (2⁻⁸ each): keep it short
     f["lca_cumsum"].attrs["every"] = int(layout.cumsum_every or (16 if bf16 else 64))
+    if layout.examples is not None:
+        ex.create(f, layout.examples, L, bfloat16=bf16, every=f["lca_cumsum"].attrs["every"],
+                  packed=packed)
+    if layout.label_noise is not None:
+        ex.create_noise(f, layout.label_noise)
     for name, what in (("loss/train", "full training-set loss at theta_t"),
                        ("accuracy/train", "full training-set accuracy at theta_t"),
                        ("loss/minibatch", "minibatch loss of each step"),

@@ -21,6 +21,7 @@ from lcaviz.bundle.counterfactual import _BundleCounterfactual
 from lcaviz.bundle.derived import derive
 from lcaviz.bundle.diagnostics import _BundleDiagnostics
 from lcaviz.bundle.errors import BundleError, CorruptBundleError, read_guard
+from lcaviz.bundle.examples import _BundleExamples
 from lcaviz.bundle.groups import _BundleGroups
 from lcaviz.bundle.h5open import _BundleFile
 from lcaviz.bundle.meta import _BundleMeta
@@ -28,7 +29,7 @@ from lcaviz.bundle.schema import from_bfloat16
 
 
 class RunBundle(_BundleFile, _BundleMeta, _BundleDiagnostics, _BundleApprox, _BundleGroups,
-                _BundleCounterfactual):
+                _BundleCounterfactual, _BundleExamples):
     """One run bundle opened for reading (also a context manager).
 
     Shapes: T iterations, R per-parameter rows (row r sums the iterations

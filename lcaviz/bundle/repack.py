@@ -12,15 +12,19 @@ this itself when a compressed bundle completes (``BundleWriter.close``).
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from pathlib import Path
 
 import h5py
 
+from lcaviz.bundle import examples as ex
 from lcaviz.bundle.layout import lca_chunks
 
 _WIDE = ("lca", "lca_val", "lca_cumsum", "trajectory", "lca_error")
+# per-example rows (R, N_e[, L]): copied in row blocks too, their chunks kept
+_ROWS = (ex.ROWS, ex.CUM_ROWS, ex.LOSS_ROWS)
 _BLOCK_BYTES = 64 * 2**20  # rows copied at a time
 
 
@@ -65,9 +69,10 @@ def _rewrite(path: Path, tmp: Path, gzip_level: int | None, compress_all: bool) 
                 kw["compression_opts"] = int(gzip_level)
             if name in _WIDE and obj.shape[0] and obj.shape[1]:
                 kw["chunks"] = lca_chunks(obj.shape[1], obj.shape[0])
-            if name in _WIDE and obj.shape[0]:  # row blocks: never the whole (R, P) in memory
+            if name in _WIDE + _ROWS and obj.shape[0]:  # row blocks: never all rows in memory
                 ds = dst.create_dataset(name, shape=obj.shape, dtype=obj.dtype, **kw)
-                step = max(1, _BLOCK_BYTES // max(obj.dtype.itemsize * obj.shape[1], 1))
+                row = obj.dtype.itemsize * math.prod(obj.shape[1:])
+                step = max(1, _BLOCK_BYTES // max(row, 1))
                 for r in range(0, obj.shape[0], step):
                     ds[r:r + step] = obj[r:r + step]
             else:

@@ -13,8 +13,10 @@ from dataclasses import dataclass
 import numpy as np
 
 FORMAT = "lca-bundle"
-FORMAT_VERSION = 2  # written by this version
-READABLE_VERSIONS = (1, 2)  # 1: rows are windows of `lca_stride`; 2: `lca_rows` gives them
+FORMAT_VERSION = 3  # written by this version
+# 1: rows are windows of `lca_stride`; 2: `lca_rows` gives them; 3: per-example LCA
+# (lcaviz.bundle.examples; a version-3 bundle without examples is laid out as version 2)
+READABLE_VERSIONS = (1, 2, 3)
 
 STORAGES = ("float32", "bfloat16")
 COMPRESSIONS = ("none", "gzip")  # of the per-parameter rows (lossless)

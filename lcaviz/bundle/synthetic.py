@@ -15,7 +15,10 @@ What is planted (and recorded under ``config["synthetic"]`` so tests can check i
   remainder), with ``sync_peaks`` planted synchronous learning moments per class: at those
   iterations every layer of the class has a strong negative spike (compensated by the other
   classes, so ``lca_layer`` is untouched);
-* optionally a trajectory whose moves flip direction with probability ``flip_prob``.
+* optionally a trajectory whose moves flip direction with probability ``flip_prob``;
+* optionally per-example LCA (``examples=N``): N training examples, all or ``tracked_examples``
+  of them tracked, with thumbnails or texts and planted label noise
+  (:mod:`lcaviz.bundle.synthetic_examples`; ``Σ_n E = lca_layer`` when all are tracked).
 
 Command line (benchmarks)::
 
@@ -33,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from lcaviz.bundle.schema import RowSchedule, column_ranges, ranges_index
+from lcaviz.bundle.synthetic_examples import SyntheticExamples
 from lcaviz.bundle.writer import BundleWriter, IterationRecord, LayoutInfo, layer_stats
 
 DEFAULT_LAYERS: tuple = (("fc1", (100, 784)), ("fc2", (50, 100)), ("fc3", (10, 50)))
@@ -59,6 +63,11 @@ class SyntheticRun:
         sync_peaks: planted synchronous learning moments per class (needs ``per_class``).
         flip_prob: per-iteration probability that a weight's movement changes direction.
         dtype: dtype of the per-parameter draws (float32 is twice as fast as float64).
+        examples: N > 0: per-example LCA over a planted training set of N examples.
+        tracked_examples: N_e < N of them tracked (a seeded subset); None: all.
+        thumbnail: side of the examples' square uint8 images (0: none).
+        example_text: texts ``"a + b ≡ c (mod C)"`` instead of images.
+        label_noise: fraction of the N labels flipped (stored in ``label_noise``).
     """
 
     def __init__(self, *, layers: Sequence = DEFAULT_LAYERS, n_iters: int = 200,
@@ -68,7 +77,9 @@ class SyntheticRun:
                  save_trajectory: bool = False, val_lca: bool = False, bias: bool = True,
                  zero_fraction: float = 0.2, help_fraction: float | Sequence[float] = 0.55,
                  weibull_k: float = 0.6, sync_peaks: int = 0, flip_prob: float = 0.15,
-                 method: str = "rk4", dtype=np.float32):
+                 method: str = "rk4", dtype=np.float32, examples: int = 0,
+                 tracked_examples: int | None = None, thumbnail: int = 8,
+                 example_text: bool = False, label_noise: float = 0.0):
         self.n_iters, self.n_classes = int(n_iters), int(n_classes)
         self.schedule, self.storage = RowSchedule.parse(stride), storage
         self.compression = compression
@@ -94,6 +105,10 @@ class SyntheticRun:
         self.spike = self._spike_size()  # (L,)
         self.theta0 = (rng.normal(0, 0.05, P).astype(np.float32) if save_trajectory
                        else None)
+        self.examples = SyntheticExamples(
+            n_train=examples, n_tracked=tracked_examples, n_classes=self.n_classes, n_layers=L,
+            n_iters=self.n_iters, seed=seed, thumbnail=thumbnail, text=example_text,
+            label_noise=label_noise) if examples > 0 else None
 
     # -- static description ---------------------------------------------------------------
     def _build_layout(self, layers: Sequence, bias: bool) -> None:
@@ -133,6 +148,8 @@ class SyntheticRun:
                 "sync_iters": self.sync_iters.tolist(), "n_dead": int(self.dead.sum()),
             },
         }
+        if self.examples is not None:
+            config["synthetic"]["examples"] = self.examples.truth()
         return LayoutInfo(
             param_names=self.param_names, param_shapes=self.param_shapes,
             param_offsets=self.param_offsets, param_layer=self.tensor_layer,
@@ -142,7 +159,9 @@ class SyntheticRun:
             row_columns=self.row_columns, lca_storage=self.storage,
             compression=self.compression,
             per_class=self.per_class, val_lca=self.val_lca,
-            save_trajectory=self.save_trajectory, software={"lca_explorer": "synthetic"})
+            save_trajectory=self.save_trajectory, software={"lca_explorer": "synthetic"},
+            examples=None if self.examples is None else self.examples.info(),
+            label_noise=None if self.examples is None else self.examples.noise_record())
 
     def _scale_schedule(self) -> np.ndarray:
         """Per-iteration magnitude scale, chosen so that the loss drops by ~80 % of ln C."""
@@ -254,6 +273,9 @@ class SyntheticRun:
                 window = np.zeros(P, np.float64)
             if self.per_class:
                 rec.lca_class_layer = self._class_split(t, lca_layer)
+            if self.examples is not None:
+                rec.example, rec.example_loss_before, rec.example_loss_after = \
+                    self.examples.step(t, lca_layer, residual)
             if theta is not None:
                 flip = rng.random(P, dtype=np.float32) < self.flip_prob
                 direction[flip] *= -1
@@ -297,7 +319,10 @@ def write_synthetic_bundle(path: str | Path, *, n_iters: int = 200,
                            status: str = "complete", sync_peaks: int = 0,
                            weibull_k: float = 0.6, flip_prob: float = 0.15,
                            method: str = "rk4", dtype=np.float32, flush_seconds: float = 2.0,
-                           counters_every: int = 100, progress: bool = False) -> Path:
+                           counters_every: int = 100, progress: bool = False,
+                           examples: int = 0, tracked_examples: int | None = None,
+                           thumbnail: int = 8, example_text: bool = False,
+                           label_noise: float = 0.0) -> Path:
     """Write a planted fake run to ``path`` through :class:`BundleWriter` and return the path.
 
     See :class:`SyntheticRun` for the arguments. ``status`` is ``"complete"`` (the final partial
@@ -310,7 +335,9 @@ def write_synthetic_bundle(path: str | Path, *, n_iters: int = 200,
                        per_class=per_class, save_trajectory=save_trajectory,
                        val_lca=val_lca, zero_fraction=zero_fraction,
                        help_fraction=help_fraction, weibull_k=weibull_k,
-                       sync_peaks=sync_peaks, flip_prob=flip_prob, method=method, dtype=dtype)
+                       sync_peaks=sync_peaks, flip_prob=flip_prob, method=method, dtype=dtype,
+                       examples=examples, tracked_examples=tracked_examples,
+                       thumbnail=thumbnail, example_text=example_text, label_noise=label_noise)
     path = Path(path)
     w = run.create_writer(path, flush_seconds=flush_seconds)
     start = time.monotonic()

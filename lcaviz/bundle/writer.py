@@ -18,6 +18,8 @@ import h5py
 import numpy as np
 
 from lcaviz.bundle import counterfactual
+from lcaviz.bundle import examples as ex
+from lcaviz.bundle.example_rows import ExampleRows, split_state
 from lcaviz.bundle.h5flags import clear_write_flags
 from lcaviz.bundle.layout import (  # noqa: F401 - re-exported: the writer's public vocabulary
     ERROR_LAYER_FIELDS,
@@ -29,6 +31,7 @@ from lcaviz.bundle.layout import (  # noqa: F401 - re-exported: the writer's pub
     T1_DATASETS,
     T_DATASETS,
     ErrorRecord,
+    ExampleInfo,
     IterationRecord,
     LayoutInfo,
     create_datasets,
@@ -57,13 +60,25 @@ class BundleWriter:
         self.row_start = int(f["lca_rows"][self.R - 1, 1]) if self.R else 0
         # Σ of the exact (float64) rows so far, for lca_cumsum; a resume passes the one it
         # checkpointed so that the resumed bundle equals an uninterrupted one bit for bit
-        self.running_total = (np.array(running_total, np.float64) if running_total is not None
-                              else self._recover_running_total())  # (P_rows,)
+        lca_total, example_state = split_state(f, running_total, self.T)
+        self._lca_total = (lca_total if lca_total is not None
+                           else self._recover_running_total())  # (P_rows,)
+        self.examples = ExampleRows(f, example_state) if ex.ROWS in f else None
         self._buffer: dict[str, list[np.ndarray]] = {}  # rows not yet written
         self._buffered_bytes = 0
         self._last_flush = time.monotonic()
         # a gzip bundle written live is about twice its packed size: rewrite it when complete
         self.repack_at_close = f.attrs.get("lca_compression", "none") == "gzip"
+
+    @property
+    def running_total(self) -> np.ndarray:
+        """The float64 state a checkpoint carries and gives back to :meth:`reopen`: Σ of the
+        ``lca`` rows so far (P_rows,), followed, in a bundle with examples, by the
+        per-example sums (:meth:`ExampleRows.state
+        <lcaviz.bundle.example_rows.ExampleRows.state>`). Treat it as opaque."""
+        if self.examples is None:
+            return self._lca_total
+        return np.concatenate([self._lca_total, self.examples.state()])
 
     # -- construction ---------------------------------------------------------------------
     @classmethod
@@ -124,6 +139,11 @@ class BundleWriter:
         if T > done_T:
             f.close()
             raise ValueError(f"checkpoint is at iteration {T} but the bundle has only {done_T}")
+        try:  # before anything is cut: a checkpoint that does not fit loses nothing
+            split_state(f, running_total, T)
+        except ValueError:
+            f.close()
+            raise
         ends = f["lca_rows"][:done_R, 1]
         R = int(np.searchsorted(ends, T, side="right"))  # rows whose window ended by T
         for name in T_DATASETS:
@@ -147,16 +167,24 @@ class BundleWriter:
             if name in f:
                 f[name].resize(R, axis=0)
         f["lca_cumsum"].resize(R // int(f["lca_cumsum"].attrs["every"]), axis=0)
+        ex.truncate(f, R)
         f["progress"][:] = [T, R]
         f.attrs["status"], f.attrs["status_reason"] = "running", ""
         f.attrs["writer_pid"] = os.getpid()
         f.swmr_mode = True
+        writer = cls(f, flush_seconds, running_total)
+        if writer.examples is not None:  # the totals of the checkpoint, not of the last flush
+            writer.examples.write_totals(f, T)
         f.flush()
-        return cls(f, flush_seconds, running_total)
+        return writer
 
     # -- appending ------------------------------------------------------------------------
     def append(self, rec: IterationRecord) -> None:
         """Buffer iteration ``self.T``; it is written and published at the next flush."""
+        if self.examples is not None:  # first: it checks the record before anything is kept
+            self.examples.add(rec, opens_window=self.T == self.row_start)
+        elif rec.example is not None:
+            raise ValueError("this bundle was created without examples (LayoutInfo.examples)")
         add = self._add
         add("loss/train", rec.loss_train)
         add("accuracy/train", rec.acc_train)
@@ -223,10 +251,12 @@ class BundleWriter:
                              f"[{self.row_start}, {self.T})")
         self._add("lca_rows", np.array([self.row_start, self.T], np.int64))
         self.row_start = self.T
-        self.running_total += row
+        self._lca_total += row
         self.R += 1
         if self.R % self.every == 0:
-            self._add("lca_cumsum", self.running_total.astype(np.float32))
+            self._add("lca_cumsum", self._lca_total.astype(np.float32))
+        if self.examples is not None:  # the same window, closed at the same moment
+            self.examples.close(self._add, self.R)
 
     def _add_error(self, e: ErrorRecord) -> None:
         """Buffer one error iteration (``--lca-error-every``) for iteration ``self.T``."""
@@ -315,6 +345,8 @@ class BundleWriter:
             ds[n:] = np.stack(values)
         self._buffer.clear()
         self._buffered_bytes = 0
+        if self.examples is not None:
+            self.examples.write_totals(self.f, self.T)
         self.f.flush()
         self.f["progress"][:] = [self.T, self.R]
         self.f.flush()

@@ -162,7 +162,7 @@ def test_typed_errors_name_the_file(tmp_path, known):
     cases[NotABundleError].append(_copy_with(
         good, tmp_path / "fmt.h5", lambda f: f.attrs.__setitem__("format", "other")))
     cases[UnsupportedVersionError].append(_copy_with(
-        good, tmp_path / "v3.h5", lambda f: f.attrs.__setitem__("format_version", 3)))
+        good, tmp_path / "v4.h5", lambda f: f.attrs.__setitem__("format_version", 4)))
     cases[CorruptBundleError] += [
         _copy_with(good, tmp_path / "noloss.h5", lambda f: f.__delitem__("loss/train")),
         _copy_with(good, tmp_path / "off.h5",

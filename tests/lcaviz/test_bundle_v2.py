@@ -5,7 +5,7 @@ import h5py
 import numpy as np
 import pytest
 
-from lcaviz.bundle import MissingRowsError, RunBundle
+from lcaviz.bundle import FORMAT_VERSION, MissingRowsError, RunBundle
 from lcaviz.bundle.synthetic import write_synthetic_bundle
 
 LAYERS = (("fc1", (12, 20)), ("fc2", (6, 12)), ("fc3", (3, 6)))
@@ -30,7 +30,7 @@ def test_dense_schedule_rows_are_exact_window_sums(tmp_path, per_iteration, stat
         expect = [[t, t + 1] for t in range(7)] + [[7, 12], [12, 17], [17, 22]]
         if status == "complete":
             expect.append([22, 23])
-        assert b.format_version == 2 and b.row_windows.tolist() == expect
+        assert b.format_version == FORMAT_VERSION and b.row_windows.tolist() == expect
         assert b.row_schedule.spec == "dense:7,5" and b.n_rows == len(expect)
         for source in ("lca", "lca_val"):
             rows = b.rows(source=source)
@@ -123,7 +123,7 @@ def test_version_1_bundle_still_opens(tmp_path, per_iteration):
     v2 = _bundle(tmp_path / "s4.h5", stride=4)
     v1 = _as_version_1(v2, tmp_path / "v1.h5", 4)
     with RunBundle.open(v1) as old, RunBundle.open(v2) as new:
-        assert old.format_version == 1 and new.format_version == 2
+        assert old.format_version == 1 and new.format_version == FORMAT_VERSION
         np.testing.assert_array_equal(old.row_windows, new.row_windows)
         assert old.row_windows[-1].tolist() == [20, 23] and old.storage == "float32"
         np.testing.assert_array_equal(old.rows(), new.rows())

@@ -1,0 +1,118 @@
+"""The per-example part of a synthetic run (:mod:`lcaviz.bundle.synthetic`; numpy only).
+
+A planted training set of N examples with C classes, of which N_e are tracked (all by default).
+Each iteration's per-layer LCA is split over the N examples so that ``Σ_n E[t, n, l] =
+lca_layer[t, l]`` exactly (to float rounding), and the per-example losses follow it:
+``ℓ_n(θ_{t+1}) = ℓ_n(θ_t) + N Σ_l E[t, n, l] + residual_t`` (so their mean moves as the
+allocated loss does). Planted, and recorded by :meth:`SyntheticExamples.truth`:
+
+* label noise: a seeded ``label_noise`` fraction of examples get another class; their LCA
+  raises their loss in every layer but the last during the first half of the run and the
+  last layer lowers it in the second half (memorisation), compensated by the other examples;
+* thumbnails (``thumbnail`` × ``thumbnail`` uint8): a bar at an angle set by the true class,
+  with noise; or texts ``"a + b ≡ c (mod C)"`` instead.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from lcaviz.bundle.examples import ExampleInfo
+
+
+class SyntheticExamples:
+    """Per-example values of a synthetic run.
+
+    Args:
+        n_train: N, the examples the loss averages over.
+        n_tracked: N_e ≤ N tracked (a seeded subset, sorted), or None for all.
+        n_classes, n_layers, n_iters: of the run.
+        seed: seed of every draw here.
+        thumbnail: side of the square images (e.g. 8 or 28); 0: none.
+        text: give each example a text instead of an image.
+        label_noise: fraction of labels flipped (0: no ``label_noise`` group).
+    """
+
+    def __init__(self, *, n_train: int, n_tracked: int | None, n_classes: int, n_layers: int,
+                 n_iters: int, seed: int, thumbnail: int = 8, text: bool = False,
+                 label_noise: float = 0.0):
+        rng = np.random.default_rng([seed, 24])
+        self.N, self.C, self.L, self.T = int(n_train), int(n_classes), int(n_layers), n_iters
+        self.rng, self.seed, self.fraction = rng, seed, float(label_noise)
+        self.true_label = np.arange(self.N) % self.C
+        rng.shuffle(self.true_label)
+        self.label = self.true_label.copy()
+        k = int(round(self.fraction * self.N))
+        self.flipped = np.sort(rng.choice(self.N, k, replace=False)) if k else np.zeros(0, int)
+        if k:
+            shift = rng.integers(1, max(self.C, 2), k)  # another class, uniformly
+            self.label[self.flipped] = (self.true_label[self.flipped] + shift) % self.C
+        self.noisy = np.zeros(self.N, bool)
+        self.noisy[self.flipped] = True
+        n_e = self.N if n_tracked is None else min(int(n_tracked), self.N)
+        self.index = (np.arange(self.N) if n_e == self.N
+                      else np.sort(rng.choice(self.N, n_e, replace=False)))
+        z = rng.normal(0.0, 1.0, self.N)
+        self.loss = math.log(max(self.C, 2)) * (1 + 0.1 * (z - z.mean()))  # (N,) ℓ_n(θ_0)
+        self.thumbnail, self.text = int(thumbnail), bool(text)
+
+    def info(self) -> ExampleInfo:
+        """What the bundle stores about the tracked examples."""
+        idx = self.index
+        rng = np.random.default_rng([self.seed, 25])  # its own draws: info() can be repeated
+        thumbs = (self._thumbnails(self.true_label[idx], rng)
+                  if self.thumbnail and not self.text else None)
+        texts = None
+        if self.text:
+            a = rng.integers(0, self.C, idx.size)
+            b = (self.label[idx] - a) % self.C
+            texts = [f"{x} + {y} ≡ {c} (mod {self.C})" for x, y, c in
+                     zip(a, b, self.label[idx], strict=True)]
+        return ExampleInfo(index=idx, label=self.label[idx], thumbnail=thumbs, text=texts)
+
+    def noise_record(self) -> dict | None:
+        """The ``label_noise`` of the layout, or None without label noise."""
+        if not self.fraction:
+            return None
+        return {"fraction": self.fraction, "seed": self.seed, "flipped": self.flipped,
+                "original": self.true_label[self.flipped]}
+
+    def truth(self) -> dict:
+        """The planted facts, for ``config["synthetic"]["examples"]``."""
+        return {"n_train": self.N, "n_tracked": int(self.index.size),
+                "flipped": self.flipped.tolist(), "memorise_from": self.T // 2}
+
+    def step(self, t: int, lca_layer: np.ndarray, residual: float
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Iteration t: ``(E[t] of the tracked (N_e, L), ℓ(θ_t), ℓ(θ_{t+1}))``, float64."""
+        N, L = self.N, self.L
+        lca_layer = np.asarray(lca_layer, np.float64)
+        noise = self.rng.normal(0.0, 0.5, (N, L))
+        noise -= noise.mean(axis=0)  # zero-sum over examples: Σ_n E stays lca_layer
+        E = (1.0 + noise) * (lca_layer / N)[None, :]
+        k = int(self.noisy.sum())
+        if k and k < N:
+            half = max(self.T // 2, 1)
+            plant = np.zeros(L)
+            if t < half and L > 1:
+                plant[:-1] = 1.0 / half / (L - 1) / N  # their loss rises by ~1 over the half
+            elif t >= half:
+                plant[-1] = -2.0 / max(self.T - half, 1) / N  # then the last layer memorises
+            E[self.noisy] += plant
+            E[~self.noisy] -= plant * k / (N - k)
+        before = self.loss.copy()
+        self.loss = self.loss + N * E.sum(axis=1) + residual
+        idx = self.index
+        return E[idx], before[idx], self.loss[idx].copy()
+
+    def _thumbnails(self, classes: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """uint8 (n, s, s): a bar through the centre at the angle of the class, with noise."""
+        s = self.thumbnail
+        yy, xx = np.mgrid[0:s, 0:s] - (s - 1) / 2
+        angle = np.pi * classes / max(self.C, 1)
+        dist = np.abs(np.cos(angle)[:, None, None] * yy - np.sin(angle)[:, None, None] * xx)
+        bar = dist < max(s / 10, 0.75)
+        grain = rng.random((classes.size, s, s))
+        return np.where(bar, 160 + 95 * grain, 30 * grain).astype(np.uint8)
