@@ -48,8 +48,23 @@ def examples_server(tmp_path_factory):
     write_synthetic_bundle(runs / "text.h5", n_iters=10, layers=(("fc1", (6, 8)),),
                            n_classes=3, seed=1, per_class=False, examples=40, thumbnail=0,
                            example_text=True)
+    _hostile_texts(runs / "text.h5")
     with serve(runs) as url:
         yield url
+
+
+EVIL = '<img src=x onerror="window.__pwned=1">'
+
+
+def _hostile_texts(path) -> None:
+    """Every third example's text replaced by markup (a bundle may come from anyone)."""
+    import h5py
+
+    with h5py.File(path, "r+") as f:
+        ds = f["examples/text"]
+        texts = ds[()]
+        texts[::3] = EVIL.encode()
+        ds[...] = texts
 
 
 def shown(driver) -> dict | None:
@@ -121,6 +136,10 @@ def test_examples_paint_thumbnails_and_follow_the_slider(driver, examples_server
 
 def test_text_examples_stay_text(driver, examples_server):
     open_run(driver, examples_server, "text.h5")
-    s = wait_for(lambda: (lambda s: s if s and s["strips"][0] else None)(shown(driver)))
-    cell = s["strips"][0][0]
-    assert cell["src"] == "" and "(mod 3)" in cell["text"]
+    s = wait_for(lambda: (lambda x: x if x and x["strips"][0] and x["strips"][1] else None)(
+        shown(driver)))
+    texts = [c["text"] for strip in s["strips"] for c in strip]
+    assert all(c["src"] == "" for strip in s["strips"] for c in strip)
+    assert any("(mod 3)" in t for t in texts) and EVIL in texts  # shown as the text it is
+    assert driver.execute_script("return window.__pwned === undefined")
+    assert not driver.find_elements("css selector", "#run-ex-grid img[src='x']")
