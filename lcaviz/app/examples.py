@@ -1,8 +1,8 @@
 """Per-example LCA for the run page's "Examples" section: the stream, the blocks, the route.
 
 The section follows the player's frame without a server round trip per frame. Once per run /
-scope / k the page gets a *stream* (:func:`examples_stream`: the rows' iterations, the classes,
-the block size, the histogram's layout) and then fetches **blocks** of rows from
+scope / k the page gets a *stream* (:func:`examples_stream`: the rows' iterations, the classes
+and their colours, the block size) and then fetches **blocks** of rows from
 ``GET /lcaviz/examples`` (:func:`examples_block`): for every row of the block the top-k
 helped / hurt examples in that row and cumulatively up to it, both histograms by class, and
 the renderings (thumbnail PNG, text or caption) of every example the block names. The browser
@@ -29,7 +29,7 @@ from lcaviz.app.security import RunPathError
 from lcaviz.app.state import AppState
 from lcaviz.bundle import BundleError
 from lcaviz.figures.example_render import Example, render_example
-from lcaviz.figures.examples import class_color, examples_histogram_figure
+from lcaviz.figures.examples import class_color
 
 ROUTE = "/lcaviz/examples"
 BLOCK_ROWS = 32  # rows one request answers (the page asks block by block)
@@ -80,7 +80,6 @@ def examples_stream(state: AppState, run_id: str, scope: str, k: int) -> dict:
         cols = scope_columns(scope, b.n_layers)
         k = max(1, min(int(k or DEFAULT_K), MAX_K))
         names = class_names(b)
-        hist = examples_histogram_figure(np.linspace(-1, 1, 3), np.zeros((1, 2)), names)
         return {
             "key": f"{run_id}|{b.created}|{scope}|{k}|{b.n_rows}", "run": run_id,
             "url": f"{ROUTE}?run={quote(run_id, safe='')}&scope={quote(scope, safe='')}&k={k}",
@@ -89,7 +88,7 @@ def examples_stream(state: AppState, run_id: str, scope: str, k: int) -> dict:
             "starts": b.row_windows[:, 0].tolist(), "ends": b.row_windows[:, 1].tolist(),
             "n_examples": int(len(b.example_index())), "classes": names,
             "colors": [class_color(i) for i in range(len(names or [None]) + 1)],
-            "hist_layout": hist.to_plotly_json()["layout"], "status": b.status,
+            "status": b.status,
         }
 
 

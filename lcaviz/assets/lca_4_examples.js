@@ -6,7 +6,7 @@
  * histograms by class, and the renderings of the examples named. Blocks are cached here, the
  * next one is fetched before the player reaches it, so a frame costs no request once its block
  * is cached and at most one bounded request per block otherwise. Every string from the
- * bundle is set as text (textContent), never as HTML; names handed to Plotly are escaped.
+ * bundle is set as text (textContent), never as HTML.
  */
 (function () {
   'use strict';
@@ -18,10 +18,6 @@
                ['row', 'hurt', 'this frame · hurt most'],
                ['cumulative', 'helped', 'cumulative up to t · helped most'],
                ['cumulative', 'hurt', 'cumulative up to t · hurt most']];
-
-  function esc(s) {  // for Plotly's pseudo-HTML labels
-    return String(s).replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
-  }
 
   function Examples() {
     this.stream = null; this.blocks = new Map(); this.pending = new Set(); this.renders = {};
@@ -188,27 +184,122 @@
       self.histTimer = setTimeout(function () { self.drawHist(); }, wait);
     });
   };
+  // the histogram is drawn on a canvas (a Plotly redraw of ten stacked traces took 40–180 ms
+  // on the 2-core test machine, a canvas ~1 ms); the exports are the Plotly figure of
+  // lcaviz/figures/examples.py with the same bins
+  function tickFmt(v) {  // 3 significant digits, trailing zeros dropped: 5e-5, 0.002, 150
+    var r = +v.toPrecision(3), a = Math.abs(r);
+    return a >= 1e-3 && a < 1e4 ? String(r) : r.toExponential();
+  }
+  function niceStep(span, n) {
+    var raw = span / Math.max(n, 1), p = Math.pow(10, Math.floor(Math.log10(raw))), m = raw / p;
+    return (m < 1.5 ? 1 : m < 3.5 ? 2 : m < 7.5 ? 5 : 10) * p;
+  }
+  Examples.prototype.histParts = function (host) {
+    if (this.hist && this.hist.host === host && host.contains(this.hist.canvas)) return this.hist;
+    host.textContent = '';
+    var legend = document.createElement('div'), wrap = document.createElement('div');
+    var canvas = document.createElement('canvas'), tip = document.createElement('div');
+    legend.className = 'ex-legend'; wrap.className = 'ex-hist-wrap'; tip.className = 'lca-tip';
+    canvas.className = 'ex-hist-canvas';
+    wrap.appendChild(canvas); wrap.appendChild(tip);
+    host.appendChild(legend); host.appendChild(wrap);
+    var self = this;
+    canvas.addEventListener('mousemove', function (ev) { self.histTip(ev); });
+    canvas.addEventListener('mouseleave', function () { tip.style.display = 'none'; });
+    this.hist = {host: host, canvas: canvas, legend: legend, tip: tip, legendKey: null};
+    return this.hist;
+  };
   Examples.prototype.drawHist = function () {
-    var host = document.getElementById('run-ex-hist'), s = this.stream, f = this.frameData, self = this;
+    var host = document.getElementById('run-ex-hist'), s = this.stream, f = this.frameData;
     if (!host || !s || !f) return;
-    if (!window.Plotly) { clearTimeout(this.histTimer); this.histTimer = setTimeout(function () { self.drawHist(); }, 100); return; }
     this.lastHist = performance.now();
-    var h = f.hist[this.histMode], lim = h.lim, nb = h.counts[0].length, w = 2 * lim / nb;
-    var x = [];
-    for (var i = 0; i < nb; i++) x.push(-lim + (i + 0.5) * w);
-    var names = s.classes || ['all examples'];
-    var traces = h.counts.map(function (counts, c) {
-      var name = c < names.length ? names[c] : 'other labels';
-      return {type: 'bar', x: x, y: counts, width: w, name: esc(name),
-              marker: {color: s.colors[c % s.colors.length], line: {width: 0}},
-              hovertemplate: esc(name) + '<br>%{x:.3g}: %{y:,} examples<extra></extra>'};
+    var parts = this.histParts(host), h = f.hist[this.histMode], names = s.classes || ['all examples'];
+    var legendKey = h.counts.length + '|' + names.join('|');
+    if (parts.legendKey !== legendKey) {  // class names are the bundle's: text only
+      parts.legend.textContent = '';
+      h.counts.forEach(function (_, c) {
+        var item = document.createElement('span'), sw = document.createElement('i');
+        item.className = 'ex-legend-item'; sw.style.background = s.colors[c % s.colors.length];
+        item.appendChild(sw);
+        item.appendChild(document.createTextNode(c < names.length ? names[c] : 'other labels'));
+        parts.legend.appendChild(item);
+      });
+      parts.legend.style.display = h.counts.length > 1 ? '' : 'none';
+      parts.legendKey = legendKey;
+    }
+    var cv = parts.canvas, W = Math.max(host.clientWidth, 200), H = 260;
+    var dpr = window.devicePixelRatio || 1;
+    if (cv.width !== Math.round(W * dpr) || cv.height !== Math.round(H * dpr)) {
+      cv.width = Math.round(W * dpr); cv.height = Math.round(H * dpr);
+      cv.style.width = W + 'px'; cv.style.height = H + 'px';
+    }
+    var g = cv.getContext('2d'), m = {l: 58, r: 14, t: 8, b: 42}, pw = W - m.l - m.r, ph = H - m.t - m.b;
+    g.setTransform(dpr, 0, 0, dpr, 0, 0);
+    g.clearRect(0, 0, W, H);
+    var nb = h.counts[0].length, lim = h.lim, totals = [], top = 0, log = this.histLog;
+    for (var i = 0; i < nb; i++) {
+      var t = 0; h.counts.forEach(function (row) { t += row[i]; }); totals.push(t); top = Math.max(top, t);
+    }
+    var fy = log ? function (c) { return c > 0 ? Math.log10(c) + 0.3 : 0; } : function (c) { return c; };
+    var ymax = Math.max(fy(top) * 1.05, log ? 1.3 : 1);
+    var X = function (v) { return m.l + (v + lim) / (2 * lim) * pw; };
+    var Y = function (c) { return m.t + ph - fy(c) / ymax * ph; };
+    var bw = pw / nb;
+    for (i = 0; i < nb; i++) {
+      var below = 0;
+      for (var c = 0; c < h.counts.length; c++) {
+        var n = h.counts[c][i];
+        if (!n) continue;
+        g.fillStyle = s.colors[c % s.colors.length];
+        var y0 = Y(below), y1 = Y(below + n);
+        g.fillRect(m.l + i * bw, y1, Math.max(bw - 0.5, 0.5), y0 - y1);
+        below += n;
+      }
+    }
+    // axes: ticks, zero line, titles
+    g.strokeStyle = '#444'; g.fillStyle = '#222'; g.lineWidth = 1;
+    g.font = '11px ' + getComputedStyle(document.body).fontFamily;
+    g.beginPath(); g.moveTo(m.l, m.t); g.lineTo(m.l, m.t + ph); g.lineTo(m.l + pw, m.t + ph); g.stroke();
+    var step = niceStep(2 * lim, 6);
+    g.textAlign = 'center'; g.textBaseline = 'top';
+    for (var v = Math.ceil(-lim / step) * step; v <= lim + 1e-12 * lim; v += step) {
+      var x = X(v);
+      g.beginPath(); g.moveTo(x, m.t + ph); g.lineTo(x, m.t + ph + 4); g.stroke();
+      g.fillText(Math.abs(v) < step / 1e6 ? '0' : tickFmt(v), x, m.t + ph + 6);
+    }
+    g.textAlign = 'right'; g.textBaseline = 'middle';
+    var ticks = log ? [1, 10, 100, 1000, 10000, 100000].filter(function (c) { return fy(c) <= ymax; }) :
+      (function () { var st = Math.max(1, niceStep(ymax, 4)), out = [];
+        for (var c = 0; c <= ymax; c += st) out.push(c); return out; })();
+    ticks.forEach(function (c) {
+      var y = Y(c);
+      g.beginPath(); g.moveTo(m.l - 4, y); g.lineTo(m.l, y); g.stroke();
+      g.fillText(intFmt(c), m.l - 6, y);
     });
-    var layout = Object.assign({}, s.hist_layout, {showlegend: h.counts.length > 1});
-    layout.yaxis = Object.assign({}, layout.yaxis, {type: this.histLog ? 'log' : 'linear'});
-    layout.xaxis = Object.assign({}, layout.xaxis, {range: [-lim, lim]});
-    window.Plotly.react(host, traces, layout, {displaylogo: false, responsive: true,
-      modeBarButtonsToRemove: ['sendChartToCloud', 'editInChartStudio', 'toImage', 'lasso2d', 'select2d']});
+    g.strokeStyle = '#888'; g.setLineDash([3, 3]);
+    g.beginPath(); g.moveTo(X(0), m.t); g.lineTo(X(0), m.t + ph); g.stroke(); g.setLineDash([]);
+    g.textAlign = 'center'; g.textBaseline = 'bottom';
+    g.fillText('per-example LCA (negative: lowered its loss)', m.l + pw / 2, H - 2);
+    g.save(); g.translate(12, m.t + ph / 2); g.rotate(-Math.PI / 2); g.textBaseline = 'middle';
+    g.fillText('examples' + (log ? ' (log scale)' : ''), 0, 0); g.restore();
+    parts.geom = {m: m, pw: pw, lim: lim, nb: nb, h: h, names: names};
     this.histPaints = (this.histPaints || 0) + 1;
+  };
+  Examples.prototype.histTip = function (ev) {
+    var parts = this.hist, gm = parts && parts.geom;
+    if (!gm) return;
+    var rect = parts.canvas.getBoundingClientRect(), x = ev.clientX - rect.left;
+    var i = Math.floor((x - gm.m.l) / gm.pw * gm.nb);
+    if (i < 0 || i >= gm.nb) { parts.tip.style.display = 'none'; return; }
+    var w = 2 * gm.lim / gm.nb, a = -gm.lim + i * w, lines = [fmt(a) + ' to ' + fmt(a + w)];
+    gm.h.counts.forEach(function (row, c) {
+      if (row[i]) lines.push((c < gm.names.length ? gm.names[c] : 'other labels') + ': ' + intFmt(row[i]));
+    });
+    parts.tip.textContent = lines.join('\n');
+    parts.tip.style.whiteSpace = 'pre';
+    parts.tip.style.display = 'block';
+    parts.tip.style.left = (x + 12) + 'px'; parts.tip.style.top = (ev.clientY - rect.top + 8) + 'px';
   };
 
   var examples = new Examples();
