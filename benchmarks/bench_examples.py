@@ -9,7 +9,8 @@ slider; the page records each ``input`` event's timestamp and the second animati
 the Examples section repainted its thumbnails (so the frame holding them has been produced),
 and the same for the histogram (drawn after the thumbnails, Plotly). Reported: median and p95
 of both, first pass (blocks possibly still on their way: a block of rows is one request) and
-warm (every block cached), the number of block requests, and one block request's server time.
+warm (every block cached), the number of block requests, one block request's server time, and
+Play at 30 frames/s with the section following (frames per second, section repaints per second).
 """
 
 from __future__ import annotations
@@ -103,6 +104,11 @@ def measure(d, url: str, run: str, steps: int) -> dict:
     d.execute_script("window.lcaviz.players.run.seek(0)")
     ex_cold, hist_cold = step_pass(min(steps, n_frames - 1))
     requests_cold = d.execute_script(REQUESTS)
+    _wait(lambda: d.execute_script(  # every block cached, then the same steps again
+        "var e = window.lcaviz.examples, s = e.stream, n = Math.ceil(s.R / s.block);"
+        "for (var i = 0; i < n; i++) e.request(i); return e.blocks.size === n"), 300)
+    d.execute_script("window.lcaviz.players.run.seek(0)")
+    requests_before_warm = d.execute_script(REQUESTS)
     ex_warm, hist_warm = step_pass(min(steps, n_frames - 1))
     out = {
         "thumbs_cold_ms": (_pct(ex_cold, 50), _pct(ex_cold, 95), len(ex_cold)),
@@ -110,11 +116,29 @@ def measure(d, url: str, run: str, steps: int) -> dict:
         "thumbs_warm_ms": (_pct(ex_warm, 50), _pct(ex_warm, 95), len(ex_warm)),
         "hist_warm_ms": (_pct(hist_warm, 50), _pct(hist_warm, 95), len(hist_warm)),
         "requests_first_pass": requests_cold,
-        "requests_after_warm_pass": d.execute_script(REQUESTS),
+        "requests_during_warm_pass": d.execute_script(REQUESTS) - requests_before_warm,
         "block_rows": d.execute_script("return window.lcaviz.examples.stream.block"),
         "frames": n_frames,
     }
+    out.update(play(d, 5.0))
     return out
+
+
+def play(d, seconds: float) -> dict:
+    """Play at 30 frames/s (looping) with the section following: frames per second painted
+    by the player, and repaints of the section per second."""
+    from selenium.webdriver.common.by import By
+
+    btn = d.find_element(By.CSS_SELECTOR, "#run-player-bar [data-lca=play]")
+    d.execute_script("window.lcaviz.players.run.seek(0);"
+                     "window.__exPaints0 = window.lcaviz.examples.paints")
+    btn.click()
+    time.sleep(seconds)  # the measurement window itself (not a wait for a condition)
+    st = d.execute_script("var p = window.lcaviz.players.run, e = window.lcaviz.examples;"
+                          "return [p.stats.frames, performance.now() - p.stats.started,"
+                          " e.paints - window.__exPaints0]")
+    btn.click()
+    return {"play_fps": st[0] / st[1] * 1000, "examples_repaints_per_s": st[2] / st[1] * 1000}
 
 
 def main(argv=None) -> int:

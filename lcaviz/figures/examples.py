@@ -56,6 +56,9 @@ def examples_grid_figure(lists: Sequence[tuple[str, Sequence[dict], Sequence[flo
         y = n - 1 - line
         notes.append({"x": -0.55, "y": y, "text": f"<b>{_esc(name)}</b>", "xanchor": "right",
                       "showarrow": False, "font": {"size": 11}})
+        if not len(rendered):  # nothing moved that way in this frame: say so
+            notes.append({"x": -0.4, "y": y, "text": "none", "xanchor": "left",
+                          "showarrow": False, "font": {"size": 11, "color": "#888"}})
         for j, (ex, v) in enumerate(zip(rendered, values, strict=True)):
             if ex.get("kind") == "image":
                 images.append({"source": ex["src"], "xref": "x", "yref": "y", "x": j, "y": y,
@@ -131,7 +134,9 @@ def example_detail_figure(windows: np.ndarray, lca_rows: np.ndarray,
     """
     w = np.asarray(windows, np.int64).reshape(-1, 2)
     a = np.nan_to_num(np.asarray(lca_rows, np.float64).reshape(len(w), -1))
-    cum = np.cumsum(a, axis=0)
+    # the running totals start at 0 where the first row starts
+    cum = np.vstack([np.zeros((1, a.shape[1])), np.cumsum(a, axis=0)])
+    ends = np.concatenate([w[:1, 0], w[:, 1]])
     has_loss = loss is not None and len(loss) > 0
     rows = 2 if has_loss else 1
     titles = (["loss ℓ of this example"] if has_loss else []) + [
@@ -144,11 +149,11 @@ def example_detail_figure(windows: np.ndarray, lca_rows: np.ndarray,
                                  name="loss", line={"color": LOSS_COLOR, "width": 1.6}),
                       row=1, col=1)
     for li, lname in enumerate(layer_names):
-        fig.add_trace(go.Scatter(x=w[:, 1], y=cum[:, li], mode="lines", name=_esc(lname),
+        fig.add_trace(go.Scatter(x=ends, y=cum[:, li], mode="lines", name=_esc(lname),
                                  line={"color": layer_color(li), "width": 1.4}),
                       row=rows, col=1)
     if len(layer_names) > 1:
-        fig.add_trace(go.Scatter(x=w[:, 1], y=cum.sum(axis=1), mode="lines", name="all layers",
+        fig.add_trace(go.Scatter(x=ends, y=cum.sum(axis=1), mode="lines", name="all layers",
                                  line={"color": "#222", "width": 1.2, "dash": "dot"}),
                       row=rows, col=1)
     fig.add_hline(y=0, line={"color": "#999", "width": 0.8}, row=rows, col=1)

@@ -146,4 +146,5 @@ def test_figures_escape_bundle_text_and_carry_their_data():
                                 loss=np.array([3.0, 2.5, 2.0, 1.0]),
                                 loss_x=np.array([0, 2, 4, 6]), name=evil)
     total = [t for t in det.data if t.name == "all layers"][0]
-    assert list(total.y) == [-1.0, -2.0, -3.0] and "<img" not in det.layout.title.text
+    assert list(total.y) == [0.0, -1.0, -2.0, -3.0] and list(total.x) == [0, 2, 4, 6]
+    assert "<img" not in det.layout.title.text

@@ -170,8 +170,10 @@ def build(state: AppState, graph: str, c) -> go.Figure:
     frame, shown = block["frames"][0], block["examples"]
     lists = [(label, [shown[str(p)] for p in frame[mode][kind]], frame[mode][f"{kind}_values"])
              for mode, kind, label in LISTS]
+    end = iterations_of_rows(b, row, row + 1)[1]
     return examples_grid_figure(lists, k=_k(c.ex_k),
-                                title=f"Examples of {name} — {_when(b, row)}")
+                                title=f"Examples of {name} — {_when(b, row)} (up to t: "
+                                      f"iterations 0–{end - 1:,})")
 
 
 def register(app: dash.Dash, state: AppState) -> None:
