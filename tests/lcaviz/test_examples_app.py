@@ -136,3 +136,16 @@ def test_compare_follows_one_example_across_runs(app):
     assert len(cum) == 2 and max(cum[0].x) == pytest.approx(1.0)
     assert "not tracked by plain.h5" in fig.layout.title.text
     assert compare_examples.section_state(state, ["plain.h5"])[0] == {"display": "none"}
+
+
+def test_the_sections_are_wired_into_the_run_and_compare_pages(app):
+    from lcaviz.app.pages.run import panels
+
+    outputs = " ".join(app.callback_map)
+    for out in ("run-ex-stream.data", "run-ex-detail.figure", "sec-examples.style",
+                "cmp-example.figure", "cmp-sec-examples.style"):
+        assert out in outputs, out
+    assert any(p.id == "sec-examples" for p in panels())
+    from lcaviz.app.pages.run_exports import CONTROL_STATES
+
+    assert {"ex_scope", "ex_k", "ex_selected"} <= {name for name, _, _ in CONTROL_STATES}
