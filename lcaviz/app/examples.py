@@ -36,6 +36,8 @@ BLOCK_ROWS = 32  # rows one request answers (the page asks block by block)
 READ_BUDGET_BYTES = 32 * 2**20  # per-example values one request may read (float64)
 HIST_BINS = 40
 DEFAULT_K = 8
+MAX_CLASSES = 256  # histogram stacks named at most (more: "other labels")
+MAX_THUMB = 112  # pixels a side of a thumbnail sent to the page
 
 
 def has_examples(b) -> bool:
@@ -66,9 +68,17 @@ def class_names(b) -> list[str] | None:
     if labels is None:
         return None
     names = [str(c) for c in b.class_names]
-    top = int(np.max(labels)) + 1 if len(labels) else 0
-    names += [f"class {c}" for c in range(len(names), top)]
+    if not names:  # a label past MAX_CLASSES (a crafted bundle) is counted as "other labels"
+        top = int(np.max(labels)) + 1 if len(labels) else 0
+        names = [str(c) for c in range(max(0, min(top, MAX_CLASSES)))]
     return [f"class {n}" if n.isdigit() else n for n in names]
+
+
+def small_thumbnail(img: np.ndarray) -> np.ndarray:
+    """``img`` subsampled to at most :data:`MAX_THUMB` pixels a side (a bundle's images may be
+    of any size; the page shows 56 px)."""
+    step = -(-max(img.shape[:2]) // MAX_THUMB)
+    return img[::step, ::step] if step > 1 else img
 
 
 def examples_stream(state: AppState, run_id: str, scope: str, k: int) -> dict:
@@ -112,7 +122,7 @@ def renderings(b, positions) -> dict[int, dict]:
     for i, p in enumerate(pos.tolist()):
         r = render_example(Example(
             index=int(index[i]), label=None if labels is None else int(labels[p]),
-            thumbnail=None if thumbs is None else thumbs[i],
+            thumbnail=None if thumbs is None else small_thumbnail(thumbs[i]),
             text=None if texts is None else str(texts[i]), run=run))
         if int(index[i]) in flipped:  # a run made with --label-noise: its true label
             r["flipped"] = flipped[int(index[i])]

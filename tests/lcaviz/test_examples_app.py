@@ -149,3 +149,27 @@ def test_the_sections_are_wired_into_the_run_and_compare_pages(app):
     from lcaviz.app.pages.run_exports import CONTROL_STATES
 
     assert {"ex_scope", "ex_k", "ex_selected"} <= {name for name, _, _ in CONTROL_STATES}
+
+
+def test_crafted_labels_and_big_images_stay_bounded(tmp_path):
+    """Labels far past the classes and 1000-pixel images from a bundle: the histogram names
+    at most MAX_CLASSES stacks (the rest "other labels") and the page gets small images."""
+    import h5py
+
+    write_synthetic_bundle(tmp_path / "x.h5", n_iters=6, layers=(("fc1", (3, 4)),),
+                           n_classes=3, seed=0, per_class=False, examples=20, thumbnail=8)
+    with h5py.File(tmp_path / "x.h5", "r+") as f:
+        lab = f["examples/label"][()]
+        lab[0] = 10**12
+        f["examples/label"][...] = lab
+        del f["examples/thumbnail"]
+        f["examples"].create_dataset("thumbnail", data=np.zeros((20, 1000, 900), np.uint8))
+    with RunBundle.open(tmp_path / "x.h5") as b:
+        names = exdata.class_names(b)
+        blk = exdata.examples_block(b, "all", 4, 0, 2)
+        assert names == ["class 0", "class 1", "class 2"]  # the run's classes, not 10**12
+        counts = blk["frames"][0]["hist"]["row"]["counts"]
+        assert len(counts) == len(names) + 1 and np.sum(counts) == 20  # "other labels" row
+        img = next(iter(blk["examples"].values()))["src"]
+        assert len(img) < 40_000
+        assert exdata.small_thumbnail(np.zeros((1000, 900))).shape == (112, 100)
