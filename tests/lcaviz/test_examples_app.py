@@ -173,3 +173,15 @@ def test_crafted_labels_and_big_images_stay_bounded(tmp_path):
         img = next(iter(blk["examples"].values()))["src"]
         assert len(img) < 40_000
         assert exdata.small_thumbnail(np.zeros((1000, 900))).shape == (112, 100)
+
+
+def test_html_report_holds_the_examples_figures(app):
+    from lcaviz.app.pages.run_exports import CONTROL_STATES, report
+
+    values = [{"row": 3} if name == "row" else "img.h5" if name == "run_id" else None
+              for name, _, _ in CONTROL_STATES]
+    page = report(get_state(app), values)["content"]
+    assert "Examples of all layers" in page and "stacked by class" in page
+    plain = [v if name != "run_id" else "plain.h5" for (name, _, _), v in
+             zip(CONTROL_STATES, values, strict=True)]
+    assert "Examples of" not in report(get_state(app), plain)["content"]

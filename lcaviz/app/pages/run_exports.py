@@ -187,7 +187,8 @@ def report(state: AppState, values: list):
     graphs = [ids.HEATMAP, ids.LAYER_BARS, ids.LAYER_CURVES, ids.LOSS, ids.RESIDUAL,
               ids.HELP_TIME, ids.HELP_HIST, ids.HELP_LAYER, ids.HELP_FRACTION, ids.WEIBULL,
               ids.SYNC_PEAKS] + ([ids.LCA_ERROR, ids.TABLE_S1] if b.has_lca_error else []) \
-        + ([ids.TRAIN_VAL] if b.has_val else [])
+        + ([ids.TRAIN_VAL] if b.has_val else []) \
+        + ([ids.EX_GRID, ids.EX_HIST] if b.has_examples and b.n_rows else [])
     figs = [build_figure(state, g, c) for g in graphs]
     from lcaviz.app.pages.run_report import CAPTIONS, report_tables
     from lcaviz.app.queries import run_meta, subtitle
