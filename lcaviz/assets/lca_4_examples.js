@@ -161,7 +161,7 @@
       });
       var strip = self.cells[li][0].el.parentNode;
       strip.classList.toggle('ex-empty', !pos.length);
-      strip.dataset.empty = pos.length ? '' : 'none this frame';
+      strip.dataset.empty = pos.length ? '' : spec[0] === 'row' ? 'none in this frame' : 'none up to t';
     });
     this.markSelected();
     var t = document.getElementById('run-ex-title');
