@@ -58,13 +58,14 @@ def scope_options(b) -> list[dict]:
 
 def rows_per_block(b) -> int:
     """Rows of one block within :data:`READ_BUDGET_BYTES` (at least 1)."""
-    n_e, n_l = len(b.example_index()), max(int(b.n_layers), 1)
+    n_e, n_l = int(b.n_examples), max(int(b.n_layers), 1)
     return max(1, min(BLOCK_ROWS, READ_BUDGET_BYTES // max(8 * n_e * n_l, 1)))
 
 
-def class_names(b) -> list[str] | None:
-    """Names of the histogram's classes (None when the targets are not class labels)."""
-    labels = b.example_labels()
+def class_names(b, labels: np.ndarray | None = None) -> list[str] | None:
+    """Names of the histogram's classes (None when the targets are not class labels);
+    ``labels``: the run's :meth:`example_labels`, if already read."""
+    labels = b.example_labels() if labels is None else labels
     if labels is None:
         return None
     names = [str(c) for c in b.class_names]
@@ -93,16 +94,17 @@ def examples_stream(state: AppState, run_id: str, scope: str, k: int) -> dict:
         return {
             "key": f"{run_id}|{b.created}|{scope}|{k}|{b.n_rows}", "run": run_id,
             "url": f"{ROUTE}?run={quote(run_id, safe='')}&scope={quote(scope, safe='')}&k={k}",
-            "scope": scope, "scope_name": _scope_name(b, cols), "k": k,
+            "scope": scope, "scope_name": scope_name(b, cols), "k": k,
             "R": int(b.n_rows), "T": int(b.n_iters), "block": rows_per_block(b),
             "starts": b.row_windows[:, 0].tolist(), "ends": b.row_windows[:, 1].tolist(),
-            "n_examples": int(len(b.example_index())), "classes": names,
+            "n_examples": int(b.n_examples), "classes": names,
             "colors": [class_color(i) for i in range(len(names or [None]) + 1)],
             "status": b.status,
         }
 
 
-def _scope_name(b, cols) -> str:
+def scope_name(b, cols) -> str:
+    """``"all layers"`` or the layers' names, for titles."""
     return "all layers" if len(cols) == b.n_layers and b.n_layers > 1 else \
         ", ".join(str(b.layer_names[c]) for c in cols)
 
@@ -149,7 +151,7 @@ def examples_block(b, scope: str, k: int, r0: int, r1: int) -> dict:
     before = b.example_cumsum_upto(r0 - 1) if r0 > 0 else None
     tops = top_examples(rows, cols, k, before)
     labels = b.example_labels()
-    n_cls = len(class_names(b) or [])
+    n_cls = len(class_names(b, labels) or [])
     vals = rows[..., cols].sum(axis=-1)
     cum = np.cumsum(vals, axis=0) + (0.0 if before is None else
                                      np.asarray(before, np.float64)[:, cols].sum(axis=-1))

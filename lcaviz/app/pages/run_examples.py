@@ -156,7 +156,7 @@ def build(state: AppState, graph: str, c) -> go.Figure:
         return empty_figure("This run stores no per-example LCA.")
     row = min(max(int(c.row), 0), b.n_rows - 1)
     scope = c.ex_scope or "all"
-    name = exdata._scope_name(b, scope_columns(scope, b.n_layers))
+    name = exdata.scope_name(b, scope_columns(scope, b.n_layers))
     if graph == ids.EX_HIST:
         v = _frame_values(b, scope, row, c.ex_hist_mode)
         edges = histogram_edges(v, exdata.HIST_BINS)
