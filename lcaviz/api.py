@@ -24,8 +24,8 @@ from lcaviz.bundle import RunBundle
 
 __all__ = ["NotInBundleError", "Run", "open_run"]
 
-NO_EXAMPLES = ("this bundle has no per-example values (lca_example): per-example LCA is not "
-               "recorded by this version of lca-run")
+NO_EXAMPLES = ("this bundle has no per-example values (lca_example): the run was made "
+               "without lca-run --per-example / LCATracker(per_example=...)")
 
 
 class NotInBundleError(LookupError):
@@ -208,18 +208,15 @@ class Run:
         Raises:
             NotInBundleError: the bundle has no per-example values.
         """
-        f = self.bundle._f
-        if f is None or "lca_example" not in f:
+        b = self.bundle
+        if not b.has_examples:
             raise NotInBundleError(f"{self.name}: {NO_EXAMPLES}")
-        index = (np.asarray(f["examples/index"][()], np.int64) if "examples/index" in f
-                 else np.arange(f["lca_example"].shape[1]))
+        index = b.example_index()
         layers = pd.Index(self.layer_names, name="layer")
         if cumulative:
-            x = (f["lca_example_cumsum"][()] if "lca_example_cumsum" in f
-                 else f["lca_example"][()].sum(axis=0, dtype=np.float64))
-            return pd.DataFrame(np.asarray(x, np.float64), columns=layers,
+            return pd.DataFrame(b.example_cumsum(), columns=layers,
                                 index=pd.Index(index, name="example"))
-        x = np.asarray(f["lca_example"][: self.bundle.n_rows], np.float64)  # (R, N_e, L)
+        x = b.example_lca_rows()  # (R, N_e, L) float64, bfloat16 rows decoded
         R, N = x.shape[:2]
         mi = pd.MultiIndex.from_product([range(R), index], names=["row", "example"])
         df = pd.DataFrame(x.reshape(R * N, -1), index=mi, columns=layers)

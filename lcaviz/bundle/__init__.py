@@ -16,7 +16,8 @@ Modules: :mod:`~lcaviz.bundle.errors` (typed errors, ``read_guard``),
 :mod:`~lcaviz.bundle.h5open` (opening, SWMR flags, header validation),
 :mod:`~lcaviz.bundle.h5safety` (defences against hostile and damaged files),
 :mod:`~lcaviz.bundle.meta` (metadata and column layout), :mod:`~lcaviz.bundle.blocks`
-(column-selection reads), :mod:`~lcaviz.bundle.reader` (``RunBundle``) and
+(column-selection reads), :mod:`~lcaviz.bundle.examples` (per-example LCA, format version 3),
+:mod:`~lcaviz.bundle.reader` (``RunBundle``) and
 :mod:`~lcaviz.bundle.scan` (``RunInfo``, ``scan_runs``). Import from ``lcaviz.bundle``.
 """
 

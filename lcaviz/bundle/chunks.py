@@ -1,5 +1,5 @@
-"""Chunk shapes of the (rows, P) datasets and per-layer statistics of one LCA row (numpy only;
-re-exported by :mod:`lcaviz.bundle.layout` and the writer)."""
+"""Chunk shapes of the (rows, P) datasets, the bytes an append adds, and per-layer statistics
+of one LCA row (numpy only; re-exported by :mod:`lcaviz.bundle.layout` and the writer)."""
 
 from __future__ import annotations
 
@@ -22,6 +22,23 @@ def lca_chunks(P: int, expected_rows: int = 0) -> tuple[int, int]:
     del expected_rows
     width = -(-P // -(-P // LCA_CHUNK[1])) if P > 0 else 1
     return 1, max(1, width)
+
+
+def append_bytes(ds, k: int) -> int:
+    """At most how many bytes appending ``k`` rows to the growing dataset ``ds`` adds to the
+    file: every chunk the rows touch, whole (HDF5 allocates chunks whole; a compressed one is
+    rewritten)."""
+    n = ds.shape[0]
+    row = int(np.prod(ds.shape[1:], dtype=np.int64)) * ds.dtype.itemsize
+    if ds.chunks is None:
+        return k * row
+    height = ds.chunks[0]
+    chunk = int(np.prod(ds.chunks, dtype=np.int64)) * ds.dtype.itemsize
+    per_band = -(-row * height // chunk) if row else 0  # chunks across one band
+    # an uncompressed chunk already holding rows is written in place; a compressed one is
+    # written anew
+    first = n // height + (1 if n % height and ds.compression is None else 0)
+    return max(0, (n + k - 1) // height - first + 1) * per_band * chunk
 
 
 def layer_stats(lca_row: np.ndarray, param_layer_index: np.ndarray, n_layers: int):

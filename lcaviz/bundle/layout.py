@@ -229,8 +229,9 @@ def create_datasets(f: h5py.File, layout: LayoutInfo) -> None:
     # bfloat16 rows summed between cumsum rows add up their rounding (2⁻⁸ each): keep it short
     f["lca_cumsum"].attrs["every"] = int(layout.cumsum_every or (16 if bf16 else 64))
     if layout.examples is not None:
-        ex.create(f, layout.examples, L, bfloat16=bf16, every=f["lca_cumsum"].attrs["every"],
-                  packed=packed)
+        # a cumulative frame adds at most every - 1 rows of N_e x L: keep that read short
+        every = min(int(f["lca_cumsum"].attrs["every"]), ex.CUMSUM_EVERY)
+        ex.create(f, layout.examples, L, bfloat16=bf16, every=every, packed=packed)
     if layout.label_noise is not None:
         ex.create_noise(f, layout.label_noise)
     for name, what in (("loss/train", "full training-set loss at theta_t"),

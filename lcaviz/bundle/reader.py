@@ -21,7 +21,7 @@ from lcaviz.bundle.counterfactual import _BundleCounterfactual
 from lcaviz.bundle.derived import derive
 from lcaviz.bundle.diagnostics import _BundleDiagnostics
 from lcaviz.bundle.errors import BundleError, CorruptBundleError, read_guard
-from lcaviz.bundle.examples import _BundleExamples
+from lcaviz.bundle.examples_read import _BundleExamples
 from lcaviz.bundle.groups import _BundleGroups
 from lcaviz.bundle.h5open import _BundleFile
 from lcaviz.bundle.meta import _BundleMeta

@@ -49,6 +49,28 @@ def repack(path: str | Path, gzip_level: int | None = None, compress_all: bool =
     os.replace(tmp, path)
 
 
+def repack_if_wasted(path: Path, waste: float) -> None:
+    """Rewrite a finished compressed bundle packed when more than ``waste`` of it is unused:
+    each rewrite of a compressed chunk (the per-parameter counters at every checkpoint) leaves
+    the old one's space behind (30 % of a file whose counters were rewritten every iteration).
+    Skipped, the bundle left as it is, when little is wasted or the disk cannot hold the copy."""
+    from lcaviz.bundle.space import ensure_room
+
+    size = path.stat().st_size
+    with h5py.File(path, "r", locking=False) as f:
+        used = [0]
+        f.visititems(lambda _, obj: used.__setitem__(0, used[0] + obj.id.get_storage_size())
+                     if isinstance(obj, h5py.Dataset) else None)
+    if size - used[0] < max(waste * size, 64 << 10):
+        return
+    try:
+        ensure_room(path.with_name(path.name + ".repack"), size,
+                    "repacking the compressed bundle")
+        repack(path)
+    except OSError:  # NoRoom included: the bundle stays complete, only larger
+        pass
+
+
 def _rewrite(path: Path, tmp: Path, gzip_level: int | None, compress_all: bool) -> None:
     with h5py.File(path, "r", locking=False) as src, \
             h5py.File(tmp, "w", libver="latest") as dst:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from lcaviz.bundle.examples import CUMSUM_EVERY
 from lcaviz.bundle.layout import LayoutInfo, counter_dtype
 
 FIXED_BYTES = 32 << 10  # superblock, groups, attributes, object headers of ~40 datasets
@@ -18,9 +19,9 @@ def projected_bytes(layout: LayoutInfo, iters: int | None = None) -> dict[str, i
     """Uncompressed bytes of a complete bundle of ``iters`` iterations (default: planned).
 
     Returns:
-        ``{"rows", "cumsum", "counters", "trajectory", "error", "series", "fixed", "total"}``
-        (gzip makes ``rows``, ``cumsum`` and ``counters`` smaller, so ``total`` is then a
-        bound).
+        ``{"rows", "cumsum", "counters", "trajectory", "error", "examples", "series",
+        "fixed", "total"}`` (gzip makes ``rows``, ``cumsum``, ``counters`` and ``examples``
+        smaller, so ``total`` is then a bound).
     """
     T = int(iters if iters is not None else layout.iters_planned)
     cols = layout.columns()
@@ -39,7 +40,8 @@ def projected_bytes(layout: LayoutInfo, iters: int | None = None) -> dict[str, i
            * counter_dtype(int(layout.iters_planned)).itemsize,  # typed for the planned run
            "trajectory": (T + 1) * P * 4 if layout.save_trajectory else 0,
            "error": (-(-T // layout.lca_error_every) * P_rows * 4
-                     if layout.lca_error_every > 0 else 0)}
+                     if layout.lca_error_every > 0 else 0),
+           "examples": example_bytes(layout, R, every)}
     # the per-iteration series are chunked 1024 rows high (lca_class_layer 256): whole chunks
     n = T + 1
     per_iter = 5 * 8 + 4 + L * (8 + 4 + 4) + G * 8  # losses, splits, lca_layer, help/hurt
@@ -53,6 +55,23 @@ def projected_bytes(layout: LayoutInfo, iters: int | None = None) -> dict[str, i
     out["fixed"] = FIXED_BYTES + 200 * len(layout.param_names) + 64 * L
     out["total"] = int(sum(out.values()))
     return out
+
+
+def example_bytes(layout: LayoutInfo, R: int, every: int) -> int:
+    """Bytes of the per-example datasets (lcaviz.bundle.examples) for ``R`` rows: per row
+    N_e·L values of ``lca_example`` (2 B bfloat16, else 4 B) and N_e float32 losses, every
+    ``every`` rows a float32 running-total row, and the fixed totals, index and images
+    (uncompressed: a bound, they are stored gzip)."""
+    info = layout.examples
+    if info is None:
+        return 0
+    n, L = int(np.asarray(info.index).size), len(layout.layer_names)
+    value = 2 if layout.lca_storage == "bfloat16" else 4
+    fixed = n * (8 + 8 + L * 8) + (n * 8 if info.label is not None else 0)
+    if info.thumbnail is not None:
+        fixed += int(np.asarray(info.thumbnail).size)
+    every = min(every, CUMSUM_EVERY)
+    return R * n * (L * value + 4) + (R // every) * n * L * 4 + fixed
 
 
 def _whole_chunks(n: int, chunk: int) -> int:
@@ -79,7 +98,8 @@ def size_note(layout: LayoutInfo, rows_option: str = "lca_rows=",
     p = projected_bytes(layout, T)
     gzip = layout.compression == "gzip"
     span = f"for {T:,} iterations" if planned > 0 else "per 1,000 iterations"
-    parts = [f"{name} {human(p[name])}" for name in ("rows", "counters", "trajectory", "error")
+    parts = [f"{name} {human(p[name])}" for name in ("rows", "counters", "trajectory", "error",
+                                                     "examples")
              if p[name] >= 0.05 * p["total"] and p[name]]
     detail = f" ({', '.join(parts)})" if parts else ""
     note = f"bundle: {'≤' if gzip else '≈'} {human(p['total'])} {span}{detail}"

@@ -19,6 +19,7 @@ import numpy as np
 
 from lcaviz.bundle import counterfactual
 from lcaviz.bundle import examples as ex
+from lcaviz.bundle.chunks import append_bytes
 from lcaviz.bundle.example_rows import ExampleRows, split_state
 from lcaviz.bundle.h5flags import clear_write_flags
 from lcaviz.bundle.layout import (  # noqa: F401 - re-exported: the writer's public vocabulary
@@ -311,21 +312,8 @@ class BundleWriter:
     def flush_bytes(self) -> int:
         """At most how many bytes the next :meth:`flush` adds to the file: every chunk its
         rows touch, whole (HDF5 allocates chunks whole; a compressed one is rewritten)."""
-        total = 0
-        for name, values in self._buffer.items():
-            ds = self.f[name]
-            n, k = ds.shape[0], len(values)
-            row = int(np.prod(ds.shape[1:], dtype=np.int64)) * ds.dtype.itemsize
-            if ds.chunks is None:
-                total += k * row
-                continue
-            height = ds.chunks[0]
-            chunk = int(np.prod(ds.chunks, dtype=np.int64)) * ds.dtype.itemsize
-            per_band = -(-row * height // chunk) if row else 0  # chunks across one band
-            # an uncompressed chunk already holding rows is written in place; a compressed
-            # one is written anew
-            first = n // height + (1 if n % height and ds.compression is None else 0)
-            total += max(0, (n + k - 1) // height - first + 1) * per_band * chunk
+        total = sum(append_bytes(self.f[name], len(values))
+                    for name, values in self._buffer.items())
         return total + 4096 * len(self._buffer)  # chunk index and object header updates
 
     def flush(self) -> None:
@@ -374,25 +362,11 @@ class BundleWriter:
             self._repack()
 
     def _repack(self) -> None:
-        """Rewrite a finished compressed bundle packed when space is wasted: each rewrite of a
-        compressed chunk (the per-parameter counters at every checkpoint) leaves the old one's
-        space behind (30 % of a file whose counters were rewritten every iteration). Skipped,
-        the bundle left as it is, when little is wasted or the disk cannot hold the copy."""
-        from lcaviz.bundle.repack import repack
+        """Rewrite the finished compressed bundle packed if space is wasted
+        (:func:`lcaviz.bundle.repack.repack_if_wasted`)."""
+        from lcaviz.bundle.repack import repack_if_wasted
 
-        size = self.path.stat().st_size
-        with h5py.File(self.path, "r", locking=False) as f:
-            used = [0]
-            f.visititems(lambda _, obj: used.__setitem__(0, used[0] + obj.id.get_storage_size())
-                         if isinstance(obj, h5py.Dataset) else None)
-        if size - used[0] < max(REPACK_WASTE * size, 64 << 10):
-            return
-        try:
-            ensure_room(self.path.with_name(self.path.name + ".repack"), size,
-                        "repacking the compressed bundle")
-            repack(self.path)
-        except OSError:  # NoRoom included: the bundle stays complete, only larger
-            pass
+        repack_if_wasted(self.path, REPACK_WASTE)
 
     def _set_status(self, status: str, reason: str, attrs: dict | None = None) -> None:
         with h5py.File(self.path, "r+", libver="latest") as f:

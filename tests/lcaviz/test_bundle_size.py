@@ -102,7 +102,10 @@ def _datasets(f):
 
 @pytest.mark.parametrize("kw", [{}, {"storage": "bfloat16"}, {"lca_layers": ["fc2"]},
                                 {"val_lca": True}, {"save_trajectory": True}, {"stride": 5},
-                                {"layers": (("a", (10, 10)),)}])
+                                {"layers": (("a", (10, 10)),)},
+                                {"examples": 5000, "thumbnail": 0},
+                                {"examples": 5000, "storage": "bfloat16", "stride": "dense:9,3",
+                                 "thumbnail": 0}])
 def test_projected_size_is_the_written_size(tmp_path, kw):
     settings = {"n_iters": 40, "layers": WIDE, "n_classes": 10, "seed": 1, **kw}
     path = write_synthetic_bundle(tmp_path / "s.h5", **settings)
