@@ -88,8 +88,8 @@ def layout(**query) -> html.Div:
             graph_card(ids.CMP_LOSS, "Train loss", page="compare"),
             graph_card(ids.CMP_HELP, "% helping (of nonzero LCA)", page="compare"),
         ], className="grid2"), graph_card(ids.CMP_LAYER_TOTALS, "Total LCA per layer",
-                                          page="compare")]),
-        compare_examples.examples_section(),
+                                          page="compare"),
+                              compare_examples.examples_card()]),
     ], id=ids.CMP_BODY, style=HIDDEN if len(run_ids) < 2 else {})
     return html.Div([
         dcc.Store(id=ids.CMP_IDS, data=run_ids),

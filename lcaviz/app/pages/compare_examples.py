@@ -8,7 +8,7 @@ import plotly.graph_objects as go
 from dash import dcc, html
 
 from lcaviz.app import ids
-from lcaviz.app.pages.components import graph_card, labelled, section
+from lcaviz.app.pages.components import graph_card, labelled
 from lcaviz.app.security import RunPathError
 from lcaviz.app.state import AppState
 from lcaviz.bundle import BundleError
@@ -20,14 +20,14 @@ _ERRORS = (RunPathError, BundleError, OSError)
 HIDDEN = {"display": "none"}
 
 
-def examples_section() -> html.Section:
-    """The section (hidden unless a compared run tracks examples)."""
+def examples_card() -> html.Div:
+    """The card of the overlays (hidden unless a compared run tracks examples)."""
     ctl = [labelled("training example #", dcc.Input(
         id=ids.CMP_EX_INDEX, type="number", min=0, step=1, debounce=True, className="num")),
         html.Span(id=ids.CMP_EX_NOTE, className="muted small", role="status")]
-    return section("Same training example across runs", [
-        graph_card(ids.CMP_EXAMPLE, "One example in every run that tracks it", controls=ctl,
-                   page="compare")], sid="cmp-sec-examples")
+    return html.Div(graph_card(ids.CMP_EXAMPLE, "Same training example in every run that "
+                                                "tracks it (per-example LCA)", controls=ctl,
+                               page="compare"), id="cmp-sec-examples")
 
 
 def _tracked(state: AppState, run_ids: list[str]):
