@@ -134,6 +134,11 @@ def test_compare_follows_one_example_across_runs(app):
                                                "fraction")
     cum = [t for t in fig.data if t.name in ("img.h5", "text.h5")]
     assert len(cum) == 2 and max(cum[0].x) == pytest.approx(1.0)
+    assert cum[0].x[0] == 0 and cum[0].y[0] == 0  # the running total starts at 0
+    with RunBundle.open(state.runs_dir / "img.h5") as b:
+        p = int(np.flatnonzero(b.example_index() == index)[0])
+        want = b.example_lca_rows(None, sel=[p])[:, 0, :].sum()
+    assert cum[0].y[-1] == pytest.approx(want, rel=1e-12)
     assert "not tracked by plain.h5" in fig.layout.title.text
     assert compare_examples.section_state(state, ["plain.h5"])[0] == {"display": "none"}
 

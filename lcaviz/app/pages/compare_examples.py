@@ -12,7 +12,6 @@ from lcaviz.app.pages.components import graph_card, labelled
 from lcaviz.app.security import RunPathError
 from lcaviz.app.state import AppState
 from lcaviz.bundle import BundleError
-from lcaviz.figures.example_render import caption
 from lcaviz.figures.examples import example_runs_figure
 from lcaviz.figures.theme import empty_figure
 
@@ -75,21 +74,24 @@ def example_across_runs(state: AppState, run_ids: list[str], index, xaxis: str) 
 
         def read(b=b, p=p):
             rows = b.example_lca_rows(None, sel=[p])[:, 0, :]
-            return (np.cumsum(np.nan_to_num(rows).sum(axis=1)),
+            # the running total from 0 where the first row starts
+            return (np.cumsum([0.0, *np.nan_to_num(rows).sum(axis=1)]),
                     b.example_loss(None, sel=[p])[:, 0], b.example_loss_last(sel=[p])[0])
 
         cum, loss, last = state.cached(("cmp_example", key, b.n_rows, p), read)
-        w = b.row_windows[:len(cum)]
+        w = b.row_windows[:len(cum) - 1]
         scale = 1.0 / max(b.n_iters, 1) if xaxis == "fraction" else 1.0
         labels = b.example_labels()
         label = label if labels is None or label is not None else int(labels[p])
-        curves.append({"run": rid, "x": w[:, 1] * scale, "cumulative": cum,
+        curves.append({"run": rid, "x": np.concatenate([w[:1, 0], w[:, 1]]) * scale,
+                       "cumulative": cum,
                        "loss_x": np.append(w[:, 0], b.n_iters) * scale,
                        "loss": np.append(loss, last)})
     missing += [r for r in run_ids if r not in {c["run"] for c in curves} | set(missing)]
     if not curves:
         return empty_figure(f"No compared run tracks training example #{index:,}.", height=260)
-    return example_runs_figure(curves, name=caption(index, label), missing=missing,
+    name = f"#{index:,}" + ("" if label is None else f" · label {label}")
+    return example_runs_figure(curves, name=name, missing=missing,
                                xlabel="fraction of training" if xaxis == "fraction"
                                else "iteration")
 
