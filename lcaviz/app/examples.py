@@ -171,24 +171,29 @@ def examples_block(b, scope: str, k: int, r0: int, r1: int) -> dict:
             "examples": {str(p): r for p, r in renderings(b, shown).items()}}
 
 
-def _answer(state: AppState, q) -> dict:
+def _answer(state: AppState, q) -> tuple[dict, int]:
+    """The block a request asks for, and the bytes of float64 values it read."""
     b, _ = state.open(q.get("run", ""))
     with b.held():
         if not has_examples(b):
             raise ValueError("this run stores no per-example LCA")
         r0 = max(0, int(q.get("r0", 0)))
         r1 = min(int(q.get("r1", r0 + 1)), b.n_rows, r0 + rows_per_block(b))
-        return examples_block(b, q.get("scope", "all"), int(q.get("k", DEFAULT_K)), r0, r1)
+        block = examples_block(b, q.get("scope", "all"), int(q.get("k", DEFAULT_K)), r0, r1)
+        return block, (block["r1"] - r0) * int(b.n_examples) * int(b.n_layers) * 8
 
 
 def register_route(server, state: AppState) -> None:
     """``GET /lcaviz/examples?run=&scope=&k=&r0=&r1=`` (JSON)."""
     from lcaviz.app.frames import FRAME_WORKERS
+    from lcaviz.app.jobs import trim_heap
 
     def examples() -> Response:
         try:
             with FRAME_WORKERS:  # shares the frame requests' bound on concurrent reads
-                body = _answer(state, request.args)
+                body, read = _answer(state, request.args)
+            if read > READ_BUDGET_BYTES // 4:  # glibc keeps big freed blocks: give them back
+                trim_heap()
         except (RunPathError, ValueError) as e:
             return Response(str(e), status=400, mimetype="text/plain")
         except (BundleError, OSError, KeyError) as e:

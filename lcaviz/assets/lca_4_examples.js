@@ -12,7 +12,9 @@
   'use strict';
 
   var L = window.lcaviz, fmt = L.fmt, intFmt = L.intFmt;
-  var MAX_BLOCKS = 256;        // cached blocks (each a few KB to a few hundred KB)
+  // cached blocks, least recently shown dropped first: each holds its frames and the renderings
+  // of the examples they name (a few KB to ~0.3 MB), so the page keeps at most ~20 MB
+  var MAX_BLOCKS = 64;
   var HIST_MS_PLAYING = 150;   // histogram redraws while playing, at most this often
   var LISTS = [['row', 'helped', 'this frame · helped most'],
                ['row', 'hurt', 'this frame · hurt most'],
@@ -20,7 +22,7 @@
                ['cumulative', 'hurt', 'cumulative up to t · hurt most']];
 
   function Examples() {
-    this.stream = null; this.blocks = new Map(); this.pending = new Set(); this.renders = {};
+    this.stream = null; this.blocks = new Map(); this.pending = new Set();
     this.row = -1; this.paints = 0; this.requests = 0; this.error = '';
     this.histMode = 'row'; this.histLog = false; this.lastHist = 0; this.histTimer = null;
     this.selected = null;
@@ -30,7 +32,7 @@
     this.stream = stream;
     this.histMode = histMode || 'row'; this.histLog = !!histLog;
     if (fresh) {
-      this.blocks = new Map(); this.pending = new Set(); this.renders = {}; this.row = -1;
+      this.blocks = new Map(); this.pending = new Set(); this.row = -1;
       this.error = stream && stream.error ? stream.error : '';
       this.build();
     }
@@ -109,8 +111,9 @@
     var B = s.block, bi = Math.floor(r / B), blk = this.blocks.get(bi);
     if (blk && r - blk.r0 >= B / 2 && (bi + 1) * B < s.R) this.request(bi + 1);  // ahead
     if (!blk) { this.request(bi); this.wanted = r; return; }
+    this.blocks.delete(bi); this.blocks.set(bi, blk);  // most recently shown last
     this.row = r;
-    this.draw(blk.frames[r - blk.r0], r);
+    this.draw(blk.frames[r - blk.r0], r, blk.examples);
   };
   Examples.prototype.request = function (bi) {
     var s = this.stream, self = this, key = s.key;
@@ -123,7 +126,6 @@
     }).then(function (blk) {
       if (!self.stream || self.stream.key !== key) return;  // another stream meanwhile
       self.pending.delete(bi);
-      Object.keys(blk.examples).forEach(function (k) { self.renders[k] = blk.examples[k]; });
       self.blocks.set(bi, blk);
       if (self.blocks.size > MAX_BLOCKS) self.blocks.delete(self.blocks.keys().next().value);
       self.update(false);
@@ -135,7 +137,7 @@
       if (t) t.textContent = self.error;
     });
   };
-  Examples.prototype.draw = function (frame, r) {
+  Examples.prototype.draw = function (frame, r, renders) {
     var s = this.stream, self = this;
     LISTS.forEach(function (spec, li) {
       var top = frame[spec[0]], pos = top[spec[1]], vals = top[spec[1] + '_values'];
@@ -143,7 +145,7 @@
         if (j >= pos.length) {
           c.el.style.display = 'none'; c.el.dataset.pos = ''; return;
         }
-        var ex = self.renders[String(pos[j])] || {caption: '#?', kind: 'text', text: ''};
+        var ex = renders[String(pos[j])] || {caption: '#?', kind: 'text', text: ''};
         c.el.style.display = '';
         c.el.classList.toggle('ex-flipped', ex.flipped !== undefined && ex.flipped !== null);
         c.el.dataset.pos = String(pos[j]); c.el.dataset.index = String(ex.index);
