@@ -190,3 +190,28 @@ def test_html_report_holds_the_examples_figures(app):
     plain = [v if name != "run_id" else "plain.h5" for (name, _, _), v in
              zip(CONTROL_STATES, values, strict=True)]
     assert "Examples of" not in report(get_state(app), plain)["content"]
+
+
+def test_stream_and_detail_callbacks_through_dash(app):
+    """Real callback requests: the stream for the scope and k typed, the clicked example."""
+    client = app.server.test_client()
+    body = {"output": f"{ids.EX_STREAM}.data",
+            "outputs": {"id": ids.EX_STREAM, "property": "data"},
+            "inputs": [{"id": ids.PANELS_META, "property": "data", "value": {"R": 20}},
+                       {"id": ids.EX_SCOPE, "property": "value", "value": "layer:0"},
+                       {"id": ids.EX_K, "property": "value", "value": 99}],
+            "state": [{"id": ids.RUN_ID, "property": "data", "value": "img.h5"}],
+            "changedPropIds": [f"{ids.EX_SCOPE}.value"]}
+    r = client.post("/_dash-update-component", json=body)
+    assert r.status_code == 200, r.data[:300]
+    s = r.get_json()["response"][ids.EX_STREAM]["data"]
+    assert (s["scope"], s["scope_name"], s["k"], s["R"]) == ("layer:0", "fc1", 32, 20)
+    body = {"output": f"{ids.EX_DETAIL}.figure",
+            "outputs": {"id": ids.EX_DETAIL, "property": "figure"},
+            "inputs": [{"id": ids.EX_SELECTED, "property": "data", "value": {"pos": 5}}],
+            "state": [{"id": ids.RUN_ID, "property": "data", "value": "img.h5"}],
+            "changedPropIds": [f"{ids.EX_SELECTED}.data"]}
+    r = client.post("/_dash-update-component", json=body)
+    fig = r.get_json()["response"][ids.EX_DETAIL]["figure"]
+    assert fig["layout"]["title"]["text"].startswith("Example #")
+    assert [t["name"] for t in fig["data"]][-1] == "all layers"
