@@ -2,7 +2,9 @@
 
 The notebook API (docs/notebook.md): ``lcaviz.open(path)`` → :class:`lcaviz.api.Run`,
 ``lcaviz.compare([...])`` → :class:`lcaviz.api_compare.Comparison`, ``lcaviz.show(dir_or_run)``
-→ the dashboard inline in Jupyter. They are imported on first use, so ``import lcaviz`` stays
+→ the dashboard inline in Jupyter; ``lcaviz.register_example_renderer(fn)`` draws a training
+example of your own data in the dashboard's "Examples" section
+(:mod:`lcaviz.figures.example_render`). They are imported on first use, so ``import lcaviz`` stays
 cheap (the bundle writer used by ``compute`` imports nothing of the app).
 """
 
@@ -16,7 +18,9 @@ _LAZY = {"open": ("lcaviz.api", "open_run"), "Run": ("lcaviz.api", "Run"),
          "NotInBundleError": ("lcaviz.api", "NotInBundleError"),
          "compare": ("lcaviz.api_compare", "compare"),
          "Comparison": ("lcaviz.api_compare", "Comparison"),
-         "show": ("lcaviz.api_show", "show"), "Dashboard": ("lcaviz.api_show", "Dashboard")}
+         "show": ("lcaviz.api_show", "show"), "Dashboard": ("lcaviz.api_show", "Dashboard"),
+         "register_example_renderer": ("lcaviz.figures.example_render",
+                                       "register_example_renderer")}
 __all__ = ["__version__", *_LAZY]
 
 

@@ -14,7 +14,7 @@ import dash
 from dash import dcc, html
 
 from lcaviz import __version__
-from lcaviz.app import frames
+from lcaviz.app import examples, frames
 from lcaviz.app.pages import compare, run, runs
 from lcaviz.app.security import install_guards
 from lcaviz.app.state import AppState
@@ -68,6 +68,7 @@ def create_app(runs_dir: str | Path, *, debug: bool = False,
     _register_pages()
     app.layout = _shell()
     frames.register_route(app.server, state)
+    examples.register_route(app.server, state)
     runs.register_callbacks(app, state)
     run.register_callbacks(app, state)
     compare.register_callbacks(app, state)

@@ -84,6 +84,17 @@ SYNC_STATUS = "run-sync-status"
 URL_VIEW = "run-url-view"  # dcc.Store: layer / iteration asked for by the URL (a shared link)
 PAGE_TOKEN = "run-page-token"  # dcc.Store: this page visit's id, owner of its background jobs
 SYNC_INTERVAL = "run-sync-interval"
+# the Examples section (runs with per-example LCA)
+EX_SCOPE = "run-ex-scope"  # "all" | "layer:I": whose per-example LCA is ranked
+EX_K = "run-ex-k"  # examples per list
+EX_GRID = "run-ex-grid"  # host of the thumbnails (lca_4_examples.js draws them)
+EX_TITLE = "run-ex-title"  # the frame the thumbnails show (written by the page)
+EX_HIST = "run-ex-hist"  # host of the histogram by class (drawn by the page)
+EX_HIST_MODE = "run-ex-hist-mode"  # row | cumulative
+EX_HIST_LOG = "run-ex-hist-log"
+EX_DETAIL = "run-ex-detail"  # the clicked example through training
+EX_STREAM = "run-ex-stream"  # dcc.Store: what the page fetches (lcaviz.app.examples)
+EX_SELECTED = "run-ex-selected"  # dcc.Store: the clicked example {pos, index}
 REPORT_BTN = "run-report"
 REPORT_DOWNLOAD = "run-report-download"
 
@@ -103,6 +114,9 @@ CMP_LOSS = "cmp-loss"
 CMP_LAYER_TOTALS = "cmp-layer-totals"
 CMP_HELP = "cmp-help"
 CMP_XAXIS = "cmp-xaxis"  # iteration | fraction
+CMP_EX_INDEX = "cmp-ex-index"  # the training example followed across runs
+CMP_EX_NOTE = "cmp-ex-note"
+CMP_EXAMPLE = "cmp-example"  # that example's loss and cumulative LCA in every run tracking it
 CMP_BODY = "cmp-body"  # slider, heatmaps and overlays: hidden unless two runs open
 
 # -- export (pattern-matching ids: one button per graph and format) ------------------------

@@ -11,7 +11,8 @@
     var p = players.run;
     if (!p) {
       p = players.run = new Player({syncId: 'run-frame', markerGraphs: ['run-loss', 'run-residual',
-                                    'run-layer-curves', 'run-help-time'], onUpdate: runInfo});
+                                    'run-layer-curves', 'run-help-time', 'run-ex-detail'],
+                                    onUpdate: runInfo});
       var view = new View('run-heatmap', function (v) { p.onFrameData(v); });
       view.onZoom = function (ev) {  // a box zoom or a reset: the server plans the region
         var keys = Object.keys(ev || {});
@@ -54,6 +55,7 @@
   }
   function runInfo(p) {
     writeUrl(p);
+    if (L.examples) L.examples.frame(p);  // the Examples section (lca_4_examples.js)
     var v = p.views[0], title = document.getElementById('run-heatmap-title');
     var info = document.getElementById('run-heatmap-info');
     if (!v || !v.stream) return;

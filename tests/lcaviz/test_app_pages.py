@@ -126,7 +126,8 @@ def test_runs_filter_box_matches_every_word(sample):
 # -- item 10: compare page ------------------------------------------------------------------------
 def test_compare_has_export_buttons_on_every_figure(app):
     layout = compare.layout(ids=["fc.h5", "fc_seed3.h5"])
-    graphs = {ids.CMP_LOSS, ids.CMP_HELP, ids.CMP_LAYER_TOTALS, "cmp-heat-0", "cmp-heat-1"}
+    graphs = {ids.CMP_LOSS, ids.CMP_HELP, ids.CMP_LAYER_TOTALS, ids.CMP_EXAMPLE, "cmp-heat-0",
+              "cmp-heat-1"}
     assert export_graphs(layout) == graphs
     out = compare.export(get_state(app), {"graph": "cmp-heat-1", "fmt": "csv"},
                          ["fc.h5", "fc_seed3.h5"], 10, "fraction", "row", "fc1")

@@ -12,6 +12,7 @@ import dash
 from dash import ALL, ClientsideFunction, Input, Output, State, ctx, dcc, html
 
 from lcaviz.app import ids
+from lcaviz.app.pages import compare_examples
 from lcaviz.app.pages.compare_views import (  # noqa: F401 - the page's API (tests use it)
     HEAT_GRAPH,
     HIDDEN,
@@ -87,7 +88,8 @@ def layout(**query) -> html.Div:
             graph_card(ids.CMP_LOSS, "Train loss", page="compare"),
             graph_card(ids.CMP_HELP, "% helping (of nonzero LCA)", page="compare"),
         ], className="grid2"), graph_card(ids.CMP_LAYER_TOTALS, "Total LCA per layer",
-                                          page="compare")]),
+                                          page="compare"),
+                              compare_examples.examples_card()]),
     ], id=ids.CMP_BODY, style=HIDDEN if len(run_ids) < 2 else {})
     return html.Div([
         dcc.Store(id=ids.CMP_IDS, data=run_ids),
@@ -126,10 +128,28 @@ def register_callbacks(app: dash.Dash, state: AppState) -> None:
        Input({"type": ids.EXPORT, "page": "compare", "graph": ALL, "fmt": ALL}, "n_clicks"),
        State(ids.CMP_IDS, "data"), State(ids.CMP_FRAME, "data"),
        State(ids.CMP_XAXIS, "value"), State(ids.CMP_MODE, "value"),
-       State(ids.CMP_LAYER, "value"), prevent_initial_call=True,
-       )(lambda clicks, rids, fr, x, m, lay: export(
-           state, ctx.triggered_id, rids or [], _position(fr, x), x, m, lay)
+       State(ids.CMP_LAYER, "value"), State(ids.CMP_EX_INDEX, "value"),
+       prevent_initial_call=True,
+       )(lambda clicks, rids, fr, x, m, lay, ex: _export(
+           state, ctx.triggered_id, rids or [], fr, x, m, lay, ex)
          if any(clicks or []) else dash.no_update)
+    # one training example across the runs that track it (runs with per-example LCA)
+    cb(Output("cmp-sec-examples", "style"), Output(ids.CMP_EX_INDEX, "value"),
+       Output(ids.CMP_EX_NOTE, "children"), Input(ids.CMP_IDS, "data"),
+       )(lambda rids: compare_examples.section_state(state, rids or []))
+    cb(Output(ids.CMP_EXAMPLE, "figure"), Input(ids.CMP_EX_INDEX, "value"),
+       Input(ids.CMP_XAXIS, "value"), State(ids.CMP_IDS, "data"),
+       )(lambda ex, x, rids: compare_examples.example_across_runs(state, rids or [], ex, x))
+
+
+def _export(state: AppState, trigger, run_ids, frame, xaxis, mode, layer, example):
+    """A compare figure's download: the example section's, or :func:`export`'s."""
+    if isinstance(trigger, dict) and trigger.get("graph") == ids.CMP_EXAMPLE:
+        if trigger.get("fmt") not in ids.EXPORT_FORMATS:
+            return dash.no_update
+        got = compare_examples.export_example(state, trigger["fmt"], run_ids, example, xaxis)
+        return dash.no_update if got is None else got
+    return export(state, trigger, run_ids, _position(frame, xaxis), xaxis, mode, layer)
 
 
 def _position(frame: dict | None, xaxis: str) -> float:

@@ -14,7 +14,7 @@ from dash import ClientsideFunction, Input, Output, dcc, html
 from flask import Response, request
 
 from lcaviz.app import ids
-from lcaviz.app.pages import run_callbacks
+from lcaviz.app.pages import run_callbacks, run_examples
 from lcaviz.app.pages.components import graph_card, labelled, radio, section, toggle
 from lcaviz.app.pages.run_analysis import GROUPS
 from lcaviz.app.pages.run_views import Controls
@@ -228,8 +228,8 @@ def _error_section() -> html.Section:
 
 def panels() -> list[html.Section]:
     """The sections below the heatmap (mounted when ``PANELS_READY`` is set)."""
-    return [_drill_section(), _layers_section(), _loss_section(), _error_section(),
-            _helping_section(), _sync_section()]
+    return [_drill_section(), run_examples.examples_section(), _layers_section(),
+            _loss_section(), _error_section(), _helping_section(), _sync_section()]
 
 
 def number_note(name: str, value, lo: int, hi: int | None, default: int) -> str:
@@ -251,6 +251,7 @@ def register_callbacks(app: dash.Dash, state: AppState) -> None:
     app.callback(Output(ids.PANELS, "children"), Input(ids.PANELS_READY, "data"),
                  prevent_initial_call=True)(lambda ready: panels() if ready else dash.no_update)
     run_callbacks.register(app, state)
+    run_examples.register(app, state)
     # a number the views cannot use is said so, with the value used instead (never silently)
     app.callback(Output("run-window-note", "children"), Input(ids.WINDOW, "value"))(
         lambda w: number_note("W", w, 1, None, Controls().window))

@@ -10,7 +10,7 @@ import dash
 from dash import ALL, Input, Output, State, ctx, dcc
 
 from lcaviz.app import ids
-from lcaviz.app.pages import run_analysis, run_sync, run_views
+from lcaviz.app.pages import run_analysis, run_examples, run_sync, run_views
 from lcaviz.app.pages.run_views import Controls
 from lcaviz.app.security import RunPathError, safe_filename
 from lcaviz.app.state import AppState
@@ -31,9 +31,11 @@ CONTROL_STATES = [
     ("weibull_group", ids.WEIBULL_GROUP, "value"), ("sync_class", ids.SYNC_CLASS, "value"),
     ("sync_k", ids.SYNC_K, "value"), ("sync_shift", ids.SYNC_SHIFT, "value"),
     ("sync_resamples", ids.SYNC_RESAMPLES, "value"), ("drill", "run-drill-param", "data"),
-    ("export_size", ids.EXPORT_SIZE, "value"),
+    ("export_size", ids.EXPORT_SIZE, "value"), ("ex_scope", ids.EX_SCOPE, "value"),
+    ("ex_k", ids.EX_K, "value"), ("ex_hist_mode", ids.EX_HIST_MODE, "value"),
+    ("ex_hist_log", ids.EX_HIST_LOG, "value"), ("ex_selected", ids.EX_SELECTED, "data"),
 ]
-_BOOL = {"curves_cumulative", "loss_log", "residual_log"}
+_BOOL = {"curves_cumulative", "loss_log", "residual_log", "ex_hist_log"}
 _MARKED = {ids.LOSS, ids.RESIDUAL, ids.LAYER_CURVES, ids.HELP_TIME}  # figures with a marker
 JOB_TIMEOUT = 120.0
 _OPEN_ERRORS = (RunPathError, BundleError, OSError)
@@ -58,6 +60,8 @@ def build_figure(state: AppState, graph: str, c: Controls):
               ids.TRAIN_VAL: "train_val"}
     if graph == ids.HEATMAP:
         return run_views.heatmap(state, c)[0]
+    if graph in run_examples.GRAPHS:
+        return run_examples.build(state, graph, c)
     if graph in simple:
         fig = getattr(run_views, simple[graph])(state, c)
         if graph in _MARKED and fig.layout.shapes:  # the player's time marker: on screen only
@@ -109,7 +113,7 @@ def export_figure(state: AppState, trigger: dict | None, values: list):
 
 # figures whose values are LCA or a loss: nats of the allocated (training) loss
 _NATS = {ids.HEATMAP, ids.LAYER_BARS, ids.LAYER_CURVES, ids.DRILL, ids.LOSS, ids.RESIDUAL,
-         ids.TRAIN_VAL}
+         ids.TRAIN_VAL, ids.EX_GRID, ids.EX_HIST, ids.EX_DETAIL}
 
 
 def export_context(state: AppState, graph: str, c: Controls) -> dict:
@@ -183,7 +187,8 @@ def report(state: AppState, values: list):
     graphs = [ids.HEATMAP, ids.LAYER_BARS, ids.LAYER_CURVES, ids.LOSS, ids.RESIDUAL,
               ids.HELP_TIME, ids.HELP_HIST, ids.HELP_LAYER, ids.HELP_FRACTION, ids.WEIBULL,
               ids.SYNC_PEAKS] + ([ids.LCA_ERROR, ids.TABLE_S1] if b.has_lca_error else []) \
-        + ([ids.TRAIN_VAL] if b.has_val else [])
+        + ([ids.TRAIN_VAL] if b.has_val else []) \
+        + ([ids.EX_GRID, ids.EX_HIST] if b.has_examples and b.n_rows else [])
     figs = [build_figure(state, g, c) for g in graphs]
     from lcaviz.app.pages.run_report import CAPTIONS, report_tables
     from lcaviz.app.queries import run_meta, subtitle

@@ -35,6 +35,11 @@ CAPTIONS = {
                     "class's LCA); shaded iterations are moments where every layer peaks.",
     ids.LCA_ERROR: "How far each layer's stored per-parameter LCA is from a finer quadrature.",
     ids.TABLE_S1: "Paper Table S1: first-order vs RK4 error against the finer reference.",
+    ids.EX_GRID: "The training examples whose loss the chosen layers lowered most (helped) and "
+                 "raised most (hurt) at the page's frame and cumulatively up to it, with their "
+                 "per-example LCA (summed over all examples it is the layers' LCA).",
+    ids.EX_HIST: "Per-example LCA of every tracked example at the page's frame, stacked by "
+                 "class: left of 0 the examples the step helped, right of 0 those it hurt.",
     ids.TRAIN_VAL: "Per layer, the LCA of the training loss vs of the validation loss; ⚠ marks "
                    "layers that lowered the training loss but raised the validation loss.",
 }
