@@ -127,7 +127,7 @@ def build_groups(model: nn.Module, table: ParamTable, groups) -> list[Group] | N
 
 def attach_groups(run, groups: list[Group] | None, device: torch.device) -> None:
     """Give a run (``train.Run``, ``tracker.TrackedRun``) its groups and the (P,) group index
-    on the device that :func:`compute.run.record.record` sums ``lca_group`` with."""
+    on the device that :func:`compute.engine.record.record` sums ``lca_group`` with."""
     run.groups = groups
     run.group_idx = (None if groups is None else
                      torch.as_tensor(group_index(groups, run.table.n_params), device=device))
