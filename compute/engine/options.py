@@ -163,9 +163,10 @@ def _layers(text: str | list[str] | None) -> list[str] | None:
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
-def options_from_keywords(keywords: dict, face: str = "tracker") -> LCAOptions:
+def options_from_keywords(keywords: dict, face: str = "tracker",
+                          own: tuple[str, ...] = ()) -> LCAOptions:
     """The validated options of an API face (``LCATracker(..., **keywords)``): the face's
-    defaults, then ``keywords``.
+    defaults, then ``keywords``. ``own``: the face's other keywords (for the hint).
 
     Raises:
         TypeError: a keyword that is no option, naming the closest one.
@@ -173,7 +174,7 @@ def options_from_keywords(keywords: dict, face: str = "tracker") -> LCAOptions:
     """
     for k in keywords:
         if k not in OPTION_NAMES:
-            close = difflib.get_close_matches(k, OPTION_NAMES, n=1)
+            close = difflib.get_close_matches(k, (*OPTION_NAMES, *own), n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise TypeError(f"LCATracker got an unknown keyword {k!r}{hint} (the LCA options: "
                             f"{', '.join(OPTION_NAMES)})")

@@ -27,6 +27,7 @@ the fixed set's chunks and rank 0 writes (:mod:`compute.lca.distributed`).
 
 from __future__ import annotations
 
+import inspect
 import sys
 import time
 import warnings
@@ -145,7 +146,8 @@ class LCATracker:
         if resume and tensorboard:
             raise ValueError("LCATracker: tensorboard= cannot follow a resumed run yet; export "
                              "the finished bundle with `lcaviz export tensorboard` instead")
-        self.opts = options_from_keywords(options)  # TypeError / ConfigError before any work
+        own = tuple(inspect.signature(LCATracker).parameters)
+        self.opts = options_from_keywords(options, own=own)  # bad ones fail before any work
         self.model, self.out = unwrap_parallel(model), Path(out)  # DDP: the network in it
         self.x, self.y = fixed_set(inputs, targets)
         self.val = fixed_set(val_inputs, val_targets) if val_inputs is not None else None

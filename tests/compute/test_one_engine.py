@@ -101,6 +101,8 @@ def test_the_tracker_validates_options_as_lca_run_does(tmp_path):
     args = (torch.nn.Linear(3, 2), torch.randn(8, 3), torch.arange(8) % 2)
     with pytest.raises(TypeError, match="'lca_evry'.*did you mean 'lca_every'"):
         LCATracker(*args, out=tmp_path / "t.h5", lca_evry=2)
+    with pytest.raises(TypeError, match="did you mean 'optimizer'"):  # the tracker's own too
+        LCATracker(*args, out=tmp_path / "t.h5", optimiser=None)
     for bad, flag in [({"lca_every": 0}, "lca_every="), ({"rtol": 0.1}, "rtol="),
                       ({"lca_data_resample": True}, "lca_data_resample="),
                       ({"method": "euler"}, "method=")]:
@@ -126,3 +128,47 @@ def test_the_callbacks_pass_every_tracker_keyword_through():
     assert cb.kwargs == kwargs
     hf = LCATrainerCallback(None, out="x.h5", **kwargs)
     assert all(hf.kwargs[k] == v for k, v in kwargs.items())
+
+
+@pytest.mark.parametrize("modes", [
+    {"lca_every": 2, "full_loss_every": 2},
+    {"lca_data": "100", "lca_data_resample": True, "method": "trapezoid"},
+], ids=["lca_every", "resample"])
+def test_the_tracker_resumes_the_cheaper_modes_bit_for_bit(tmp_path, modes):
+    """lca-run's modes are the tracker's now, so is its resume: killed after a checkpoint at
+    iteration 3 (not allocated with lca_every 2) and restarted, the bundle equals the run."""
+    import copy
+
+    cfg = RunConfig(**{**NET, **modes})
+    _hand_loop(cfg, tmp_path / "ref.h5")
+
+    def tracker(run, out, **kw):
+        return LCATracker(run.model, run.x, run.y, out=out, optimizer=run.optimizer,
+                          class_names=run.class_names, seed=cfg.seed, iters=cfg.iters,
+                          **cfg.lca_options(), **kw)
+
+    run = build_run(cfg)
+    lca = tracker(run, tmp_path / "run.h5", resume=True)
+    lca.start()
+    for t in range(3):
+        lca.step(train_step(run, t))
+    ckpt = copy.deepcopy({"model": run.model.state_dict(), "opt": run.optimizer.state_dict(),
+                          "lca": lca.state_dict()})
+    lca.step(train_step(run, 3))  # written after the checkpoint: dropped on resume
+    lca.writer.flush()
+    lca.writer.f.close()  # what a SIGKILL leaves
+    lca.watch.remove()
+    run = build_run(cfg)
+    run.model.load_state_dict(ckpt["model"])
+    run.optimizer.load_state_dict(ckpt["opt"])
+    lca = tracker(run, tmp_path / "run.h5", resume=True)
+    lca.load_state_dict(ckpt["lca"])
+    with lca:
+        assert lca.iteration == 3
+        for t in range(3, cfg.iters):
+            lca.step(train_step(run, t))
+    (a, a_attrs, _), (b, b_attrs, _) = _read(tmp_path / "ref.h5"), _read(tmp_path / "run.h5")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert np.array_equal(a[k], b[k], equal_nan=a[k].dtype.kind == "f"), k
+    assert a_attrs == b_attrs
