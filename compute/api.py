@@ -66,13 +66,14 @@ def compute_lca(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
         loss_fn: per-example loss ``(outputs, targets) -> (n,)``.
         out: also write the result as a run bundle there (as ``LCATracker`` does, one
             per-parameter row per iteration), for the dashboard; an existing file is refused
-            unless ``overwrite``.
+            unless ``overwrite``. Not with ``chunking`` or ``rtol``.
 
     Returns:
         LCAResult with per-parameter LCA, per-layer sums and the residual per iteration.
 
     Raises:
-        ValueError: a state dict without one of the model's parameters.
+        ValueError: a state dict without one of the model's parameters, or ``out`` with
+            ``chunking``/``rtol``.
     """
     if n_classes is None:
         n_classes = 1 if targets.is_floating_point() else int(targets.max()) + 1
@@ -99,11 +100,14 @@ def compute_lca(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
         losses.append(float(integ.start(next(thetas)).loss))
         for theta in thetas:
             account(integ.step(theta))
-    else:  # the tracker takes every LCA option (compute.engine.options), chunking and rtol too
+    else:
+        if chunking is not None or rtol:
+            raise ValueError("compute_lca(out=...): chunking and rtol cannot be written as a "
+                             "bundle (LCATracker writes it, with the default chunking and no "
+                             "rtol); leave them out, or leave out out=")
         _tracked(model, inputs, targets, thetas, account, losses, Path(out), overwrite,
                  method=method, tol=tol, max_halvings=max_halvings, chunk_size=chunk_size,
-                 per_class=per_class, n_classes=n_classes, loss_fn=loss_fn, bn_group=bn_group,
-                 chunking=chunking, rtol=rtol)
+                 per_class=per_class, n_classes=n_classes, loss_fn=loss_fn, bn_group=bn_group)
     P = table.n_params
     return LCAResult(
         lca=torch.stack(rows) if rows else torch.zeros((0, P)),

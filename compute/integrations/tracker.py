@@ -5,9 +5,10 @@
             opt.zero_grad(); loss = F.cross_entropy(model(xb), yb); loss.backward(); opt.step()
             lca.step(minibatch_loss=loss.item())   # after every optimizer step
 
-The tracker snapshots θ at entry, then allocates each step θ_t → θ_{t+1} online with the same
-integrator, record and writer as ``lca-run`` (O(P) state; the fixed set's loss is the one
-allocated), so the dashboard shows the run while it trains. It closes the bundle ``complete``,
+The tracker snapshots θ at entry, then allocates each step θ_t → θ_{t+1} online with the
+engine ``lca-run`` drives (:class:`~compute.engine.session.LCASession`: every LCA option of
+``lca-run`` is a keyword here; O(P) state; the fixed set's loss is the one allocated), so the
+dashboard shows the run while it trains. It closes the bundle ``complete``,
 or ``failed`` with the exception's message if the block raises (the exception propagates).
 θ is every parameter that requires grad, and with ``optimizer=`` every parameter the optimizer
 holds (so a block unfrozen during training is allocated); the others are listed in the bundle's
