@@ -26,9 +26,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_engine import _sync, add_run_args, run_config  # noqa: E402
 
+import compute.engine.approx
 import compute.lca.integrator
 import compute.lca.objective
-import compute.run.approx
 import compute.run.train
 from compute.lca.objective import FullDatasetObjective
 from lcaviz.bundle.writer import BundleWriter
@@ -54,9 +54,9 @@ def main() -> None:
     ap.add_argument("--per-class", action="store_true")
     a = ap.parse_args()
     d = a.device
-    train, approx = compute.run.train, compute.run.approx
+    train, approx = compute.run.train, compute.engine.approx
     train.train_step = _timed("optimizer step (minibatch)", train.train_step, d)
-    # the per-iteration record is built in compute.run.approx, which imports it from run.record
+    # the per-iteration record is built in compute.engine.approx, which imports it from run.record
     approx.record = _timed("record (layer sums, host copies)", approx.record, d)
     BundleWriter.append = _timed("bundle append", BundleWriter.append, d)
     integ = compute.lca.integrator

@@ -5,9 +5,10 @@
             opt.zero_grad(); loss = F.cross_entropy(model(xb), yb); loss.backward(); opt.step()
             lca.step(minibatch_loss=loss.item())   # after every optimizer step
 
-The tracker snapshots θ at entry, then allocates each step θ_t → θ_{t+1} online with the same
-integrator, record and writer as ``lca-run`` (O(P) state; the fixed set's loss is the one
-allocated), so the dashboard shows the run while it trains. It closes the bundle ``complete``,
+The tracker snapshots θ at entry, then allocates each step θ_t → θ_{t+1} online with the
+engine ``lca-run`` drives (:class:`~compute.engine.session.LCASession`: every LCA option of
+``lca-run`` is a keyword here; O(P) state; the fixed set's loss is the one allocated), so the
+dashboard shows the run while it trains. It closes the bundle ``complete``,
 or ``failed`` with the exception's message if the block raises (the exception propagates).
 θ is every parameter that requires grad, and with ``optimizer=`` every parameter the optimizer
 holds (so a block unfrozen during training is allocated); the others are listed in the bundle's
@@ -15,7 +16,7 @@ config, and a step that finds one of them changed stops the run ``failed``.
 
 The tracker refuses to be silently wrong (:mod:`compute.integrations.tracker_checks`): it evaluates
 with gradients on and autocast off whatever the caller's context; a non-finite loss stops the run
-``failed`` (:class:`~compute.run.approx.RunFailed`); a ``step()`` with no optimizer step and no
+``failed`` (:class:`~compute.engine.approx.RunFailed`); a ``step()`` with no optimizer step and no
 change of θ since the last one (called twice) is ignored, optimizer steps missed between calls
 and a cumulative residual over 1 % of the loss change are warned (:class:`LCAWarning`, once
 each) and recorded in the bundle's ``warnings``; a run whose ``step()`` was never called
@@ -27,49 +28,38 @@ the fixed set's chunks and rank 0 writes (:mod:`compute.lca.distributed`).
 
 from __future__ import annotations
 
-import json
-import math
+import inspect
 import sys
 import time
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 
-import numpy as np
 import torch
 from torch import nn
 
+from compute.engine.approx import RunFailed
+from compute.engine.options import options_from_keywords
+from compute.engine.parts import LCARun, build_lca, with_groups
+from compute.engine.residual import residual_advice
+from compute.engine.session import LCASession
 from compute.integrations import tracker_resume as resuming
 from compute.integrations.tracker_checks import (
     LCAWarning,
-    ResidualWatch,
     StepWatch,
     fixed_set,
     movable_names,
     moved_outside_theta,
     never_stepped,
     outside_theta,
-    residual_advice,
     unfrozen_message,
 )
 from compute.integrations.tracker_layout import tracker_layout
 from compute.lca.context import engine_context
-from compute.lca.distributed import (
-    NullWriter,
-    is_main,
-    raise_together,
-    unwrap_parallel,
-)
-from compute.lca.integrator import LCAIntegrator, LCAStep
-from compute.lca.objective import FullDatasetObjective, LossFn, per_example_cross_entropy
-from compute.lca.oscillation import count_gradient
-from compute.lca.params import flat_params, layer_list, param_table, unwrap
-from compute.nets.groups import attach_groups, build_groups
-from compute.run.approx import RunFailed
-from compute.run.checkpoint import RunState
-from compute.run.record import closing_attrs, host, record, write_counters
-from lcaviz.bundle.schema import RowSchedule, column_ranges, ranges_index
+from compute.lca.distributed import NullWriter, is_main, raise_together, unwrap_parallel
+from compute.lca.integrator import LCAStep
+from compute.lca.objective import LossFn, per_example_cross_entropy
+from compute.lca.params import flat_params, unwrap
+from compute.nets.groups import build_groups
 from lcaviz.bundle.size import size_note
 from lcaviz.bundle.writer import BundleWriter, LayoutInfo
 from lcaviz.export.live import TensorBoardMirror, open_live
@@ -77,29 +67,10 @@ from lcaviz.export.live import TensorBoardMirror, open_live
 COUNTERS_EVERY = 50  # steps between writes of the per-parameter counters (a live run's lag)
 
 
-@dataclass
-class TrackedRun:
-    """What :func:`compute.run.record.record` needs to know about a run (as ``train.Run``)."""
-
-    table: object
-    y: torch.Tensor
-    layer_idx: torch.Tensor
-    schedule: RowSchedule
-    row_ranges: np.ndarray
-    row_idx: torch.Tensor | None
-    cfg: SimpleNamespace
-    val_lca: LCAIntegrator | None = None
-    names: list[str] = field(default_factory=list)  # the parameters θ consists of
-    groups: list | None = None  # named groups (groups=...), or None
-    group_idx: torch.Tensor | None = None  # (P,) group of each parameter, on the device
-
-    @property
-    def n_row_cols(self) -> int:
-        return int((self.row_ranges[:, 1] - self.row_ranges[:, 0]).sum())
-
-
 class LCATracker:
-    """Online LCA of any ``nn.Module`` trained by any loop and optimizer (exact gradients).
+    """Online LCA of any ``nn.Module`` trained by any loop and optimizer (exact gradients):
+    the face of the engine (:class:`~compute.engine.session.LCASession`) that ``lca-run``
+    drives with its reference loop.
 
     Args:
         model: the network being trained (read, never modified; a private copy evaluates the
@@ -108,27 +79,13 @@ class LCATracker:
             ``Dataset`` of ``(x, y)`` or a ``DataLoader`` over it.
         targets: labels (N,) with an inputs tensor.
         out: bundle path; an existing file is refused unless ``overwrite``.
-        method: ``first_order``, ``trapezoid``, ``rk4`` or ``adaptive``.
-        per_class: also split each layer's LCA per class (labels must be class indices).
-            Off by default: it keeps a (C, P) gradient per evaluation and runs one backward
-            per class present in each chunk for models with BatchNorm (class-pure, smaller
-            chunks otherwise): 2.0× slower per rk4 step on a small BatchNorm CNN and 4.7× on
-            a 1.9 M-parameter MLP (500 examples, 10 classes, CPU; issue 22 reports 4.7× and
-            2.8× on a 10 M MLP). ``lca-run`` keeps it on for its reference nets.
         loss_fn: per-example loss ``(outputs, targets) -> (N,)``; default cross-entropy.
         n_classes: number of classes (default: ``max(targets) + 1`` for integer labels).
-        lca_rows: row schedule (``"1"``, ``"dense:200,10"``, ...).
-        lca_layers: layer names that get per-parameter rows (None: all, [] or "none": none;
-            a string is comma-separated, "fc1,fc2").
-        lca_storage: ``"float32"`` or ``"bfloat16"``.
+        class_names: one name per class, shown by the dashboard (default: "0", "1", ...).
         optimizer: the training optimizer: recorded (class and param-group settings), every
             parameter it holds is tracked, and its steps are counted (a step post-hook) to
             tell a doubled or missed ``step()`` from a real one.
         val_inputs, val_targets: a second fixed set whose loss change is allocated too.
-        tol, max_halvings: adaptive settings. chunk_size: examples per pass, or ``"auto"``
-            (the largest that fits the memory budget; never changes the loss without
-            BatchNorm). bn_group: BatchNorm models: examples per normalisation group (default
-            1000; see ``FullDatasetObjective``).
         overwrite: replace an existing ``out``.
         flush_seconds: the writer publishes new iterations at least this often.
         groups: named parameter groups finer than layers, stored as ``params/groups`` with
@@ -141,42 +98,75 @@ class LCATracker:
             (the tags of ``lcaviz export tensorboard``; needs the tensorboard package).
         resume: continue ``out`` from the state given to :meth:`load_state_dict`; with none
             (no checkpoint yet) an unfinished ``out`` starts again. Never a complete one.
+        seed: seed of the ``lca_data`` subsets (``lca-run --seed``).
+        iters: the planned number of steps, if known: recorded, and ``full_loss_every``
+            then also evaluates θ_T at the last one (None: unknown).
+        **options: every LCA option of ``lca-run``, with its name, default and validation
+            (:class:`compute.engine.options.LCAOptions`; an unknown keyword is a TypeError
+            naming the closest one):
+
+            * ``method``: ``first_order``, ``trapezoid``, ``rk4`` (default) or ``adaptive``;
+              ``tol``, ``rtol``, ``max_halvings``: adaptive settings.
+            * ``per_class``: also split each layer's LCA per class (labels must be class
+              indices). Off by default here (on in ``lca-run``): it keeps a (C, P) gradient
+              per evaluation and runs one backward per class present in each chunk for
+              models with BatchNorm (class-pure, smaller chunks otherwise): 2.0× slower per
+              rk4 step on a small BatchNorm CNN and 4.7× on a 1.9 M-parameter MLP (500
+              examples, 10 classes, CPU; issue 22 reports 4.7× and 2.8× on a 10 M MLP).
+            * ``chunk_size``: examples per pass, or ``"auto"`` (the largest that fits the
+              memory budget; never changes the loss without BatchNorm); ``bn_group``:
+              BatchNorm models: examples per normalisation group (default 1000; see
+              ``FullDatasetObjective``); ``chunking``: ``"class"`` or ``"mixed"`` chunks;
+              ``compile``: ``torch.compile`` the passes.
+            * ``lca_error_every``: K > 0: an error estimate (4× the intervals) at
+              iterations 0, K, 2K, ...; ``counterfactual_every``: K > 0: the causal test there.
+            * cheaper LCA (docs/approximations.md): ``lca_data`` (a count, fraction or
+              percentage of the fixed set: a class-stratified subset), ``lca_data_resample``
+              (a fresh one every step), ``lca_every`` (allocate iterations 0, K, 2K, ...
+              only), ``full_loss_every`` (the whole fixed set's loss every K steps).
+            * what the bundle stores: ``lca_rows`` (row schedule ``"1"``, ``"dense:200,10"``,
+              ...; an int is a stride), ``lca_stride``, ``lca_layers`` (layer names with
+              per-parameter rows; None: all, [] or "none": none; a string is
+              comma-separated), ``lca_storage`` (``"float32"`` or ``"bfloat16"``),
+              ``lca_compression`` (``"none"`` or ``"gzip"``), ``save_trajectory`` (θ_t every
+              iteration).
 
     Under ``torchrun``: the ``DistributedDataParallel`` model and the same fixed set on every
     rank; the ranks share the fixed set's chunks and rank 0 alone writes ``out``.
     """
 
     def __init__(self, model: nn.Module, inputs, targets=None, *, out: str | Path,
-                 method: str = "rk4", per_class: bool = False, loss_fn: LossFn | None = None,
-                 n_classes: int | None = None, lca_rows: str | int = 1,
-                 lca_layers: str | list[str] | None = None, lca_storage: str = "float32",
-                 lca_compression: str = "none", optimizer: torch.optim.Optimizer | None = None,
-                 val_inputs=None, val_targets=None, tol: float = 1e-3, max_halvings: int = 8,
-                 chunk_size: int | str = "auto", overwrite: bool = False,
-                 flush_seconds: float = 2.0, bn_group: int | None = None,
-                 groups=None, tensorboard: str | Path | None = None, resume: bool = False):
+                 loss_fn: LossFn | None = None, n_classes: int | None = None,
+                 class_names: list[str] | None = None,
+                 optimizer: torch.optim.Optimizer | None = None, val_inputs=None,
+                 val_targets=None, overwrite: bool = False, flush_seconds: float = 2.0,
+                 groups=None, tensorboard: str | Path | None = None, resume: bool = False,
+                 seed: int = 0, iters: int | None = None, **options):
         if resume and overwrite:
             raise ValueError("LCATracker: resume=True continues out=, overwrite=True replaces it")
         if resume and tensorboard:
             raise ValueError("LCATracker: tensorboard= cannot follow a resumed run yet; export "
                              "the finished bundle with `lcaviz export tensorboard` instead")
+        own = tuple(inspect.signature(LCATracker).parameters)
+        self.opts = options_from_keywords(options, own=own)  # bad ones fail before any work
         self.model, self.out = unwrap_parallel(model), Path(out)  # DDP: the network in it
         self.x, self.y = fixed_set(inputs, targets)
         self.val = fixed_set(val_inputs, val_targets) if val_inputs is not None else None
         self.loss_fn = loss_fn or per_example_cross_entropy
         labels = not self.y.is_floating_point()
-        if per_class and not labels:
+        if self.opts.per_class and not labels:
             raise ValueError("LCATracker: per_class needs integer class labels as targets")
         self.n_classes = int(n_classes or (int(self.y.max()) + 1 if labels else 1))
-        self.options = dict(method=method, per_class=per_class, lca_rows=str(lca_rows),
-                            lca_layers=layer_list(lca_layers), lca_storage=lca_storage,
-                            lca_compression=lca_compression, tol=tol,
-                            max_halvings=max_halvings, chunk_size=chunk_size, bn_group=bn_group)
+        self.class_names = [str(c) for c in (class_names or range(self.n_classes))]
+        if len(self.class_names) != self.n_classes:
+            raise ValueError(f"LCATracker: {len(self.class_names)} class_names for "
+                             f"{self.n_classes} classes")
+        self.options = self.opts.lca_options()  # recorded in the config and the state
         self.optimizer, self.overwrite, self.flush_seconds = optimizer, overwrite, flush_seconds
-        self.groups = groups
+        self.groups, self.seed, self.iters = groups, seed, iters
         self.writer: BundleWriter | NullWriter | None = None  # NullWriter on ranks other than 0
+        self.session: LCASession | None = None  # the engine, from start()
         self.resume, self._loaded = resume, None  # the state load_state_dict() was given
-        self.t = 0
         self.notes: list[str] = []  # warnings recorded in the bundle at close
         self._warned: dict[str, int] = {}  # warning kind -> iteration it was first given at
         self.tensorboard = tensorboard
@@ -227,59 +217,83 @@ class LCATracker:
             self._start()
 
     def _start(self) -> None:
-        o, model, device = self.options, self.model, self.device
+        model, device = self.model, self.device
         names = movable_names(model, self.optimizer)
         if not names:
             raise ValueError("LCATracker: the model has no parameter that requires grad")
         prefix = unwrap(model)[1]  # names as the wrapped network has them (no "hf.")
         self.frozen = [n.removeprefix(prefix) for n, _ in model.named_parameters()
                        if n not in set(names)]
-        table = param_table(model, names)
-        groups = build_groups(model, table, self.groups)  # a bad spec fails before any work
-        ranges = column_ranges(table.offsets, table.layer, table.layer_names, o["lca_layers"])
-        full = len(ranges) == 1 and ranges[0, 0] == 0 and ranges[0, 1] == table.n_params
-        cfg = SimpleNamespace(save_trajectory=False, **o)
-        self.integ = self._integrator(self.x, self.y, names)
-        self.run = TrackedRun(
-            table=table, y=self.integ.objective.y, names=names,
-            layer_idx=torch.as_tensor(table.param_layer_index(), device=device),
-            schedule=RowSchedule.parse(o["lca_rows"]), row_ranges=ranges,
-            row_idx=None if full else torch.as_tensor(ranges_index(ranges), device=device),
-            cfg=cfg, val_lca=self._integrator(*self.val, names) if self.val else None)
-        attach_groups(self.run, groups, device)
-        self.state = RunState(table.n_params, self.run.n_row_cols, device, self.val is not None)
+        run = LCARun(**build_lca(model, self.x.to(device), self.y.to(device), self.opts,
+                                 n_classes=self.n_classes,
+                                 class_names=self.class_names,
+                                 seed=self.seed, iters=self.iters, names=names,
+                                 loss_fn=self.loss_fn,
+                                 val=None if self.val is None else
+                                 (self.val[0].to(device), self.val[1].to(device))))
+        run.approx.check_minibatch = False  # minibatch_loss is optional here
+        self.run = with_groups(run, build_groups(model, run.table, self.groups))
+        self.session = LCASession(self.run, residual_advice(f"method={self.opts.method!r}"))
         theta = flat_params(model, names)
-        resuming.check_ranks(self._loaded, list(table.names), theta)  # θ equal; θ_T if resumed
-        e0 = self.integ.start(theta)
-        v0 = self.run.val_lca.start(theta) if self.run.val_lca else None
-        self.outside = outside_theta(model, self.integ.objective.model, names)
-        self.loss0 = float(e0.loss)
+        resuming.check_ranks(self._loaded, list(run.table.names), theta)  # θ equal; θ_T
+        self.outside = outside_theta(model, run.train_lca.objective.model, names)
         self.watch = StepWatch(self.optimizer)  # removed when the bundle closes
-        self.residual = ResidualWatch(residual_advice(f"method={o['method']!r}"),
-                                      self.integ.objective.params[0].dtype)
         if self._loaded is not None:  # θ_T's gradient was counted before the checkpoint
-            return resuming.continue_bundle(self, self._loaded)
-        count_gradient(self.state, e0.grad)
+            self.session.resume(int(self._loaded["T"]), theta)
+            resuming.continue_bundle(self, self._loaded)
+            self.session.writer = self.writer
+            return
+        e0, v0, full0 = self.session.begin(theta)
+        self.loss0 = float(e0.loss)
         if not is_main():
-            self.writer = NullWriter()
+            self.writer = self.session.writer = NullWriter()
             return
         print(size_note(self._layout()), file=sys.stderr)  # issue 22.8: a size one can plan
+        zero = dict(loss_train0=float(e0.loss), acc_train0=int(e0.correct) / len(self.run.y),
+                    loss_val0=float(v0.loss) if v0 else None)
         self.writer = BundleWriter.create(
-            self.out, self._layout(), theta0=None, loss_train0=float(e0.loss),
-            acc_train0=int(e0.correct) / len(self.run.y),
-            loss_val0=float(v0.loss) if v0 else None,
+            self.out, self._layout(), theta0=None, **zero,
             acc_val0=int(v0.correct) / len(self.run.val_lca.objective.y) if v0 else None,
-            flush_seconds=self.flush_seconds)
+            full_loss0=full0, flush_seconds=self.flush_seconds)
         if self._live is not None:  # the same records, also as TensorBoard events
-            self.writer = TensorBoardMirror(self.writer, self._live, self._layout(),
-                                            loss_train0=float(e0.loss),
-                                            acc_train0=int(e0.correct) / len(self.run.y),
-                                            loss_val0=float(v0.loss) if v0 else None)
+            self.writer = TensorBoardMirror(self.writer, self._live, self._layout(), **zero)
+        self.session.writer = self.writer
+
+    # -- the engine's state, as the tracker's (tracker_resume reads and sets them) -----------
+    @property
+    def t(self) -> int:
+        return self.session.t if self.session is not None else 0
+
+    @t.setter
+    def t(self, value: int) -> None:
+        self.session.t = value
+
+    @property
+    def state(self):
+        return self.session.state
+
+    @property
+    def residual(self):
+        return self.session.residual
+
+    @property
+    def integ(self):
+        return self.run.train_lca
+
+    @property
+    def loss0(self) -> float:
+        """θ_0's allocated loss: the scale of the residual check's rounding floor."""
+        return self.session.residual_scale
+
+    @loss0.setter
+    def loss0(self, value: float) -> None:
+        self.session.residual_scale = value
 
     def step(self, minibatch_loss: float = float("nan")) -> LCAStep | None:
         """Allocate the step from the last θ to the model's current parameters (call it after
         every optimizer step, in any autocast / no_grad / inference_mode context); returns
-        the step's allocation (None for an ignored repeated call).
+        the step's allocation (None for an ignored repeated call, and for a step that
+        ``lca_every`` leaves unallocated).
 
         Raises:
             RunFailed: the loss became NaN/Inf, or a parameter outside θ changed; the bundle
@@ -295,7 +309,7 @@ class LCATracker:
         t0 = time.perf_counter()
         theta = flat_params(self.model, self.run.names)
         n_opt = self.watch.take()  # None without an optimizer
-        if not n_opt and torch.equal(theta, self.integ.theta):
+        if not n_opt and torch.equal(theta, self.session.theta):
             self._warn("twice", "LCATracker: lca.step() called twice with no optimizer step "
                        "and no change of the parameters in between; the extra call is ignored "
                        "(call it once after every optimizer step)", record=False)
@@ -309,19 +323,13 @@ class LCATracker:
                        "call lca.step() after every optimizer step")
         if moved := moved_outside_theta(self.outside):
             self._stop(unfrozen_message(moved))
-        st = self.integ.step(theta)
-        vst = self.run.val_lca.step(theta) if self.run.val_lca else None
-        if not (math.isfinite(st.loss_after) and math.isfinite(st.residual)):
-            self._stop(f"loss became NaN/Inf at iteration {self.t} (allocated loss "
-                       f"{st.loss_after}, residual {st.residual}, minibatch loss "
-                       f"{minibatch_loss}); lower the learning rate")
-        rec = record(self.run, st, vst, self.state, minibatch_loss, theta, self.t,
-                     time.perf_counter() - t0)
-        self.writer.append(rec)
-        self.t += 1
+        try:
+            _, st, warning = self.session.step(theta, minibatch_loss, t0)
+        except RunFailed as e:
+            self._stop(str(e))
         if self.t % COUNTERS_EVERY == 0:
-            write_counters(self.writer, self.run, self.state)
-        if (warning := self.residual.check(self.state.error_sums, self.t, self.loss0)):
+            self.session.write_counters()
+        if warning:
             self._warn("residual", warning, record=False)  # the bundle gets residual.note()
         return st
 
@@ -332,7 +340,7 @@ class LCATracker:
             return self.out
         with engine_context(self.device):
             n_opt = self.watch.take()
-            moved = not torch.equal(flat_params(self.model, self.run.names), self.integ.theta)
+            moved = not torch.equal(flat_params(self.model, self.run.names), self.session.theta)
         if not self.t:
             reason = never_stepped(n_opt, moved)
             warnings.warn(reason, LCAWarning, stacklevel=2)
@@ -343,13 +351,7 @@ class LCATracker:
             self._warn("unallocated", f"LCATracker: {steps} after the last lca.step() "
                        f"(iteration {self.t - 1}) were not allocated; the bundle ends before "
                        "them")
-        if not self.run.schedule.closes_after(self.t - 1):
-            if self.state.window_val is not None:
-                self.writer.append_lca_row(host(self.state.window_val), "lca_val")
-            self.writer.append_lca_row(host(self.state.window))
-        write_counters(self.writer, self.run, self.state)
-        attrs = closing_attrs(self.state, self.options["method"])
-        self.writer.close("complete", attrs={**attrs, **self._warning_attrs()})
+        self.session.finish(self.notes)
         self.writer = None
         self.watch.remove()
         return self.out
@@ -359,9 +361,9 @@ class LCATracker:
         if self.writer is not None:
             self.watch.remove()
             try:
-                write_counters(self.writer, self.run, self.state)
+                self.session.write_counters()
             finally:
-                self.writer.close("failed", reason, attrs=self._warning_attrs())
+                self.writer.close("failed", reason, attrs=self.session.warning_attrs(self.notes))
                 self.writer = None
 
     # -- checks (compute.integrations.tracker_checks) ----------------------------------------
@@ -379,21 +381,6 @@ class LCATracker:
             warnings.warn(message, LCAWarning, stacklevel=4)
         if record:
             self.notes.append(message)
-
-    def _warning_attrs(self) -> dict:
-        """The bundle's ``warnings``: those recorded in the run, then the residual's."""
-        notes = [*self.notes, self.residual.note(self.state.error_sums, self.t)]
-        notes = [n for n in notes if n]
-        return {"warnings": json.dumps(notes)} if notes else {}
-
-    # -- helpers ----------------------------------------------------------------------------
-    def _integrator(self, x: torch.Tensor, y: torch.Tensor, names: list[str]) -> LCAIntegrator:
-        o = self.options
-        obj = FullDatasetObjective(self.model, x, y, n_classes=self.n_classes,
-                                   chunk_size=o["chunk_size"], bn_group=o["bn_group"],
-                                   per_class=o["per_class"],
-                                   loss_fn=self.loss_fn, param_names=names)
-        return LCAIntegrator(obj, o["method"], tol=o["tol"], max_halvings=o["max_halvings"])
 
     def _layout(self) -> LayoutInfo:
         return tracker_layout(self)

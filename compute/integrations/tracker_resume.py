@@ -54,7 +54,7 @@ def tracker_state(tracker) -> dict:
         "tracker": {
             "version": STATE_VERSION, "options": dict(tracker.options),
             "parameters": list(tracker.run.table.names), "n_params": tracker.run.table.n_params,
-            "theta_sha256": theta_digest(tracker.integ.theta), "loss0": tracker.loss0,
+            "theta_sha256": theta_digest(tracker.session.theta), "loss0": tracker.loss0,
             "notes": list(tracker.notes), "warned": dict(tracker._warned),
             "residual_warned_at": tracker.residual.warned_at,
             "residual_loss": tracker.residual.loss, "out": str(tracker.out),

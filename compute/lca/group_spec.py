@@ -3,7 +3,7 @@
 The selection convention is in :mod:`compute.nets.groups`' docstring. :func:`resolve_groups`
 checks the spec against the param table with an error that names the group and parameter,
 and fills what no group covers with one group per layer, so the result partitions the
-parameters as ``params/groups`` and :func:`compute.run.record.record` need.
+parameters as ``params/groups`` and :func:`compute.engine.record.record` need.
 """
 
 from __future__ import annotations

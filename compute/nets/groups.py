@@ -126,8 +126,9 @@ def build_groups(model: nn.Module, table: ParamTable, groups) -> list[Group] | N
 
 
 def attach_groups(run, groups: list[Group] | None, device: torch.device) -> None:
-    """Give a run (``train.Run``, ``tracker.TrackedRun``) its groups and the (P,) group index
-    on the device that :func:`compute.run.record.record` sums ``lca_group`` with."""
+    """Give a run (:class:`compute.engine.parts.LCARun`, either face's) its groups and the (P,)
+    group index on the device that :func:`compute.engine.record.record` sums ``lca_group``
+    with."""
     run.groups = groups
     run.group_idx = (None if groups is None else
                      torch.as_tensor(group_index(groups, run.table.n_params), device=device))

@@ -1,55 +1,32 @@
-"""A reference run in memory: data, model, optimizer and integrators from a :class:`RunConfig`."""
+"""A reference run in memory: data, model and optimizer from a :class:`RunConfig`, and the
+engine's integrators (:func:`compute.engine.parts.build_lca`)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 
-from compute.data.datasets import TensorDataset, load_splits
+from compute.data.datasets import load_splits
+from compute.engine.parts import LCARun, build_lca, with_groups
 from compute.lca.backends import set_matmul_precision
 from compute.lca.host_copy import HostCopies
-from compute.lca.integrator import LCAIntegrator
-from compute.lca.objective import FullDatasetObjective, resolve_chunking
-from compute.lca.params import ParamTable, param_table
-from compute.nets.groups import attach_groups, component_groups
+from compute.lca.objective import resolve_chunking
+from compute.nets.groups import component_groups
 from compute.nets.models import build_model
-from compute.run import approx as approx_mode
-from compute.run.approx import Approx
 from compute.run.config import ConfigError, RunConfig, check_memory_format
 from compute.run.defaults import cuda_backend_defaults, run_chunks
 from compute.run.optim import build_optimizer
-from lcaviz.bundle.schema import RowSchedule, ScheduleError, column_ranges, ranges_index
 
 
 @dataclass
-class Run:
-    """Everything a run needs in memory."""
+class Run(LCARun):
+    """Everything an ``lca-run`` run needs in memory: the engine's :class:`LCARun` (``x``,
+    ``y``: the training set on the device) and the optimizer that trains the reference net."""
 
-    cfg: RunConfig
-    model: torch.nn.Module
-    optimizer: torch.optim.Optimizer
-    table: ParamTable
-    layer_idx: torch.Tensor  # (P,) layer of each parameter, on the device
-    x: torch.Tensor  # (N, ...) training inputs on the device
-    y: torch.Tensor  # (N,)
-    class_names: list[str]
-    train_lca: LCAIntegrator
-    val_lca: LCAIntegrator | None
-    precision_flags: dict  # the effective TF32 / fp32 settings (recorded in the bundle)
-    schedule: RowSchedule  # when a per-parameter row closes
-    row_ranges: np.ndarray  # (K, 2) parameter ranges with rows (--lca-layers)
-    row_idx: torch.Tensor | None  # (P_rows,) their flat indices on the device; None = all
-    approx: Approx  # which steps are allocated, on which examples (compute/run/approx.py)
-    approx_info: dict  # what the bundle's config records about the allocated loss
-    groups: list | None = None  # named groups finer than layers (attention heads), or None
-    group_idx: torch.Tensor | None = None  # (P,) group of each parameter, on the device
+    optimizer: torch.optim.Optimizer | None = None
+    precision_flags: dict = field(default_factory=dict)  # effective TF32 / fp32 settings
     host_copies: HostCopies | None = None  # the record's host copies (pinned + async on CUDA)
-
-    @property
-    def n_row_cols(self) -> int:
-        return int((self.row_ranges[:, 1] - self.row_ranges[:, 0]).sum())
 
 
 def build_run(cfg: RunConfig) -> Run:
@@ -81,38 +58,13 @@ def build_run(cfg: RunConfig) -> Run:
                           "add --no-per-class (or --chunking class for nets without BatchNorm)")
     chunks = run_chunks(cfg, model)  # --chunk-size / --bn-group against this model
     optimizer = build_optimizer(model, cfg)
-    table = param_table(model)
-    try:
-        ranges = column_ranges(table.offsets, table.layer, table.layer_names, cfg.lca_layers)
-    except ScheduleError as e:
-        raise ConfigError(str(e)) from None
-    full = len(ranges) == 1 and ranges[0, 0] == 0 and ranges[0, 1] == table.n_params
-    row_idx = None if full else torch.as_tensor(ranges_index(ranges), device=device)
-
-    def integrator(ds, per_class: bool) -> LCAIntegrator:
-        obj = FullDatasetObjective(model, ds.x.to(dtype, memory_format=layout), ds.y,
-                                   n_classes=train.n_classes,
-                                   chunk_size=chunks["chunk_size"], bn_group=chunks["bn_group"],
-                                   per_class=per_class, chunking=cfg.chunking,
-                                   compile=cfg.compile)
-        if chunks["deprecated"]:
-            obj.chunk_info["chunk_size_as_bn_group"] = cfg.chunk_size
-        return LCAIntegrator(obj, cfg.method, tol=cfg.tol, max_halvings=cfg.max_halvings,
-                             rtol=cfg.rtol)
-
     x, y = train.x.to(device=device, dtype=dtype, memory_format=layout), train.y.to(device)
-    approx, idx, info = approx_mode.setup(cfg, train, x, y)
-    allocated = train if idx is None else TensorDataset(
-        train.x[torch.as_tensor(idx)], train.y[torch.as_tensor(idx)], train.class_names,
-        train.name)
-    run = Run(cfg, model, optimizer, table,
-              torch.as_tensor(table.param_layer_index(), device=device), x, y,
-              train.class_names, integrator(allocated, cfg.per_class),
-              integrator(splits.val, False) if cfg.val_lca else None,
-              flags, cfg.row_schedule(), ranges, row_idx, approx, info)
-    approx.full = approx_mode.full_objective(run, cfg)
+    val = (splits.val.x.to(dtype, memory_format=layout), splits.val.y) if cfg.val_lca else None
+    parts = build_lca(model, x, y, cfg, n_classes=train.n_classes,
+                      class_names=train.class_names, seed=cfg.seed, iters=cfg.iters, val=val,
+                      chunks=chunks)
+    run = Run(**parts, optimizer=optimizer, precision_flags=flags)
     run.host_copies = HostCopies(device)
     groups = component_groups(model)
-    if len(groups) > table.n_layers:  # only models with finer components (heads) get groups
-        attach_groups(run, groups, device)
-    return run
+    # only models with finer components (heads) get groups
+    return with_groups(run, groups if len(groups) > run.table.n_layers else None)

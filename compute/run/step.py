@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import torch
 
+from compute.engine.approx import RunFailed
 from compute.lca.counterfactual import helping_mask
 from compute.lca.distributed import broadcast_, world
 from compute.lca.params import flat_params, load_flat_params
-from compute.run.approx import RunFailed
 
 
 def minibatch_indices(t: int, n: int, batch_size: int, seed: int) -> torch.Tensor:

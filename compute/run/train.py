@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import sys
@@ -10,19 +9,18 @@ import time
 from pathlib import Path
 
 import h5py
-import numpy as np
 import torch
 from tqdm import tqdm
 
-from compute import __version__
-from compute.integrations.tracker_checks import ResidualWatch, residual_advice
+from compute.engine.approx import RunFailed
+from compute.engine.layout import run_layout
+from compute.engine.record import capped_warning, postfix
+from compute.engine.residual import residual_advice
+from compute.engine.session import LCASession
 from compute.lca.distributed import NullWriter, is_main, world
 from compute.lca.params import flat_params
-from compute.run import approx as approx_mode
-from compute.run.approx import RunFailed
 from compute.run.build import Run, build_run  # noqa: F401 - re-exported
 from compute.run.checkpoint import (
-    RunState,
     check_out_path,
     checkpoint_path,
     process_alive,
@@ -33,14 +31,6 @@ from compute.run.checkpoint import (
 from compute.run.config import ConfigError, RunConfig
 from compute.run.defaults import choose_memory_format
 from compute.run.precision import auto_precision_check
-from compute.run.record import (
-    capped_warning,
-    closing_attrs,
-    host,
-    postfix,
-    row_closes,
-    write_counters,
-)
 from compute.run.step import minibatch_indices, train_step  # noqa: F401 - re-exported
 from lcaviz.bundle.lock import BundleBusy, WriterLock
 from lcaviz.bundle.size import size_note
@@ -48,13 +38,10 @@ from lcaviz.bundle.writer import BundleWriter, LayoutInfo
 
 
 def _layout(run: Run, cfg: RunConfig, check: dict | None = None) -> LayoutInfo:
-    t = run.table
     device_name = (torch.cuda.get_device_name(torch.device(cfg.device))
                    if cfg.device.startswith("cuda") else f"cpu ({platform.processor() or 'x86'})")
-    software = {"lca_explorer": __version__, "python": platform.python_version(),
-                "torch": torch.__version__, "numpy": np.__version__, "h5py": h5py.__version__}
     rank, size = world()
-    config = {**cfg.to_dict(), **run.approx_info, "world_size": size,
+    config = {"source": "lca-run", **cfg.to_dict(), **run.approx_info, "world_size": size,
               "backend": torch.distributed.get_backend() if size > 1 else None,
               "precision_flags": run.precision_flags,
               "chunks": run.train_lca.objective.chunk_info,  # how --chunk-size was resolved
@@ -62,18 +49,7 @@ def _layout(run: Run, cfg: RunConfig, check: dict | None = None) -> LayoutInfo:
               "host_copy": run.host_copies.mode if run.host_copies else None}
     if check is not None:
         config["precision_check"] = check
-    return LayoutInfo(t.names, t.shapes, t.offsets, t.layer, t.module_type, t.layer_names,
-                      run.class_names, config, cfg.method, iters_planned=cfg.iters,
-                      per_class=cfg.per_class, val_lca=cfg.val_lca,
-                      save_trajectory=cfg.save_trajectory, device_name=device_name,
-                      software=software, row_schedule=run.schedule.spec,
-                      row_columns=run.row_ranges, lca_storage=cfg.lca_storage,
-                      compression=cfg.lca_compression, lca_error_every=cfg.lca_error_every,
-                      max_halvings_flags=cfg.method == "adaptive", oscillation_counters=True,
-                      lca_every=cfg.lca_every, full_loss_every=cfg.full_loss_every,
-                      loss_change=cfg.lca_data_resample,
-                      allocated_loss=run.approx_info["allocated_loss"], groups=run.groups,
-                      counterfactual_every=cfg.counterfactual_every)
+    return run_layout(run, config, device_name=device_name, iters_planned=cfg.iters)
 
 
 def run_lca(cfg: RunConfig | None, out: str | Path, *, resume: bool = False,
@@ -117,7 +93,7 @@ def _run_locked(cfg, out: Path, resume: bool, overwrite: bool, progress: bool,
         if not ckpt_path.exists():
             cfg = restart_config(out)  # killed before its first checkpoint: start it again
             return _run_locked(cfg, out, False, True, progress, stop_after)
-        cfg, writer, run, state, T0 = _resume(out, ckpt_path)
+        cfg, session, T0 = _resume(out, ckpt_path)
         first_checkpoint = False
     else:
         cfg.validate()
@@ -130,18 +106,17 @@ def _run_locked(cfg, out: Path, resume: bool, overwrite: bool, progress: bool,
         cfg, check, layout_choice = choose_memory_format(cfg, auto_precision_check)
         run = build_run(cfg)
         run.memory_format_choice = layout_choice  # --memory-format auto: what and why
-        state = RunState(run.table.n_params, run.n_row_cols, run.y.device, cfg.val_lca)
+        session = _session(run, cfg)
         theta = flat_params(run.model)
         # θ_0's loss and gradient, counted once (a resume does not recount it)
-        e0, v0 = approx_mode.prepare(run, state, 0, theta)
-        full0 = approx_mode.full_loss(run.approx, theta) if run.approx.full else None
+        e0, v0, full0 = session.begin(theta)
         layout = _layout(run, cfg, check)
         if is_main():
             ckpt_path.unlink(missing_ok=True)  # a stale checkpoint of the replaced run
             if progress:
                 print(size_note(layout, "--lca-rows", "--lca-layers"), file=sys.stderr)
         try:
-            writer = NullWriter() if not is_main() else BundleWriter.create(
+            session.writer = NullWriter() if not is_main() else BundleWriter.create(
                 out, layout, theta0=theta.cpu().numpy(),
                 loss_train0=float(e0.loss),
                 acc_train0=int(e0.correct) / len(run.y),
@@ -151,17 +126,24 @@ def _run_locked(cfg, out: Path, resume: bool, overwrite: bool, progress: bool,
         except OSError as e:
             raise RunFailed(f"could not create {out}: {e}") from e
         T0, first_checkpoint = 0, True
-    return _loop(cfg, run, writer, state, T0, ckpt_path, progress, stop_after, first_checkpoint)
+    return _loop(cfg, session, T0, ckpt_path, progress, stop_after, first_checkpoint)
 
 
-def _loop(cfg, run, writer, state, T0, ckpt_path, progress, stop_after,
-          first_checkpoint=False) -> Path:
+def _session(run: Run, cfg: RunConfig) -> LCASession:
+    """The engine of an lca-run run (the tracker's, with lca-run's advice)."""
+    return LCASession(run, residual_advice(f"--method {cfg.method}", "--method adaptive"))
+
+
+def _loop(cfg: RunConfig, session: LCASession, T0: int, ckpt_path: Path, progress: bool,
+          stop_after: int | None, first_checkpoint: bool = False) -> Path:
+    """The reference minibatch loop: an optimizer step on iteration t's minibatch, then the
+    engine's step; checkpoints every N iterations or M seconds."""
+    run, state, writer = session.run, session.state, session.writer
     bar = tqdm(total=cfg.iters, initial=T0, disable=not (progress and is_main()), unit="it",
                desc="LCA")
     last_ckpt = time.monotonic()
-    writer = run.host_copies.deferred(writer) if run.host_copies else writer  # CUDA: see host_copy
-    residual = ResidualWatch(residual_advice(f"--method {cfg.method}", "--method adaptive"),
-                             run.train_lca.objective.params[0].dtype)  # issue 22.7
+    if run.host_copies is not None and run.host_copies.mode != "sync":  # CUDA: see host_copy
+        session.writer = writer = run.host_copies.deferred(writer)
     try:
         if first_checkpoint:  # inside the try: a disk too small for it fails the run cleanly
             save_checkpoint(ckpt_path, 0, run, state, writer)
@@ -172,30 +154,20 @@ def _loop(cfg, run, writer, state, T0, ckpt_path, progress, stop_after,
                 return writer.path
             start = time.perf_counter()
             mb_loss = train_step(run, t)
-            rec, st = approx_mode.iteration(run, state, t, flat_params(run.model), mb_loss)
-            rec.seconds = time.perf_counter() - start
-            writer.append(rec)
+            _, st, warning = session.step(flat_params(run.model), mb_loss, start)
             bar.update(1)
             if st is not None:
                 bar.set_postfix(postfix(st, state, cfg.method))
-                warning = residual.check(state.error_sums, t + 1, st.loss_after)
-                if warning and is_main():
-                    bar.write(f"lca-run: warning: {warning}", file=sys.stderr)
+            if warning and is_main():
+                bar.write(f"lca-run: warning: {warning}", file=sys.stderr)
             due = ((t + 1) % cfg.checkpoint_every == 0
                    or time.monotonic() - last_ckpt >= cfg.checkpoint_seconds)
             if due and t + 1 < cfg.iters:  # every N iterations or M seconds, whichever first
-                write_counters(writer, run, state)
+                session.write_counters()
                 writer.flush()
                 save_checkpoint(ckpt_path, t + 1, run, state, writer)
                 last_ckpt = time.monotonic()
-        if not row_closes(run, cfg.iters - 1):  # the last, partial row window
-            if state.window_val is not None:
-                writer.append_lca_row(host(state.window_val), "lca_val")
-            writer.append_lca_row(host(state.window))
-        write_counters(writer, run, state)
-        note = residual.note(state.error_sums, cfg.iters)
-        writer.close("complete", attrs={**closing_attrs(state, cfg.method),
-                                        **({"warnings": json.dumps([note])} if note else {})})
+        session.finish()
         if is_main():
             ckpt_path.unlink(missing_ok=True)
             if (warning := capped_warning(state, cfg)) is not None:
@@ -223,7 +195,7 @@ def _loop(cfg, run, writer, state, T0, ckpt_path, progress, stop_after,
         bar.close()
 
 
-def _resume(out: Path, ckpt_path: Path):
+def _resume(out: Path, ckpt_path: Path) -> tuple[RunConfig, LCASession, int]:
     """Rebuild a run from its bundle config and last checkpoint."""
     if not out.exists():
         raise ConfigError(f"--resume: no bundle at {out}")
@@ -238,11 +210,11 @@ def _resume(out: Path, ckpt_path: Path):
         raise ConfigError(f"--resume: process {ckpt['pid']} that wrote {out} is still running; "
                           "stop it first (or wait for it to finish)")
     run = build_run(cfg)
-    state = RunState(run.table.n_params, run.n_row_cols, run.y.device, cfg.val_lca)
+    session = _session(run, cfg)
     try:
         run.model.load_state_dict(ckpt["model"])
         run.optimizer.load_state_dict(ckpt["optimizer"])
-        state.load(ckpt["state"])
+        session.state.load(ckpt["state"])
     except (RuntimeError, KeyError, ValueError, AttributeError) as e:
         raise ConfigError(f"--resume: the checkpoint {ckpt_path.name} does not match the model "
                           f"that {out.name}'s config builds ({_first_line(e)}); it belongs to "
@@ -251,12 +223,12 @@ def _resume(out: Path, ckpt_path: Path):
     T0 = int(ckpt["T"])
     total = ckpt.get("running_total")
     try:
-        writer = BundleWriter.reopen(out, T0, running_total=None if total is None else
-                                     total.numpy()) if is_main() else NullWriter()
+        session.writer = BundleWriter.reopen(out, T0, running_total=None if total is None else
+                                             total.numpy()) if is_main() else NullWriter()
     except OSError as e:  # e.g. the disk is still full: nothing was changed
         raise RunFailed(f"could not reopen {out} to resume: {e}") from e
-    approx_mode.resume(run, state, T0, flat_params(run.model))
-    return cfg, writer, run, state, T0
+    session.resume(T0, flat_params(run.model))
+    return cfg, session, T0
 
 
 def _first_line(e: BaseException) -> str:

@@ -38,7 +38,7 @@ def test_cuda_branch_sets_full_fp32_and_records_the_check(tmp_path, monkeypatch)
         return set_matmul_precision("cuda", allow_tf32)  # the CUDA branch, no GPU needed
 
     check = {"passed": True, "max_rel_error": 2e-5, "min_sign_agreement": 0.9999}
-    monkeypatch.setattr(build, "set_matmul_precision", as_if_cuda)
+    monkeypatch.setattr(build, "set_matmul_precision", as_if_cuda)  # build_run calls it
     monkeypatch.setattr(train, "auto_precision_check", lambda cfg: check)
     try:
         out = train.run_lca(RunConfig(**SMALL), tmp_path / "b.h5", progress=False)

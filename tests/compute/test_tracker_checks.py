@@ -15,9 +15,9 @@ import torch
 from torch.nn import functional as F
 
 from compute import LCATracker, compute_lca
+from compute.engine.approx import RunFailed
 from compute.integrations.tracker import LCAWarning
 from compute.lca.params import flat_params, load_flat_params
-from compute.run.approx import RunFailed
 from lcaviz.bundle import RunBundle
 from tests.compute.test_tracker import N, _bundle, _data, _model
 

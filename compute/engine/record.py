@@ -15,11 +15,11 @@ import math
 import numpy as np
 import torch
 
+from compute.engine.state import RunState
 from compute.lca.host_copy import HostCopies
 from compute.lca.integrator import LCAStep, layer_sums
 from compute.lca.lca_error import error_record
 from compute.lca.oscillation import count_gradient, count_move, oscillation_counters
-from compute.run.checkpoint import RunState
 from lcaviz.bundle.layout import IterationRecord
 
 
@@ -32,7 +32,7 @@ def host(t: torch.Tensor, copies: HostCopies | None = None) -> np.ndarray:
 
 def row_closes(run, t: int) -> bool:
     """Whether a per-parameter row closes after iteration t (``--lca-every`` counts the row
-    schedule in allocated steps: :meth:`compute.run.approx.Approx.row_closes`)."""
+    schedule in allocated steps: :meth:`compute.engine.approx.Approx.row_closes`)."""
     approx = getattr(run, "approx", None)
     return (approx.row_closes(run.schedule, t) if approx is not None
             else run.schedule.closes_after(t))
@@ -44,7 +44,7 @@ def record(run, st: LCAStep, vst: LCAStep | None, state: RunState, mb_loss: floa
     """Account iteration ``t`` in ``state`` and build what the writer appends for it.
 
     ``count_grad`` False leaves θ_{t+1}'s gradient out of the sign counters (the approximate
-    modes count each allocated step's start instead, :func:`compute.run.approx.prepare`).
+    modes count each allocated step's start instead, :func:`compute.engine.approx.prepare`).
     """
     L, n = run.table.n_layers, len(run.y)
     state.window += st.lca if run.row_idx is None else st.lca[run.row_idx]

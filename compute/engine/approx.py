@@ -12,7 +12,8 @@
 * ``--lca-every K``: only iterations 0, K, 2K, ... are allocated, each exactly from θ_t to
   θ_{t+1}; the start θ_t is evaluated when it is reached (no reuse either: 3 gradients per
   allocated rk4 step, so 3/(2K) of the exact cost). The others get a record that says so
-  (:func:`compute.run.record.gap_record`) and the bundle lists the allocated ones (``lca_iters``);
+  (:func:`compute.engine.record.gap_record`) and the bundle lists the allocated ones
+  (``lca_iters``);
 * ``--full-loss-every K``: the full training loss at θ_0, θ_K, ... and θ_T, forward only,
   to calibrate a subset or sparse run.
 
@@ -28,14 +29,16 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from compute.engine.options import ConfigError
+from compute.engine.record import gap_record, record
 from compute.lca.counterfactual import counterfactual_step
 from compute.lca.lca_error import is_error_iteration
 from compute.lca.objective import Evaluation, FullDatasetObjective
 from compute.lca.oscillation import count_gradient, count_move
 from compute.lca.subset import allocated_loss_text, indices_hash, stratified_subset, subset_size
-from compute.run.config import ConfigError
-from compute.run.record import gap_record, record
 from lcaviz.bundle.layout import IterationRecord
+
+UNKNOWN_ITERS = 2**62  # LCATracker without iters=: no last iteration is known in advance
 
 
 class RunFailed(RuntimeError):
@@ -57,6 +60,7 @@ class Approx:
     x_all: torch.Tensor | None = None  # (N, ...) for drawing resampled subsets
     y_all: torch.Tensor | None = None
     prev_theta: torch.Tensor | None = None  # θ_t, for the moves of steps not allocated
+    check_minibatch: bool = True  # a NaN minibatch loss stops the run (LCATracker: optional)
 
     @property
     def plain(self) -> bool:
@@ -79,43 +83,42 @@ class Approx:
         return self.full_every > 0 and ((t + 1) % self.full_every == 0 or t + 1 == self.iters)
 
 
-def setup(cfg, train, x: torch.Tensor, y: torch.Tensor) -> tuple[Approx, np.ndarray | None, dict]:
+def setup(opts, labels: np.ndarray, x: torch.Tensor, y: torch.Tensor, *, seed: int = 0,
+          iters: int | None = None) -> tuple[Approx, np.ndarray | None, dict]:
     """The run's :class:`Approx`, the indices of the examples its integrator starts with (None:
     all) and what the bundle's config records about them.
 
+    Args:
+        opts: the LCA options (``lca_data``, ``lca_data_resample``, ``lca_every``,
+            ``full_loss_every``).
+        labels: (N,) class labels of every example (the subsets are stratified by them).
+        x, y: every example (resampling draws from them).
+        seed: the subsets' seed. iters: planned iterations (None: unknown).
+
     Raises:
-        ConfigError: ``--lca-data`` larger than the training set.
+        ConfigError: ``lca_data`` larger than the set.
     """
-    N = len(train)
+    N = len(labels)
     try:
-        n = subset_size(cfg.lca_data, N)
+        n = subset_size(opts.lca_data, N)
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    a = Approx(every=cfg.lca_every, resample=cfg.lca_data_resample, n=n, n_total=N,
-               seed=cfg.seed, iters=cfg.iters, full_every=cfg.full_loss_every)
+    a = Approx(every=opts.lca_every, resample=opts.lca_data_resample, n=n, n_total=N,
+               seed=seed, iters=UNKNOWN_ITERS if iters is None else iters,
+               full_every=opts.full_loss_every)
     info = {"allocated_loss": allocated_loss_text(n, N, a.resample), "lca_data_n": n,
             "lca_data_of": N}
     idx = None
     if a.resample:
         a.x_all, a.y_all = x, y
-        idx = stratified_subset(train.y.numpy(), n, cfg.seed, 0)
+        idx = stratified_subset(labels, n, seed, 0)
         info["lca_data_subsets"] = ("class-stratified, drawn for iteration t from numpy "
                                     "SeedSequence([seed, 17, t + 1])")
     elif n < N:
-        idx = stratified_subset(train.y.numpy(), n, cfg.seed)
+        idx = stratified_subset(labels, n, seed)
         info["lca_data_sha256"] = indices_hash(idx)
         info["lca_data_subsets"] = "class-stratified, numpy SeedSequence([seed, 17])"
     return a, idx, info
-
-
-def full_objective(run, cfg) -> FullDatasetObjective | None:
-    """The forward-only objective on every training example for ``--full-loss-every``."""
-    if cfg.full_loss_every <= 0:
-        return None
-    obj = run.train_lca.objective
-    return FullDatasetObjective(run.model, run.x, run.y, n_classes=obj.n_classes,
-                                chunk_size=obj.chunk_request, bn_group=obj.bn_group,
-                                chunking=cfg.chunking, compile=cfg.compile)
 
 
 def full_loss(a: Approx, theta: torch.Tensor) -> tuple[float, float]:
@@ -162,7 +165,7 @@ def iteration(run, state, t: int, theta: torch.Tensor, mb_loss: float):
     if a.allocated(t):
         st = run.train_lca.step(theta, refine=is_error_iteration(t, cfg.lca_error_every))
         vst = run.val_lca.step(theta) if run.val_lca else None
-        _finite(t, mb_loss, st.loss_after)
+        _finite(a, t, mb_loss, st.loss_after, st.residual)
         rec = record(run, st, vst, state, mb_loss, theta, t, 0.0, count_grad=a.plain)
         rec.loss_change = st.loss_after - st.loss_before
         K = cfg.counterfactual_every
@@ -171,7 +174,7 @@ def iteration(run, state, t: int, theta: torch.Tensor, mb_loss: float):
                 run.train_lca.objective, a.prev_theta, theta, st.lca,
                 loss0=st.loss_before, loss1=st.loss_after)
     else:
-        _finite(t, mb_loss, 0.0)
+        _finite(a, t, mb_loss, 0.0, 0.0)
         count_move(state, theta - a.prev_theta)
         rec = gap_record(run, state, t, mb_loss, theta)
     a.prev_theta = theta
@@ -190,7 +193,9 @@ def _at_theta(rec: IterationRecord, run, e: Evaluation, v: Evaluation | None) ->
         rec.loss_val, rec.acc_val = float(v.loss), int(v.correct) / len(run.val_lca.objective.y)
 
 
-def _finite(t: int, mb_loss: float, full: float) -> None:
-    if not (math.isfinite(full) and math.isfinite(mb_loss)):
-        raise RunFailed(f"loss became NaN/Inf at iteration {t} (minibatch loss {mb_loss}, "
-                        f"full loss {full}); lower the learning rate")
+def _finite(a: Approx, t: int, mb_loss: float, loss: float, residual: float) -> None:
+    if not (math.isfinite(loss) and math.isfinite(residual)
+            and (math.isfinite(mb_loss) or not a.check_minibatch)):
+        raise RunFailed(f"loss became NaN/Inf at iteration {t} (allocated loss {loss}, "
+                        f"residual {residual}, minibatch loss {mb_loss}); lower the learning "
+                        "rate")

@@ -1,0 +1,1 @@
+"""The one LCA engine behind ``lca-run`` and ``LCATracker`` (docs/architecture.md)."""
