@@ -11,6 +11,7 @@ import torch
 
 from compute import __version__
 from compute.engine.parts import LCARun
+from lcaviz.bundle.examples import ExampleInfo
 from lcaviz.bundle.writer import LayoutInfo
 
 
@@ -21,10 +22,27 @@ def software() -> dict:
 
 
 def run_layout(run: LCARun, config: dict, *, device_name: str,
-               iters_planned: int | None = None) -> LayoutInfo:
+               iters_planned: int | None = None, example_texts: list[str] | None = None,
+               label_noise: dict | None = None) -> LayoutInfo:
     """The :class:`~lcaviz.bundle.writer.LayoutInfo` of ``run`` with the face's ``config``
-    (what the bundle's ``config`` attribute records)."""
+    (what the bundle's ``config`` attribute records).
+
+    Args:
+        run: the engine's run.
+        config: what the face records.
+        device_name: the device, in words.
+        iters_planned: iterations asked for (None: unknown).
+        example_texts: one line per tracked example for the viewer (modular addition).
+        label_noise: ``fraction``, ``seed``, ``flipped``, ``original`` of a run whose labels
+            were flipped (lca-run ``--label-noise``), or None.
+    """
     t, o = run.table, run.cfg
+    examples = None
+    if run.examples is not None:
+        e = run.examples
+        examples = ExampleInfo(index=e.index, label=e.label, thumbnail=e.thumbnail,
+                               text=example_texts)
+        config = {**config, "per_example_of": e.n_allocated}  # N of E's 1/N
     return LayoutInfo(t.names, t.shapes, t.offsets, t.layer, t.module_type, t.layer_names,
                       list(run.class_names), config, o.method, iters_planned=iters_planned,
                       per_class=o.per_class, val_lca=run.val_lca is not None,
@@ -36,4 +54,5 @@ def run_layout(run: LCARun, config: dict, *, device_name: str,
                       lca_every=o.lca_every, full_loss_every=o.full_loss_every,
                       loss_change=o.lca_data_resample,
                       allocated_loss=run.approx_info["allocated_loss"], groups=run.groups,
-                      counterfactual_every=o.counterfactual_every)
+                      counterfactual_every=o.counterfactual_every, examples=examples,
+                      label_noise=label_noise)

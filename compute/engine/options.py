@@ -43,6 +43,19 @@ def chunk_size_arg(text: str) -> int | str:
             from None
 
 
+def per_example_arg(text: str) -> int | str:
+    """``--per-example``: ``all`` or a positive integer K."""
+    import argparse
+
+    if text.strip().lower() == "all":
+        return "all"
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected all or a positive integer, got {text!r}") \
+            from None
+
+
 @dataclass
 class LCAOptions:
     """How a run's loss change is allocated and what the bundle stores (both faces)."""
@@ -108,6 +121,11 @@ class LCAOptions:
                                 group="what the bundle stores")
     save_trajectory: bool = _opt(False, "store theta_t every iteration", action="store_true",
                                  group="what the bundle stores")
+    per_example: str | int | None = _opt(
+        None, "also split each step's LCA among the training examples, per layer (the "
+        "bundle's lca_example): all of them, or a seeded class-stratified subset of K "
+        "(same cost, less storage); default: off", type=per_example_arg, nargs="?",
+        const="all", metavar="all|K", group="what the bundle stores")
     compile: bool = _opt(False, "torch.compile the full-dataset gradient passes (slow first "
                          "iteration)", action="store_true", group="device and precision")
 
@@ -182,6 +200,10 @@ def options_from_keywords(keywords: dict, face: str = "tracker",
     if isinstance(kw.get("lca_rows"), int) and not isinstance(kw["lca_rows"], bool):
         kw["lca_rows"] = str(kw["lca_rows"])  # the tracker has always taken lca_rows=3
     kw["lca_layers"] = _layers(kw.get("lca_layers"))
+    if kw.get("per_example") is True:  # the tracker's per_example=True: every example
+        kw["per_example"] = "all"
+    elif kw.get("per_example") is False:
+        kw["per_example"] = None
     opts = LCAOptions(**kw)
     validate_options(opts, api=True)
     return opts
@@ -230,6 +252,23 @@ def validate_options(o: LCAOptions, api: bool = False) -> None:
     v = o.max_halvings
     if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= 16:
         raise ConfigError(f"{n('max_halvings')} must be in 0..16, got {v}")
+    _per_example(o, n)
+
+
+def _per_example(o: LCAOptions, n) -> None:
+    """per_example: None, "all" or a positive K; not with resampled subsets or compile."""
+    v = o.per_example
+    if v is None:
+        return
+    if v != "all" and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+        raise ConfigError(f"{n('per_example')} must be 'all' or a positive integer, got {v!r}")
+    if o.lca_data_resample:
+        raise ConfigError(f"{n('per_example')} needs a fixed allocated set: with "
+                          f"{n('lca_data_resample')} an example position means another "
+                          "example every iteration")
+    if o.compile:
+        raise ConfigError(f"{n('per_example')} cannot be combined with {n('compile')}: its "
+                          "hooks need the eager forward pass")
 
 
 def _chunks(o: LCAOptions, n) -> None:

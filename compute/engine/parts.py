@@ -16,14 +16,26 @@ import numpy as np
 import torch
 from torch import nn
 
+from compute.data.thumbnails import example_thumbnails
 from compute.engine import approx as approx_mode
 from compute.engine.approx import Approx
 from compute.engine.options import ConfigError, LCAOptions
 from compute.lca.integrator import LCAIntegrator
 from compute.lca.objective import FullDatasetObjective, per_example_cross_entropy
 from compute.lca.params import ParamTable, param_table
+from compute.lca.subset import example_subset
 from compute.nets.groups import attach_groups
 from lcaviz.bundle.schema import RowSchedule, ScheduleError, column_ranges, ranges_index
+
+
+@dataclass
+class TrackedExamples:
+    """The examples whose per-example LCA a run records (``per_example``)."""
+
+    index: np.ndarray  # (N_e,) int64 positions in x / y (the training split)
+    label: np.ndarray | None  # (N_e,) int64 class labels, or None (targets are not classes)
+    thumbnail: np.ndarray | None  # uint8 images for the viewer, or None
+    n_allocated: int  # N: the allocated set's size (E carries its 1/N)
 
 
 @dataclass
@@ -47,6 +59,7 @@ class LCARun:
     names: list[str] | None = None  # the parameters θ consists of (None: all)
     groups: list | None = None  # named groups finer than layers (attention heads), or None
     group_idx: torch.Tensor | None = None  # (P,) group of each parameter, on the device
+    examples: TrackedExamples | None = None  # per-example LCA (per_example), or None
 
     @property
     def n_row_cols(self) -> int:
@@ -88,7 +101,8 @@ def build_lca(model: nn.Module, x: torch.Tensor, y: torch.Tensor, opts: LCAOptio
     loss_fn = loss_fn or per_example_cross_entropy
 
     def integrator(xs: torch.Tensor, ys: torch.Tensor, per_class: bool,
-                   compile: bool = opts.compile) -> LCAIntegrator:
+                   compile: bool = opts.compile,
+                   per_example: torch.Tensor | None = None) -> LCAIntegrator:
         obj = FullDatasetObjective(model, xs, ys, n_classes=n_classes,
                                    chunk_size=chunks["chunk_size"], bn_group=chunks["bn_group"],
                                    per_class=per_class, chunking=opts.chunking,
@@ -96,15 +110,20 @@ def build_lca(model: nn.Module, x: torch.Tensor, y: torch.Tensor, opts: LCAOptio
         if chunks.get("deprecated"):
             obj.chunk_info["chunk_size_as_bn_group"] = opts.chunk_size
         return LCAIntegrator(obj, opts.method, tol=opts.tol, max_halvings=opts.max_halvings,
-                             rtol=opts.rtol)
+                             rtol=opts.rtol, per_example=per_example)
 
     labels = y.cpu().numpy() if not y.is_floating_point() else np.zeros(len(y), np.int64)
     approx, idx, info = approx_mode.setup(opts, labels, x, y, seed=seed, iters=iters)
+    alloc_y = y if idx is None else y[torch.as_tensor(idx, device=y.device)]
+    tracked = None
+    if opts.per_example is not None:  # positions in the allocated set, drawn by the run's seed
+        k = None if opts.per_example == "all" else int(opts.per_example)
+        tracked = example_subset(alloc_y, k, seed)
     if idx is not None:
         sel = torch.as_tensor(idx, device=x.device)
-        train_lca = integrator(x[sel], y[sel.to(y.device)], opts.per_class)
+        train_lca = integrator(x[sel], y[sel.to(y.device)], opts.per_class, per_example=tracked)
     else:
-        train_lca = integrator(x, y, opts.per_class)
+        train_lca = integrator(x, y, opts.per_class, per_example=tracked)
     if opts.full_loss_every > 0:  # forward only, every example
         obj = train_lca.objective
         approx.full = FullDatasetObjective(model, x, y, n_classes=obj.n_classes,
@@ -118,6 +137,12 @@ def build_lca(model: nn.Module, x: torch.Tensor, y: torch.Tensor, opts: LCAOptio
                  schedule=opts.row_schedule(), row_ranges=ranges,
                  row_idx=None if full else torch.as_tensor(ranges_index(ranges), device=device),
                  approx=approx, approx_info=info, names=names)
+    if tracked is not None:
+        pos = tracked.numpy() if idx is None else np.asarray(idx, np.int64)[tracked.numpy()]
+        parts["examples"] = TrackedExamples(
+            index=pos.astype(np.int64),
+            label=None if y.is_floating_point() else labels[pos].astype(np.int64),
+            thumbnail=example_thumbnails(x, torch.as_tensor(pos)), n_allocated=len(alloc_y))
     return parts
 
 

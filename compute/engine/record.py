@@ -78,6 +78,10 @@ def record(run, st: LCAStep, vst: LCAStep | None, state: RunState, mb_loss: floa
     group_idx = getattr(run, "group_idx", None)
     if group_idx is not None:
         rec.lca_group = host(layer_sums(st.lca, group_idx, len(run.groups)), copies)
+    if st.example is not None:  # per_example: (N_e, L) E of this step and the losses around it
+        rec.example = host(st.example, copies)
+        rec.example_loss_before = host(st.example_loss_before, copies)
+        rec.example_loss_after = host(st.example_loss_after, copies)
     if vst is not None:
         if group_idx is not None:
             rec.lca_val_group = host(layer_sums(vst.lca, group_idx, len(run.groups)), copies)

@@ -129,7 +129,9 @@ class LCATracker:
               per-parameter rows; None: all, [] or "none": none; a string is
               comma-separated), ``lca_storage`` (``"float32"`` or ``"bfloat16"``),
               ``lca_compression`` (``"none"`` or ``"gzip"``), ``save_trajectory`` (θ_t every
-              iteration).
+              iteration), ``per_example`` (``True``/``"all"`` or K: each step's per-layer
+              LCA split among all, or a seeded class-stratified K, of the fixed set's
+              examples: the bundle's ``lca_example``; default off).
 
     Under ``torchrun``: the ``DistributedDataParallel`` model and the same fixed set on every
     rank; the ranks share the fixed set's chunks and rank 0 alone writes ``out``.

@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from compute.data.datasets import load_splits
+from compute.data.datasets import TensorDataset, load_splits
+from compute.data.noise import flip_labels
 from compute.engine.parts import LCARun, build_lca, with_groups
 from compute.lca.backends import set_matmul_precision
 from compute.lca.host_copy import HostCopies
@@ -27,6 +28,7 @@ class Run(LCARun):
     optimizer: torch.optim.Optimizer | None = None
     precision_flags: dict = field(default_factory=dict)  # effective TF32 / fp32 settings
     host_copies: HostCopies | None = None  # the record's host copies (pinned + async on CUDA)
+    label_noise: dict | None = None  # --label-noise: fraction, seed, flipped, original
 
 
 def build_run(cfg: RunConfig) -> Run:
@@ -43,6 +45,13 @@ def build_run(cfg: RunConfig) -> Run:
     splits = load_splits(cfg.dataset, cfg.data_root, rgb32=cfg.rgb32, train_size=cfg.train_size,
                          val_size=cfg.val_size, seed=cfg.seed, **modular)
     train = splits.train
+    noise = None
+    if cfg.label_noise > 0:  # the minibatches and the allocated loss both see the noisy labels
+        y_noisy, flipped, original = flip_labels(train.y, cfg.label_noise, train.n_classes,
+                                                 cfg.seed)
+        train = TensorDataset(train.x, y_noisy, train.class_names, train.name)
+        noise = {"fraction": float(cfg.label_noise), "seed": int(cfg.seed),
+                 "flipped": flipped.numpy(), "original": original.numpy()}
     if cfg.batch_size > len(train):
         raise ConfigError(f"--batch-size {cfg.batch_size} is larger than the training set "
                           f"({len(train)} examples)")
@@ -65,6 +74,7 @@ def build_run(cfg: RunConfig) -> Run:
                       chunks=chunks)
     run = Run(**parts, optimizer=optimizer, precision_flags=flags)
     run.host_copies = HostCopies(device)
+    run.label_noise = noise
     groups = component_groups(model)
     # only models with finer components (heads) get groups
     return with_groups(run, groups if len(groups) > run.table.n_layers else None)

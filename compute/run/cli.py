@@ -69,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--train-fraction", type=float, default=d.train_fraction,
                    help="modular-addition: fraction of the pairs that train (seeded split; "
                    "the rest validate)")
+    g.add_argument("--label-noise", type=float, default=0.0, metavar="F",
+                   help="flip the labels of a seeded fraction F of the training examples "
+                   "(each to another class; the bundle records which); default: 0")
     g = p.add_argument_group("optimizer")
     g.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer, help="optimizer")
     g.add_argument("--lr", type=float, default=d.lr, help="learning rate")
@@ -138,7 +141,7 @@ def config_from_args(a: argparse.Namespace) -> RunConfig:
         freeze=list(a.freeze), seed=a.seed, device=a.device, precision=a.precision,
         memory_format=a.memory_format, allow_tf32=a.allow_tf32,
         checkpoint_every=a.checkpoint_every, checkpoint_seconds=a.checkpoint_seconds,
-        modulus=a.modulus, train_fraction=a.train_fraction)
+        modulus=a.modulus, train_fraction=a.train_fraction, label_noise=a.label_noise)
 
 
 _format_warning = warnings.formatwarning

@@ -62,6 +62,9 @@ class RunConfig(LCAOptions):
     # modular-addition (compute/data/modular.py): p, and the fraction of the p² pairs that train
     modulus: int = DEFAULT_MODULUS
     train_fraction: float = DEFAULT_TRAIN_FRACTION
+    # flip the labels of a seeded fraction of the training split (compute/data/noise.py); the
+    # bundle's label_noise/ records which (the mislabeled examples of docs/findings.md)
+    label_noise: float = 0.0
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -110,6 +113,12 @@ class RunConfig(LCAOptions):
         if self.device != "cpu" and not self.device.startswith("cuda"):
             raise ConfigError(f"--device must be 'cpu' or 'cuda[:N]', got {self.device!r}")
         _modular(self)
+        if not (isinstance(self.label_noise, int | float) and 0 <= self.label_noise < 1):
+            raise ConfigError(f"--label-noise must be a fraction in [0, 1), got "
+                              f"{self.label_noise}")
+        if self.label_noise > 0 and self.dataset == "modular-addition":
+            raise ConfigError("--label-noise flips class labels of an image dataset; "
+                              "modular-addition's labels are its answers (not noise)")
         return self
 
 

@@ -12,6 +12,7 @@ import h5py
 import torch
 from tqdm import tqdm
 
+from compute.data.thumbnails import example_texts
 from compute.engine.approx import RunFailed
 from compute.engine.layout import run_layout
 from compute.engine.record import capped_warning, postfix
@@ -49,7 +50,10 @@ def _layout(run: Run, cfg: RunConfig, check: dict | None = None) -> LayoutInfo:
               "host_copy": run.host_copies.mode if run.host_copies else None}
     if check is not None:
         config["precision_check"] = check
-    return run_layout(run, config, device_name=device_name, iters_planned=cfg.iters)
+    texts = (example_texts(cfg.dataset, run.x, run.y, run.examples.index, cfg.modulus)
+             if run.examples is not None else None)
+    return run_layout(run, config, device_name=device_name, iters_planned=cfg.iters,
+                      example_texts=texts, label_noise=run.label_noise)
 
 
 def run_lca(cfg: RunConfig | None, out: str | Path, *, resume: bool = False,
