@@ -90,9 +90,10 @@ def from_bundle(b) -> NoiseData:
     if noise is None or not b.has_examples:
         raise ValueError(f"{b.path.name}: needs a run made with --label-noise and --per-example")
     index = b.example_index()
-    n_alloc = b.example_allocated_size()
+    # N of E's 1/N: the allocated set's size (recorded by compute; else every example tracked)
+    n_alloc = int(b.config.get("per_example_of") or len(index))
     flipped = np.isin(index, np.asarray(noise["flipped"]))
     loss = b.example_loss()  # (R, N_e) at the start of each row window
     return NoiseData(flipped=flipped, rows=b.example_lca_rows() * n_alloc,
-                     windows=b.row_windows(), loss_first=loss[0].astype(np.float64),
+                     windows=np.asarray(b.row_windows), loss_first=loss[0].astype(np.float64),
                      loss_last=b.example_loss_last(), layer_names=list(b.layer_names))
