@@ -115,3 +115,15 @@ def test_bad_per_example_settings_are_refused(tmp_path, kw, match):
 def test_label_noise_flag_is_checked():
     with pytest.raises(ConfigError, match="--label-noise must be a fraction"):
         RunConfig(**SMALL, label_noise=1.5).validate()
+
+
+def test_with_lca_every_the_rows_sum_the_allocated_iterations(tmp_path):
+    out = run_lca(RunConfig(**SMALL, per_example="all", lca_every=2), tmp_path / "e.h5",
+                  progress=False)
+    with RunBundle.open(out) as b:
+        rows, lay = b.example_lca_rows(), np.nan_to_num(b.lca_layer())  # NaN: not allocated
+        sums = np.stack([lay[s:e].sum(axis=0) for s, e in b.row_windows])
+        np.testing.assert_allclose(rows.sum(axis=1), sums, rtol=0,
+                                   atol=1e-6 * np.abs(rows).sum(axis=1).max())
+        # iterations 0, 2, 4 are allocated: after the last one (5) no example loss exists
+        assert np.isnan(b.example_loss_last()).all()
