@@ -30,8 +30,10 @@ RUNS: dict[str, dict] = {
                                 iters=300, lca_rows="dense:220,10"),
     "mnist_fc_sgd_mom0": dict(net="mnist_fc", optimizer="sgd", lr=0.05, momentum=0.0,
                               iters=300, lca_rows="25"),
+    # ... and this one also splits each step among 1,000 tracked training examples (seeded,
+    # class-stratified: the run page's Examples section; about 0.5 MB with their thumbnails)
     "mnist_fc_adam": dict(net="mnist_fc", optimizer="adam", lr=0.001, iters=300,
-                          lca_rows="25"),
+                          lca_rows="25", per_example=1000),
     # a conv net; on a 2-core CPU the full-dataset gradient of LeNet over 55k images takes
     # tens of seconds, so this one allocates the loss of the first 2,000 training images
     "lenet_sgd_mom0.9": dict(net="lenet", optimizer="sgd", lr=0.01, momentum=0.9, iters=150,
