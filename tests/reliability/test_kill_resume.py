@@ -18,7 +18,7 @@ from tests.compute.test_train import _progress
 ROOT = Path(__file__).parents[2]
 SETTINGS = dict(net="mnist_fc", dataset="synthetic", train_size=400, batch_size=40, iters=60,
                 chunk_size=100, checkpoint_every=2, seed=11)
-KILL_POINTS = 12
+KILL_POINTS = 8  # 3 before the first iteration, 5 at random moments after (suite time)
 
 
 def _args(out: Path, resume: bool) -> list[str]:
