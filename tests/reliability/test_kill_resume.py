@@ -85,7 +85,7 @@ def test_sigkill_at_many_points_then_resume_equals_uninterrupted(tmp_path):
             if b.n_rows:
                 assert np.isfinite(b.row(b.n_rows - 1)).all()
             seen_progress.append(T)
-    assert kills >= 10, f"only {kills} kill points reached"
+    assert kills >= KILL_POINTS - 2, f"only {kills} kill points reached"
     assert early >= 1, "no kill landed before the first iteration completed"
     assert len(set(seen_progress)) >= 3  # the kills landed at different points of the run
     if _status(out) != "complete":  # finish the run
