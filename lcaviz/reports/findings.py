@@ -132,6 +132,27 @@ def section(b: RunBundle, n_resamples: int = 1000) -> str:
     return "\n".join(lines) + "\n"
 
 
+def write_generated(run: Path, out: Path, figure_path: Path | None, section_fn, figure_fn,
+                    alt: str, begin: str, end: str, heading: str | None = None) -> None:
+    """Write ``section_fn(bundle)`` (and the figure, linked) between ``begin``/``end`` in
+    ``out``; ``heading``: the section to append when ``out`` has no such markers yet."""
+    from lcaviz.reports.reproduction import replace_between
+
+    with RunBundle.open(run) as b:
+        body = section_fn(b)
+        if figure_path is not None:
+            from lcaviz.figures.export import figure_image
+
+            figure_path.parent.mkdir(parents=True, exist_ok=True)
+            figure_path.write_bytes(figure_image(figure_fn(b), "png"))
+            body += f"\n![{alt}]({os.path.relpath(figure_path, out.parent)})\n"
+    text = out.read_text() if out.exists() else "# Findings\n"
+    if heading is not None and begin not in text:
+        text += f"\n## {heading}\n\n{begin}\n{end}\n"
+    out.write_text(replace_between(text, begin, end, body))
+    print(f"wrote {out}")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="regenerate docs/findings.md from a grokking run")
     ap.add_argument("--run", type=Path, required=True)
@@ -139,20 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--figure", type=Path, default=None, help="also write the figure as PNG")
     ap.add_argument("--resamples", type=int, default=1000)
     a = ap.parse_args(argv)
-    from lcaviz.reports.reproduction import replace_between
-
-    with RunBundle.open(a.run) as b:
-        body = section(b, a.resamples)
-        if a.figure is not None:
-            from lcaviz.figures.export import figure_image
-
-            a.figure.parent.mkdir(parents=True, exist_ok=True)
-            a.figure.write_bytes(figure_image(figure(b), "png"))
-            rel = os.path.relpath(a.figure, a.out.parent)
-            body += f"\n![Accuracies and cumulative validation LCA per component]({rel})\n"
-    text = a.out.read_text() if a.out.exists() else "# Findings\n"
-    a.out.write_text(replace_between(text, BEGIN, END, body))
-    print(f"wrote {a.out}")
+    write_generated(a.run, a.out, a.figure, lambda b: section(b, a.resamples), figure,
+                    "Accuracies and cumulative validation LCA per component", BEGIN, END)
     return 0
 
 

@@ -10,7 +10,6 @@ Everything between the BEGIN/END markers is generated from the bundle
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import plotly.graph_objects as go
 from lcaviz.analysis import label_noise as ln
 from lcaviz.bundle import RunBundle
 from lcaviz.figures.theme import layer_color, style
+from lcaviz.reports.findings import write_generated
 
 BEGIN, END = "<!-- BEGIN label-noise -->", "<!-- END label-noise -->"
 
@@ -94,22 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=Path("docs/findings.md"))
     ap.add_argument("--figure", type=Path, default=None, help="also write the figure as PNG")
     a = ap.parse_args(argv)
-    from lcaviz.reports.reproduction import replace_between
-
-    with RunBundle.open(a.run) as b:
-        body = section(b)
-        if a.figure is not None:
-            from lcaviz.figures.export import figure_image
-
-            a.figure.parent.mkdir(parents=True, exist_ok=True)
-            a.figure.write_bytes(figure_image(figure(b), "png"))
-            rel = os.path.relpath(a.figure, a.out.parent)
-            body += f"\n![Per-layer loss change of mislabeled and clean examples]({rel})\n"
-    text = a.out.read_text() if a.out.exists() else "# Findings\n"
-    if BEGIN not in text:
-        text += f"\n## Label noise: which layers memorise mislabeled examples\n\n{BEGIN}\n{END}\n"
-    a.out.write_text(replace_between(text, BEGIN, END, body))
-    print(f"wrote {a.out}")
+    write_generated(a.run, a.out, a.figure, section, figure,
+                    "Per-layer loss change of mislabeled and clean examples", BEGIN, END,
+                    heading="Label noise: which layers memorise mislabeled examples")
     return 0
 
 
