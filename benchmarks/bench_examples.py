@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.bench_player import _driver, _pct, _serve, _wait  # noqa: E402
+from benchmarks.bench_player import _driver, _pct, _serve, _wait, slider_steps  # noqa: E402
 
 PROBE = """
 window.__ex = []; window.__hist = [];
@@ -75,7 +75,6 @@ def block_seconds(runs: Path, run: str, repeats: int = 5) -> float:
 
 def measure(d, url: str, run: str, steps: int) -> dict:
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.common.keys import Keys
 
     d.get(f"{url}/run?id={run}")
     _wait(lambda: d.execute_script(
@@ -87,18 +86,9 @@ def measure(d, url: str, run: str, steps: int) -> dict:
 
     def step_pass(n: int) -> tuple[list, list]:
         d.execute_script("window.__ex = []; window.__hist = []")
-        d.execute_script("arguments[0].focus()", slider)
-        key, pos = Keys.ARROW_RIGHT, int(slider.get_attribute("value"))
-        for i in range(n):
-            if pos >= n_frames - 1:
-                key = Keys.ARROW_LEFT
-            elif pos <= 0:
-                key = Keys.ARROW_RIGHT
-            slider.send_keys(key)
-            pos += 1 if key == Keys.ARROW_RIGHT else -1
-            _wait(lambda i=i: d.execute_script(
-                "return window.__ex.length > arguments[0] && window.__hist.length > arguments[0]",
-                i), 60, 0.005)
+        slider_steps(d, slider, n_frames, n, lambda i: d.execute_script(
+            "return window.__ex.length > arguments[0] && window.__hist.length > arguments[0]",
+            i), 60)
         return d.execute_script("return [window.__ex, window.__hist]")
 
     d.execute_script("window.lcaviz.players.run.seek(0)")

@@ -116,10 +116,26 @@ def _pct(xs, q):
     return xs[min(len(xs) - 1, int(round(q / 100 * (len(xs) - 1))))] if xs else float("nan")
 
 
+
+def slider_steps(d, slider, n_frames: int, n: int, painted, timeout: float) -> None:
+    """Press an arrow key on the focused ``slider`` ``n`` times, bouncing between the first
+    and the last of ``n_frames`` frames, and wait after the i-th press until ``painted(i)``."""
+    from selenium.webdriver.common.keys import Keys
+
+    d.execute_script("arguments[0].focus()", slider)
+    key, pos = Keys.ARROW_RIGHT, int(slider.get_attribute("value"))
+    for i in range(n):
+        if pos >= n_frames - 1:
+            key = Keys.ARROW_LEFT
+        elif pos <= 0:
+            key = Keys.ARROW_RIGHT
+        slider.send_keys(key)
+        pos += 1 if key == Keys.ARROW_RIGHT else -1
+        _wait(lambda i=i: painted(i), timeout, 0.005)
+
 def measure_new(d, url: str, run: str, steps: int, seconds: float, big: bool,
                 rate: int = 30) -> dict:
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.common.keys import Keys
 
     out = {}
     d.get(f"{url}/run?id={run}")
@@ -133,16 +149,8 @@ def measure_new(d, url: str, run: str, steps: int, seconds: float, big: bool,
 
     def step_pass(n: int) -> list[float]:
         d.execute_script("window.__lat = []")
-        d.execute_script("arguments[0].focus()", slider)
-        key, pos = Keys.ARROW_RIGHT, int(slider.get_attribute("value"))
-        for i in range(n):
-            if pos >= n_frames - 1:
-                key = Keys.ARROW_LEFT
-            elif pos <= 0:
-                key = Keys.ARROW_RIGHT
-            slider.send_keys(key)
-            pos += 1 if key == Keys.ARROW_RIGHT else -1
-            _wait(lambda i=i: d.execute_script("return window.__lat.length") > i, 30, 0.005)
+        slider_steps(d, slider, n_frames, n,
+                     lambda i: d.execute_script("return window.__lat.length") > i, 30)
         return d.execute_script("return window.__lat")
 
     d.execute_script("var p = window.lcaviz.players.run; p.seek(0)")
