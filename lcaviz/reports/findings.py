@@ -52,18 +52,41 @@ def _lead(values: np.ndarray, names: list[str], sign: int, n: int = 3) -> str:
     return ", ".join(f"`{nm}` {v:+.3g}" for nm, v in picked) or "none"
 
 
+def unresolved(ph: list[gk.Phase]) -> list[gk.Phase]:
+    """Phases whose training-loss LCA is dominated by quadrature error: the residual is at
+    least a tenth of the loss change (after memorisation the training loss is ~1e-7 and its
+    rare spikes are single steps that one Simpson interval does not resolve)."""
+    return [p for p in ph if abs(p.residual_train) >= 0.1 * max(abs(p.d_train), 1e-300)]
+
+
 def phase_table(ph: list[gk.Phase], names: list[str]) -> list[str]:
-    rows = ["| phase | iterations | ΔL train | ΔL validation | residual (val) | lowered the "
-            "validation loss most | raised it most |", "|---|---|---|---|---|---|---|"]
+    rows = ["| phase | iterations | ΔL train | residual (train) | ΔL validation | residual (val) "
+            "| lowered the validation loss most | raised it most |",
+            "|---|---|---|---|---|---|---|---|"]
     for p in ph:
-        rows.append(f"| {p.name} | {p.start}–{p.end} | {p.d_train:+.4g} | {p.d_val:+.4g} | "
-                    f"{p.residual_val:+.2g} | {_lead(p.lca_val, names, +1)} | "
-                    f"{_lead(p.lca_val, names, -1)} |")
+        rows.append(f"| {p.name} | {p.start}–{p.end} | {p.d_train:+.4g} | "
+                    f"{p.residual_train:+.2g} | {p.d_val:+.4g} | {p.residual_val:+.2g} | "
+                    f"{_lead(p.lca_val, names, +1)} | {_lead(p.lca_val, names, -1)} |")
     return rows
 
 
-def component_table(ph: list[gk.Phase], names: list[str], which: str) -> list[str]:
-    rows = ["| component | " + " | ".join(p.name for p in ph) + " |",
+def unresolved_note(ph: list[gk.Phase], method: str) -> list[str]:
+    """A warning naming the phases :func:`unresolved` finds (none: no lines)."""
+    bad = unresolved(ph)
+    if not bad:
+        return []
+    which = ", ".join(f"{p.name} (residual {p.residual_train:+.2g} against ΔL "
+                      f"{p.d_train:+.2g})" for p in bad)
+    return ["", f"**Not resolved:** the training-loss LCA of {which} is dominated by "
+            f"quadrature error (method `{method}`): read those columns of the training table "
+            "(marked †) as unreliable. `--method adaptive` with a `--tol` below the spikes' "
+            "residuals resolves them."]
+
+
+def component_table(ph: list[gk.Phase], names: list[str], which: str,
+                    marked: list[gk.Phase] = ()) -> list[str]:
+    rows = ["| component | " + " | ".join(p.name + ("†" if any(p is m for m in marked) else "")
+                                          for p in ph) + " |",
             "|---" * (len(ph) + 1) + "|"]
     for i, n in enumerate(names):
         rows.append(f"| {n} | " + " | ".join(f"{getattr(p, which)[i]:+.3g}" for p in ph) + " |")
@@ -115,10 +138,11 @@ def section(b: RunBundle, n_resamples: int = 1000) -> str:
              f"Per phase (components are the bundle's {kind}; a phase's LCA sums are exact up "
              "to its residual):", ""]
     lines += phase_table(ph, names)
+    lines += unresolved_note(ph, b.method)
     lines += ["", "LCA of the **validation** loss per component and phase:", ""]
     lines += component_table(ph, names, "lca_val")
     lines += ["", "LCA of the **training** loss per component and phase:", ""]
-    lines += component_table(ph, names, "lca_train")
+    lines += component_table(ph, names, "lca_train", unresolved(ph))
     lines += ["", "Synchrony (the paper's random-shift test, top-20 local minima per component "
               "or layer, "
               f"shifts in {{−2..2}}, {n_resamples} resamples):", ""]

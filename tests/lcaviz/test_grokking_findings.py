@@ -105,3 +105,20 @@ def test_without_validation_lca_the_analysis_says_what_is_missing():
     run.has_val = False
     with pytest.raises(ValueError, match="--val-lca"):
         gk.phases(run)
+
+
+def test_a_phase_whose_training_residual_dwarfs_its_loss_change_is_flagged():
+    """After memorisation the training loss is ~1e-7: a few spiky steps that one Simpson
+    interval does not resolve make the phase's residual larger than its ΔL (the grokking
+    sample: +2.0e-3 against +6.7e-5). The report must say so, not print the sums as if exact."""
+    run = FakeRun(PLANTED)
+    text = findings.section(run, n_resamples=50)
+    assert "Not resolved" not in text and "†" not in text  # residuals 1e-6 ≪ |ΔL|
+    run._res_t[210] = 50.0  # one unresolved step in the generalisation phase
+    text = findings.section(run, n_resamples=50)
+    assert "**Not resolved:** the training-loss LCA of generalisation (residual +50" in text
+    header = [ln for ln in text.splitlines() if ln.startswith("| component |")]
+    assert header[0] == "| component | memorisation | plateau | generalisation | after |"
+    assert header[1] == "| component | memorisation | plateau | generalisation† | after |"
+    row = next(ln for ln in text.splitlines() if ln.startswith("| generalisation | 200–290 |"))
+    assert row.split(" | ")[3] == "+50"  # the phase table's residual (train) column
