@@ -7,6 +7,8 @@ derivative is ⟨δ_n, ṫ_n⟩ (summed over every axis but the example axis). A
 closed form from what the forward pass saw:
 
 * Linear: ṫ = a V_wᵀ (+ V_b), any number of token axes between the example and feature axes;
+* Hugging Face's ``Conv1D`` (GPT-2's attention and MLP projections: a Linear whose weight is
+  stored (in, out)): ṫ = a V_w + V_b;
 * Conv1d/Conv2d/Conv3d: ṫ = conv(a, V_w) with the module's stride, padding (and padding mode),
   dilation and groups (+ V_b per channel);
 * Embedding: ṫ = V_w[ids], with the rows of ``padding_idx`` (which never get a gradient) zero;
@@ -65,6 +67,18 @@ def _conv(m: _ConvNd, a: torch.Tensor, vs: dict) -> Tangent:
     return out
 
 
+def _hf_conv1d(m: nn.Module, a: torch.Tensor, vs: dict) -> Tangent:
+    out = [(m.weight, a @ vs[m.weight])] if m.weight in vs else []
+    if m.bias is not None and m.bias in vs:
+        out.append((m.bias, vs[m.bias]))
+    return out
+
+
+def _is_hf_conv1d(kind: type) -> bool:
+    """transformers' ``Conv1D`` itself (by name: transformers need not be installed)."""
+    return kind.__name__ == "Conv1D" and kind.__module__ == "transformers.pytorch_utils"
+
+
 def _embedding(m: nn.Embedding, ids: torch.Tensor, vs: dict) -> Tangent:
     if m.weight not in vs:
         return []
@@ -114,6 +128,8 @@ def rule_for(module: nn.Module):
         return _linear
     if kind in (nn.Conv1d, nn.Conv2d, nn.Conv3d):
         return _conv
+    if _is_hf_conv1d(kind):
+        return _hf_conv1d
     if kind is nn.Embedding:
         plain = module.max_norm is None and not module.scale_grad_by_freq
         return _embedding if plain and not module.sparse else None
