@@ -1,6 +1,7 @@
 """Per-example LCA on the Hugging Face models users bring (issue 24): tiny random-init GPT-2
 (causal LM, Conv1D, padding + attention_mask, labels -100 on padding), BERT sequence
-classification and BERT masked LM, built from configs (no hub downloads).
+classification and BERT masked LM (and LLaMA for the rules), built from configs (no hub
+downloads).
 
 "An example" is a sequence; its loss ℓ_n is the HF loss's share of it (the callback's
 :class:`~compute.integrations.hf.HFLoss`: a token loss's sum over the sequence's labelled tokens
@@ -72,12 +73,25 @@ def _bert_mlm():
                    "labels": ids.masked_fill(~masked, IGNORE)}
 
 
+def _llama():
+    """LLaMA: RMSNorm has no rule (the jvp fallback), rotary positions, grouped KV heads."""
+    torch.manual_seed(0)
+    model = transformers.LlamaForCausalLM(transformers.LlamaConfig(
+        vocab_size=VOCAB, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=T,
+        pad_token_id=0, bos_token_id=1, eos_token_id=1))
+    ids, mask = _padded(5)
+    return model, {"input_ids": ids, "attention_mask": mask,
+                   "labels": ids.masked_fill(mask == 0, IGNORE)}
+
+
 CASES = {"gpt2_lm": _gpt2, "bert_classification": _bert_classification, "bert_mlm": _bert_mlm}
+MODELS = {**CASES, "llama_lm": _llama}  # the rules' check only
 
 
 def _case(name: str):
     """The float64 model (dropout off), its batch, the tracker's wrapper, x, y and ℓ_n."""
-    model, batch = CASES[name]()
+    model, batch = MODELS[name]()
     model = model.double().eval()
     names = [k for k in batch if k != "labels"]
     x, y = torch.stack([batch[k] for k in names], 1), batch["labels"]
@@ -94,7 +108,7 @@ def _autograd_directional(wrapped, loss_fn, x, y, v: torch.Tensor, n: int) -> np
     return layer_sums(flat * v, index, table.n_layers).numpy()
 
 
-@pytest.mark.parametrize("name", [*CASES, "gpt2_lm_jvp"])
+@pytest.mark.parametrize("name", [*MODELS, "gpt2_lm_jvp"])
 def test_rules_and_fallback_equal_per_sequence_autograd(name, monkeypatch):
     jvp = name.endswith("_jvp")  # GPT-2's Conv1D without its rule: the jvp fallback
     name = name.removesuffix("_jvp")
@@ -113,11 +127,15 @@ def test_rules_and_fallback_equal_per_sequence_autograd(name, monkeypatch):
     engine.close()
     # the rules were exact: the sum check (float64, 1e-9) sent no layer to forward mode
     assert engine.repaired == []
-    convs = [m for m, h in handlers.items() if m.endswith(("c_attn", "c_fc", "c_proj"))]
+    # the modules the fallback handles: GPT-2's Conv1D without its rule, LLaMA's RMSNorm
+    fallback = {m for m, h in handlers.items() if h == "jvp"}
     if name == "gpt2_lm":  # Conv1D has its rule (compute.lca.per_example_rules)
-        assert len(convs) == 8, handlers
-        assert {handlers[m] for m in convs} == {"jvp" if jvp else "rule"}, handlers
-    assert {h for m, h in handlers.items() if m not in convs} == {"rule"}, handlers
+        convs = {m for m in handlers if m.endswith(("c_attn", "c_fc", "c_proj"))}
+        assert len(convs) == 8 and fallback == (convs if jvp else set()), handlers
+    elif name == "llama_lm":
+        assert fallback and all(m.endswith("norm") for m in fallback), handlers
+    else:
+        assert not fallback, handlers
     for n in (0, 5, N - 1):  # first and last of a chunk, and one between
         want = _autograd_directional(wrapped, loss_fn, x, y, v, n)
         np.testing.assert_allclose(D[n].numpy(), want, rtol=1e-8,
