@@ -260,3 +260,28 @@ def test_trainer_callback_records_per_sequence_values(tmp_path, name):
     # float32 model: ℓ_n's mean is the model's own loss at θ_0 to float32 rounding
     assert loss0.mean() == pytest.approx(own0, rel=1e-5)
     assert train[0] == pytest.approx(own0, rel=1e-5)
+
+
+def test_a_forward_mode_repair_next_to_a_tied_padded_embedding():
+    """BERT MLM ties its padded word embedding to the decoder: forward mode cannot split that
+    weight, but a repair of another layer (what the sum check does for a use no hook saw)
+    must still run, and give the hooks' values."""
+    from compute.lca.per_example_tap import ExampleTap
+
+    model, _, wrapped, x, y, loss_fn = _case("bert_mlm")
+    obj = FullDatasetObjective(wrapped, x, y, n_classes=1, chunk_size=CHUNK, chunking="mixed",
+                               loss_fn=loss_fn)
+    theta = torch.cat([p.detach().reshape(-1) for p in obj.params])
+    v = torch.randn(theta.shape, generator=torch.Generator().manual_seed(3), dtype=theta.dtype)
+    tap = ExampleTap(obj, torch.arange(N))
+    tap.direction(v)
+    names = tap.layer_names
+    layers = [names.index("bert.encoder.layer.0.attention.self.query"),
+              names.index("cls.predictions.transform.dense")]
+    repaired = tap._extra(theta, layers=layers)[:, layers]
+    tap.close()
+    engine = PerExampleDirectional(obj, "hooks", check=True)
+    _, D = engine.evaluate(theta, v)
+    engine.close()
+    np.testing.assert_allclose(repaired.numpy() * N, D[:, layers].numpy(), rtol=1e-9,
+                               atol=1e-12 * float(D[:, layers].abs().max()))
