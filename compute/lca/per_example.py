@@ -61,12 +61,14 @@ from compute.lca.params import param_table
 from compute.lca.per_example_rules import (
     SUBTREE_OWNERS,
     batch_axis,
+    expand_shared,
     first_input,
     flat_outputs,
     forward_mode_dot,
     jvp_tangents,
     padding_rows_zeroed,
     per_example_dot,
+    registered_below,
     rule_for,
 )
 
@@ -144,11 +146,9 @@ class PerExampleDirectional:
             subtree = isinstance(module, SUBTREE_OWNERS)
             if subtree:
                 claimed.append(name)
-            own = [p for p in module.parameters(recurse=subtree) if p in selected]
-            if not subtree:  # a parameter also registered below (HF's tied decoder bias,
-                # ``self.decoder.bias = self.bias``) is used there: the child's handler has it
-                below = {id(q) for c in module.children() for q in c.parameters()}
-                own = [p for p in own if id(p) not in below]
+            below = set() if subtree else registered_below(module)  # the children's
+            own = [p for p in module.parameters(recurse=subtree) if p in selected
+                   and id(p) not in below]
             if not own:
                 continue
             rule = None if subtree else rule_for(module)
@@ -187,18 +187,9 @@ class PerExampleDirectional:
             args = tuple(a.detach() if isinstance(a, torch.Tensor) else a for a in args)
             kwargs = {k: (v.detach() if isinstance(v, torch.Tensor) else v)
                       for k, v in kwargs.items()}
-            outputs = flat_outputs(output)
             axis = batch_axis(mod, args, kwargs)
-            n = self._rows.stop - self._rows.start
-            shared = (isinstance(output, torch.Tensor) and output.requires_grad and n > 1
-                      and output.dim() > axis and output.shape[axis] == 1)
-            if shared:
-                # one output for every example of the chunk (the position embeddings of HF's
-                # (1, T) position ids, broadcast later): its gradient would be the sum over the
-                # examples. Expanded to the chunk (same values), each example's slice receives
-                # its own δ_n; the tangent (1, ...) broadcasts against it.
-                output = output.expand(*output.shape[:axis], n, *output.shape[axis + 1:])
-                outputs = [output]
+            shared = expand_shared(output, axis, self._rows.stop - self._rows.start)
+            outputs = flat_outputs(output if shared is None else shared)  # see expand_shared
             watched = [i for i, out in enumerate(outputs)
                        if isinstance(out, torch.Tensor) and out.requires_grad]
             cache: dict = {"vs": None}
@@ -232,7 +223,7 @@ class PerExampleDirectional:
 
             for i in watched:
                 self._watch(outputs[i], lambda vs, g, i=i: share(vs, g, i))
-            return output if shared else None
+            return shared
         return hook
 
     def _cache_const(self, key, vs, tangents) -> None:

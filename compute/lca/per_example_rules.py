@@ -147,6 +147,25 @@ def rule_for(module: nn.Module):
 SUBTREE_OWNERS = (nn.MultiheadAttention,)
 
 
+def registered_below(module: nn.Module) -> set[int]:
+    """ids of the parameters registered on ``module``'s children. A parameter registered on a
+    module and on its child (HF BERT MLM's tied ``self.decoder.bias = self.bias``) is used by
+    the child's forward, so it is the child's: the parent's jvp would count that use again."""
+    return {id(q) for c in module.children() for q in c.parameters()}
+
+
+def expand_shared(output, axis: int, n: int) -> torch.Tensor | None:
+    """``output`` expanded to the chunk's ``n`` examples when it is one tensor for all of them
+    (example axis of size 1: the position embeddings of HF's (1, T) position ids, broadcast
+    onto every sequence later), else None. The shared tensor's gradient would be the sum over
+    the examples; expanded (same values, no copy), each example's slice receives its own δ_n,
+    and the rule's (1, ...) tangent broadcasts against it."""
+    if not (isinstance(output, torch.Tensor) and output.requires_grad and n > 1
+            and output.dim() > axis and output.shape[axis] == 1):
+        return None
+    return output.expand(*output.shape[:axis], n, *output.shape[axis + 1:])
+
+
 def first_input(args: Sequence, kwargs: dict):
     """A module call's first argument, positional or (``module(input=x)``) by keyword."""
     if args:
