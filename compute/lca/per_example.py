@@ -24,7 +24,8 @@ share is ⟨δ_n, ṫ_n⟩ with ṫ_n the output's tangent along V (rules in
 :mod:`compute.lca.per_example_rules` and :mod:`compute.lca.per_example_transformer`: Linear δ_nᵀ V
 a_n, conv, Embedding, norm affines, the transformer's head projections and embeddings; a
 ``torch.func.jvp`` of the module's forward for every other module). Tied weights get every
-use's share. The example axis is the first of every output (but MultiheadAttention's (L, N, E)).
+use's share. The example axis is the first of every output (but MultiheadAttention's (L, N, E));
+an output shared by the chunk (size 1 there) is expanded to it (``expand_shared``).
 
 With ``check=True`` (default) the same backward also forms the plain gradient, and every chunk
 is checked: Σ_n D[n, l] must equal ∇_l (Σ_n ℓ_n) · v_l (to 1e-9 relative in float64; a use no
