@@ -2,10 +2,11 @@
 (tests/compute/test_per_example_distributed.py runs it under ``torchrun --nproc-per-node 2`` and
 in one process).
 
-    python _per_example_ddp_loop.py OUT MODEL PER_EXAMPLE
+    python _per_example_ddp_loop.py OUT_DIR
 
-MODEL: ``mlp`` (per-class LCA too, 7 uneven chunks) or ``gpt2`` (a tiny random-init GPT-2 with
-padding, through the Hugging Face wrapper and loss). PER_EXAMPLE: ``all`` or K. Each rank trains
+writes OUT_DIR/mlp.h5 (per-class LCA too, 7 uneven chunks, every example) and OUT_DIR/gpt2.h5 (a
+tiny random-init GPT-2 with padding, through the Hugging Face wrapper and loss, a seeded subset
+of 20 sequences), one process start for both (the suite's time). Each rank trains
 on its share of every minibatch (DDP averages the gradients, so θ follows the one-process run to
 rounding) and passes the whole fixed set to the tracker, which shards its chunks over the ranks.
 """
@@ -61,16 +62,25 @@ def _gpt2():
     return net, HFLogits(net), x, labels, loss, {"loss_fn": loss_fn, "chunk_size": 10}
 
 
-def main(out: Path, kind: str, per_example: str) -> None:
+CASES = {"mlp": "all", "gpt2": 20}  # model -> per_example
+
+
+def main(out_dir: Path) -> None:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1:
         dist.init_process_group("gloo")
+    for kind, per_example in CASES.items():
+        run(out_dir / f"{kind}.h5", kind, per_example, world)
+    if world > 1:
+        dist.destroy_process_group()
+
+
+def run(out: Path, kind: str, k, world: int) -> None:
     rank = dist.get_rank() if world > 1 else 0
     net, tracked, x, y, loss_of, options = {"mlp": _mlp, "gpt2": _gpt2}[kind]()
     model = nn.parallel.DistributedDataParallel(net) if world > 1 else net
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     wrapped = tracked if tracked is not net else model  # the tracker unwraps DDP itself
-    k = per_example if per_example == "all" else int(per_example)
     with LCATracker(wrapped, x, y, out=out, optimizer=opt, per_example=k, lca_rows="1",
                     **options) as lca:
         for t in range(ITERS):
@@ -81,9 +91,7 @@ def main(out: Path, kind: str, per_example: str) -> None:
             loss.backward()  # DDP: the gradient averaged over the ranks
             opt.step()
             lca.step(float("nan"))
-    if world > 1:
-        dist.destroy_process_group()
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), sys.argv[2], sys.argv[3])
+    main(Path(sys.argv[1]))

@@ -31,7 +31,7 @@ def _read(path: Path) -> dict:
     return out
 
 
-def _run(out: Path, *args, ranks: int) -> None:
+def _run(out_dir: Path, ranks: int) -> None:
     if ranks == 1:
         cmd = [sys.executable, str(LOOP)]
     else:
@@ -40,23 +40,28 @@ def _run(out: Path, *args, ranks: int) -> None:
             pytest.fail("torchrun (installed with torch) is not on PATH")
         cmd = [torchrun, f"--nproc-per-node={ranks}", "--master-addr=127.0.0.1",
                f"--master-port={_free_port()}", str(LOOP)]
-    res = subprocess.run([*cmd, str(out), *args], env=ENV, capture_output=True, text=True,
+    out_dir.mkdir()
+    res = subprocess.run([*cmd, str(out_dir)], env=ENV, capture_output=True, text=True,
                          timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
 
 
-@pytest.mark.parametrize("model, per_example", [("mlp", "all"), ("gpt2", "20")])
-def test_two_ranks_write_the_per_example_values_of_one_process(tmp_path, model, per_example):
-    for d in ("one", "two"):
-        (tmp_path / d).mkdir()
-    _run(tmp_path / "one/run.h5", model, per_example, ranks=1)
-    _run(tmp_path / "two/run.h5", model, per_example, ranks=2)
-    assert sorted(os.listdir(tmp_path / "two")) == ["run.h5"]  # rank 1 wrote nothing
-    one, two = _read(tmp_path / "one/run.h5"), _read(tmp_path / "two/run.h5")
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> Path:
+    """One process, then 2 ranks, each writing both bundles (mlp.h5, gpt2.h5)."""
+    d = tmp_path_factory.mktemp("per_example_ddp")
+    _run(d / "one", ranks=1)
+    _run(d / "two", ranks=2)
+    return d
+
+
+@pytest.mark.parametrize("model, n", [("mlp", 200), ("gpt2", 20)])
+def test_two_ranks_write_the_per_example_values_of_one_process(runs, model, n):
+    assert sorted(os.listdir(runs / "two")) == ["gpt2.h5", "mlp.h5"]  # rank 1 wrote nothing
+    one, two = _read(runs / "one" / f"{model}.h5"), _read(runs / "two" / f"{model}.h5")
     assert one["status"] == two["status"] == "complete"
     assert '"world_size": 2' in two["world"] and '"world_size": 1' in one["world"]
     np.testing.assert_array_equal(two["examples/index"], one["examples/index"])
-    n = 200 if model == "mlp" else 20
     assert one["lca_example"].shape[1] == n and np.abs(one["lca_example"]).max() > 0
     # float64: the shards' sum and DDP's mean of half-batch gradients only reorder additions
     for k in FLOAT64:
