@@ -294,7 +294,8 @@ class PerExampleDirectional:
         rtol = CHECK_RTOL.get(self.params[0].dtype, 1e-2)
         bad = ((acc.sum(0) - total).abs() > rtol * scale + 1e-300).nonzero().flatten().tolist()
         if bad:
-            zeroed = {**vs, **padding_rows_zeroed(self.objective.model, vs)}
+            moved = {p: v for p, v in vs.items() if self.layer_of[p] in bad}  # their rows only
+            zeroed = {**vs, **padding_rows_zeroed(self.objective.model, moved)}
             _, forward = self._forward_chunk(x, y, zeroed, layers=bad)
             acc[:, bad] = forward[:, bad]
             self.repaired.extend(self.layer_names[b] for b in bad

@@ -282,6 +282,15 @@ def test_a_forward_mode_repair_next_to_a_tied_padded_embedding():
     tap.close()
     engine = PerExampleDirectional(obj, "hooks", check=True)
     _, D = engine.evaluate(theta, v)
+    tol = dict(rtol=1e-9, atol=1e-12 * float(D[:, layers].abs().max()))
+    np.testing.assert_allclose(repaired.numpy() * N, D[:, layers].numpy(), **tol)
+    # the standalone engine's repair (its sum check on a chunk whose shares went missing)
+    x0, y0 = obj.x[:CHUNK], obj.y[:CHUNK]
+    acc = D[:CHUNK].clone()
+    acc[:, layers] = 0.0
+    grads = dict(zip(obj.params, torch.autograd.grad(
+        loss_fn(obj.model(x0), y0).sum(), obj.params), strict=True))
+    engine._check(acc, grads, x0, y0, engine._directions(v))
     engine.close()
-    np.testing.assert_allclose(repaired.numpy() * N, D[:, layers].numpy(), rtol=1e-9,
-                               atol=1e-12 * float(D[:, layers].abs().max()))
+    assert sorted(engine.repaired) == sorted(names[k] for k in layers)
+    np.testing.assert_allclose(acc[:, layers].numpy(), D[:CHUNK, layers].numpy(), **tol)
