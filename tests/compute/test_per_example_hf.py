@@ -159,22 +159,27 @@ def _train(model, batch, steps: int = 3, lr: float = 1e-3) -> list[torch.Tensor]
     return path
 
 
-@pytest.mark.parametrize("name", list(CASES))
-def test_integrator_splits_each_step_among_sequences_to_1e9(name):
+@pytest.mark.parametrize("name, method", [*((n, "rk4") for n in CASES),
+                                          *(("gpt2_lm", m) for m in
+                                            ("first_order", "trapezoid", "adaptive"))])
+def test_integrator_splits_each_step_among_sequences_to_1e9(name, method):
     model, batch, wrapped, x, y, loss_fn = _case(name)
     path = _train(model, batch)
     obj = FullDatasetObjective(wrapped, x, y, n_classes=1, chunk_size=CHUNK, chunking="mixed",
                                loss_fn=loss_fn)
-    integ = LCAIntegrator(obj, "rk4", per_example=torch.arange(N))
+    integ = LCAIntegrator(obj, method, per_example=torch.arange(N), tol=1e-7)
     table = param_table(wrapped)
     index = torch.as_tensor(table.param_layer_index())
     integ.start(path[0])
+    splits = []
     for theta in path[1:]:
         st = integ.step(theta)
         layer = layer_sums(st.lca, index, table.n_layers)
         # Σ_n E[t, n, l] = lca_layer[t, l]: two float64 routes (hooks vs gradient · Δθ)
         np.testing.assert_allclose(st.example.sum(0).numpy(), layer.numpy(), rtol=1e-9,
                                    atol=1e-12 * float(layer.abs().max()))
+        splits.append(st.splits)
+    assert method != "adaptive" or max(splits) > 1  # refined: the per-example split follows
     assert integ.examples.repaired == [] and integ.examples.extra_passes == 0
 
 
