@@ -141,7 +141,9 @@ def build_lca(model: nn.Module, x: torch.Tensor, y: torch.Tensor, opts: LCAOptio
         pos = tracked.numpy() if idx is None else np.asarray(idx, np.int64)[tracked.numpy()]
         parts["examples"] = TrackedExamples(
             index=pos.astype(np.int64),
-            label=None if y.is_floating_point() else labels[pos].astype(np.int64),
+            # token labels (N, T) of a language model are no class: no label per example
+            label=None if y.is_floating_point() or y.dim() != 1
+            else labels[pos].astype(np.int64),
             thumbnail=example_thumbnails(x, torch.as_tensor(pos)), n_allocated=len(alloc_y))
     return parts
 

@@ -17,6 +17,13 @@ predicts token t + 1; detected from the model's class, or ``shift_labels=``). Th
 model's own ``loss`` on the fixed set as one batch, to float rounding. Any other loss: pass
 ``loss_fn=`` (per example, ``(logits, labels) -> (n,)``).
 
+Per-example LCA (``per_example=True`` or K, passed to the tracker): an example is a sequence,
+and its ℓ_n is :class:`HFLoss`'s term for it (token labels: the sum of its labelled tokens'
+losses over the fixed set's mean labelled tokens per sequence), so the mean of ℓ_n over the
+fixed set is the model's own loss and Σ_{t,l} E[t, n, l] = (ℓ_n(θ_T) − ℓ_n(θ_0)) / N up to the
+quadrature residual (tests/compute/test_per_example_hf.py). Token labels give the bundle no
+per-example class label.
+
 One LCA step per optimizer step. ``loss/minibatch`` holds the trainer's logged training loss
 at the steps it logs (its mean since the previous log; ``logging_steps=1`` logs every step) and
 NaN between. It need not equal the allocated loss even at θ_t: dropout is on in training, and

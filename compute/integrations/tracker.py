@@ -134,7 +134,8 @@ class LCATracker:
               examples: the bundle's ``lca_example``; default off).
 
     Under ``torchrun``: the ``DistributedDataParallel`` model and the same fixed set on every
-    rank; the ranks share the fixed set's chunks and rank 0 alone writes ``out``.
+    rank; the ranks share the fixed set's chunks and rank 0 alone writes ``out`` (per-example
+    values and losses too: each rank's chunks' rows are summed over the ranks).
     """
 
     def __init__(self, model: nn.Module, inputs, targets=None, *, out: str | Path,

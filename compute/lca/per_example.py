@@ -24,7 +24,8 @@ share is ⟨δ_n, ṫ_n⟩ with ṫ_n the output's tangent along V (rules in
 :mod:`compute.lca.per_example_rules` and :mod:`compute.lca.per_example_transformer`: Linear δ_nᵀ V
 a_n, conv, Embedding, norm affines, the transformer's head projections and embeddings; a
 ``torch.func.jvp`` of the module's forward for every other module). Tied weights get every
-use's share. The example axis is the first of every output (but MultiheadAttention's (L, N, E)).
+use's share. The example axis is the first of every output (but MultiheadAttention's (L, N, E));
+an output shared by the chunk (size 1 there) is expanded to it (``expand_shared``).
 
 With ``check=True`` (default) the same backward also forms the plain gradient, and every chunk
 is checked: Σ_n D[n, l] must equal ∇_l (Σ_n ℓ_n) · v_l (to 1e-9 relative in float64; a use no
@@ -61,12 +62,14 @@ from compute.lca.params import param_table
 from compute.lca.per_example_rules import (
     SUBTREE_OWNERS,
     batch_axis,
+    expand_shared,
     first_input,
     flat_outputs,
     forward_mode_dot,
     jvp_tangents,
     padding_rows_zeroed,
     per_example_dot,
+    registered_below,
     rule_for,
 )
 
@@ -144,7 +147,9 @@ class PerExampleDirectional:
             subtree = isinstance(module, SUBTREE_OWNERS)
             if subtree:
                 claimed.append(name)
-            own = [p for p in module.parameters(recurse=subtree) if p in selected]
+            below = set() if subtree else registered_below(module)  # the children's
+            own = [p for p in module.parameters(recurse=subtree) if p in selected
+                   and id(p) not in below]
             if not own:
                 continue
             rule = None if subtree else rule_for(module)
@@ -183,8 +188,9 @@ class PerExampleDirectional:
             args = tuple(a.detach() if isinstance(a, torch.Tensor) else a for a in args)
             kwargs = {k: (v.detach() if isinstance(v, torch.Tensor) else v)
                       for k, v in kwargs.items()}
-            outputs = flat_outputs(output)
             axis = batch_axis(mod, args, kwargs)
+            shared = expand_shared(output, axis, self._rows.stop - self._rows.start)
+            outputs = flat_outputs(output if shared is None else shared)  # see expand_shared
             watched = [i for i, out in enumerate(outputs)
                        if isinstance(out, torch.Tensor) and out.requires_grad]
             cache: dict = {"vs": None}
@@ -218,6 +224,7 @@ class PerExampleDirectional:
 
             for i in watched:
                 self._watch(outputs[i], lambda vs, g, i=i: share(vs, g, i))
+            return shared
         return hook
 
     def _cache_const(self, key, vs, tangents) -> None:
@@ -287,7 +294,8 @@ class PerExampleDirectional:
         rtol = CHECK_RTOL.get(self.params[0].dtype, 1e-2)
         bad = ((acc.sum(0) - total).abs() > rtol * scale + 1e-300).nonzero().flatten().tolist()
         if bad:
-            zeroed = {**vs, **padding_rows_zeroed(self.objective.model, vs)}
+            moved = {p: v for p, v in vs.items() if self.layer_of[p] in bad}  # their rows only
+            zeroed = {**vs, **padding_rows_zeroed(self.objective.model, moved)}
             _, forward = self._forward_chunk(x, y, zeroed, layers=bad)
             acc[:, bad] = forward[:, bad]
             self.repaired.extend(self.layer_names[b] for b in bad

@@ -7,6 +7,8 @@ derivative is ⟨δ_n, ṫ_n⟩ (summed over every axis but the example axis). A
 closed form from what the forward pass saw:
 
 * Linear: ṫ = a V_wᵀ (+ V_b), any number of token axes between the example and feature axes;
+* Hugging Face's ``Conv1D`` (GPT-2's attention and MLP projections: a Linear whose weight is
+  stored (in, out)): ṫ = a V_w + V_b;
 * Conv1d/Conv2d/Conv3d: ṫ = conv(a, V_w) with the module's stride, padding (and padding mode),
   dilation and groups (+ V_b per channel);
 * Embedding: ṫ = V_w[ids], with the rows of ``padding_idx`` (which never get a gradient) zero;
@@ -65,6 +67,18 @@ def _conv(m: _ConvNd, a: torch.Tensor, vs: dict) -> Tangent:
     return out
 
 
+def _hf_conv1d(m: nn.Module, a: torch.Tensor, vs: dict) -> Tangent:
+    out = [(m.weight, a @ vs[m.weight])] if m.weight in vs else []
+    if m.bias is not None and m.bias in vs:
+        out.append((m.bias, vs[m.bias]))
+    return out
+
+
+def _is_hf_conv1d(kind: type) -> bool:
+    """transformers' ``Conv1D`` itself (by name: transformers need not be installed)."""
+    return kind.__name__ == "Conv1D" and kind.__module__ == "transformers.pytorch_utils"
+
+
 def _embedding(m: nn.Embedding, ids: torch.Tensor, vs: dict) -> Tangent:
     if m.weight not in vs:
         return []
@@ -114,6 +128,8 @@ def rule_for(module: nn.Module):
         return _linear
     if kind in (nn.Conv1d, nn.Conv2d, nn.Conv3d):
         return _conv
+    if _is_hf_conv1d(kind):
+        return _hf_conv1d
     if kind is nn.Embedding:
         plain = module.max_norm is None and not module.scale_grad_by_freq
         return _embedding if plain and not module.sparse else None
@@ -129,6 +145,25 @@ def rule_for(module: nn.Module):
 # modules whose forward reads their children's parameters directly (nn.MultiheadAttention
 # passes out_proj.weight to F.multi_head_attention_forward): the whole subtree is theirs
 SUBTREE_OWNERS = (nn.MultiheadAttention,)
+
+
+def registered_below(module: nn.Module) -> set[int]:
+    """ids of the parameters registered on ``module``'s children. A parameter registered on a
+    module and on its child (HF BERT MLM's tied ``self.decoder.bias = self.bias``) is used by
+    the child's forward, so it is the child's: the parent's jvp would count that use again."""
+    return {id(q) for c in module.children() for q in c.parameters()}
+
+
+def expand_shared(output, axis: int, n: int) -> torch.Tensor | None:
+    """``output`` expanded to the chunk's ``n`` examples when it is one tensor for all of them
+    (example axis of size 1: the position embeddings of HF's (1, T) position ids, broadcast
+    onto every sequence later), else None. The shared tensor's gradient would be the sum over
+    the examples; expanded (same values, no copy), each example's slice receives its own δ_n,
+    and the rule's (1, ...) tangent broadcasts against it."""
+    if not (isinstance(output, torch.Tensor) and output.requires_grad and n > 1
+            and output.dim() > axis and output.shape[axis] == 1):
+        return None
+    return output.expand(*output.shape[:axis], n, *output.shape[axis + 1:])
 
 
 def first_input(args: Sequence, kwargs: dict):

@@ -193,8 +193,10 @@ class ExampleTap:
         obj.set_theta(theta)
         D = torch.zeros((obj.n, self.n_layers), dtype=torch.float64, device=obj.y.device)
         forward = not self.hooks or layers is not None
-        if forward:
-            vs = {**self.vs, **padding_rows_zeroed(obj.model, self.vs)}
+        if forward:  # (a repair: only its layers' padding rows, a tied one elsewhere is fine)
+            moved = self.vs if layers is None else {
+                p: v for p, v in self.vs.items() if eng.layer_of[p] in layers}
+            vs = {**self.vs, **padding_rows_zeroed(obj.model, moved)}
         wanted = torch.zeros(obj.n, dtype=torch.bool, device=obj.y.device)
         wanted[self.rows().to(wanted.device)] = True
         if layers is not None:  # a repair: every example, so that Σ_n D stays the gradient's
