@@ -85,7 +85,9 @@ URL_VIEW = "run-url-view"  # dcc.Store: layer / iteration asked for by the URL (
 PAGE_TOKEN = "run-page-token"  # dcc.Store: this page visit's id, owner of its background jobs
 SYNC_INTERVAL = "run-sync-interval"
 # the Examples section (runs with per-example LCA)
-EX_SCOPE = "run-ex-scope"  # "all" | "layer:I": whose per-example LCA is ranked
+EX_SCOPE = "run-ex-scope"  # "all" | "layer:I" | "group:NAME" | "head:PREFIX.headH"
+EX_SPLIT = "run-ex-split"  # "train" | "val": which examples (runs with validation examples)
+EX_SPLIT_WRAP = "run-ex-split-wrap"  # its label, hidden for runs without validation examples
 EX_K = "run-ex-k"  # examples per list
 EX_GRID = "run-ex-grid"  # host of the thumbnails (lca_4_examples.js draws them)
 EX_TITLE = "run-ex-title"  # the frame the thumbnails show (written by the page)

@@ -51,6 +51,12 @@ class _BundleExamples:
         and ``examples/groups``)."""
         return self._in_file(ExampleSet("train", "group").rows) and self._in_file(GROUPS)
 
+    def has_example_set(self, split: str = "train", by: str = "layer") -> bool:
+        """Whether the bundle stores the per-example values of ``split`` ``by`` layer or
+        group (ValueError for another split / by)."""
+        es = example_set(split, by)
+        return self._in_file(es.rows) and (by == "layer" or self._in_file(GROUPS))
+
     def _set(self, split: str = "train", by: str = "layer") -> ExampleSet:
         """The set asked for; ValueError for a split / by the bundle lacks (a bundle without
         any examples: MissingExamplesError)."""
