@@ -182,3 +182,21 @@ def test_a_hostile_validation_set_is_refused_and_the_app_keeps_serving(app):
     assert client.get(f"{exdata.ROUTE}?run=hostile.h5&scope=all&k=4").status_code == 404
     ok = client.get(f"{exdata.ROUTE}?run=vg.h5&scope=all&k=4&split=val")
     assert ok.status_code == 200
+
+
+def test_compare_follows_a_validation_example_across_runs(app):
+    from lcaviz.app.pages import compare_examples
+
+    state = get_state(app)
+    assert compare_examples.split_style(state, ["train.h5", "vg.h5"]) == {}
+    assert compare_examples.split_style(state, ["train.h5"]) == {"display": "none"}
+    fig = compare_examples.example_across_runs(state, ["vg.h5", "train.h5"], 7, "iteration",
+                                               "val")
+    cum = [t for t in fig.data if t.name == "vg.h5"]
+    b, _ = state.open("vg.h5")
+    want = b.example_lca_rows(None, sel=[7], split="val")[:, 0, :].sum()
+    assert len(cum) == 1 and cum[0].y[-1] == pytest.approx(want, rel=1e-12)
+    assert "validation #7" in fig.layout.title.text
+    assert "not tracked by train.h5" in fig.layout.title.text
+    train = compare_examples.example_across_runs(state, ["vg.h5"], 7, "iteration")
+    assert train.layout.title.text != fig.layout.title.text
