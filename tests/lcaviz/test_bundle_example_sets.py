@@ -361,3 +361,21 @@ def test_layouts_and_records_that_do_not_fit_are_refused_before_anything_is_kept
     with pytest.raises(ValueError, match="without examples for IterationRecord.val_example"):
         w.append(_rec(example_group=None))
     w.close()
+
+
+def test_the_notebook_api_gives_validation_and_group_tables(tmp_path):
+    import lcaviz
+
+    path, _ = _write(tmp_path / "api.h5", _run())
+    with lcaviz.open(path) as run, RunBundle.open(path) as b:
+        total = run.examples(split="val", by="group")
+        assert list(total.columns) == b.example_group_names and total.columns.name == "group"
+        assert list(total.index) == b.example_index(split="val").tolist()
+        np.testing.assert_array_equal(total.to_numpy(), b.example_cumsum(split="val", by="group"))
+        rows = run.examples(cumulative=False, split="val")
+        assert rows.shape == (11 * NV, 4) and list(rows.columns[1:]) == ["fc1", "fc2", "fc3"]
+        np.testing.assert_array_equal(rows[["fc1", "fc2", "fc3"]].to_numpy(),
+                                      b.example_lca_rows(split="val").reshape(-1, 3))
+    only = write_synthetic_bundle(tmp_path / "t.h5", n_iters=4, layers=LAYERS, examples=5)
+    with lcaviz.open(only) as run, pytest.raises(ValueError, match="validation loss"):
+        run.examples(split="val")
