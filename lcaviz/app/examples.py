@@ -135,7 +135,8 @@ def renderings(b, positions, split: str = "train") -> dict[int, dict]:
     labels = b.example_labels(split=split)
     thumbs = b.example_thumbnails(pos, split=split)
     texts = b.example_texts(pos, split=split)
-    run = {"dataset": str(b.config.get("dataset", "")), "net": str(b.config.get("net", ""))}
+    run = {"dataset": str(b.config.get("dataset", "")), "net": str(b.config.get("net", "")),
+           "split": split}  # a user's renderer: index is into this split
     flipped = flipped_labels(b) if split == "train" else {}  # label noise: training only
     out = {}
     for i, p in enumerate(pos.tolist()):

@@ -200,3 +200,24 @@ def test_compare_follows_a_validation_example_across_runs(app):
     assert "not tracked by train.h5" in fig.layout.title.text
     train = compare_examples.example_across_runs(state, ["vg.h5"], 7, "iteration")
     assert train.layout.title.text != fig.layout.title.text
+
+
+def test_a_users_renderer_is_told_the_split(app):
+    import lcaviz
+    from lcaviz.figures import example_render
+
+    seen = []
+
+    def mine(example):
+        seen.append((example.run["split"], example.index))
+        return None
+
+    lcaviz.register_example_renderer(mine)
+    try:
+        b, _ = get_state(app).open("vg.h5")
+        exdata.renderings(b, [3], "val")
+        exdata.renderings(b, [3], "train")
+    finally:
+        example_render.unregister_example_renderer(mine)
+    assert seen == [("val", int(b.example_index(split="val")[3])),
+                    ("train", int(b.example_index()[3]))]
