@@ -34,7 +34,7 @@
     this.stream = stream;
     this.histMode = histMode || 'row'; this.histLog = !!histLog;
     if (fresh) {
-      this.blocks = new Map(); this.pending = new Set(); this.row = -1;
+      this.blocks = new Map(); this.pending = new Set(); this.row = -1; this.shownRow = -1;
       this.error = stream && stream.error ? stream.error : '';
       this.build();
     }

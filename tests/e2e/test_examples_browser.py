@@ -194,8 +194,8 @@ def test_validation_examples_heads_and_the_window_mode(driver, examples_server):
     row_lists = [c["pos"] for c in shown(driver)["strips"][0]]
     assert row_lists == _top(head[20])
     scroll_click(driver, driver.find_element(By.CSS_SELECTOR, '#run-mode input[value="window"]'))
-    s = wait_for(lambda: (lambda s: s if s["window"] == 10 and s["row"] == 20 else None)(
-        shown(driver)))
+    s = wait_for(lambda: (lambda s: s if s["window"] == 10 and s["row"] == 20 and
+                          "window sum" in s["title"] else None)(shown(driver)))
     want = _top(head[11:21].sum(0))
     assert [c["pos"] for c in s["strips"][0]] == want and want != row_lists
     assert [c["pos"] for c in s["strips"][2]] == _top(head[:21].sum(0))  # cumulative stays
