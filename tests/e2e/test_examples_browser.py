@@ -36,8 +36,8 @@ performance.getEntriesByType('resource').forEach(function (r) {
   if (r.name.indexOf('/lcaviz/examples') >= 0) n++; });
 return {row: e.shownRow, paints: e.paints, strips: strips, requests: n, blocks: e.blocks.size,
         title: document.getElementById('run-ex-title').textContent,
-        hist: e.histPaints || 0, pending: e.pending.size, split: e.stream.split, scope: e.stream.scope,
-        window: e.stream.window};
+        hist: e.histPaints || 0, pending: e.pending.size, split: e.stream.split,
+        scope: e.stream.scope, window: e.stream.window};
 """
 
 
