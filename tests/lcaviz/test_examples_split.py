@@ -73,6 +73,7 @@ def test_menus_offer_the_split_groups_and_heads_and_say_why_not_the_rest(app):
     assert split_options(one) == []
     style, options = run_examples.section_state(state, "vg.h5", {"R": R}, "val")
     assert style == {} and any(o["value"] == "group:fc1.q.head0" for o in options)
+    assert run_examples.section_state(state, "train.h5", {"R": R}, "val")[0] == {}
     assert run_examples.split_state(state, "vg.h5", {"R": R}) == ({}, "train")
     assert run_examples.split_state(state, "train.h5", {"R": R})[0] == {"display": "none"}
     assert run_examples._scope_kept(fopts, "group:fc1.q.head0") == "all"

@@ -85,7 +85,9 @@ def section_state(state: AppState, run_id, meta, split: str = "train"):
         b, _ = state.open(run_id)
         if not exdata.has_examples(b):
             return {"display": "none"}, []
-        return {}, exdata.scope_options(b, checked_split(b, split))
+        # a split this run lacks (the choice left at "val" from another run): its training
+        split = "val" if split == "val" and b.has_val_examples else "train"
+        return {}, exdata.scope_options(b, split)
     except (*_OPEN_ERRORS, ValueError):
         return {"display": "none"}, []
 
