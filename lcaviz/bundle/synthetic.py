@@ -128,6 +128,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="track only this many of them (a seeded subset)")
     ap.add_argument("--thumbnail", type=int, default=8, help="side of the example images")
     ap.add_argument("--label-noise", type=float, default=0.0)
+    ap.add_argument("--val-examples", type=int, default=0,
+                    help="per-example LCA of this many validation examples (with --val)")
+    ap.add_argument("--heads", type=int, default=0,
+                    help="groups {layer}.q.head{h} / {layer}.k.head{h} (and their per-example "
+                         "values with --examples)")
     args = ap.parse_args(argv)
     layers = DEFAULT_LAYERS if args.params is None else layers_for_params(args.params,
                                                                           args.layers)
@@ -139,7 +144,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                            help_fraction=args.help_fraction, status=args.status,
                            sync_peaks=args.sync_peaks, progress=True, examples=args.examples,
                            tracked_examples=args.tracked_examples, thumbnail=args.thumbnail,
-                           label_noise=args.label_noise)
+                           label_noise=args.label_noise, val_examples=args.val_examples,
+                           heads=args.heads)
     size = args.out.stat().st_size / 2**20
     print(f"wrote {args.out} ({size:.1f} MiB) in {time.monotonic() - start:.1f} s")
     return 0
