@@ -193,33 +193,38 @@ class Run:
         out = {k: _padded(v, T + 1) for k, v in cols.items()}
         return pd.DataFrame(out, index=self._iteration_index(T + 1))
 
-    def examples(self, *, cumulative: bool = True) -> pd.DataFrame:
+    def examples(self, *, cumulative: bool = True, split: str = "train",
+                 by: str = "layer") -> pd.DataFrame:
         """Per-example LCA, where the bundle has it (``lca_example`` and ``examples/index``).
 
         Args:
             cumulative: totals over training per example (``lca_example_cumsum`` or the sum
                 of the rows) instead of one value per stored row.
+            split: ``"train"`` or ``"val"`` (the validation examples, ``lca_val_example``).
+            by: ``"layer"`` or ``"group"`` (columns: the split groups, e.g. heads).
 
         Returns:
-            cumulative: index ``example`` (the training-set index), columns ``layer``;
-            otherwise index (``row``, ``example``) with the row's first iteration in column
-            ``iteration``.
+            cumulative: index ``example`` (the index in its split), columns ``layer`` (or
+            ``group``); otherwise index (``row``, ``example``) with the row's first iteration
+            in column ``iteration``.
 
         Raises:
             NotInBundleError: the bundle has no per-example values.
+            ValueError: it has none of that split / by.
         """
         b = self.bundle
         if not b.has_examples:
             raise NotInBundleError(f"{self.name}: {NO_EXAMPLES}")
-        index = b.example_index()
-        layers = pd.Index(self.layer_names, name="layer")
+        kw = {"split": split, "by": by}
+        index = b.example_index(split=split) if b.has_example_set(split, by) else None
+        x = b.example_cumsum(**kw) if cumulative else b.example_lca_rows(**kw)
+        names = self.layer_names if by == "layer" else b.example_group_names
+        cols = pd.Index(names, name="layer" if by == "layer" else "group")
         if cumulative:
-            return pd.DataFrame(b.example_cumsum(), columns=layers,
-                                index=pd.Index(index, name="example"))
-        x = b.example_lca_rows()  # (R, N_e, L) float64, bfloat16 rows decoded
-        R, N = x.shape[:2]
+            return pd.DataFrame(x, columns=cols, index=pd.Index(index, name="example"))
+        R, N = x.shape[:2]  # (R, N_e, L) float64, bfloat16 rows decoded
         mi = pd.MultiIndex.from_product([range(R), index], names=["row", "example"])
-        df = pd.DataFrame(x.reshape(R * N, -1), index=mi, columns=layers)
+        df = pd.DataFrame(x.reshape(R * N, -1), index=mi, columns=cols)
         df.insert(0, "iteration", np.repeat(self.bundle.row_windows[:R, 0], N))
         return df
 

@@ -150,6 +150,25 @@ def top_examples(rows: np.ndarray, cols: Sequence[int], k: int,
             for i in range(vals.shape[0])]
 
 
+def top_k_rows(values: np.ndarray, k: int) -> list[TopK]:
+    """:func:`top_k` of every row of ``values`` (R', N_e) (e.g. window sums of a scope)."""
+    k = max(1, min(int(k), MAX_K))
+    return [_fast_top_k(v, k) for v in np.asarray(values, np.float64)]
+
+
+def window_values(rows: np.ndarray, before: np.ndarray, earlier: np.ndarray) -> np.ndarray:
+    """Sums over the last W rows of consecutive rows r0..r0+R'−1, (R', N_e) float64.
+
+    Args:
+        rows: (R', N_e) scope values of rows r0..r0+R'−1.
+        before: (N_e,) Σ of every row before r0.
+        earlier: (R', N_e) Σ of rows 0..r−W for each row r of the block (zeros where
+            r − W < 0: the window starts at row 0).
+    """
+    cum = np.cumsum(np.asarray(rows, np.float64), axis=0) + np.asarray(before, np.float64)
+    return cum - np.asarray(earlier, np.float64)
+
+
 def histogram_edges(values: np.ndarray, bins: int = 40) -> np.ndarray:
     """``bins + 1`` edges over the finite range of ``values``, symmetric about 0 so that the
     bin boundary at 0 separates helped from hurt examples."""

@@ -9,6 +9,11 @@ the renderings (thumbnail PNG, text or caption) of every example the block names
 (``assets/lca_4_examples.js``) caches blocks and pages through them as the player moves, so a
 frame costs at most one bounded request per block of :data:`BLOCK_ROWS` rows and none once
 its block is cached.
+
+A stream is of one ``split`` (training or validation examples,
+:mod:`lcaviz.app.examples_scope`), one scope (a layer, all layers, a split group or a head)
+and one window W: with the player's "sum over last W rows" the frames also hold the top-k and
+histogram of the window sums (``window``), from two reads of at most a block each.
 """
 
 from __future__ import annotations
@@ -22,9 +27,13 @@ from lcaviz.analysis.examples import (
     MAX_K,
     class_histogram,
     histogram_edges,
-    scope_columns,
+    scope_values,
     top_examples,
+    top_k_rows,
+    window_values,
 )
+from lcaviz.app.examples_scope import checked_split, scope_source
+from lcaviz.app.examples_scope import scope_options as scope_options  # noqa: PLC0414
 from lcaviz.app.security import RunPathError
 from lcaviz.app.state import AppState
 from lcaviz.bundle import BundleError
@@ -38,6 +47,7 @@ HIST_BINS = 40
 DEFAULT_K = 8
 MAX_CLASSES = 256  # histogram stacks named at most (more: "other labels")
 MAX_THUMB = 112  # pixels a side of a thumbnail sent to the page
+MAX_WINDOW = 10**6  # rows of a window (the player's W); beyond: the whole run
 
 
 def has_examples(b) -> bool:
@@ -45,27 +55,34 @@ def has_examples(b) -> bool:
     return bool(getattr(b, "has_examples", False))
 
 
-def scope_options(b) -> list[dict]:
-    """The "examples of" menu: all layers, each layer, and the run's heads (disabled: the
-    per-example values are stored per layer)."""
-    opts = [{"label": "all layers (their sum)", "value": "all"}]
-    opts += [{"label": str(n), "value": f"layer:{i}"} for i, n in enumerate(b.layer_names)]
-    if getattr(b, "has_groups", False):
-        opts += [{"label": f"{g} (per-example values are stored per layer)",
-                  "value": f"group:{g}", "disabled": True} for g in b.group_names]
-    return opts
+def _n_of(b, split: str) -> int:
+    return int(b.n_val_examples if split == "val" else b.n_examples)
 
 
-def rows_per_block(b) -> int:
-    """Rows of one block within :data:`READ_BUDGET_BYTES` (at least 1)."""
-    n_e, n_l = int(b.n_examples), max(int(b.n_layers), 1)
-    return max(1, min(BLOCK_ROWS, READ_BUDGET_BYTES // max(8 * n_e * n_l, 1)))
+def _columns_of(b, by: str) -> int:
+    return max(len(b.example_group_names) if by == "group" else int(b.n_layers), 1)
 
 
-def class_names(b, labels: np.ndarray | None = None) -> list[str] | None:
+def rows_per_block(b, split: str = "train", by: str = "layer", window: int = 1) -> int:
+    """Rows of one block within :data:`READ_BUDGET_BYTES` (at least 1); half as many with a
+    window (its earlier rows are a second read)."""
+    per_row = 8 * _n_of(b, split) * _columns_of(b, by) * (2 if window > 1 else 1)
+    return max(1, min(BLOCK_ROWS, READ_BUDGET_BYTES // max(per_row, 1)))
+
+
+def checked_window(window) -> int:
+    """The player's W as rows (1: no window)."""
+    try:
+        return max(1, min(int(window), MAX_WINDOW))
+    except (TypeError, ValueError):
+        return 1
+
+
+def class_names(b, labels: np.ndarray | None = None, split: str = "train"
+                ) -> list[str] | None:
     """Names of the histogram's classes (None when the targets are not class labels);
-    ``labels``: the run's :meth:`example_labels`, if already read."""
-    labels = b.example_labels() if labels is None else labels
+    ``labels``: the split's :meth:`example_labels`, if already read."""
+    labels = b.example_labels(split=split) if labels is None else labels
     if labels is None:
         return None
     names = [str(c) for c in b.class_names]
@@ -82,44 +99,45 @@ def small_thumbnail(img: np.ndarray) -> np.ndarray:
     return img[::step, ::step] if step > 1 else img
 
 
-def examples_stream(state: AppState, run_id: str, scope: str, k: int) -> dict:
-    """What the browser needs to fetch and draw the section (JSON-able)."""
+def examples_stream(state: AppState, run_id: str, scope: str, k: int, split: str = "train",
+                    window: int = 1) -> dict:
+    """What the browser needs to fetch and draw the section (JSON-able). ``window`` > 1: the
+    player sums the last W rows, and so does "this frame" here."""
     from urllib.parse import quote
 
     b, key = state.open(run_id)
     with b.held():
-        cols = scope_columns(scope, b.n_layers)
+        split = checked_split(b, split)
+        src = scope_source(b, scope, split)
         k = max(1, min(int(k or DEFAULT_K), MAX_K))
-        names = class_names(b)
+        W = checked_window(window)
+        names = class_names(b, split=split)
         return {
-            "key": f"{run_id}|{b.created}|{scope}|{k}|{b.n_rows}", "run": run_id,
-            "url": f"{ROUTE}?run={quote(run_id, safe='')}&scope={quote(scope, safe='')}&k={k}",
-            "scope": scope, "scope_name": scope_name(b, cols), "k": k,
-            "R": int(b.n_rows), "T": int(b.n_iters), "block": rows_per_block(b),
+            "key": f"{run_id}|{b.created}|{split}|{scope}|{k}|{W}|{b.n_rows}", "run": run_id,
+            "url": f"{ROUTE}?run={quote(run_id, safe='')}&scope={quote(scope, safe='')}&k={k}"
+                   f"&split={split}&window={W}",
+            "scope": scope, "scope_name": src.name, "k": k, "split": split, "window": W,
+            "R": int(b.n_rows), "T": int(b.n_iters),
+            "block": rows_per_block(b, split, src.by, W),
             "starts": b.row_windows[:, 0].tolist(), "ends": b.row_windows[:, 1].tolist(),
-            "n_examples": int(b.n_examples), "classes": names,
+            "n_examples": _n_of(b, split), "classes": names,
             "colors": [class_color(i) for i in range(len(names or [None]) + 1)],
             "status": b.status,
         }
 
 
-def scope_name(b, cols) -> str:
-    """``"all layers"`` or the layers' names, for titles."""
-    return "all layers" if len(cols) == b.n_layers and b.n_layers > 1 else \
-        ", ".join(str(b.layer_names[c]) for c in cols)
-
-
-def renderings(b, positions) -> dict[int, dict]:
-    """:func:`render_example` of the tracked examples at ``positions`` (into N_e)."""
+def renderings(b, positions, split: str = "train") -> dict[int, dict]:
+    """:func:`render_example` of the tracked examples of ``split`` at ``positions``."""
     pos = np.unique(np.asarray(list(positions), np.int64))
     if not len(pos):
         return {}
-    index = b.example_index()[pos]
-    labels = b.example_labels()
-    thumbs = b.example_thumbnails(pos)
-    texts = b.example_texts(pos)
-    run = {"dataset": str(b.config.get("dataset", "")), "net": str(b.config.get("net", ""))}
-    flipped = flipped_labels(b)
+    index = b.example_index(split=split)[pos]
+    labels = b.example_labels(split=split)
+    thumbs = b.example_thumbnails(pos, split=split)
+    texts = b.example_texts(pos, split=split)
+    run = {"dataset": str(b.config.get("dataset", "")), "net": str(b.config.get("net", "")),
+           "split": split}  # a user's renderer: index is into this split
+    flipped = flipped_labels(b) if split == "train" else {}  # label noise: training only
     out = {}
     for i, p in enumerate(pos.tolist()):
         r = render_example(Example(
@@ -141,20 +159,44 @@ def flipped_labels(b) -> dict[int, int]:
     return dict(zip(noise["flipped"].tolist(), noise["original"].tolist(), strict=True))
 
 
-def examples_block(b, scope: str, k: int, r0: int, r1: int) -> dict:
+def _earlier(b, src, split: str, r0: int, r1: int, W: int, n: int) -> np.ndarray:
+    """(r1 − r0, N) scope values of Σ rows 0..r−W for each r of the block (0 where r < W):
+    one cumulative read and at most one block of rows."""
+    out = np.zeros((r1 - r0, n))
+    a, e = max(r0 - W, 0), r1 - W  # rows r − W of the block that exist
+    if e <= 0:
+        return out
+    kw = {"split": split, "by": src.by}
+    base = scope_values(b.example_cumsum_upto(a - 1, **kw), src.cols) if a > 0 else 0.0
+    cum = np.cumsum(scope_values(b.example_lca_rows(list(range(a, e)), **kw), src.cols),
+                    axis=0) + base
+    out[r1 - r0 - (e - a):] = cum
+    return out
+
+
+def examples_block(b, scope: str, k: int, r0: int, r1: int, split: str = "train",
+                   window: int = 1) -> dict:
     """The section's frames of rows ``r0:r1`` (JSON-able; see the module docstring)."""
     if not 0 <= r0 < r1 <= b.n_rows:
         raise ValueError(f"rows {r0}:{r1} are not in this run ({b.n_rows} rows)")
-    cols = scope_columns(scope, b.n_layers)
+    split = checked_split(b, split)
+    src, W = scope_source(b, scope, split), checked_window(window)
+    kw = {"split": split, "by": src.by}
     k = max(1, min(int(k), MAX_K))
-    rows = np.asarray(b.example_lca_rows(list(range(r0, r1))), np.float64)
-    before = b.example_cumsum_upto(r0 - 1) if r0 > 0 else None
-    tops = top_examples(rows, cols, k, before)
-    labels = b.example_labels()
-    n_cls = len(class_names(b, labels) or [])
-    vals = rows[..., cols].sum(axis=-1)
-    cum = np.cumsum(vals, axis=0) + (0.0 if before is None else
-                                     np.asarray(before, np.float64)[:, cols].sum(axis=-1))
+    rows = np.asarray(b.example_lca_rows(list(range(r0, r1)), **kw), np.float64)
+    before = b.example_cumsum_upto(r0 - 1, **kw) if r0 > 0 else None
+    tops = top_examples(rows, src.cols, k, before)
+    labels = b.example_labels(split=split)
+    n_cls = len(class_names(b, labels, split) or [])
+    vals = scope_values(rows, src.cols)
+    base = np.zeros(vals.shape[1]) if before is None else scope_values(before, src.cols)
+    cum = np.cumsum(vals, axis=0) + base
+    series = {"row": vals, "cumulative": cum}
+    if W > 1:
+        series["window"] = window_values(vals, base, _earlier(b, src, split, r0, r1, W,
+                                                              vals.shape[1]))
+        for t, tk in zip(tops, top_k_rows(series["window"], k), strict=True):
+            t["window"] = tk
     frames, shown = [], set()
     for i, t in enumerate(tops):
         frame = {name: tk.as_dict() for name, tk in t.items()}
@@ -162,13 +204,13 @@ def examples_block(b, scope: str, k: int, r0: int, r1: int) -> dict:
             shown.update(tk.helped.tolist())
             shown.update(tk.hurt.tolist())
         frame["hist"] = {}
-        for name, v in (("row", vals[i]), ("cumulative", cum[i])):
-            edges = histogram_edges(v, HIST_BINS)
-            frame["hist"][name] = {"lim": float(edges[-1]),
-                                   "counts": class_histogram(v, labels, n_cls, edges).tolist()}
+        for name, v in series.items():
+            edges = histogram_edges(v[i], HIST_BINS)
+            frame["hist"][name] = {"lim": float(edges[-1]), "counts": class_histogram(
+                v[i], labels, n_cls, edges).tolist()}
         frames.append(frame)
-    return {"r0": r0, "r1": r1, "frames": frames,
-            "examples": {str(p): r for p, r in renderings(b, shown).items()}}
+    return {"r0": r0, "r1": r1, "split": split, "window": W, "frames": frames,
+            "examples": {str(p): r for p, r in renderings(b, shown, split).items()}}
 
 
 def _answer(state: AppState, q) -> tuple[dict, int]:
@@ -177,14 +219,18 @@ def _answer(state: AppState, q) -> tuple[dict, int]:
     with b.held():
         if not has_examples(b):
             raise ValueError("this run stores no per-example LCA")
+        split = checked_split(b, q.get("split", "train"))
+        scope, W = q.get("scope", "all"), checked_window(q.get("window", 1))
+        by = scope_source(b, scope, split).by
         r0 = max(0, int(q.get("r0", 0)))
-        r1 = min(int(q.get("r1", r0 + 1)), b.n_rows, r0 + rows_per_block(b))
-        block = examples_block(b, q.get("scope", "all"), int(q.get("k", DEFAULT_K)), r0, r1)
-        return block, (block["r1"] - r0) * int(b.n_examples) * int(b.n_layers) * 8
+        r1 = min(int(q.get("r1", r0 + 1)), b.n_rows, r0 + rows_per_block(b, split, by, W))
+        block = examples_block(b, scope, int(q.get("k", DEFAULT_K)), r0, r1, split, W)
+        per_row = _n_of(b, split) * _columns_of(b, by) * 8 * (2 if W > 1 else 1)
+        return block, (block["r1"] - r0) * per_row
 
 
 def register_route(server, state: AppState) -> None:
-    """``GET /lcaviz/examples?run=&scope=&k=&r0=&r1=`` (JSON)."""
+    """``GET /lcaviz/examples?run=&scope=&k=&r0=&r1=&split=&window=`` (JSON)."""
     from lcaviz.app.frames import FRAME_WORKERS
     from lcaviz.app.jobs import trim_heap
 

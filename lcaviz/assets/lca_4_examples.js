@@ -6,7 +6,9 @@
  * histograms by class, and the renderings of the examples named. Blocks are cached here, the
  * next one is fetched before the player reaches it, so a frame costs no request once its block
  * is cached and at most one bounded request per block otherwise. Every string from the
- * bundle is set as text (textContent), never as HTML.
+ * bundle is set as text (textContent), never as HTML. A stream is of one split (training or
+ * validation examples) and, when the player sums the last W rows, of that window: the "this
+ * frame" lists and histogram then show the frame's window sums, as the player does.
  */
 (function () {
   'use strict';
@@ -32,7 +34,7 @@
     this.stream = stream;
     this.histMode = histMode || 'row'; this.histLog = !!histLog;
     if (fresh) {
-      this.blocks = new Map(); this.pending = new Set(); this.row = -1;
+      this.blocks = new Map(); this.pending = new Set(); this.row = -1; this.shownRow = -1;
       this.error = stream && stream.error ? stream.error : '';
       this.build();
     }
@@ -56,7 +58,8 @@
       var strip = document.createElement('div'), label = document.createElement('div');
       strip.className = 'ex-strip'; strip.dataset.list = spec[0] + '-' + spec[1];
       label.className = 'ex-label ' + (spec[1] === 'helped' ? 'ex-help' : 'ex-hurt');
-      label.textContent = spec[2];
+      label.textContent = spec[0] === 'row' && s.window > 1 ?
+        'last ' + intFmt(s.window) + ' rows · ' + spec[2].split(' · ')[1] : spec[2];
       strip.appendChild(label);
       var cells = [];
       for (var j = 0; j < s.k; j++) {
@@ -82,7 +85,8 @@
     this.markSelected();
     if (window.dash_clientside && window.dash_clientside.set_props) {
       window.dash_clientside.set_props('run-ex-selected', {data: {
-        pos: this.selected, index: parseInt(el.dataset.index, 10)}});
+        pos: this.selected, index: parseInt(el.dataset.index, 10),
+        split: (this.stream && this.stream.split) || 'train'}});
     }
   };
   Examples.prototype.markSelected = function () {
@@ -138,9 +142,9 @@
     });
   };
   Examples.prototype.draw = function (frame, r, renders) {
-    var s = this.stream, self = this;
+    var s = this.stream, self = this, fk = s.window > 1 && frame.window ? 'window' : 'row';
     LISTS.forEach(function (spec, li) {
-      var top = frame[spec[0]], pos = top[spec[1]], vals = top[spec[1] + '_values'];
+      var top = frame[spec[0] === 'row' ? fk : spec[0]], pos = top[spec[1]], vals = top[spec[1] + '_values'];
       self.cells[li].forEach(function (c, j) {
         if (j >= pos.length) {
           c.el.style.display = 'none'; c.el.dataset.pos = ''; return;
@@ -168,10 +172,12 @@
     this.markSelected();
     var t = document.getElementById('run-ex-title');
     if (t) {
-      var a = s.starts[r], e = s.ends[r];
-      t.textContent = s.scope_name + ' — ' + (e - a === 1 ? 'iteration ' + intFmt(a) :
+      var a = s.starts[fk === 'window' ? Math.max(0, r - s.window + 1) : r], e = s.ends[r];
+      t.textContent = s.scope_name + ' — ' + (fk === 'window' ? 'window sum, ' : '') +
+        (e - a === 1 ? 'iteration ' + intFmt(a) :
         'iterations ' + intFmt(a) + '–' + intFmt(e - 1)) + ' · cumulative: iterations 0–' +
-        intFmt(e - 1) + ' · ' + intFmt(s.n_examples) + ' tracked examples';
+        intFmt(e - 1) + ' · ' + intFmt(s.n_examples) + ' tracked ' +
+        (s.split === 'val' ? 'validation ' : '') + 'examples';
     }
     this.paints += 1; this.shownRow = r;
     this.frameData = frame;
@@ -216,7 +222,8 @@
     var host = document.getElementById('run-ex-hist'), s = this.stream, f = this.frameData;
     if (!host || !s || !f) return;
     this.lastHist = performance.now();
-    var parts = this.histParts(host), h = f.hist[this.histMode], names = s.classes || ['all examples'];
+    var mode = this.histMode === 'row' && f.hist.window ? 'window' : this.histMode;
+    var parts = this.histParts(host), h = f.hist[mode], names = s.classes || ['all examples'];
     var legendKey = h.counts.length + '|' + names.join('|');
     if (parts.legendKey !== legendKey) {  // class names are the bundle's: text only
       parts.legend.textContent = '';

@@ -191,7 +191,7 @@ class _BundleFile:
         f = self._f
         per_t = [f[n].shape[0] for n in _T_SERIES if n in f]
         per_t1 = [f[n].shape[0] - 1 for n in _T1_SERIES if n in f]
-        rows = [f[n].shape[0] for n in (*ROW_SOURCES, "lca_rows", ex.ROWS, ex.LOSS_ROWS)
+        rows = [f[n].shape[0] for n in (*ROW_SOURCES, "lca_rows", *ex.ROW_DATASETS)
                 if n in f]
         T = min([T, *per_t, *per_t1])
         R = min([R, *rows])

@@ -91,6 +91,11 @@ class LayoutInfo:
     examples: ExampleInfo | None = None
     # runs made with label noise: {"fraction", "seed", "flipped" (K,), "original" (K,)}
     label_noise: dict | None = None
+    # per-example LCA of the validation loss (needs val_lca): index into the validation split
+    val_examples: ExampleInfo | None = None
+    # (G_s,) int64 indices into ``groups`` with per-example values (the split groups); None or
+    # empty: none. Needs ``groups`` and ``examples``
+    example_groups: np.ndarray | None = None
 
     def schedule(self) -> RowSchedule:
         return RowSchedule.parse(self.row_schedule or self.lca_stride)
@@ -135,6 +140,12 @@ class IterationRecord:
     example: np.ndarray | None = None  # (N_e, L) float64: E[t, n, l] of this step
     example_loss_before: np.ndarray | None = None  # (N_e,) float64: ℓ_n(θ_t)
     example_loss_after: np.ndarray | None = None  # (N_e,) float64: ℓ_n(θ_{t+1})
+    example_group: np.ndarray | None = None  # (N_e, G_s): per split group (example_groups)
+    # bundles with validation examples (LayoutInfo.val_examples), at every allocated iteration:
+    val_example: np.ndarray | None = None  # (N_v, L) float64
+    val_example_loss_before: np.ndarray | None = None  # (N_v,) float64
+    val_example_loss_after: np.ndarray | None = None  # (N_v,) float64
+    val_example_group: np.ndarray | None = None  # (N_v, G_s)
 
 
 @dataclass
@@ -232,6 +243,7 @@ def create_datasets(f: h5py.File, layout: LayoutInfo) -> None:
         # a cumulative frame adds at most every - 1 rows of N_e x L: keep that read short
         every = min(int(f["lca_cumsum"].attrs["every"]), ex.CUMSUM_EVERY)
         ex.create(f, layout.examples, L, bfloat16=bf16, every=every, packed=packed)
+    _val_and_group_examples(f, layout, bf16, packed)
     if layout.label_noise is not None:
         ex.create_noise(f, layout.label_noise)
     for name, what in (("loss/train", "full training-set loss at theta_t"),
@@ -288,6 +300,30 @@ def create_datasets(f: h5py.File, layout: LayoutInfo) -> None:
         ds.attrs["columns"] = json.dumps(OSC_LAYER_COLUMNS)
         make_dataset(f, "oscillation_iters", (1,), np.int64,
                      "iterations the oscillation counters cover (T at their last write)")
+
+
+def _val_and_group_examples(f: h5py.File, layout: LayoutInfo, bf16: bool, packed: dict
+                            ) -> None:
+    """``val_examples/*`` and ``lca_val_example*``; ``examples/groups`` and the ``*_group``
+    sets (docs/bundle-format.md, *Per-example LCA*)."""
+    L = len(layout.layer_names)
+    every = min(int(f["lca_cumsum"].attrs["every"]), ex.CUMSUM_EVERY)
+    if layout.val_examples is not None:
+        if not layout.val_lca:
+            raise ValueError("LayoutInfo.val_examples needs val_lca (per-example LCA of the "
+                             "validation loss)")
+        ex.create(f, layout.val_examples, L, bfloat16=bf16, every=every, packed=packed,
+                  split="val")
+    groups = layout.example_groups
+    if groups is None or not len(groups):
+        return
+    if not layout.groups or layout.examples is None:
+        raise ValueError("LayoutInfo.example_groups needs groups and examples")
+    groups = ex.checked_groups(groups, len(layout.groups))
+    sizes = {"train": int(f[ex.ROWS].shape[1])}
+    if layout.val_examples is not None:
+        sizes["val"] = int(f["lca_val_example"].shape[1])
+    ex.create_groups(f, groups, sizes, bfloat16=bf16, every=every, packed=packed)
 
 
 def _approx_datasets(f: h5py.File, layout: LayoutInfo) -> None:

@@ -24,7 +24,7 @@ from lcaviz.bundle.layout import lca_chunks
 
 _WIDE = ("lca", "lca_val", "lca_cumsum", "trajectory", "lca_error")
 # per-example rows (R, N_e[, L]): copied in row blocks too, their chunks kept
-_ROWS = (ex.ROWS, ex.CUM_ROWS, ex.LOSS_ROWS)
+_ROWS = tuple(name for es in ex.SETS for name in es.growing())
 _BLOCK_BYTES = 64 * 2**20  # rows copied at a time
 
 

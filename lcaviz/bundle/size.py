@@ -58,20 +58,25 @@ def projected_bytes(layout: LayoutInfo, iters: int | None = None) -> dict[str, i
 
 
 def example_bytes(layout: LayoutInfo, R: int, every: int) -> int:
-    """Bytes of the per-example datasets (lcaviz.bundle.examples) for ``R`` rows: per row
-    N_e·L values of ``lca_example`` (2 B bfloat16, else 4 B) and N_e float32 losses, every
-    ``every`` rows a float32 running-total row, and the fixed totals, index and images
-    (uncompressed: a bound, they are stored gzip)."""
-    info = layout.examples
-    if info is None:
-        return 0
-    n, L = int(np.asarray(info.index).size), len(layout.layer_names)
+    """Bytes of the per-example datasets (lcaviz.bundle.examples) for ``R`` rows: per row and
+    tracked example (training, and validation with ``val_examples``) L values of
+    ``lca_*example`` (2 B bfloat16, else 4 B), G_s more per split group (``example_groups``)
+    and a float32 loss, every ``every`` rows a float32 running-total row, and the fixed
+    totals, index and images (uncompressed: a bound, they are stored gzip)."""
     value = 2 if layout.lca_storage == "bfloat16" else 4
-    fixed = n * (8 + 8 + L * 8) + (n * 8 if info.label is not None else 0)
-    if info.thumbnail is not None:
-        fixed += int(np.asarray(info.thumbnail).size)
+    L = len(layout.layer_names)
+    G = 0 if layout.example_groups is None else int(np.asarray(layout.example_groups).size)
     every = min(every, CUMSUM_EVERY)
-    return R * n * (L * value + 4) + (R // every) * n * L * 4 + fixed
+    total = 0
+    for info in (layout.examples, layout.val_examples):
+        if info is None:
+            continue
+        n, cols = int(np.asarray(info.index).size), L + (G if layout.examples else 0)
+        fixed = n * (8 + 8 + cols * 8) + (n * 8 if info.label is not None else 0)
+        if info.thumbnail is not None:
+            fixed += int(np.asarray(info.thumbnail).size)
+        total += R * n * (cols * value + 4) + (R // every) * n * cols * 4 + fixed
+    return total
 
 
 def _whole_chunks(n: int, chunk: int) -> int:

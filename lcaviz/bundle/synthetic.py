@@ -18,7 +18,9 @@ What is planted (and recorded under ``config["synthetic"]`` so tests can check i
 * optionally a trajectory whose moves flip direction with probability ``flip_prob``;
 * optionally per-example LCA (``examples=N``): N training examples, all or ``tracked_examples``
   of them tracked, with thumbnails or texts and planted label noise
-  (:mod:`lcaviz.bundle.synthetic_examples`; ``Σ_n E = lca_layer`` when all are tracked).
+  (:mod:`lcaviz.bundle.synthetic_examples`; ``Σ_n E = lca_layer`` when all are tracked),
+  with ``val_examples=N_v`` also of the validation loss, and with ``heads=H`` named groups
+  (``lca_group``) and per-example values per split group.
 
 Command line (benchmarks)::
 
@@ -51,7 +53,8 @@ def write_synthetic_bundle(path: str | Path, *, n_iters: int = 200,
                            counters_every: int = 100, progress: bool = False,
                            examples: int = 0, tracked_examples: int | None = None,
                            thumbnail: int = 8, example_text: bool = False,
-                           label_noise: float = 0.0) -> Path:
+                           label_noise: float = 0.0, val_examples: int = 0,
+                           heads: int = 0) -> Path:
     """Write a planted fake run to ``path`` through :class:`BundleWriter` and return the path.
 
     See :class:`SyntheticRun` for the arguments. ``status`` is ``"complete"`` (the final partial
@@ -66,7 +69,8 @@ def write_synthetic_bundle(path: str | Path, *, n_iters: int = 200,
                        help_fraction=help_fraction, weibull_k=weibull_k,
                        sync_peaks=sync_peaks, flip_prob=flip_prob, method=method, dtype=dtype,
                        examples=examples, tracked_examples=tracked_examples,
-                       thumbnail=thumbnail, example_text=example_text, label_noise=label_noise)
+                       thumbnail=thumbnail, example_text=example_text, label_noise=label_noise,
+                       val_examples=val_examples, heads=heads)
     path = Path(path)
     w = run.create_writer(path, flush_seconds=flush_seconds)
     start = time.monotonic()
@@ -124,6 +128,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="track only this many of them (a seeded subset)")
     ap.add_argument("--thumbnail", type=int, default=8, help="side of the example images")
     ap.add_argument("--label-noise", type=float, default=0.0)
+    ap.add_argument("--val-examples", type=int, default=0,
+                    help="per-example LCA of this many validation examples (with --val)")
+    ap.add_argument("--heads", type=int, default=0,
+                    help="groups {layer}.q.head{h} / {layer}.k.head{h} (and their per-example "
+                         "values with --examples)")
     args = ap.parse_args(argv)
     layers = DEFAULT_LAYERS if args.params is None else layers_for_params(args.params,
                                                                           args.layers)
@@ -135,7 +144,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                            help_fraction=args.help_fraction, status=args.status,
                            sync_peaks=args.sync_peaks, progress=True, examples=args.examples,
                            tracked_examples=args.tracked_examples, thumbnail=args.thumbnail,
-                           label_noise=args.label_noise)
+                           label_noise=args.label_noise, val_examples=args.val_examples,
+                           heads=args.heads)
     size = args.out.stat().st_size / 2**20
     print(f"wrote {args.out} ({size:.1f} MiB) in {time.monotonic() - start:.1f} s")
     return 0

@@ -10,7 +10,12 @@ allocated loss does). Planted, and recorded by :meth:`SyntheticExamples.truth`:
   raises their loss in every layer but the last during the first half of the run and the
   last layer lowers it in the second half (memorisation), compensated by the other examples;
 * thumbnails (``thumbnail`` × ``thumbnail`` uint8): a bright bar on black at an angle set by the
-  true class, with grain; or texts ``"a + b ≡ c (mod C)"`` instead.
+  true class, with grain; or texts ``"a + b ≡ c (mod C)"`` instead;
+* per split group (:meth:`SyntheticExamples.groups_of_last`): each layer's ``E[:, l]`` split
+  over its groups so that ``Σ_{s in l} E_group[n, s] = E[n, l]`` and, over all N examples,
+  ``Σ_n E_group[:, s] = lca_group[s]``.
+
+A run's validation examples are a second instance (another ``stream`` of draws).
 """
 
 from __future__ import annotations
@@ -33,12 +38,16 @@ class SyntheticExamples:
         thumbnail: side of the square images (e.g. 8 or 28); 0: none.
         text: give each example a text instead of an image.
         label_noise: fraction of labels flipped (0: no ``label_noise`` group).
+        stream: which stream of the seed's draws (another for the validation examples).
     """
 
     def __init__(self, *, n_train: int, n_tracked: int | None, n_classes: int, n_layers: int,
                  n_iters: int, seed: int, thumbnail: int = 8, text: bool = False,
-                 label_noise: float = 0.0):
-        rng = np.random.default_rng([seed, 24])
+                 label_noise: float = 0.0, stream: int = 24):
+        rng = np.random.default_rng([seed, stream])
+        self.stream = stream
+        self._group_rng = np.random.default_rng([seed, stream, 1])
+        self._E: np.ndarray | None = None  # the last step's E of all N examples
         self.N, self.C, self.L, self.T = int(n_train), int(n_classes), int(n_layers), n_iters
         self.rng, self.seed, self.fraction = rng, seed, float(label_noise)
         self.true_label = np.arange(self.N) % self.C
@@ -61,7 +70,7 @@ class SyntheticExamples:
     def info(self) -> ExampleInfo:
         """What the bundle stores about the tracked examples."""
         idx = self.index
-        rng = np.random.default_rng([self.seed, 25])  # its own draws: info() can be repeated
+        rng = np.random.default_rng([self.seed, self.stream + 1])  # info() can be repeated
         thumbs = (self._thumbnails(self.true_label[idx], rng)
                   if self.thumbnail and not self.text else None)
         texts = None
@@ -104,8 +113,27 @@ class SyntheticExamples:
             E[~self.noisy] -= plant * k / (N - k)
         before = self.loss.copy()
         self.loss = self.loss + N * E.sum(axis=1) + residual
+        self._E = E
         idx = self.index
         return E[idx], before[idx], self.loss[idx].copy()
+
+    def groups_of_last(self, lca_group: np.ndarray, group_layer: np.ndarray) -> np.ndarray:
+        """The last :meth:`step`'s values per group (G_s,) of the tracked examples,
+        (N_e, G_s) float64: ``group_layer`` (G_s,) is each group's layer and ``lca_group``
+        (G_s,) its LCA in this step; the groups of a layer must be all of it."""
+        E, rng = self._E, self._group_rng
+        lca_group = np.asarray(lca_group, np.float64)
+        layer = np.asarray(group_layer, np.int64)
+        lca_layer = np.bincount(layer, weights=lca_group, minlength=self.L)
+        share = np.divide(lca_group, lca_layer[layer], out=np.zeros_like(lca_group),
+                          where=lca_layer[layer] != 0)
+        out = E[:, layer] * share[None, :]  # Σ over a layer's groups: E[:, l]
+        noise = rng.normal(0.0, 0.3, out.shape) * np.abs(E[:, layer])
+        for col in np.unique(layer):  # zero-sum over a layer's groups and over the examples
+            cols = layer == col
+            noise[:, cols] -= noise[:, cols].mean(axis=1, keepdims=True)
+        noise -= noise.mean(axis=0)
+        return (out + noise)[self.index]
 
     def _thumbnails(self, classes: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """uint8 (n, s, s): on black, a bright bar through the centre at the angle of the

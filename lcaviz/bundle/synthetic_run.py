@@ -43,6 +43,12 @@ class SyntheticRun:
         thumbnail: side of the examples' square uint8 images (0: none).
         example_text: texts ``"a + b ≡ c (mod C)"`` instead of images.
         label_noise: fraction of the N labels flipped (stored in ``label_noise``).
+        val_examples: N_v > 0 (needs ``val_lca`` and ``examples``): per-example LCA of the
+            validation loss over a planted validation set of N_v examples, all tracked.
+        heads: H > 0: named groups ``{layer}.q.head{h}`` and ``{layer}.k.head{h}`` (2·H
+            contiguous pieces of every layer but the last; the last layer is one group named
+            after it), ``lca_group`` per iteration and, with examples, per-example values of
+            the split groups (``example_groups``: all but the last).
     """
 
     def __init__(self, *, layers: Sequence = DEFAULT_LAYERS, n_iters: int = 200,
@@ -54,7 +60,8 @@ class SyntheticRun:
                  weibull_k: float = 0.6, sync_peaks: int = 0, flip_prob: float = 0.15,
                  method: str = "rk4", dtype=np.float32, examples: int = 0,
                  tracked_examples: int | None = None, thumbnail: int = 8,
-                 example_text: bool = False, label_noise: float = 0.0):
+                 example_text: bool = False, label_noise: float = 0.0,
+                 val_examples: int = 0, heads: int = 0):
         self.n_iters, self.n_classes = int(n_iters), int(n_classes)
         self.schedule, self.storage = RowSchedule.parse(stride), storage
         self.compression = compression
@@ -84,6 +91,13 @@ class SyntheticRun:
             n_train=examples, n_tracked=tracked_examples, n_classes=self.n_classes, n_layers=L,
             n_iters=self.n_iters, seed=seed, thumbnail=thumbnail, text=example_text,
             label_noise=label_noise) if examples > 0 else None
+        if val_examples and not (val_lca and examples > 0):
+            raise ValueError("val_examples needs val_lca and examples")
+        self.val_examples = SyntheticExamples(
+            n_train=val_examples, n_tracked=None, n_classes=self.n_classes, n_layers=L,
+            n_iters=self.n_iters, seed=seed, thumbnail=thumbnail, text=example_text,
+            stream=30) if val_examples > 0 else None
+        self._build_groups(int(heads))
 
     # -- static description ---------------------------------------------------------------
     def _build_layout(self, layers: Sequence, bias: bool) -> None:
@@ -109,6 +123,36 @@ class SyntheticRun:
         self.layer_starts = (np.searchsorted(self.param_layer, np.arange(len(layers)))
                              if contiguous else None)
 
+    def _build_groups(self, heads: int) -> None:
+        """``self.groups`` [(name, [(s, e)])] covering every parameter, their layers, the
+        starts for ``reduceat`` and the split groups (None without heads)."""
+        self.groups = self.example_groups = None
+        if heads <= 0:
+            return
+        L, off = len(self.layer_names), self.param_offsets
+        bounds = [(int(off[np.searchsorted(self.tensor_layer, li)]),
+                   int(off[np.searchsorted(self.tensor_layer, li, side="right")]))
+                  for li in range(L)]
+        groups, layer = [], []
+        for li, (s, e) in enumerate(bounds):
+            if li == L - 1 or L == 1:
+                groups.append((self.layer_names[li], [(s, e)]))
+                layer.append(li)
+                continue
+            cuts = np.linspace(s, e, 2 * heads + 1).round().astype(int)
+            names = [f"{self.layer_names[li]}.{p}.head{h}" for p in ("q", "k")
+                     for h in range(heads)]
+            for k, name in enumerate(names):
+                groups.append((name, [(int(cuts[k]), int(cuts[k + 1]))]))
+                layer.append(li)
+        self.groups, self.group_layer = groups, np.asarray(layer, np.int64)
+        self.group_starts = np.asarray([r[0][0] for _, r in groups], np.int64)
+        split = np.bincount(self.group_layer, minlength=L)[self.group_layer] > 1
+        self.example_groups = np.flatnonzero(split).astype(np.int64)
+
+    def _per_group(self, a: np.ndarray) -> np.ndarray:
+        return np.add.reduceat(np.asarray(a, np.float64), self.group_starts)
+
     def layout(self) -> LayoutInfo:
         """The writer's layout, with the planted truth under ``config["synthetic"]``."""
         config = {
@@ -125,6 +169,8 @@ class SyntheticRun:
         }
         if self.examples is not None:
             config["synthetic"]["examples"] = self.examples.truth()
+        if self.val_examples is not None:
+            config["per_example_val_of"] = self.val_examples.N
         return LayoutInfo(
             param_names=self.param_names, param_shapes=self.param_shapes,
             param_offsets=self.param_offsets, param_layer=self.tensor_layer,
@@ -136,7 +182,10 @@ class SyntheticRun:
             per_class=self.per_class, val_lca=self.val_lca,
             save_trajectory=self.save_trajectory, software={"lca_explorer": "synthetic"},
             examples=None if self.examples is None else self.examples.info(),
-            label_noise=None if self.examples is None else self.examples.noise_record())
+            label_noise=None if self.examples is None else self.examples.noise_record(),
+            groups=self.groups,
+            val_examples=None if self.val_examples is None else self.val_examples.info(),
+            example_groups=None if self.examples is None else self.example_groups)
 
     def _scale_schedule(self) -> np.ndarray:
         """Per-iteration magnitude scale, chosen so that the loss drops by ~80 % of ln C."""
@@ -251,6 +300,12 @@ class SyntheticRun:
             if self.examples is not None:
                 rec.example, rec.example_loss_before, rec.example_loss_after = \
                     self.examples.step(t, lca_layer, residual)
+            if self.groups is not None:
+                rec.lca_group = self._per_group(a)
+                if self.examples is not None:
+                    eg = self.example_groups
+                    rec.example_group = self.examples.groups_of_last(
+                        rec.lca_group[eg], self.group_layer[eg])
             if theta is not None:
                 flip = rng.random(P, dtype=np.float32) < self.flip_prob
                 direction[flip] *= -1
@@ -265,6 +320,15 @@ class SyntheticRun:
                 vwindow += va
                 rec.loss_val, rec.acc_val = vloss, float(np.clip(1 - vloss / self.loss0, 0, 1))
                 rec.lca_val_layer, rec.val_residual = vlayer, vres
+                if self.groups is not None:
+                    rec.lca_val_group = self._per_group(va)
+                if self.val_examples is not None:
+                    rec.val_example, rec.val_example_loss_before, \
+                        rec.val_example_loss_after = self.val_examples.step(t, vlayer, vres)
+                    if self.groups is not None:
+                        eg = self.example_groups
+                        rec.val_example_group = self.val_examples.groups_of_last(
+                            rec.lca_val_group[eg], self.group_layer[eg])
                 if close:
                     rec.lca_val_row = vwindow if keep is None else vwindow[keep]
                     vwindow = np.zeros(P, np.float64)

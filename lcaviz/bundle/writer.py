@@ -20,7 +20,7 @@ import numpy as np
 from lcaviz.bundle import counterfactual
 from lcaviz.bundle import examples as ex
 from lcaviz.bundle.chunks import append_bytes
-from lcaviz.bundle.example_rows import ExampleRows, split_state
+from lcaviz.bundle.example_rows import ExampleSums, split_state
 from lcaviz.bundle.h5flags import clear_write_flags
 from lcaviz.bundle.layout import (  # noqa: F401 - re-exported: the writer's public vocabulary
     ERROR_LAYER_FIELDS,
@@ -64,7 +64,8 @@ class BundleWriter:
         lca_total, example_state = split_state(f, running_total, self.T)
         self._lca_total = (lca_total if lca_total is not None
                            else self._recover_running_total())  # (P_rows,)
-        self.examples = ExampleRows(f, example_state) if ex.ROWS in f else None
+        self._sums = ExampleSums(f, example_state)  # with no sets it refuses per-example values
+        self.examples = self._sums if self._sums else None  # None: no per-example datasets
         self._buffer: dict[str, list[np.ndarray]] = {}  # rows not yet written
         self._buffered_bytes = 0
         self._last_flush = time.monotonic()
@@ -75,8 +76,8 @@ class BundleWriter:
     def running_total(self) -> np.ndarray:
         """The float64 state a checkpoint carries and gives back to :meth:`reopen`: Σ of the
         ``lca`` rows so far (P_rows,), followed, in a bundle with examples, by the
-        per-example sums (:meth:`ExampleRows.state
-        <lcaviz.bundle.example_rows.ExampleRows.state>`). Treat it as opaque."""
+        per-example sums of every set it stores (:class:`ExampleSums
+        <lcaviz.bundle.example_rows.ExampleSums>`). Treat it as opaque."""
         if self.examples is None:
             return self._lca_total
         return np.concatenate([self._lca_total, self.examples.state()])
@@ -182,10 +183,8 @@ class BundleWriter:
     # -- appending ------------------------------------------------------------------------
     def append(self, rec: IterationRecord) -> None:
         """Buffer iteration ``self.T``; it is written and published at the next flush."""
-        if self.examples is not None:  # first: it checks the record before anything is kept
-            self.examples.add(rec, opens_window=self.T == self.row_start)
-        elif rec.example is not None:
-            raise ValueError("this bundle was created without examples (LayoutInfo.examples)")
+        # first: it checks the record before anything is kept
+        self._sums.add(rec, opens_window=self.T == self.row_start)
         add = self._add
         add("loss/train", rec.loss_train)
         add("accuracy/train", rec.acc_train)

@@ -105,7 +105,9 @@ def _datasets(f):
                                 {"layers": (("a", (10, 10)),)},
                                 {"examples": 5000, "thumbnail": 0},
                                 {"examples": 5000, "storage": "bfloat16", "stride": "dense:9,3",
-                                 "thumbnail": 0}])
+                                 "thumbnail": 0},
+                                {"examples": 3000, "val_lca": True, "val_examples": 2000,
+                                 "heads": 2, "thumbnail": 0}])
 def test_projected_size_is_the_written_size(tmp_path, kw):
     settings = {"n_iters": 40, "layers": WIDE, "n_classes": 10, "seed": 1, **kw}
     path = write_synthetic_bundle(tmp_path / "s.h5", **settings)

@@ -199,13 +199,17 @@ def test_stream_and_detail_callbacks_through_dash(app):
             "outputs": {"id": ids.EX_STREAM, "property": "data"},
             "inputs": [{"id": ids.PANELS_META, "property": "data", "value": {"R": 20}},
                        {"id": ids.EX_SCOPE, "property": "value", "value": "layer:0"},
-                       {"id": ids.EX_K, "property": "value", "value": 99}],
+                       {"id": ids.EX_K, "property": "value", "value": 99},
+                       {"id": ids.EX_SPLIT, "property": "value", "value": "train"},
+                       {"id": ids.MODE, "property": "value", "value": "window"},
+                       {"id": ids.WINDOW, "property": "value", "value": 3}],
             "state": [{"id": ids.RUN_ID, "property": "data", "value": "img.h5"}],
             "changedPropIds": [f"{ids.EX_SCOPE}.value"]}
     r = client.post("/_dash-update-component", json=body)
     assert r.status_code == 200, r.data[:300]
     s = r.get_json()["response"][ids.EX_STREAM]["data"]
     assert (s["scope"], s["scope_name"], s["k"], s["R"]) == ("layer:0", "fc1", 32, 20)
+    assert (s["split"], s["window"]) == ("train", 3) and "&window=3" in s["url"]
     body = {"output": f"{ids.EX_DETAIL}.figure",
             "outputs": {"id": ids.EX_DETAIL, "property": "figure"},
             "inputs": [{"id": ids.EX_SELECTED, "property": "data", "value": {"pos": 5}}],

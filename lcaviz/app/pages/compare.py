@@ -129,25 +129,30 @@ def register_callbacks(app: dash.Dash, state: AppState) -> None:
        State(ids.CMP_IDS, "data"), State(ids.CMP_FRAME, "data"),
        State(ids.CMP_XAXIS, "value"), State(ids.CMP_MODE, "value"),
        State(ids.CMP_LAYER, "value"), State(ids.CMP_EX_INDEX, "value"),
-       prevent_initial_call=True,
-       )(lambda clicks, rids, fr, x, m, lay, ex: _export(
-           state, ctx.triggered_id, rids or [], fr, x, m, lay, ex)
+       State(ids.CMP_EX_SPLIT, "value"), prevent_initial_call=True,
+       )(lambda clicks, rids, fr, x, m, lay, ex, split: _export(
+           state, ctx.triggered_id, rids or [], fr, x, m, lay, ex, split)
          if any(clicks or []) else dash.no_update)
     # one training example across the runs that track it (runs with per-example LCA)
     cb(Output("cmp-sec-examples", "style"), Output(ids.CMP_EX_INDEX, "value"),
        Output(ids.CMP_EX_NOTE, "children"), Input(ids.CMP_IDS, "data"),
        )(lambda rids: compare_examples.section_state(state, rids or []))
+    cb(Output(ids.CMP_EX_SPLIT_WRAP, "style"), Input(ids.CMP_IDS, "data"),
+       )(lambda rids: compare_examples.split_style(state, rids or []))
     cb(Output(ids.CMP_EXAMPLE, "figure"), Input(ids.CMP_EX_INDEX, "value"),
-       Input(ids.CMP_XAXIS, "value"), State(ids.CMP_IDS, "data"),
-       )(lambda ex, x, rids: compare_examples.example_across_runs(state, rids or [], ex, x))
+       Input(ids.CMP_XAXIS, "value"), Input(ids.CMP_EX_SPLIT, "value"), State(ids.CMP_IDS, "data"),
+       )(lambda ex, x, split, rids: compare_examples.example_across_runs(state, rids or [], ex, x,
+                                                                         split))
 
 
-def _export(state: AppState, trigger, run_ids, frame, xaxis, mode, layer, example):
+def _export(state: AppState, trigger, run_ids, frame, xaxis, mode, layer, example,
+            split="train"):
     """A compare figure's download: the example section's, or :func:`export`'s."""
     if isinstance(trigger, dict) and trigger.get("graph") == ids.CMP_EXAMPLE:
         if trigger.get("fmt") not in ids.EXPORT_FORMATS:
             return dash.no_update
-        got = compare_examples.export_example(state, trigger["fmt"], run_ids, example, xaxis)
+        got = compare_examples.export_example(state, trigger["fmt"], run_ids, example, xaxis,
+                                              split)
         return dash.no_update if got is None else got
     return export(state, trigger, run_ids, _position(frame, xaxis), xaxis, mode, layer)
 

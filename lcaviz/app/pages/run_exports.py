@@ -34,6 +34,7 @@ CONTROL_STATES = [
     ("export_size", ids.EXPORT_SIZE, "value"), ("ex_scope", ids.EX_SCOPE, "value"),
     ("ex_k", ids.EX_K, "value"), ("ex_hist_mode", ids.EX_HIST_MODE, "value"),
     ("ex_hist_log", ids.EX_HIST_LOG, "value"), ("ex_selected", ids.EX_SELECTED, "data"),
+    ("ex_split", ids.EX_SPLIT, "value"),
 ]
 _BOOL = {"curves_cumulative", "loss_log", "residual_log", "ex_hist_log"}
 _MARKED = {ids.LOSS, ids.RESIDUAL, ids.LAYER_CURVES, ids.HELP_TIME}  # figures with a marker

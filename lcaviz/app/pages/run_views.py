@@ -67,7 +67,8 @@ class Controls:
     sync_resamples: int = 1000
     drill: dict | None = field(default=None)
     export_size: str = "screen"  # of PNG / SVG / PDF exports (figures.export.EXPORT_SIZES)
-    ex_scope: str = "all"  # the Examples section: "all" or "layer:I"
+    ex_scope: str = "all"  # the Examples section: "all", "layer:I", "group:G", "head:H"
+    ex_split: str = "train"  # or "val": its validation examples
     ex_k: int = 8
     ex_hist_mode: str = "row"  # or "cumulative"
     ex_hist_log: bool = False
