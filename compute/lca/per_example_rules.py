@@ -166,8 +166,11 @@ def jvp_tangents(module: nn.Module, names: dict[nn.Parameter, str],
     """
     out = []
     for group in groups:
-        primals = {names[p]: p.detach() for p in group}
-        tangents = {names[p]: vs[p].to(p.dtype) for p in group}
+        moved = [p for p in group if p in vs]  # the others stay (a group's masked direction)
+        if not moved:
+            continue
+        primals = {names[p]: p.detach() for p in moved}
+        tangents = {names[p]: vs[p].to(p.dtype) for p in moved}
 
         is_tensor: list[bool] = []
 

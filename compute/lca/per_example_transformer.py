@@ -140,15 +140,23 @@ def install_attention(engine, attn: Attention) -> list:
             return
         x = args[0].detach()
         last_only = kwargs.get("last_only", args[1] if len(args) > 1 else False)
-        # a kept call is replayed at the same θ with the same δ: its pull-back is reused
-        memo: dict | None = {} if engine._keep is not None else None
+        # a kept call is replayed at the same θ with the same δ, and split groups call the
+        # share once per group with the same δ: its pull-back (which needs no V) is reused
+        memo: dict | None = ({} if engine._keep is not None or engine.split is not None
+                             else None)
+        params = (attn.q.weight, attn.k.weight, attn.v.weight, attn.o.weight)
 
         def share(vs, g):
-            pulled = memo.get("pulled") if memo is not None else None
+            if not any(p in vs for p in params):
+                return []
+            seen = memo.get("g") if memo is not None else None  # δ, or a kept δ.detach()
+            same = seen is not None and seen.data_ptr() == g.data_ptr() \
+                and seen.shape == g.shape
+            pulled = memo["pulled"] if same else None
             if pulled is None:
                 pulled = attention_pullback(attn, x, last_only, g)
                 if memo is not None:
-                    memo["pulled"] = pulled
+                    memo.update(g=g, pulled=pulled)
             return attention_tangents(attn, x, last_only, vs, g, pulled)
         engine._watch(output, share)
 

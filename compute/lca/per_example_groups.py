@@ -1,0 +1,164 @@
+"""Per-example values of named groups finer than their layer (a transformer's heads), for
+:class:`compute.lca.per_example.PerExampleDirectional` (``groups=``).
+
+A *split group* is a group (``[(name, [(start, end), ...]), ...]`` over the flat parameters, as
+:mod:`compute.nets.groups` builds them) whose layer holds more than one group; a group equal to
+its whole layer would only repeat the layer's column. With G_s split groups, D gets L + G_s
+columns: the L layers as without groups, then D[n, L + s] = ∇_{θ_g} ℓ_n · v_g for the s-th split
+group g (ascending group index).
+
+Every per-module rule is linear in the direction V, so the share of group g in a module's term
+is the same rule applied with V masked to g (V ⊙ 1_g, every other parameter's V absent): one
+more rule call per split group the module's parameters hold, on the δ and the inputs the
+module's backward already saw (no forward or backward pass). Forward mode (BatchNorm nets) and a
+repair take one more ``jvp`` per split group. The groups of a layer partition it, so
+Σ_{s in l} D[n, L + s] = D[n, l]; :meth:`SplitGroups.bad_layers` checks it (float64 1e-9).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+Group = tuple[str, list[tuple[int, int]]]
+
+
+class SplitGroups:
+    """The split groups of ``groups`` over ``params`` and their masks.
+
+    Args:
+        groups: every group as (name, flat ranges) in the order of ``params`` flattened.
+        params: the objective's parameters (the flat order).
+        layer_of: each parameter's layer.
+        n_layers: L.
+
+    Raises:
+        ValueError: a range outside the parameters, overlapping groups, a group spanning
+            several layers among the split ones, or a layer its split groups do not cover.
+    """
+
+    def __init__(self, groups: Sequence[Group], params: Sequence[nn.Parameter],
+                 layer_of: dict, n_layers: int):
+        sizes = [p.numel() for p in params]
+        offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        P = int(offsets[-1])
+        flat_layer = np.concatenate([np.full(n, layer_of[p], np.int64)
+                                     for p, n in zip(params, sizes, strict=True)])
+        owner = np.full(P, -1, np.int64)
+        layers = np.empty(len(groups), np.int64)
+        for g, (name, ranges) in enumerate(groups):
+            for s, e in ranges:
+                if not 0 <= s < e <= P:
+                    raise ValueError(f"group {name!r}: range [{s}, {e}) outside 0..{P}")
+                if (owner[s:e] >= 0).any():
+                    raise ValueError(f"group {name!r} overlaps another group in [{s}, {e})")
+                owner[s:e] = g
+            found = np.unique(np.concatenate([flat_layer[s:e] for s, e in ranges])) \
+                if ranges else np.empty(0, np.int64)
+            layers[g] = found[0] if len(found) == 1 else -1
+        count = np.bincount(layers[layers >= 0], minlength=n_layers)
+        split = [g for g in range(len(groups)) if layers[g] >= 0 and count[layers[g]] > 1]
+        self.n_layers = n_layers
+        self.index = np.asarray(split, np.int64)  # (G_s,) into ``groups``, ascending
+        self.names = [groups[g][0] for g in split]
+        self.column_layer = layers[self.index]  # (G_s,) the layer of each split group
+        for li in np.unique(self.column_layer):  # the split groups of a layer partition it
+            covered = np.isin(owner[flat_layer == li], self.index[self.column_layer == li])
+            if not covered.all():
+                raise ValueError(f"the groups of layer {int(li)} do not cover it: "
+                                 f"{int((~covered).sum())} of its parameters are in none")
+        # column j -> {parameter: its 0/1 mask (shaped like it) of group j}
+        self.members: list[dict[nn.Parameter, torch.Tensor]] = []
+        for g in split:
+            masks: dict[nn.Parameter, torch.Tensor] = {}
+            for s, e in groups[g][1]:
+                for k, p in enumerate(params):
+                    lo, hi = max(s, int(offsets[k])), min(e, int(offsets[k + 1]))
+                    if lo >= hi:
+                        continue
+                    if p not in masks:
+                        masks[p] = torch.zeros(p.numel(), dtype=torch.bool, device=p.device)
+                    masks[p][lo - int(offsets[k]):hi - int(offsets[k])] = True
+            self.members.append({p: m.view_as(p) for p, m in masks.items()})
+        self.of_layer: dict[int, list[int]] = {}
+        for j, li in enumerate(self.column_layer.tolist()):
+            self.of_layer.setdefault(li, []).append(j)
+        self._masked: tuple | None = None
+
+    @property
+    def n(self) -> int:
+        """G_s, the number of split groups (extra columns of D)."""
+        return len(self.index)
+
+    def masked(self, vs: dict) -> list[dict]:
+        """For each split group, its parameters' direction masked to it (``vs`` ⊙ 1_g); cached
+        for the identity of ``vs`` (one direction dict per step)."""
+        if self._masked is None or self._masked[0] is not vs:
+            self._masked = (vs, [{p: torch.where(m, vs[p], torch.zeros((), dtype=vs[p].dtype,
+                                                                        device=vs[p].device))
+                                  for p, m in members.items() if p in vs}
+                                 for members in self.members])
+        return self._masked[1]
+
+    def add(self, acc: torch.Tensor, layer_of: dict, share, vs: dict, delta: torch.Tensor
+            ) -> None:
+        """Add one hooked output's shares along ``vs`` to ``acc`` (n, L + G_s): the layers' as
+        without groups, then each split group's of the layers the output touched."""
+        touched = set()
+        for p, d in share(vs, delta):
+            li = layer_of[p]
+            acc[:, li] += d.double()
+            touched.add(li)
+        if not self.of_layer:
+            return
+        masked = None
+        for li in touched:
+            for j in self.of_layer.get(li, ()):
+                masked = masked or self.masked(vs)
+                if masked[j]:
+                    for _, d in share(masked[j], delta):
+                        acc[:, self.n_layers + j] += d.double()
+
+    def bad_layers(self, D: torch.Tensor, rtol: float) -> list[int]:
+        """Layers whose split groups' columns do not sum to the layer's column in some row,
+        to ``rtol`` of the row's terms (and 1e-3·rtol of the largest: pure rounding)."""
+        L, bad, rows = self.n_layers, [], []
+        for li, cols in self.of_layer.items():
+            part = D[:, [L + j for j in cols]]
+            rows.append((li, part.sum(1) - D[:, li], part.abs().sum(1) + D[:, li].abs()))
+        if not rows:
+            return []
+        floor = 1e-3 * rtol * max(float(s.max()) if len(s) else 0.0 for _, _, s in rows) + 1e-300
+        for li, diff, scale in rows:
+            if bool((diff.abs() > rtol * scale + floor).any()):
+                bad.append(li)
+        return sorted(bad)
+
+    def columns(self, layers: Sequence[int]) -> list[int]:
+        """The columns of D (L + j) of the split groups of ``layers``."""
+        return [self.n_layers + j for li in layers for j in self.of_layer.get(li, ())]
+
+
+GROUP_RTOL = {torch.float64: 1e-9, torch.float32: 1e-3}  # Σ_s D[:, L + s] against D[:, l]
+
+
+def check_group_sums(engine, D: torch.Tensor, *, final: bool) -> list[int]:
+    """The layers of ``engine`` (a :class:`~compute.lca.per_example.PerExampleDirectional`)
+    whose split groups in ``D`` (n, L + G_s) do not sum to the layer's column.
+
+    Raises:
+        RuntimeError: ``final`` and some layer fails (nothing is left to repair it with).
+    """
+    split = engine.split
+    if split is None:
+        return []
+    rtol = GROUP_RTOL.get(engine.params[0].dtype, 1e-2)
+    bad = split.bad_layers(D, rtol)
+    if bad and final:
+        names = ", ".join(engine.layer_names[b] for b in bad)
+        raise RuntimeError(f"per-example values of the groups of {names} do not sum to their "
+                           f"layer's (relative tolerance {rtol:g}): a group rule is wrong")
+    return bad
