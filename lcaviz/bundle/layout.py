@@ -91,6 +91,8 @@ class LayoutInfo:
     examples: ExampleInfo | None = None
     # runs made with label noise: {"fraction", "seed", "flipped" (K,), "original" (K,)}
     label_noise: dict | None = None
+    val_examples: ExampleInfo | None = None
+    example_groups: np.ndarray | None = None
 
     def schedule(self) -> RowSchedule:
         return RowSchedule.parse(self.row_schedule or self.lca_stride)
@@ -135,6 +137,11 @@ class IterationRecord:
     example: np.ndarray | None = None  # (N_e, L) float64: E[t, n, l] of this step
     example_loss_before: np.ndarray | None = None  # (N_e,) float64: ℓ_n(θ_t)
     example_loss_after: np.ndarray | None = None  # (N_e,) float64: ℓ_n(θ_{t+1})
+    example_group: np.ndarray | None = None
+    val_example: np.ndarray | None = None
+    val_example_loss_before: np.ndarray | None = None
+    val_example_loss_after: np.ndarray | None = None
+    val_example_group: np.ndarray | None = None
 
 
 @dataclass
