@@ -9,7 +9,7 @@ hooks of a :class:`~compute.lca.per_example.PerExampleDirectional` on its probe 
 module's input a_n and receive δ_n = ∂(ℓ_n/N)/∂o_n in that same backward, so each rule adds
 ⟨δ_n, ṫ_n⟩ (ṫ the output's tangent along Δθ) to D[n, l]: no second forward or backward. The
 backward also forms the gradient, so Σ_n D[n, l] = ∇_l L · Δθ_l is checked at every node
-(:data:`compute.lca.per_example.CHECK_RTOL`); a layer that fails (a use no hook saw) is
+(:data:`compute.lca.per_example_forward.CHECK_RTOL`); a layer that fails (a use no hook saw) is
 recomputed by forward mode (an extra pass, listed in :attr:`ExampleTap.repaired`).
 
 **The start node.** θ_t was evaluated as the previous step's end, before Δθ_t was known. That
@@ -37,7 +37,8 @@ import contextlib
 import torch
 
 from compute.lca.distributed import all_reduce_, world
-from compute.lca.per_example import CHECK_RTOL, PerExampleDirectional
+from compute.lca.per_example import PerExampleDirectional
+from compute.lca.per_example_forward import CHECK_RTOL
 from compute.lca.per_example_groups import check_group_sums
 from compute.lca.per_example_rules import padding_rows_zeroed
 
