@@ -86,7 +86,25 @@ class SplitGroups:
         self.of_layer: dict[int, list[int]] = {}
         for j, li in enumerate(self.column_layer.tolist()):
             self.of_layer.setdefault(li, []).append(j)
+        self.heads = self._head_columns()
         self._masked: tuple | None = None
+
+    def _head_columns(self) -> dict[nn.Parameter, list[int]]:
+        """Parameters (H, ...) whose split groups are exactly their H slices along the first
+        axis (a HeadProjection's heads), each with its columns in head order: a rule with a
+        per-head form (``share.per_head``) fills them all at once."""
+        cols: dict[nn.Parameter, dict[int, int]] = {}
+        mixed: set = set()
+        for j, members in enumerate(self.members):
+            for p, m in members.items():
+                rows = m.flatten(1).all(1) if m.dim() > 1 else m
+                whole_rows = m.dim() > 1 and bool((m.flatten(1).any(1) == rows).all())
+                if len(members) > 1 or not whole_rows or int(rows.sum()) != 1:
+                    mixed.add(p)
+                    continue
+                cols.setdefault(p, {})[int(rows.nonzero())] = j
+        return {p: [by_head[h] for h in range(p.shape[0])] for p, by_head in cols.items()
+                if p not in mixed and sorted(by_head) == list(range(p.shape[0]))}
 
     @property
     def n(self) -> int:
@@ -114,9 +132,21 @@ class SplitGroups:
             touched.add(li)
         if not self.of_layer:
             return
+        done: set[int] = set()
+        per_head = getattr(share, "per_head", None)
+        if per_head is not None:  # every head of a projection from one product
+            wanted = {p: cols for p, cols in self.heads.items()
+                      if p in vs and layer_of[p] in touched}
+            if wanted:
+                for p, d in per_head({p: vs[p] for p in wanted}, delta):  # d (n, H)
+                    for h, j in enumerate(wanted[p]):
+                        acc[:, self.n_layers + j] += d[:, h].double()
+                        done.add(j)
         masked = None
         for li in touched:
             for j in self.of_layer.get(li, ()):
+                if j in done:
+                    continue
                 masked = masked or self.masked(vs)
                 if masked[j]:
                     for _, d in share(masked[j], delta):

@@ -99,7 +99,7 @@ def attention_tangents(attn: Attention, x: torch.Tensor, last_only: bool, vs: di
                        delta: torch.Tensor, pulled: tuple | None = None) -> list:
     """(parameter, D (n,)) for q, k, v, o of one Attention call whose output got ``delta``;
     ``pulled``: :func:`attention_pullback`'s result for this call (it does not depend on V)."""
-    queries, dq, dk, dv, z = pulled or attention_pullback(attn, x, last_only, delta)
+    queries, dq, dk, dv, z, _ = pulled or attention_pullback(attn, x, last_only, delta)
     out = []
     for proj, d, a in ((attn.q, dq, queries), (attn.k, dk, x), (attn.v, dv, x)):
         if proj.weight in vs:
@@ -108,6 +108,21 @@ def attention_tangents(attn: Attention, x: torch.Tensor, last_only: bool, vs: di
         vo = vs[attn.o.weight]
         tangent = z.flatten(2) @ vo.reshape(-1, vo.shape[-1])
         out.append((attn.o.weight, per_example_dot(delta, tangent)))
+    return out
+
+
+def attention_head_tangents(attn: Attention, vs: dict, delta: torch.Tensor, pulled: tuple
+                            ) -> list:
+    """(parameter, D (n, H)) for q, k, v, o: :func:`attention_tangents` split per head (the
+    share of head h is its slice's; a projection's heads sum to its D) in one product each."""
+    queries, dq, dk, dv, z, x = pulled
+    out = []
+    for proj, d, a in ((attn.q, dq, queries), (attn.k, dk, x), (attn.v, dv, x)):
+        if proj.weight in vs:
+            out.append((proj.weight, (d * _heads(a, vs[proj.weight])).sum((1, 3))))
+    if attn.o.weight in vs:  # Σ_{s,d} δ · z_h V_o[h] = Σ_{s,e} z_h · (δ V_o[h]ᵀ)
+        u = torch.einsum("bsd,hed->bshe", delta, vs[attn.o.weight])
+        out.append((attn.o.weight, (z * u).sum((1, 3))))
     return out
 
 
@@ -130,7 +145,7 @@ def attention_pullback(attn: Attention, x: torch.Tensor, last_only: bool,
         wo = attn.o.weight.detach()
         delta_z = (delta @ wo.reshape(-1, wo.shape[-1]).T).unflatten(-1, z.shape[-2:])
         dq, dk, dv = torch.autograd.grad(z, (q, k, v), delta_z)
-    return queries, dq, dk, dv, z.detach()
+    return queries, dq, dk, dv, z.detach(), x
 
 
 def install_attention(engine, attn: Attention) -> list:
@@ -146,18 +161,22 @@ def install_attention(engine, attn: Attention) -> list:
                              else None)
         params = (attn.q.weight, attn.k.weight, attn.v.weight, attn.o.weight)
 
+        def pullback(g):
+            seen = memo.get("g") if memo is not None else None  # δ, or a kept δ.detach()
+            if seen is not None and seen.data_ptr() == g.data_ptr() and seen.shape == g.shape:
+                return memo["pulled"]
+            pulled = attention_pullback(attn, x, last_only, g)
+            if memo is not None:
+                memo.update(g=g, pulled=pulled)
+            return pulled
+
         def share(vs, g):
             if not any(p in vs for p in params):
                 return []
-            seen = memo.get("g") if memo is not None else None  # δ, or a kept δ.detach()
-            same = seen is not None and seen.data_ptr() == g.data_ptr() \
-                and seen.shape == g.shape
-            pulled = memo["pulled"] if same else None
-            if pulled is None:
-                pulled = attention_pullback(attn, x, last_only, g)
-                if memo is not None:
-                    memo.update(g=g, pulled=pulled)
-            return attention_tangents(attn, x, last_only, vs, g, pulled)
+            return attention_tangents(attn, x, last_only, vs, g, pullback(g))
+
+        # split groups that are exactly the heads of q, k, v or o take all heads at once
+        share.per_head = lambda vs, g: attention_head_tangents(attn, vs, g, pullback(g))
         engine._watch(output, share)
 
     return [attn.register_forward_hook(on_output, with_kwargs=True)]

@@ -192,3 +192,21 @@ def test_groups_that_do_not_fit_are_refused():
         engine.set_groups([("a", [(0, 4)]), ("b", [(4, 6)])])
     engine.set_groups([("all", [(0, P)])])  # one group per layer or coarser: no columns
     assert engine.split is None and engine.n_cols == engine.n_layers
+
+
+def test_the_per_head_form_equals_the_masked_rule_calls():
+    """HeadProjection heads take one product per projection (``share.per_head``); without
+    it (every group by a masked rule call) the values are the same."""
+    model, x, y, v, _ = _case("transformer")
+    flat_v = torch.cat([t.reshape(-1) for t in v])
+    out = []
+    for per_head in (True, False):
+        obj = FullDatasetObjective(model, x, y, n_classes=5, chunk_size=4)
+        engine = PerExampleDirectional(obj, "hooks", groups=component_groups(model))
+        assert len(engine.split.heads) == 8  # q, k, v, o of two blocks
+        if not per_head:
+            engine.split.heads = {}
+        theta = torch.cat([p.detach().reshape(-1) for p in engine.params])
+        out.append(engine.evaluate(theta, flat_v)[1])
+        engine.close()
+    assert _close(out[0], out[1], 1e-12)
