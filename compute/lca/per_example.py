@@ -216,13 +216,15 @@ class PerExampleDirectional(ForwardMode):
                     was, self._active = self._active, False  # replays must not be hooked
                     try:
                         cached = self._const_cache if const else None
-                        hit = cached.get(key) if cached is not None else None
+                        # by direction too: a split group's masked V has tangents of its own
+                        ck = (*key, id(vs))
+                        hit = cached.get(ck) if cached is not None else None
                         if hit is not None and hit[0] is vs:
                             t = hit[1]
                         elif rule is not None:
                             t = [(p, [t]) for p, t in rule(mod, first_input(args, kwargs), vs)]
                             if const:
-                                self._cache_const(key, vs, t)
+                                self._cache_const(ck, vs, t)
                         else:
                             rel, groups = fallback
                             t = [(g[0], dots) for g, dots in
