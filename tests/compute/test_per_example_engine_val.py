@@ -182,3 +182,59 @@ def test_the_tracker_records_user_groups_and_validation_examples(tmp_path, captu
             cols = np.flatnonzero(layers[layout.example_groups] == li)
             assert _close(rec.example_group[:, cols].sum(1), rec.example[:, li])
             assert _close(rec.val_example_group[:, cols].sum(1), rec.val_example[:, li])
+
+
+def test_a_resumed_tracker_gives_the_uninterrupted_group_and_validation_values(tmp_path,
+                                                                               captured):
+    from tests.compute.test_tracker_resume import _checkpoint, _kill, _setup, _train
+
+    groups = {"rows": [("0.weight", slice(0, 4)), ("0.bias", slice(0, 4))]}
+
+    def tracker(model, opt, x, y, out, **kw):
+        return LCATracker(model, x, y, out=out, optimizer=opt, lca_rows=3, val_inputs=x[:20],
+                          val_targets=y[:20], chunk_size=25, per_example=11, groups=groups,
+                          **kw)
+
+    model, opt, x, y = _setup()
+    with tracker(model, opt, x, y, tmp_path / "ref.h5") as lca:
+        _train(model, opt, lca, x, y, range(7))
+    ref = list(captured["records"])
+    captured["records"].clear()
+    out = tmp_path / "run.h5"
+    model, opt, x, y = _setup()
+    lca = tracker(model, opt, x, y, out, resume=True)
+    lca.start()
+    _train(model, opt, lca, x, y, range(4))
+    ckpt = _checkpoint(model, opt, lca)
+    _train(model, opt, lca, x, y, range(4, 6))  # written after the checkpoint: dropped
+    lca.writer.flush()
+    _kill(lca)
+    captured["records"].clear()
+    model, opt, x, y = _setup()
+    lca = tracker(model, opt, x, y, out, resume=True)
+    model.load_state_dict(ckpt["model"])
+    opt.load_state_dict(ckpt["optimizer"])
+    lca.load_state_dict(ckpt["lca"])
+    with lca:
+        _train(model, opt, lca, x, y, range(lca.iteration, 7))
+    again = captured["records"]
+    assert len(again) == 3  # iterations 4, 5, 6
+    for got, want in zip(again, ref[4:], strict=True):
+        for key in ("example", "example_group", "val_example", "val_example_group",
+                    "val_example_loss_before", "val_example_loss_after"):
+            assert getattr(want, key) is not None, key
+            assert np.array_equal(getattr(got, key), getattr(want, key)), key
+
+
+def test_a_fixed_subset_and_full_loss_leave_the_validation_examples_whole(tmp_path, captured):
+    """``lca_data`` allocates a subset of the training set; the validation set stays whole."""
+    run_lca(RunConfig(**{**GROK, "iters": 3}, per_example="all", lca_data="10",
+                      full_loss_every=2), tmp_path / "s.h5", progress=False)
+    (layout,), records = captured["layout"], captured["records"]
+    assert len(layout.examples.index) == layout.config["per_example_of"] == 10
+    n_val = layout.config["per_example_val_of"]
+    assert len(layout.val_examples.index) == n_val > 10
+    for rec in records:
+        assert rec.example.shape[0] == 10 and rec.val_example.shape[0] == n_val
+        assert _close(rec.val_example.sum(0), rec.lca_val_layer)
+        assert _close(rec.example.sum(0), rec.lca_layer)
