@@ -210,3 +210,23 @@ def test_the_per_head_form_equals_the_masked_rule_calls():
         out.append(engine.evaluate(theta, flat_v)[1])
         engine.close()
     assert _close(out[0], out[1], 1e-12)
+
+
+@pytest.mark.parametrize("chunking", [None, "mixed"])
+def test_per_class_runs_give_the_same_group_values(chunking):
+    """Class-pure chunks (the objective sorts the examples) and mixed chunks (one masked
+    backward per class: the shares of each class's δ add up)."""
+    model, x, y, _, _ = _case("mlp")
+    obj = FullDatasetObjective(model, x, y, n_classes=3, per_class=True, chunk_size=4,
+                               **({"chunking": chunking} if chunking else {}))
+    integ = LCAIntegrator(obj, "rk4", per_example=torch.arange(len(y)))
+    groups = _groups("mlp", model)
+    integ.examples.set_groups(groups)
+    _, _, masks, _ = _split(model, groups)
+    thetas = _path(model)
+    integ.start(thetas[0])
+    for t in range(1, len(thetas)):
+        st = integ.step(thetas[t])
+        ref = _reference_groups(model, x, y, thetas[t - 1], thetas[t], _nodes("rk4", 1), masks,
+                                4)
+        assert _close(st.example_group, ref)
