@@ -96,14 +96,19 @@ def _heads(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
 
 
 def attention_tangents(attn: Attention, x: torch.Tensor, last_only: bool, vs: dict,
-                       delta: torch.Tensor, pulled: tuple | None = None) -> list:
+                       delta: torch.Tensor, pulled: tuple | None = None,
+                       stash: dict | None = None) -> list:
     """(parameter, D (n,)) for q, k, v, o of one Attention call whose output got ``delta``;
-    ``pulled``: :func:`attention_pullback`'s result for this call (it does not depend on V)."""
+    ``pulled``: :func:`attention_pullback`'s result for this call (it does not depend on V);
+    ``stash``: keep q/k/v's products δ ⊙ ṫ there for :func:`attention_head_tangents`."""
     queries, dq, dk, dv, z, _ = pulled or attention_pullback(attn, x, last_only, delta)
     out = []
     for proj, d, a in ((attn.q, dq, queries), (attn.k, dk, x), (attn.v, dv, x)):
         if proj.weight in vs:
-            out.append((proj.weight, per_example_dot(d, _heads(a, vs[proj.weight]))))
+            prod = d * _heads(a, vs[proj.weight])  # per_example_dot's own product and sum
+            out.append((proj.weight, prod.reshape(prod.shape[0], -1).sum(1)))
+            if stash is not None:
+                stash[proj.weight] = (vs[proj.weight], delta, prod)
     if attn.o.weight in vs:
         vo = vs[attn.o.weight]
         tangent = z.flatten(2) @ vo.reshape(-1, vo.shape[-1])
@@ -111,15 +116,21 @@ def attention_tangents(attn: Attention, x: torch.Tensor, last_only: bool, vs: di
     return out
 
 
-def attention_head_tangents(attn: Attention, vs: dict, delta: torch.Tensor, pulled: tuple
-                            ) -> list:
+def attention_head_tangents(attn: Attention, vs: dict, delta: torch.Tensor, pulled: tuple,
+                            stash: dict | None = None) -> list:
     """(parameter, D (n, H)) for q, k, v, o: :func:`attention_tangents` split per head (the
-    share of head h is its slice's; a projection's heads sum to its D) in one product each."""
+    share of head h is its slice's; a projection's heads sum to its D) in one product each;
+    q/k/v reuse the products ``stash`` holds for the same V and δ."""
     queries, dq, dk, dv, z, x = pulled
     out = []
     for proj, d, a in ((attn.q, dq, queries), (attn.k, dk, x), (attn.v, dv, x)):
         if proj.weight in vs:
-            out.append((proj.weight, (d * _heads(a, vs[proj.weight])).sum((1, 3))))
+            kept = stash.pop(proj.weight, None) if stash is not None else None
+            if kept is not None and kept[0] is vs[proj.weight] and kept[1] is delta:
+                prod = kept[2]
+            else:
+                prod = d * _heads(a, vs[proj.weight])
+            out.append((proj.weight, prod.sum((1, 3))))
     if attn.o.weight in vs:  # Σ_{s,d} δ · z_h V_o[h] = Σ_{s,e} z_h · (δ V_o[h]ᵀ)
         u = torch.einsum("bsd,hed->bshe", delta, vs[attn.o.weight])
         out.append((attn.o.weight, (z * u).sum((1, 3))))
@@ -160,6 +171,7 @@ def install_attention(engine, attn: Attention) -> list:
         memo: dict | None = ({} if engine._keep is not None or engine.split is not None
                              else None)
         params = (attn.q.weight, attn.k.weight, attn.v.weight, attn.o.weight)
+        stash: dict | None = {} if engine.split is not None and engine.split.heads else None
 
         def pullback(g):
             seen = memo.get("g") if memo is not None else None  # δ, or a kept δ.detach()
@@ -173,10 +185,10 @@ def install_attention(engine, attn: Attention) -> list:
         def share(vs, g):
             if not any(p in vs for p in params):
                 return []
-            return attention_tangents(attn, x, last_only, vs, g, pullback(g))
+            return attention_tangents(attn, x, last_only, vs, g, pullback(g), stash)
 
         # split groups that are exactly the heads of q, k, v or o take all heads at once
-        share.per_head = lambda vs, g: attention_head_tangents(attn, vs, g, pullback(g))
+        share.per_head = lambda vs, g: attention_head_tangents(attn, vs, g, pullback(g), stash)
         engine._watch(output, share)
 
     return [attn.register_forward_hook(on_output, with_kwargs=True)]
