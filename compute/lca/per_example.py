@@ -56,7 +56,7 @@ from compute.lca import per_example_transformer as transformer_rule
 from compute.lca.objective import FullDatasetObjective, has_batchnorm
 from compute.lca.params import param_table
 from compute.lca.per_example_forward import ForwardMode
-from compute.lca.per_example_groups import SplitGroups, check_group_sums
+from compute.lca.per_example_groups import SplitGroups, check_group_sums, linear_per_feature
 from compute.lca.per_example_rules import (
     SUBTREE_OWNERS,
     batch_axis,
@@ -241,7 +241,10 @@ class PerExampleDirectional(ForwardMode):
                         if len(dots) > i and dots[i] is not None]
 
             for i in watched:
-                self._watch(outputs[i], lambda vs, g, i=i: share(vs, g, i))
+                fn = lambda vs, g, i=i: share(vs, g, i)  # noqa: E731 (it carries an attribute)
+                if type(mod) is nn.Linear and self.split is not None and self.split.features:
+                    fn.per_feature = linear_per_feature(mod, first_input(args, kwargs), tangents)
+                self._watch(outputs[i], fn)
         return hook
 
     def _cache_const(self, key, vs, tangents) -> None:

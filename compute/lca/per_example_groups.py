@@ -87,7 +87,35 @@ class SplitGroups:
         for j, li in enumerate(self.column_layer.tolist()):
             self.of_layer.setdefault(li, []).append(j)
         self.heads = self._head_columns()
+        self.features = self._feature_columns()
         self._masked: tuple | None = None
+
+    def _feature_columns(self) -> dict[nn.Parameter, tuple[str, torch.Tensor]]:
+        """Weights (out, in) whose split groups are whole rows (``"out"``) or whole columns
+        (``"in"``), and biases: each with the column of every feature, (F,) int64. A Linear's
+        share (``share.per_feature``) gives all their groups from one per-feature product."""
+        out = {}
+        for p in {p for members in self.members for p in members}:
+            if p.dim() not in (1, 2):
+                continue
+            found = [(j, members[p]) for j, members in enumerate(self.members) if p in members]
+            for kind, axis in (("out", 1), ("in", 0)):
+                if p.dim() == 1 and kind == "in":
+                    continue
+                cols = torch.full((p.shape[0] if kind == "out" else p.shape[1],), -1,
+                                  dtype=torch.int64, device=p.device)
+                ok = True
+                for j, m in found:
+                    feat = m if p.dim() == 1 else m.any(axis)
+                    if (p.dim() == 2 and not bool((feat == m.all(axis)).all())) \
+                            or bool((cols[feat] >= 0).any()):
+                        ok = False
+                        break
+                    cols[feat] = j
+                if ok and bool((cols >= 0).all()):
+                    out[p] = (kind, cols)
+                    break
+        return out
 
     def _head_columns(self) -> dict[nn.Parameter, list[int]]:
         """Parameters (H, ...) whose split groups are exactly their H slices along the first
@@ -132,7 +160,7 @@ class SplitGroups:
             touched.add(li)
         if not self.of_layer:
             return
-        done: set[int] = set()
+        L, handled = self.n_layers, set()  # parameters whose groups a product gave
         per_head = getattr(share, "per_head", None)
         if per_head is not None:  # every head of a projection from one product
             wanted = {p: cols for p, cols in self.heads.items()
@@ -140,17 +168,24 @@ class SplitGroups:
             if wanted:
                 for p, d in per_head({p: vs[p] for p in wanted}, delta):  # d (n, H)
                     for h, j in enumerate(wanted[p]):
-                        acc[:, self.n_layers + j] += d[:, h].double()
-                        done.add(j)
+                        acc[:, L + j] += d[:, h].double()
+                    handled.add(p)
+        per_feature = getattr(share, "per_feature", None)
+        if per_feature is not None:  # a Linear's row / column groups: one product each
+            wanted = {p: self.features[p] for p in vs
+                      if p in self.features and layer_of[p] in touched}
+            if wanted:
+                for p, d in per_feature(vs, delta, {p: k for p, (k, _) in wanted.items()}):
+                    acc[:, L:].index_add_(1, wanted[p][1], d.double())  # d (n, F)
+                    handled.add(p)
         masked = None
-        for li in touched:
+        for li in touched:  # the rest: the rule along V masked to each group
             for j in self.of_layer.get(li, ()):
-                if j in done:
-                    continue
                 masked = masked or self.masked(vs)
-                if masked[j]:
-                    for _, d in share(masked[j], delta):
-                        acc[:, self.n_layers + j] += d.double()
+                sub = {p: v for p, v in masked[j].items() if p not in handled}
+                if sub:
+                    for _, d in share(sub, delta):
+                        acc[:, L + j] += d.double()
 
     def bad_layers(self, D: torch.Tensor, rtol: float) -> list[int]:
         """Layers whose split groups' columns do not sum to the layer's column in some row,
@@ -192,3 +227,22 @@ def check_group_sums(engine, D: torch.Tensor, *, final: bool) -> list[int]:
         raise RuntimeError(f"per-example values of the groups of {names} do not sum to their "
                            f"layer's (relative tolerance {rtol:g}): a group rule is wrong")
     return bad
+
+
+def linear_per_feature(module: nn.Linear, a: torch.Tensor, tangents):
+    """``share.per_feature`` of a Linear call with input ``a``: for the parameters of
+    ``kinds``, the per-example products summed over every axis but the example and feature
+    axes, (n, F): weight rows δ ⊙ (a Vᵀ) per output feature (the rule's own tangent, from
+    ``tangents(vs)``), weight columns a ⊙ (δ V) per input feature, bias δ ⊙ V_b."""
+    def per_feature(vs: dict, delta: torch.Tensor, kinds: dict) -> list:
+        out, n = [], delta.shape[0]
+        w, b = module.weight, module.bias
+        rule = dict(tangents(vs)) if kinds.get(w) == "out" else {}
+        if w in kinds:
+            prod = delta * rule[w][0] if kinds[w] == "out" else a * (delta @ vs[w])
+            out.append((w, prod.reshape(n, -1, prod.shape[-1]).sum(1)))
+        if b is not None and b in kinds:
+            prod = delta * vs[b]
+            out.append((b, prod.reshape(n, -1, prod.shape[-1]).sum(1)))
+        return out
+    return per_feature

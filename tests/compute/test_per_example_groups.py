@@ -230,3 +230,24 @@ def test_per_class_runs_give_the_same_group_values(chunking):
         ref = _reference_groups(model, x, y, thetas[t - 1], thetas[t], _nodes("rk4", 1), masks,
                                 4)
         assert _close(st.example_group, ref)
+
+
+def test_the_per_feature_form_equals_the_masked_rule_calls():
+    """A Linear's row groups (with bias entries) and column groups take one product each
+    (``share.per_feature``); without it (a masked rule call per group) the same values."""
+    model, x, y, v, _ = _case("mlp")
+    flat_v = torch.cat([t.reshape(-1) for t in v])
+    out = []
+    for per_feature in (True, False):
+        obj = FullDatasetObjective(model, x, y, n_classes=3, chunk_size=4)
+        engine = PerExampleDirectional(obj, "hooks", groups=_groups("mlp", model))
+        kinds = {n: engine.split.features[p][0] for n, p in obj.model.named_parameters()
+                 if p in engine.split.features}
+        assert kinds["fc1.weight"] == "out" and kinds["fc2.weight"] == "in"
+        if not per_feature:
+            engine.split.features = {}
+        theta = torch.cat([p.detach().reshape(-1) for p in engine.params])
+        out.append(engine.evaluate(theta, flat_v, keep=True)[1])
+        out.append(engine.replay(2 * flat_v))
+        engine.close()
+    assert _close(out[0], out[2], 1e-12) and _close(out[1], out[3], 1e-12)
