@@ -35,6 +35,8 @@ SPECS = {  # a user's groups: rows and columns of Linears, a jvp-fallback parame
 def _groups(name, model):
     if name == "transformer":
         return component_groups(model)  # its heads
+    if name.startswith("mha"):  # nn.MultiheadAttention's heads: in_proj rows, out_proj columns
+        return build_groups(model, param_table(model), "heads")
     return build_groups(model, param_table(model), SPECS[name])
 
 
@@ -61,7 +63,8 @@ def _masked_reference(model, x, y, flat_dir, masks, chunk):
     return torch.stack(cols, 1)
 
 
-@pytest.mark.parametrize("name", ["transformer", "mlp", "cnn_batchnorm"])
+@pytest.mark.parametrize("name", ["transformer", "mlp", "cnn_batchnorm", "mha_batch_first",
+                                  "mha_seq_first"])
 def test_directional_group_columns_match_masked_autograd(name):
     model, x, y, v, _ = _case(name)
     groups = _groups(name, model)
