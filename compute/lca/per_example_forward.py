@@ -72,9 +72,8 @@ class ForwardMode:
             losses, out[:, li] = forward_mode_dot(self._stateless, current, group, vs,
                                                   obj.loss_fn, x, y)
         if self.split is not None:  # one jvp per split group: V masked to it
-            masked = self.split.masked(vs)
             for col in self.split.columns(list(wanted)):
-                moved = masked[col - self.n_layers]
+                moved = self.split.masked(vs, col - self.n_layers)
                 losses, out[:, col] = forward_mode_dot(
                     self._stateless, current, {named[p]: p for p in moved}, {**vs, **moved},
                     obj.loss_fn, x, y)

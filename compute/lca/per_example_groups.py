@@ -42,53 +42,67 @@ class SplitGroups:
 
     def __init__(self, groups: Sequence[Group], params: Sequence[nn.Parameter],
                  layer_of: dict, n_layers: int):
-        sizes = [p.numel() for p in params]
-        offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        # ranges only (no (P,) arrays, no dense masks kept): a model of 10^8 parameters with
+        # hundreds of head groups of one range per weight row stays cheap
+        offsets = np.concatenate([[0], np.cumsum([p.numel() for p in params])]).astype(np.int64)
         P = int(offsets[-1])
-        flat_layer = np.concatenate([np.full(n, layer_of[p], np.int64)
-                                     for p, n in zip(params, sizes, strict=True)])
-        owner = np.full(P, -1, np.int64)
+        parts: list[dict[int, list[tuple[int, int]]]] = []  # per group: param -> local ranges
         layers = np.empty(len(groups), np.int64)
+        flat = []
         for g, (name, ranges) in enumerate(groups):
+            local: dict[int, list[tuple[int, int]]] = {}
             for s, e in ranges:
                 if not 0 <= s < e <= P:
                     raise ValueError(f"group {name!r}: range [{s}, {e}) outside 0..{P}")
-                if (owner[s:e] >= 0).any():
-                    raise ValueError(f"group {name!r} overlaps another group in [{s}, {e})")
-                owner[s:e] = g
-            found = np.unique(np.concatenate([flat_layer[s:e] for s, e in ranges])) \
-                if ranges else np.empty(0, np.int64)
-            layers[g] = found[0] if len(found) == 1 else -1
+                flat.append((s, e, g))
+                k = int(np.searchsorted(offsets, s, side="right")) - 1
+                while k < len(params) and offsets[k] < e:
+                    lo, hi = max(s, int(offsets[k])), min(e, int(offsets[k + 1]))
+                    if lo < hi:
+                        local.setdefault(k, []).append((lo - int(offsets[k]),
+                                                        hi - int(offsets[k])))
+                    k += 1
+            found = {layer_of[params[k]] for k in local}
+            layers[g] = found.pop() if len(found) == 1 else -1
+            parts.append(local)
+        flat.sort()
+        for (_, e0, g0), (s1, _, g1) in zip(flat, flat[1:], strict=False):
+            if s1 < e0:
+                raise ValueError(f"group {groups[g1][0]!r} overlaps group {groups[g0][0]!r} "
+                                 f"at flat index {s1}")
         count = np.bincount(layers[layers >= 0], minlength=n_layers)
         split = [g for g in range(len(groups)) if layers[g] >= 0 and count[layers[g]] > 1]
         self.n_layers = n_layers
         self.index = np.asarray(split, np.int64)  # (G_s,) into ``groups``, ascending
         self.names = [groups[g][0] for g in split]
         self.column_layer = layers[self.index]  # (G_s,) the layer of each split group
+        layer_size = np.zeros(n_layers, np.int64)
+        for p in params:
+            layer_size[layer_of[p]] += p.numel()
         for li in np.unique(self.column_layer):  # the split groups of a layer partition it
-            covered = np.isin(owner[flat_layer == li], self.index[self.column_layer == li])
-            if not covered.all():
+            have = sum(hi - lo for g in self.index[self.column_layer == li]
+                       for rs in parts[g].values() for lo, hi in rs)
+            if have != layer_size[li]:
                 raise ValueError(f"the groups of layer {int(li)} do not cover it: "
-                                 f"{int((~covered).sum())} of its parameters are in none")
-        # column j -> {parameter: its 0/1 mask (shaped like it) of group j}
-        self.members: list[dict[nn.Parameter, torch.Tensor]] = []
-        for g in split:
-            masks: dict[nn.Parameter, torch.Tensor] = {}
-            for s, e in groups[g][1]:
-                for k, p in enumerate(params):
-                    lo, hi = max(s, int(offsets[k])), min(e, int(offsets[k + 1]))
-                    if lo >= hi:
-                        continue
-                    if p not in masks:
-                        masks[p] = torch.zeros(p.numel(), dtype=torch.bool, device=p.device)
-                    masks[p][lo - int(offsets[k]):hi - int(offsets[k])] = True
-            self.members.append({p: m.view_as(p) for p, m in masks.items()})
+                                 f"{int(layer_size[li] - have)} of its parameters are in none")
+        # column j -> {parameter: its ranges [lo, hi) in the parameter flattened}
+        self.members: list[dict[nn.Parameter, list[tuple[int, int]]]] = [
+            {params[k]: rs for k, rs in parts[g].items()} for g in split]
         self.of_layer: dict[int, list[int]] = {}
         for j, li in enumerate(self.column_layer.tolist()):
             self.of_layer.setdefault(li, []).append(j)
         self.heads = self._head_columns()
         self.features = self._feature_columns()
-        self._masked: tuple | None = None
+
+    @staticmethod
+    def mask(p: torch.Tensor, ranges: list[tuple[int, int]]) -> torch.Tensor:
+        """The 0/1 mask (bool, shaped like ``p``) of ``ranges`` of ``p`` flattened."""
+        edges = torch.zeros(p.numel() + 1, dtype=torch.int32, device=p.device)
+        r = torch.as_tensor(ranges, dtype=torch.int64, device=p.device).reshape(-1, 2)
+        edges.index_add_(0, r[:, 0], torch.ones(len(r), dtype=torch.int32, device=p.device))
+        edges.index_add_(0, r[:, 1], torch.full((len(r),), -1, dtype=torch.int32,
+                                                device=p.device))
+        return (edges.cumsum(0)[:-1] > 0).view_as(p)
 
     def _feature_columns(self) -> dict[nn.Parameter, tuple[str, torch.Tensor]]:
         """Weights (out, in) whose split groups are whole rows (``"out"``) or whole columns
@@ -98,7 +112,8 @@ class SplitGroups:
         for p in {p for members in self.members for p in members}:
             if p.dim() not in (1, 2):
                 continue
-            found = [(j, members[p]) for j, members in enumerate(self.members) if p in members]
+            found = [(j, self.mask(p, members[p])) for j, members in enumerate(self.members)
+                     if p in members]
             for kind, axis in (("out", 1), ("in", 0)):
                 if p.dim() == 1 and kind == "in":
                     continue
@@ -124,7 +139,11 @@ class SplitGroups:
         cols: dict[nn.Parameter, dict[int, int]] = {}
         mixed: set = set()
         for j, members in enumerate(self.members):
-            for p, m in members.items():
+            for p, ranges in members.items():
+                if p.dim() != 3:  # HeadProjection weights (H, d_in, d_out) only
+                    mixed.add(p)
+                    continue
+                m = self.mask(p, ranges)
                 rows = m.flatten(1).all(1) if m.dim() > 1 else m
                 whole_rows = m.dim() > 1 and bool((m.flatten(1).any(1) == rows).all())
                 if len(members) > 1 or not whole_rows or int(rows.sum()) != 1:
@@ -139,15 +158,12 @@ class SplitGroups:
         """G_s, the number of split groups (extra columns of D)."""
         return len(self.index)
 
-    def masked(self, vs: dict) -> list[dict]:
-        """For each split group, its parameters' direction masked to it (``vs`` ⊙ 1_g); cached
-        for the identity of ``vs`` (one direction dict per step)."""
-        if self._masked is None or self._masked[0] is not vs:
-            self._masked = (vs, [{p: torch.where(m, vs[p], torch.zeros((), dtype=vs[p].dtype,
-                                                                        device=vs[p].device))
-                                  for p, m in members.items() if p in vs}
-                                 for members in self.members])
-        return self._masked[1]
+    def masked(self, vs: dict, j: int, skip: set | frozenset = frozenset()) -> dict:
+        """Split group j's parameters (but ``skip``) with their direction masked to it,
+        ``vs`` ⊙ 1_g (built when asked: nothing of the size of the parameters is kept)."""
+        return {p: torch.where(self.mask(p, ranges), vs[p],
+                               torch.zeros((), dtype=vs[p].dtype, device=vs[p].device))
+                for p, ranges in self.members[j].items() if p in vs and p not in skip}
 
     def add(self, acc: torch.Tensor, layer_of: dict, share, vs: dict, delta: torch.Tensor
             ) -> None:
@@ -178,11 +194,9 @@ class SplitGroups:
                 for p, d in per_feature(vs, delta, {p: k for p, (k, _) in wanted.items()}):
                     acc[:, L:].index_add_(1, wanted[p][1], d.double())  # d (n, F)
                     handled.add(p)
-        masked = None
         for li in touched:  # the rest: the rule along V masked to each group
             for j in self.of_layer.get(li, ()):
-                masked = masked or self.masked(vs)
-                sub = {p: v for p, v in masked[j].items() if p not in handled}
+                sub = self.masked(vs, j, handled)
                 if sub:
                     for _, d in share(sub, delta):
                         acc[:, L + j] += d.double()
@@ -240,6 +254,29 @@ def linear_per_feature(module: nn.Linear, a: torch.Tensor, tangents):
         rule = dict(tangents(vs)) if kinds.get(w) == "out" else {}
         if w in kinds:
             prod = delta * rule[w][0] if kinds[w] == "out" else a * (delta @ vs[w])
+            out.append((w, prod.reshape(n, -1, prod.shape[-1]).sum(1)))
+        if b is not None and b in kinds:
+            prod = delta * vs[b]
+            out.append((b, prod.reshape(n, -1, prod.shape[-1]).sum(1)))
+        return out
+    return per_feature
+
+
+def is_conv1d(module: nn.Module) -> bool:
+    """Hugging Face's ``Conv1D`` (GPT-2: y = a W + b, W (in, out)), without importing it."""
+    kind = type(module)
+    return (kind.__name__ == "Conv1D" and kind.__module__.startswith("transformers")
+            and getattr(module, "weight", None) is not None and module.weight.dim() == 2)
+
+
+def conv1d_per_feature(module: nn.Module, a: torch.Tensor):
+    """``share.per_feature`` of a ``Conv1D`` call (W (in, out)): whole columns of W are output
+    features, δ ⊙ (a V); whole rows input features, a ⊙ (δ Vᵀ); bias δ ⊙ V_b."""
+    def per_feature(vs: dict, delta: torch.Tensor, kinds: dict) -> list:
+        out, n = [], delta.shape[0]
+        w, b = module.weight, module.bias
+        if w in kinds:
+            prod = delta * (a @ vs[w]) if kinds[w] == "in" else a * (delta @ vs[w].T)
             out.append((w, prod.reshape(n, -1, prod.shape[-1]).sum(1)))
         if b is not None and b in kinds:
             prod = delta * vs[b]

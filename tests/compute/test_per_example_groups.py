@@ -254,3 +254,42 @@ def test_the_per_feature_form_equals_the_masked_rule_calls():
         out.append(engine.replay(2 * flat_v))
         engine.close()
     assert _close(out[0], out[2], 1e-12) and _close(out[1], out[3], 1e-12)
+
+
+class _GPT2Like(torch.nn.Module):
+    """Two Hugging Face Conv1D layers (y = a W + b, W (in, out)) on a token axis."""
+
+    def __init__(self):
+        super().__init__()
+        from transformers.pytorch_utils import Conv1D
+        self.c_attn = Conv1D(8, 6)  # nf = 8 outputs, nx = 6 inputs: weight (6, 8)
+        self.c_proj = Conv1D(3, 8)  # weight (8, 3)
+
+    def forward(self, x):
+        return self.c_proj(torch.tanh(self.c_attn(x))).mean(1)
+
+
+def test_conv1d_columns_and_rows_match_masked_autograd():
+    """GPT-2's Conv1D heads are columns of c_attn (output features, with the bias entries) and
+    rows of c_proj (input features): ``share.per_feature`` on the jvp fallback's outputs."""
+    torch.manual_seed(0)
+    model = _GPT2Like().double()
+    x = torch.randn(9, 4, 6, dtype=torch.float64)
+    y = torch.randint(0, 3, (9,))
+    spec = {"attn.h0": [("c_attn.weight", (slice(None), slice(0, 4))),
+                        ("c_attn.bias", slice(0, 4))],
+            "proj.h0": [("c_proj.weight", slice(0, 4))]}
+    groups = build_groups(model, param_table(model), spec)
+    v = [torch.randn_like(p) for p in model.parameters()]
+    flat_v = torch.cat([t.reshape(-1) for t in v])
+    obj = FullDatasetObjective(model, x, y, n_classes=3, chunk_size=4)
+    engine = PerExampleDirectional(obj, "hooks", groups=groups)
+    kinds = {n: engine.split.features[p][0] for n, p in obj.model.named_parameters()}
+    assert kinds["c_attn.weight"] == "in" and kinds["c_proj.weight"] == "out"
+    theta = torch.cat([p.detach().reshape(-1) for p in engine.params])
+    _, D = engine.evaluate(theta, flat_v)
+    _, _, masks, _ = _split(model, groups)
+    ref = _masked_reference(model, x, y, flat_v, masks, 4)
+    assert _close(D[:, engine.n_layers:], ref) and engine.repaired == []
+    assert ref.abs().min(0).values.gt(0).all()
+    engine.close()
