@@ -91,8 +91,9 @@ class SplitGroups:
         self.of_layer: dict[int, list[int]] = {}
         for j, li in enumerate(self.column_layer.tolist()):
             self.of_layer.setdefault(li, []).append(j)
-        self.heads = self._head_columns()
-        self.features = self._feature_columns()
+        labels = self._labels()
+        self.heads = self._head_columns(labels)
+        self.features = self._feature_columns(labels)
 
     @staticmethod
     def mask(p: torch.Tensor, ranges: list[tuple[int, int]]) -> torch.Tensor:
@@ -104,54 +105,51 @@ class SplitGroups:
                                                 device=p.device))
         return (edges.cumsum(0)[:-1] > 0).view_as(p)
 
-    def _feature_columns(self) -> dict[nn.Parameter, tuple[str, torch.Tensor]]:
+    def _labels(self) -> dict[nn.Parameter, torch.Tensor]:
+        """The split-group column of every element of each parameter with split groups
+        (int64, shaped like it), from the ranges (they partition the parameter)."""
+        spans: dict[nn.Parameter, list[tuple[int, int, int]]] = {}
+        for j, members in enumerate(self.members):
+            for p, ranges in members.items():
+                spans.setdefault(p, []).extend((lo, hi, j) for lo, hi in ranges)
+        out = {}
+        for p, found in spans.items():
+            found.sort()
+            r = torch.as_tensor(found, dtype=torch.int64).reshape(-1, 3)
+            if int((r[:, 1] - r[:, 0]).sum()) != p.numel():
+                continue  # cannot happen for a partitioned layer; then no product forms
+            out[p] = torch.repeat_interleave(r[:, 2], r[:, 1] - r[:, 0]).to(p.device).view(
+                p.shape)
+        return out
+
+    def _feature_columns(self, labels: dict) -> dict[nn.Parameter, tuple[str, torch.Tensor]]:
         """Weights (out, in) whose split groups are whole rows (``"out"``) or whole columns
         (``"in"``), and biases: each with the column of every feature, (F,) int64. A Linear's
         share (``share.per_feature``) gives all their groups from one per-feature product."""
         out = {}
-        for p in {p for members in self.members for p in members}:
-            if p.dim() not in (1, 2):
-                continue
-            found = [(j, self.mask(p, members[p])) for j, members in enumerate(self.members)
-                     if p in members]
-            for kind, axis in (("out", 1), ("in", 0)):
-                if p.dim() == 1 and kind == "in":
-                    continue
-                cols = torch.full((p.shape[0] if kind == "out" else p.shape[1],), -1,
-                                  dtype=torch.int64, device=p.device)
-                ok = True
-                for j, m in found:
-                    feat = m if p.dim() == 1 else m.any(axis)
-                    if (p.dim() == 2 and not bool((feat == m.all(axis)).all())) \
-                            or bool((cols[feat] >= 0).any()):
-                        ok = False
-                        break
-                    cols[feat] = j
-                if ok and bool((cols >= 0).all()):
-                    out[p] = (kind, cols)
-                    break
+        for p, lab in labels.items():
+            if p.dim() == 1:
+                out[p] = ("out", lab)
+            elif p.dim() == 2 and bool((lab == lab[:, :1]).all()):
+                out[p] = ("out", lab[:, 0].clone())
+            elif p.dim() == 2 and bool((lab == lab[:1]).all()):
+                out[p] = ("in", lab[0].clone())
         return out
 
-    def _head_columns(self) -> dict[nn.Parameter, list[int]]:
-        """Parameters (H, ...) whose split groups are exactly their H slices along the first
-        axis (a HeadProjection's heads), each with its columns in head order: a rule with a
-        per-head form (``share.per_head``) fills them all at once."""
-        cols: dict[nn.Parameter, dict[int, int]] = {}
-        mixed: set = set()
-        for j, members in enumerate(self.members):
-            for p, ranges in members.items():
-                if p.dim() != 3:  # HeadProjection weights (H, d_in, d_out) only
-                    mixed.add(p)
-                    continue
-                m = self.mask(p, ranges)
-                rows = m.flatten(1).all(1) if m.dim() > 1 else m
-                whole_rows = m.dim() > 1 and bool((m.flatten(1).any(1) == rows).all())
-                if len(members) > 1 or not whole_rows or int(rows.sum()) != 1:
-                    mixed.add(p)
-                    continue
-                cols.setdefault(p, {})[int(rows.nonzero())] = j
-        return {p: [by_head[h] for h in range(p.shape[0])] for p, by_head in cols.items()
-                if p not in mixed and sorted(by_head) == list(range(p.shape[0]))}
+    def _head_columns(self, labels: dict) -> dict[nn.Parameter, list[int]]:
+        """Parameters (H, d_in, d_out) whose split groups are exactly their H slices along the
+        first axis (a HeadProjection's heads), each with its columns in head order: a rule with
+        a per-head form (``share.per_head``) fills them all at once."""
+        out = {}
+        for p, lab in labels.items():
+            if p.dim() != 3:
+                continue
+            rows = lab.flatten(1)
+            cols = rows[:, 0].tolist()
+            if bool((rows == rows[:, :1]).all()) and len(set(cols)) == len(cols) \
+                    and all(len(self.members[j]) == 1 for j in cols):
+                out[p] = cols
+        return out
 
     @property
     def n(self) -> int:
