@@ -43,6 +43,9 @@ the reverse-mode rules would split along activation paths instead; networks with
 therefore computed by forward mode: per chunk and layer one ``torch.func.jvp`` of the chunk's
 loss vector (ℓ_n)_n along v_l (cost ~L forward passes with tangents, exact). ``mode="forward"``
 does the same for any network (a second, independent way to the same numbers).
+
+**Groups** (``groups=`` / :meth:`PerExampleDirectional.set_groups`): D gets one more column
+per group finer than its layer (a head), see :mod:`compute.lca.per_example_groups`.
 """
 
 from __future__ import annotations

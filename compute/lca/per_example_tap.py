@@ -28,6 +28,10 @@ is the term of its group's normalised loss and depends on the other examples of 
 the backward through the statistics mixes them, so the reverse-mode split is impossible and
 these networks take forward mode (one ``jvp`` of the chunk's loss vector per layer) in an
 extra pass at every node, only over the chunks that hold a tracked example.
+
+**Groups** (:meth:`ExampleTap.set_groups`): the split groups' columns ride in D after the
+layers' (:mod:`compute.lca.per_example_groups`), through the same passes and replays; their
+sum over each layer is checked with the layer check (repaired by forward mode, else raised).
 """
 
 from __future__ import annotations
