@@ -55,17 +55,12 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from compute.lca import per_example_groups as by_group
 from compute.lca import per_example_transformer as transformer_rule
 from compute.lca.objective import FullDatasetObjective, has_batchnorm
 from compute.lca.params import param_table
 from compute.lca.per_example_forward import ForwardMode
-from compute.lca.per_example_groups import (
-    SplitGroups,
-    check_group_sums,
-    conv1d_per_feature,
-    is_conv1d,
-    linear_per_feature,
-)
+from compute.lca.per_example_groups import SplitGroups, check_group_sums
 from compute.lca.per_example_rules import (
     SUBTREE_OWNERS,
     batch_axis,
@@ -254,9 +249,9 @@ class PerExampleDirectional(ForwardMode):
                 if self.split is not None and self.split.features:  # row / column groups
                     a = first_input(args, kwargs)
                     if type(mod) is nn.Linear and rule is not None:
-                        fn.per_feature = linear_per_feature(mod, a, tangents)
-                    elif is_conv1d(mod) and len(outputs) == 1:
-                        fn.per_feature = conv1d_per_feature(mod, a)
+                        fn.per_feature = by_group.linear_per_feature(mod, a, tangents)
+                    elif by_group.is_conv1d(mod) and len(outputs) == 1:
+                        fn.per_feature = by_group.conv1d_per_feature(mod, a)
                 self._watch(outputs[i], fn)
         return hook
 
