@@ -6,6 +6,7 @@
                                            [--net mnist_fc|lenet|transformer]
                                            [--only-integrator] [--rgb32]
                                            [--per-class [class|mixed]] [--keep-bytes B]
+                                           [--groups]
 
 MNIST-FC (compute/nets/models.py; or ``--net lenet``, ``--net transformer`` on modular addition)
 on the first N training examples, float32. For one rk4 step θ_0 → θ_1 (θ_1 = θ_0 plus a
@@ -30,7 +31,10 @@ the floor:
 ``--only-integrator`` times the floor and the two integrator rows only. ``--per-class`` runs
 both integrators with per-class LCA (``class``: class-pure chunks; ``mixed``: one masked
 backward per class, where the start node is an extra pass); ``--keep-bytes 0`` refuses to keep
-the end node's δ's (the start node is then an extra pass).
+the end node's δ's (the start node is then an extra pass). ``--groups`` adds a third
+integrator, ``per_example=all`` with the model's component groups
+(:func:`compute.nets.groups.component_groups`: the transformer's heads), whose steps also give
+the per-example values of every head (``LCAStep.example_group``), and its ratio to the plain one.
 
 Storage: a bundle row of per-example values is N_e × L × 4 bytes (float32), printed too.
 """
@@ -49,6 +53,7 @@ from compute.lca.objective import FullDatasetObjective
 from compute.lca.params import flat_params, param_table
 from compute.lca.per_example import PerExampleDirectional
 from compute.lca.per_example_lca import per_example_step_lca
+from compute.nets.groups import component_groups
 from compute.nets.models import build_model
 
 
@@ -91,7 +96,10 @@ def bench(n: int, args) -> dict:
     for _ in range(args.repeats + 2):
         walk.append(walk[-1] + (1e-3 * torch.randn(theta0.shape, generator=g)).to(theta0))
     integrators = {}
-    for key, index in (("rk4", None), ("rk4_examples", torch.arange(n))):
+    keys = [("rk4", None), ("rk4_examples", torch.arange(n))]
+    if args.groups:
+        keys.append(("rk4_groups", torch.arange(n)))
+    for key, index in keys:
         obj_k = objective()
         if args.per_class:
             obj_k = FullDatasetObjective(model, x, y, n_classes=splits.train.n_classes,
@@ -99,6 +107,10 @@ def bench(n: int, args) -> dict:
                                          chunking=args.per_class)
         integ = LCAIntegrator(obj_k, "rk4", per_example=index,
                               per_example_keep_bytes=args.keep_bytes)
+        if key == "rk4_groups":
+            integ.examples.set_groups(component_groups(model))
+            if integ.examples.example_groups is None:
+                raise SystemExit(f"--groups: {args.net} has no groups finer than its layers")
         integ.start(theta0)
         integrators[key] = (integ, iter(walk[1:]))
 
@@ -120,9 +132,12 @@ def bench(n: int, args) -> dict:
                                               chunk_size=args.chunk_size),
         "rk4": lambda: integrator_step("rk4"),
         "rk4_examples": lambda: integrator_step("rk4_examples"),
+        "rk4_groups": lambda: integrator_step("rk4_groups"),
     }
+    if not args.groups:
+        del fns["rk4_groups"]
     if args.only_integrator:
-        fns = {k: fns[k] for k in ("floor", "rk4", "rk4_examples")}
+        fns = {k: fns[k] for k in ("floor", "rk4", "rk4_examples", "rk4_groups") if k in fns}
     out = _interleaved(fns, args.repeats, args.device)
     # exactness in float32: Σ_n D[n, l] against N ∇_l L · v from the objective's gradient
     _, D = engines[False].evaluate(theta1, delta)
@@ -134,6 +149,9 @@ def bench(n: int, args) -> dict:
         e.close()
     tap = integrators["rk4_examples"][0].examples
     out["extra_passes"], out["n_layers"] = tap.extra_passes, tap.n_layers
+    if args.groups:
+        gtap = integrators["rk4_groups"][0].examples
+        out["n_groups"], out["group_extra_passes"] = len(gtap.example_groups), gtap.extra_passes
     return {"n": n, **out}
 
 
@@ -155,6 +173,8 @@ def main() -> None:
                         choices=("class", "mixed"), help="integrators with per-class LCA")
     parser.add_argument("--keep-bytes", type=int, default=1 << 30,
                         help="per_example_keep_bytes (0: the start node is an extra pass)")
+    parser.add_argument("--groups", action="store_true",
+                        help="also an integrator with per-group (per-head) per-example values")
     parser.add_argument("--only-integrator", action="store_true",
                         help="time the floor and the integrator rows only")
     args = parser.parse_args()
@@ -167,7 +187,8 @@ def main() -> None:
     labels = {"floor": "floor (2 gradients)", "checked": "2 nodes, check",
               "unchecked": "2 nodes, no check", "step": "rk4 step (2 nodes + replay)",
               "three": "3 nodes (per_example_step_lca)", "rk4": "integrator rk4",
-              "rk4_examples": "integrator rk4, per_example=all"}
+              "rk4_examples": "integrator rk4, per_example=all",
+              "rk4_groups": "integrator rk4, all + groups"}
     for n in (int(s) for s in args.train_size.split(",")):
         r = bench(n, args)
         print(f"N = {n}")
@@ -178,6 +199,12 @@ def main() -> None:
         print(f"  per-example / plain rk4 per iteration: {r['rk4_examples'] / r['rk4']:.2f}x "
               f"(extra passes: {r['extra_passes']}); storage per row: {n} x {r['n_layers']} "
               f"x 4 B = {n * r['n_layers'] * 4 / 1024:.0f} KiB")
+        if args.groups:
+            print(f"  with the {r['n_groups']} groups / plain rk4: "
+                  f"{r['rk4_groups'] / r['rk4']:.2f}x, / per_example=all: "
+                  f"{r['rk4_groups'] / r['rk4_examples']:.2f}x (extra passes: "
+                  f"{r['group_extra_passes']}); storage per row: {n} x {r['n_groups']} x 4 B = "
+                  f"{n * r['n_groups'] * 4 / 1024:.0f} KiB")
         print(f"  float32 max |Σ_n D - N ∇L·v| / max |N ∇L·v| per layer: "
               f"{r['sum_error']:.1e}; layers repaired by the check: {r['repaired'] or 'none'}")
 

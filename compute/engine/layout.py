@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from compute import __version__
-from compute.engine.parts import LCARun
+from compute.engine.parts import LCARun, example_groups
 from lcaviz.bundle.examples import ExampleInfo
 from lcaviz.bundle.writer import LayoutInfo
 
@@ -23,7 +23,8 @@ def software() -> dict:
 
 def run_layout(run: LCARun, config: dict, *, device_name: str,
                iters_planned: int | None = None, example_texts: list[str] | None = None,
-               label_noise: dict | None = None) -> LayoutInfo:
+               label_noise: dict | None = None,
+               val_example_texts: list[str] | None = None) -> LayoutInfo:
     """The :class:`~lcaviz.bundle.writer.LayoutInfo` of ``run`` with the face's ``config``
     (what the bundle's ``config`` attribute records).
 
@@ -35,6 +36,7 @@ def run_layout(run: LCARun, config: dict, *, device_name: str,
         example_texts: one line per tracked example for the viewer (modular addition).
         label_noise: ``fraction``, ``seed``, ``flipped``, ``original`` of a run whose labels
             were flipped (lca-run ``--label-noise``), or None.
+        val_example_texts: the same for the tracked validation examples.
     """
     t, o = run.table, run.cfg
     examples = None
@@ -43,6 +45,13 @@ def run_layout(run: LCARun, config: dict, *, device_name: str,
         examples = ExampleInfo(index=e.index, label=e.label, thumbnail=e.thumbnail,
                                text=example_texts)
         config = {**config, "per_example_of": e.n_allocated}  # N of E's 1/N
+    val_examples = None
+    if getattr(run, "val_examples", None) is not None:  # index into the validation split
+        e = run.val_examples
+        val_examples = ExampleInfo(index=e.index, label=e.label, thumbnail=e.thumbnail,
+                                   text=val_example_texts)
+        config = {**config, "per_example_val_of": e.n_allocated}  # N_val of E_val's 1/N_val
+    found = example_groups(run) if examples is not None and run.groups else None
     return LayoutInfo(t.names, t.shapes, t.offsets, t.layer, t.module_type, t.layer_names,
                       list(run.class_names), config, o.method, iters_planned=iters_planned,
                       per_class=o.per_class, val_lca=run.val_lca is not None,
@@ -55,4 +64,5 @@ def run_layout(run: LCARun, config: dict, *, device_name: str,
                       loss_change=o.lca_data_resample,
                       allocated_loss=run.approx_info["allocated_loss"], groups=run.groups,
                       counterfactual_every=o.counterfactual_every, examples=examples,
-                      label_noise=label_noise)
+                      label_noise=label_noise, val_examples=val_examples,
+                      example_groups=found)

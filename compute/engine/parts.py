@@ -60,6 +60,10 @@ class LCARun:
     groups: list | None = None  # named groups finer than layers (attention heads), or None
     group_idx: torch.Tensor | None = None  # (P,) group of each parameter, on the device
     examples: TrackedExamples | None = None  # per-example LCA (per_example), or None
+    # per-example LCA of the validation loss (per_example with a validation set), or None:
+    # index into the validation split, n_allocated = N_val
+    val_examples: TrackedExamples | None = None
+    val_data: tuple[torch.Tensor, torch.Tensor] | None = None  # the validation (x, y)
 
     @property
     def n_row_cols(self) -> int:
@@ -115,10 +119,13 @@ def build_lca(model: nn.Module, x: torch.Tensor, y: torch.Tensor, opts: LCAOptio
     labels = y.cpu().numpy() if not y.is_floating_point() else np.zeros(len(y), np.int64)
     approx, idx, info = approx_mode.setup(opts, labels, x, y, seed=seed, iters=iters)
     alloc_y = y if idx is None else y[torch.as_tensor(idx, device=y.device)]
-    tracked = None
+    tracked = val_tracked = None
     if opts.per_example is not None:  # positions in the allocated set, drawn by the run's seed
         k = None if opts.per_example == "all" else int(opts.per_example)
         tracked = example_subset(alloc_y, k, seed)
+        if val is not None:  # the same drawing on the validation set (all of it or K)
+            val_tracked = example_subset(val[1], None if k is None else min(k, len(val[1])),
+                                         seed)
     if idx is not None:
         sel = torch.as_tensor(idx, device=x.device)
         train_lca = integrator(x[sel], y[sel.to(y.device)], opts.per_class, per_example=tracked)
@@ -133,7 +140,8 @@ def build_lca(model: nn.Module, x: torch.Tensor, y: torch.Tensor, opts: LCAOptio
     parts = dict(cfg=opts, model=model, table=table,
                  layer_idx=torch.as_tensor(table.param_layer_index(), device=device), x=x, y=y,
                  class_names=list(class_names), train_lca=train_lca,
-                 val_lca=integrator(*val, False) if val is not None else None,
+                 val_lca=(integrator(*val, False, per_example=val_tracked)
+                          if val is not None else None),
                  schedule=opts.row_schedule(), row_ranges=ranges,
                  row_idx=None if full else torch.as_tensor(ranges_index(ranges), device=device),
                  approx=approx, approx_info=info, names=names)
@@ -145,11 +153,31 @@ def build_lca(model: nn.Module, x: torch.Tensor, y: torch.Tensor, opts: LCAOptio
             label=None if y.is_floating_point() or y.dim() != 1
             else labels[pos].astype(np.int64),
             thumbnail=example_thumbnails(x, torch.as_tensor(pos)), n_allocated=len(alloc_y))
+    if val_tracked is not None:
+        xv, yv = val
+        parts["val_data"] = val
+        parts["val_examples"] = TrackedExamples(
+            index=val_tracked.numpy().astype(np.int64),
+            label=None if yv.is_floating_point() else
+            yv.cpu().numpy()[val_tracked.numpy()].astype(np.int64),
+            thumbnail=example_thumbnails(xv, val_tracked), n_allocated=len(yv))
     return parts
 
 
 def with_groups(run: LCARun, groups: list | None) -> LCARun:
-    """``run`` with its named groups attached (None or []: none)."""
+    """``run`` with its named groups attached (None or []: none); integrators that track
+    per-example values then track those of the groups finer than their layer too."""
     if groups:
         attach_groups(run, groups, run.layer_idx.device)
+        for integ in (run.train_lca, run.val_lca):
+            if integ is not None and integ.examples is not None:
+                integ.examples.set_groups(groups)
     return run
+
+
+def example_groups(run: LCARun) -> np.ndarray | None:
+    """(G_s,) int64 indices into ``run.groups`` of the groups whose per-example values the
+    run records (finer than their layer), or None."""
+    tap = run.train_lca.examples if run.examples is not None else None
+    found = tap.example_groups if tap is not None else None
+    return None if found is None else np.asarray(found, np.int64)

@@ -82,6 +82,8 @@ def record(run, st: LCAStep, vst: LCAStep | None, state: RunState, mb_loss: floa
         rec.example = host(st.example, copies)
         rec.example_loss_before = host(st.example_loss_before, copies)
         rec.example_loss_after = host(st.example_loss_after, copies)
+        if st.example_group is not None:  # (N_e, G_s): the groups finer than their layer
+            rec.example_group = host(st.example_group, copies)
     if vst is not None:
         if group_idx is not None:
             rec.lca_val_group = host(layer_sums(vst.lca, group_idx, len(run.groups)), copies)
@@ -91,6 +93,12 @@ def record(run, st: LCAStep, vst: LCAStep | None, state: RunState, mb_loss: floa
         rec.lca_val_layer = host(layer_sums(vst.lca, run.layer_idx, L), copies)
         rec.val_residual = vst.residual
         rec.lca_val_row = host(state.window_val, copies) if close else None
+        if vst.example is not None:  # per-example values of the validation loss
+            rec.val_example = host(vst.example, copies)
+            rec.val_example_loss_before = host(vst.example_loss_before, copies)
+            rec.val_example_loss_after = host(vst.example_loss_after, copies)
+            if vst.example_group is not None:
+                rec.val_example_group = host(vst.example_group, copies)
     _reset_window(state, close)
     return rec
 

@@ -24,7 +24,9 @@ Methods:
 Per-example LCA (``per_example=idx``): E[t, n, l] = (1/N) Σ_k w_k ∇_{θ_l} ℓ_n(θ_k) · Δθ_l with the
 step's own nodes and weights (adaptive: the refinement the per-parameter LCA ended with),
 computed in the same passes (:mod:`compute.lca.per_example_tap`); Σ_n E[t, n, l] over all N
-examples is the step's per-layer LCA. ``LCAStep.example`` holds the tracked rows.
+examples is the step's per-layer LCA. ``LCAStep.example`` holds the tracked rows, and with
+groups (``integ.examples.set_groups(groups)``) ``LCAStep.example_group`` those of the groups
+finer than their layer (:mod:`compute.lca.per_example_groups`).
 
 Error estimate (``step(θ, refine=True)``): the same step is integrated again with composite
 Simpson on 4× the intervals (4·max(splits, 1)), reusing every node the step already has
@@ -67,6 +69,8 @@ class LCAStep:
     example: torch.Tensor | None = None  # (N_e, L) float64 E[t, n, :] of the tracked examples
     example_loss_before: torch.Tensor | None = None  # (N_e,) float64 ℓ_n(θ_t), not / N
     example_loss_after: torch.Tensor | None = None  # (N_e,) float64 ℓ_n(θ_{t+1})
+    # (N_e, G_s) float64 E of the split groups (ExampleTap.set_groups), or None
+    example_group: torch.Tensor | None = None
 
 
 class LCAIntegrator:
@@ -161,7 +165,10 @@ class LCAIntegrator:
                       clca, hit_max, refined, delta, e0.grad, e1.grad)
         if tap is not None:
             rows = tap.rows().to(example.device)
-            out.example = example[rows]
+            L = tap.n_layers
+            out.example = example[rows, :L]
+            if example.shape[1] > L:  # the split groups' columns follow the layers'
+                out.example_group = example[rows, L:]
             out.example_loss_before = loss_before[rows]
             out.example_loss_after = self._example_loss[rows]
         return out

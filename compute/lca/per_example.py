@@ -44,28 +44,30 @@ the reverse-mode rules would split along activation paths instead; networks with
 therefore computed by forward mode: per chunk and layer one ``torch.func.jvp`` of the chunk's
 loss vector (ℓ_n)_n along v_l (cost ~L forward passes with tangents, exact). ``mode="forward"``
 does the same for any network (a second, independent way to the same numbers).
+
+**Groups** (``groups=`` / :meth:`PerExampleDirectional.set_groups`): D gets one more column
+per group finer than its layer (a head), see :mod:`compute.lca.per_example_groups`.
 """
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 
 import torch
 from torch import nn
-from torch.func import replace_all_batch_norm_modules_
 
+from compute.lca import per_example_groups as by_group
 from compute.lca import per_example_transformer as transformer_rule
-from compute.lca.ghost_bn import ghost_batchnorm, set_chunk
 from compute.lca.objective import FullDatasetObjective, has_batchnorm
 from compute.lca.params import param_table
+from compute.lca.per_example_forward import ForwardMode
+from compute.lca.per_example_groups import SplitGroups, check_group_sums
 from compute.lca.per_example_rules import (
     SUBTREE_OWNERS,
     batch_axis,
     expand_shared,
     first_input,
     flat_outputs,
-    forward_mode_dot,
     jvp_tangents,
     padding_rows_zeroed,
     per_example_dot,
@@ -74,10 +76,9 @@ from compute.lca.per_example_rules import (
 )
 
 MODES = ("auto", "hooks", "forward")
-CHECK_RTOL = {torch.float64: 1e-9, torch.float32: 1e-3}  # Σ_n D against the plain gradient
 
 
-class PerExampleDirectional:
+class PerExampleDirectional(ForwardMode):
     """Per-example, per-layer directional derivatives of an objective's loss terms.
 
     Args:
@@ -89,13 +90,16 @@ class PerExampleDirectional:
             and check Σ_n D[n, l] against it (a layer that fails is recomputed by forward
             mode); without it the backward stops at the hooked outputs (cheaper: no
             weight gradients), and nothing catches a use no hook saw.
+        groups: named groups ``[(name, [(start, end), ...])]`` over the flat parameters
+            (:mod:`compute.nets.groups`); D then gets one column per *split* group after the
+            L layers (:mod:`compute.lca.per_example_groups`). None: layers only.
 
     Raises:
         ValueError: ``mode="hooks"`` for a network with BatchNorm, or an unknown mode.
     """
 
     def __init__(self, objective: FullDatasetObjective, mode: str = "auto", *,
-                 check: bool = True):
+                 check: bool = True, groups: Sequence | None = None):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
         model = objective.model
@@ -115,6 +119,8 @@ class PerExampleDirectional:
         self.layer_of = {p: int(li) for p, li in zip(self.params, table.layer, strict=True)}
         self.handlers: dict[str, str] = {}  # module name -> "rule" or "jvp" (hooks mode)
         self.repaired: list[str] = []  # layers the sum check sent to forward mode
+        self.split: SplitGroups | None = None  # per-group columns (set_groups)
+        self.n_cols = self.n_layers  # D's columns: L, then one per split group
         self._hooks = []
         self._active = False
         self._vs: dict = {}
@@ -133,6 +139,26 @@ class PerExampleDirectional:
         self.reuse_tangents = False  # a chunk with several backwards (per-class masks)
         if self.mode == "hooks":
             self._install(model)
+        if groups:
+            self.set_groups(groups)
+
+    def set_groups(self, groups: Sequence | None) -> None:
+        """Give D one column per split group of ``groups`` after its L layer columns (None or
+        []: layers only). Call before the first evaluation."""
+        self.split = (SplitGroups(groups, self.params, self.layer_of, self.n_layers)
+                      if groups else None)
+        if self.split is not None and self.split.n == 0:
+            self.split = None
+        self.n_cols = self.n_layers + (self.split.n if self.split is not None else 0)
+
+    def add_shares(self, acc: torch.Tensor, share, vs: dict, delta: torch.Tensor) -> None:
+        """Add one hooked output's shares ((parameter, D (n,)) pairs of ``share(vs, δ)``) to
+        ``acc`` (n, n_cols): per layer, and per split group (``share`` on V masked to it)."""
+        if self.split is not None:
+            self.split.add(acc, self.layer_of, share, vs, delta)
+            return
+        for p, d in share(vs, delta):
+            acc[:, self.layer_of[p]] += d.double()
 
     # ---- hooks mode -------------------------------------------------------------------
     def _install(self, model: nn.Module) -> None:
@@ -200,13 +226,15 @@ class PerExampleDirectional:
                     was, self._active = self._active, False  # replays must not be hooked
                     try:
                         cached = self._const_cache if const else None
-                        hit = cached.get(key) if cached is not None else None
+                        # by direction too: a split group's masked V has tangents of its own
+                        ck = (*key, id(vs))
+                        hit = cached.get(ck) if cached is not None else None
                         if hit is not None and hit[0] is vs:
                             t = hit[1]
                         elif rule is not None:
                             t = [(p, [t]) for p, t in rule(mod, first_input(args, kwargs), vs)]
                             if const:
-                                self._cache_const(key, vs, t)
+                                self._cache_const(ck, vs, t)
                         else:
                             rel, groups = fallback
                             t = [(g[0], dots) for g, dots in
@@ -223,7 +251,10 @@ class PerExampleDirectional:
                         if len(dots) > i and dots[i] is not None]
 
             for i in watched:
-                self._watch(outputs[i], lambda vs, g, i=i: share(vs, g, i))
+                fn = lambda vs, g, i=i: share(vs, g, i)  # noqa: E731 (it carries an attribute)
+                fn.per_feature = by_group.per_feature_for(  # row / column groups, else None
+                    self.split, mod, rule, first_input(args, kwargs), tangents, len(outputs))
+                self._watch(outputs[i], fn)
             return shared
         return hook
 
@@ -251,8 +282,7 @@ class PerExampleDirectional:
     def _take(self, share, delta: torch.Tensor) -> None:
         """Add a hooked output's shares; with ``keep``, remember δ to :meth:`replay` it."""
         if self._vs is not None:  # None: only keep δ (for a replay along a later direction)
-            for p, d in share(self._vs, delta):
-                self._acc[:, self.layer_of[p]] += d.double()
+            self.add_shares(self._acc, share, self._vs, delta)
         if self._keep is not None:
             self._keep.append((self._rows, share, delta.detach()))
 
@@ -267,7 +297,7 @@ class PerExampleDirectional:
         the watched outputs only (no parameter gradient is formed) unless ``check`` asks for
         the parameters' too, or a watched output was later changed in place."""
         obj = self.objective
-        self._acc = torch.zeros((len(y), self.n_layers), dtype=torch.float64, device=y.device)
+        self._acc = torch.zeros((len(y), self.n_cols), dtype=torch.float64, device=y.device)
         self._vs, self._watched = vs, []
         self._active = True
         try:
@@ -284,49 +314,11 @@ class PerExampleDirectional:
             self._check(acc, dict(zip(params, grads[len(watched):], strict=True)), x, y, vs)
         return losses.detach().double(), acc
 
-    def _check(self, acc: torch.Tensor, grads: dict, x, y, vs) -> None:
-        """Σ_n D[n, l] against the plain gradient of the chunk; repair failing layers."""
-        total = torch.zeros(self.n_layers, dtype=torch.float64, device=acc.device)
-        for p, g in grads.items():
-            if g is not None:
-                total[self.layer_of[p]] += (g.double() * vs[p].double()).sum()
-        scale = acc.abs().sum(0) + total.abs()
-        rtol = CHECK_RTOL.get(self.params[0].dtype, 1e-2)
-        bad = ((acc.sum(0) - total).abs() > rtol * scale + 1e-300).nonzero().flatten().tolist()
-        if bad:
-            moved = {p: v for p, v in vs.items() if self.layer_of[p] in bad}  # their rows only
-            zeroed = {**vs, **padding_rows_zeroed(self.objective.model, moved)}
-            _, forward = self._forward_chunk(x, y, zeroed, layers=bad)
-            acc[:, bad] = forward[:, bad]
-            self.repaired.extend(self.layer_names[b] for b in bad
-                                 if self.layer_names[b] not in self.repaired)
-
-    # ---- forward mode -------------------------------------------------------------------
-    def _forward_chunk(self, x, y, vs, layers: Sequence[int] | None = None):
-        obj = self.objective
-        out = torch.zeros((len(y), self.n_layers), dtype=torch.float64, device=y.device)
-        if self._stateless is None:  # a copy whose BatchNorms keep no running buffers
-            self._stateless = copy.deepcopy(obj.model)
-            replace_all_batch_norm_modules_(self._stateless)
-            # the copy's own ghost groups (the deep copy's would follow a copied context)
-            self._ghost = (ghost_batchnorm(self._stateless, obj.bn_group)
-                           if getattr(obj, "_groups", None) is not None else None)
-        set_chunk(self._ghost, len(y))  # this chunk's groups, as the objective's passes do
-        current = {n: p.detach() for n, p in obj.model.named_parameters()}  # all of θ here
-        named = dict(zip(self.params, self.names, strict=True))
-        wanted = range(self.n_layers) if layers is None else layers
-        groups = {li: {named[p]: p for p in self.params if self.layer_of[p] == li}
-                  for li in wanted}
-        losses = None
-        for li, group in groups.items():
-            losses, out[:, li] = forward_mode_dot(self._stateless, current, group, vs,
-                                                  obj.loss_fn, x, y)
-        return (losses.double() if losses is not None else None), out
-
     # ---- public -------------------------------------------------------------------------
     def evaluate(self, theta: torch.Tensor, direction: torch.Tensor, *, keep: bool = False
                  ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-example losses ℓ_n(θ) (N,) and D[n, l] = ∇_{θ_l} ℓ_n(θ) · v_l (N, L), float64.
+        """Per-example losses ℓ_n(θ) (N,) and D[n, l] = ∇_{θ_l} ℓ_n(θ) · v_l (N, L), float64
+        (N, L + G_s with split groups: their columns follow the layers').
 
         Args:
             theta: flat parameter vector (P,) of the objective's parameters.
@@ -344,7 +336,7 @@ class PerExampleDirectional:
         obj.set_theta(theta)
         vs = self._directions(direction)
         losses = torch.zeros(obj.n, dtype=torch.float64, device=obj.y.device)
-        D = torch.zeros((obj.n, self.n_layers), dtype=torch.float64, device=obj.y.device)
+        D = torch.zeros((obj.n, self.n_cols), dtype=torch.float64, device=obj.y.device)
         if self.mode == "forward":
             vs = {**vs, **padding_rows_zeroed(self.objective.model, vs)}
         if keep:
@@ -359,6 +351,7 @@ class PerExampleDirectional:
                     losses[s:e], D[s:e] = self._hooked_chunk(x, y, vs)
                 else:
                     losses[s:e], D[s:e] = self._forward_chunk(x, y, vs)
+                    check_group_sums(self, D[s:e], final=True)
             if keep:  # a repaired layer is not in the kept shares: replay re-evaluates
                 clean = self._keep is not None and len(self.repaired) == repaired
                 self._kept = (theta.detach().clone(), self._keep if clean else None)
@@ -384,12 +377,12 @@ class PerExampleDirectional:
         obj = self.objective
         obj.set_theta(theta)  # the fallback's jvps and the attention rule read θ
         vs = self._directions(direction)
-        D = torch.zeros((obj.n, self.n_layers), dtype=torch.float64, device=obj.y.device)
+        D = torch.zeros((obj.n, self.n_cols), dtype=torch.float64, device=obj.y.device)
         with torch.no_grad():  # as in the backward the shares are taken in
             for rows, share, delta in records:
                 self._acc = D[rows]  # a view: _dot checks its example count
-                for p, d in share(vs, delta):
-                    self._acc[:, self.layer_of[p]] += d.double()
+                self.add_shares(self._acc, share, vs, delta)
+        check_group_sums(self, D, final=True)
         return D
 
     def _directions(self, direction: torch.Tensor) -> dict:

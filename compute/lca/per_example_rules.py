@@ -74,7 +74,7 @@ def _hf_conv1d(m: nn.Module, a: torch.Tensor, vs: dict) -> Tangent:
     return out
 
 
-def _is_hf_conv1d(kind: type) -> bool:
+def is_hf_conv1d(kind: type) -> bool:
     """transformers' ``Conv1D`` itself (by name: transformers need not be installed)."""
     return kind.__name__ == "Conv1D" and kind.__module__ == "transformers.pytorch_utils"
 
@@ -128,7 +128,7 @@ def rule_for(module: nn.Module):
         return _linear
     if kind in (nn.Conv1d, nn.Conv2d, nn.Conv3d):
         return _conv
-    if _is_hf_conv1d(kind):
+    if is_hf_conv1d(kind):
         return _hf_conv1d
     if kind is nn.Embedding:
         plain = module.max_norm is None and not module.scale_grad_by_freq
@@ -201,8 +201,11 @@ def jvp_tangents(module: nn.Module, names: dict[nn.Parameter, str],
     """
     out = []
     for group in groups:
-        primals = {names[p]: p.detach() for p in group}
-        tangents = {names[p]: vs[p].to(p.dtype) for p in group}
+        moved = [p for p in group if p in vs]  # the others stay (a group's masked direction)
+        if not moved:
+            continue
+        primals = {names[p]: p.detach() for p in moved}
+        tangents = {names[p]: vs[p].to(p.dtype) for p in moved}
 
         is_tensor: list[bool] = []
 

@@ -9,7 +9,7 @@ hooks of a :class:`~compute.lca.per_example.PerExampleDirectional` on its probe 
 module's input a_n and receive δ_n = ∂(ℓ_n/N)/∂o_n in that same backward, so each rule adds
 ⟨δ_n, ṫ_n⟩ (ṫ the output's tangent along Δθ) to D[n, l]: no second forward or backward. The
 backward also forms the gradient, so Σ_n D[n, l] = ∇_l L · Δθ_l is checked at every node
-(:data:`compute.lca.per_example.CHECK_RTOL`); a layer that fails (a use no hook saw) is
+(:data:`compute.lca.per_example_forward.CHECK_RTOL`); a layer that fails (a use no hook saw) is
 recomputed by forward mode (an extra pass, listed in :attr:`ExampleTap.repaired`).
 
 **The start node.** θ_t was evaluated as the previous step's end, before Δθ_t was known. That
@@ -28,6 +28,10 @@ is the term of its group's normalised loss and depends on the other examples of 
 the backward through the statistics mixes them, so the reverse-mode split is impossible and
 these networks take forward mode (one ``jvp`` of the chunk's loss vector per layer) in an
 extra pass at every node, only over the chunks that hold a tracked example.
+
+**Groups** (:meth:`ExampleTap.set_groups`): the split groups' columns ride in D after the
+layers' (:mod:`compute.lca.per_example_groups`), through the same passes and replays; their
+sum over each layer is checked with the layer check (repaired by forward mode, else raised).
 """
 
 from __future__ import annotations
@@ -37,7 +41,9 @@ import contextlib
 import torch
 
 from compute.lca.distributed import all_reduce_, world
-from compute.lca.per_example import CHECK_RTOL, PerExampleDirectional
+from compute.lca.per_example import PerExampleDirectional
+from compute.lca.per_example_forward import CHECK_RTOL
+from compute.lca.per_example_groups import check_group_sums
 from compute.lca.per_example_rules import padding_rows_zeroed
 
 DEFAULT_KEEP_BYTES = 1 << 30  # the start node's kept δ's and inputs, at most (else a pass)
@@ -120,7 +126,7 @@ class ExampleTap:
         dev = obj.y.device
         self.losses = torch.zeros(obj.n, dtype=torch.float64, device=dev)
         hooked = self.hooks and self._want_d
-        self.D = torch.zeros((obj.n, self.n_layers), dtype=torch.float64, device=dev) \
+        self.D = torch.zeros((obj.n, self.engine.n_cols), dtype=torch.float64, device=dev) \
             if hooked else None
         masked = obj.per_class and obj.chunking == "mixed"  # several backwards per chunk
         self.records = [] if self._keep and self.hooks and not masked else None
@@ -131,7 +137,7 @@ class ExampleTap:
         if self.D is None and self.records is None:
             return
         eng = self.engine
-        eng._acc = torch.zeros((e - s, self.n_layers), dtype=torch.float64,
+        eng._acc = torch.zeros((e - s, eng.n_cols), dtype=torch.float64,
                                device=self.losses.device)
         eng._vs = self.vs if self.D is not None else None
         eng._watched, eng._rows, eng._keep = [], slice(s, e), self.records
@@ -174,12 +180,11 @@ class ExampleTap:
             return self._extra(theta0)
         eng = self.engine
         obj.set_theta(theta0)  # the attention rule and the fallback's jvps read θ
-        D = torch.zeros((obj.n, self.n_layers), dtype=torch.float64, device=obj.y.device)
+        D = torch.zeros((obj.n, eng.n_cols), dtype=torch.float64, device=obj.y.device)
         with torch.no_grad():
             for rows, share, delta in kept[2]:
                 eng._acc = D[rows]
-                for p, d in share(self.vs, delta):
-                    eng._acc[:, eng.layer_of[p]] += d.double()
+                eng.add_shares(eng._acc, share, self.vs, delta)
         if world()[1] > 1:
             all_reduce_(D)
         return self._checked(D, grad0, theta0)
@@ -191,7 +196,7 @@ class ExampleTap:
         obj, eng = self.objective, self.engine
         obj.size_chunks()
         obj.set_theta(theta)
-        D = torch.zeros((obj.n, self.n_layers), dtype=torch.float64, device=obj.y.device)
+        D = torch.zeros((obj.n, eng.n_cols), dtype=torch.float64, device=obj.y.device)
         forward = not self.hooks or layers is not None
         if forward:  # (a repair: only its layers' padding rows, a tied one elsewhere is fine)
             moved = self.vs if layers is None else {
@@ -214,6 +219,8 @@ class ExampleTap:
             D[s:e] = out / obj.n
         if world()[1] > 1:
             all_reduce_(D)
+        if layers is None:  # a repair is checked by the caller
+            check_group_sums(eng, D, final=True)
         return D
 
     def _checked(self, D: torch.Tensor, grad: torch.Tensor | None, theta) -> torch.Tensor:
@@ -224,17 +231,36 @@ class ExampleTap:
         v = self._direction
         total = torch.zeros(self.n_layers, dtype=torch.float64, device=D.device)
         total.index_add_(0, self._flat_layer, (grad.double() * v.double()))
-        scale = D.abs().sum(0) + total.abs()
+        layers = D[:, :self.n_layers]
+        scale = layers.abs().sum(0) + total.abs()
         rtol = CHECK_RTOL.get(self.objective.params[0].dtype, 1e-2)
         # a layer whose share is pure rounding (a direction the loss is flat along, such as a
         # shift of every logit) is held to the largest layer's scale
         floor = 1e-3 * rtol * float(scale.max()) + 1e-300
-        bad = ((D.sum(0) - total).abs() > rtol * scale + floor).nonzero().flatten().tolist()
-        if bad:
-            D[:, bad] = self._extra(theta, layers=bad)[:, bad]
-            self.repaired.extend(self.layer_names[b] for b in bad
-                                 if self.layer_names[b] not in self.repaired)
+        bad = ((layers.sum(0) - total).abs() > rtol * scale + floor).nonzero().flatten().tolist()
+        split = self.engine.split
+        for attempt in range(2):  # then the split groups of each layer must sum to it
+            if bad:
+                cols = bad + (split.columns(bad) if split is not None else [])
+                D[:, cols] = self._extra(theta, layers=bad)[:, cols]
+                self.repaired.extend(self.layer_names[b] for b in bad
+                                     if self.layer_names[b] not in self.repaired)
+            bad = check_group_sums(self.engine, D, final=attempt == 1)
+            if not bad:
+                break
         return D
+
+    def set_groups(self, groups) -> None:
+        """Per-group per-example values too (:meth:`PerExampleDirectional.set_groups`); before
+        :meth:`LCAIntegrator.start <compute.lca.integrator.LCAIntegrator.start>`."""
+        self.engine.set_groups(groups)
+        self._kept = None  # records of a pass without the group columns: an extra pass
+
+    @property
+    def example_groups(self):
+        """(G_s,) int64 indices into the groups of the split groups' columns (None: none)."""
+        split = self.engine.split
+        return None if split is None else split.index
 
     def close(self) -> None:
         """Remove the hooks from the objective's probe model."""

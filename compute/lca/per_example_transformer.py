@@ -96,18 +96,44 @@ def _heads(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
 
 
 def attention_tangents(attn: Attention, x: torch.Tensor, last_only: bool, vs: dict,
-                       delta: torch.Tensor, pulled: tuple | None = None) -> list:
+                       delta: torch.Tensor, pulled: tuple | None = None,
+                       stash: dict | None = None) -> list:
     """(parameter, D (n,)) for q, k, v, o of one Attention call whose output got ``delta``;
-    ``pulled``: :func:`attention_pullback`'s result for this call (it does not depend on V)."""
-    queries, dq, dk, dv, z = pulled or attention_pullback(attn, x, last_only, delta)
+    ``pulled``: :func:`attention_pullback`'s result for this call (it does not depend on V);
+    ``stash``: keep q/k/v's products δ ⊙ ṫ there for :func:`attention_head_tangents`."""
+    queries, dq, dk, dv, z, _ = pulled or attention_pullback(attn, x, last_only, delta)
     out = []
     for proj, d, a in ((attn.q, dq, queries), (attn.k, dk, x), (attn.v, dv, x)):
         if proj.weight in vs:
-            out.append((proj.weight, per_example_dot(d, _heads(a, vs[proj.weight]))))
+            prod = d * _heads(a, vs[proj.weight])  # per_example_dot's own product and sum
+            out.append((proj.weight, prod.reshape(prod.shape[0], -1).sum(1)))
+            if stash is not None:
+                stash[proj.weight] = (vs[proj.weight], delta, prod)
     if attn.o.weight in vs:
         vo = vs[attn.o.weight]
         tangent = z.flatten(2) @ vo.reshape(-1, vo.shape[-1])
         out.append((attn.o.weight, per_example_dot(delta, tangent)))
+    return out
+
+
+def attention_head_tangents(attn: Attention, vs: dict, delta: torch.Tensor, pulled: tuple,
+                            stash: dict | None = None) -> list:
+    """(parameter, D (n, H)) for q, k, v, o: :func:`attention_tangents` split per head (the
+    share of head h is its slice's; a projection's heads sum to its D) in one product each;
+    q/k/v reuse the products ``stash`` holds for the same V and δ."""
+    queries, dq, dk, dv, z, x = pulled
+    out = []
+    for proj, d, a in ((attn.q, dq, queries), (attn.k, dk, x), (attn.v, dv, x)):
+        if proj.weight in vs:
+            kept = stash.pop(proj.weight, None) if stash is not None else None
+            if kept is not None and kept[0] is vs[proj.weight] and kept[1] is delta:
+                prod = kept[2]
+            else:
+                prod = d * _heads(a, vs[proj.weight])
+            out.append((proj.weight, prod.sum((1, 3))))
+    if attn.o.weight in vs:  # Σ_{s,d} δ · z_h V_o[h] = Σ_{s,e} z_h · (δ V_o[h]ᵀ)
+        u = torch.einsum("bsd,hed->bshe", delta, vs[attn.o.weight])
+        out.append((attn.o.weight, (z * u).sum((1, 3))))
     return out
 
 
@@ -130,7 +156,7 @@ def attention_pullback(attn: Attention, x: torch.Tensor, last_only: bool,
         wo = attn.o.weight.detach()
         delta_z = (delta @ wo.reshape(-1, wo.shape[-1]).T).unflatten(-1, z.shape[-2:])
         dq, dk, dv = torch.autograd.grad(z, (q, k, v), delta_z)
-    return queries, dq, dk, dv, z.detach()
+    return queries, dq, dk, dv, z.detach(), x
 
 
 def install_attention(engine, attn: Attention) -> list:
@@ -140,16 +166,29 @@ def install_attention(engine, attn: Attention) -> list:
             return
         x = args[0].detach()
         last_only = kwargs.get("last_only", args[1] if len(args) > 1 else False)
-        # a kept call is replayed at the same θ with the same δ: its pull-back is reused
-        memo: dict | None = {} if engine._keep is not None else None
+        # a kept call is replayed at the same θ with the same δ, and split groups call the
+        # share once per group with the same δ: its pull-back (which needs no V) is reused
+        memo: dict | None = ({} if engine._keep is not None or engine.split is not None
+                             else None)
+        params = (attn.q.weight, attn.k.weight, attn.v.weight, attn.o.weight)
+        stash: dict | None = {} if engine.split is not None and engine.split.heads else None
+
+        def pullback(g):
+            seen = memo.get("g") if memo is not None else None  # δ, or a kept δ.detach()
+            if seen is not None and seen.data_ptr() == g.data_ptr() and seen.shape == g.shape:
+                return memo["pulled"]
+            pulled = attention_pullback(attn, x, last_only, g)
+            if memo is not None:
+                memo.update(g=g, pulled=pulled)
+            return pulled
 
         def share(vs, g):
-            pulled = memo.get("pulled") if memo is not None else None
-            if pulled is None:
-                pulled = attention_pullback(attn, x, last_only, g)
-                if memo is not None:
-                    memo["pulled"] = pulled
-            return attention_tangents(attn, x, last_only, vs, g, pulled)
+            if not any(p in vs for p in params):
+                return []
+            return attention_tangents(attn, x, last_only, vs, g, pullback(g), stash)
+
+        # split groups that are exactly the heads of q, k, v or o take all heads at once
+        share.per_head = lambda vs, g: attention_head_tangents(attn, vs, g, pullback(g), stash)
         engine._watch(output, share)
 
     return [attn.register_forward_hook(on_output, with_kwargs=True)]

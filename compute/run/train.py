@@ -52,8 +52,11 @@ def _layout(run: Run, cfg: RunConfig, check: dict | None = None) -> LayoutInfo:
         config["precision_check"] = check
     texts = (example_texts(cfg.dataset, run.x, run.y, run.examples.index, cfg.modulus)
              if run.examples is not None else None)
+    val_texts = (example_texts(cfg.dataset, *run.val_data, run.val_examples.index, cfg.modulus)
+                 if run.val_examples is not None else None)
     return run_layout(run, config, device_name=device_name, iters_planned=cfg.iters,
-                      example_texts=texts, label_noise=run.label_noise)
+                      example_texts=texts, label_noise=run.label_noise,
+                      val_example_texts=val_texts)
 
 
 def run_lca(cfg: RunConfig | None, out: str | Path, *, resume: bool = False,

@@ -13,10 +13,12 @@ from dataclasses import dataclass
 import numpy as np
 
 FORMAT = "lca-bundle"
-FORMAT_VERSION = 3  # written by this version
+FORMAT_VERSION = 4  # written by this version
 # 1: rows are windows of `lca_stride`; 2: `lca_rows` gives them; 3: per-example LCA
-# (lcaviz.bundle.examples; a version-3 bundle without examples is laid out as version 2)
-READABLE_VERSIONS = (1, 2, 3)
+# (lcaviz.bundle.examples; a version-3 bundle without examples is laid out as version 2);
+# 4: per-example values of the validation examples and of split groups (heads), optional
+# (lcaviz.bundle.example_sets; a version-4 bundle without them is laid out as version 3)
+READABLE_VERSIONS = (1, 2, 3, 4)
 
 STORAGES = ("float32", "bfloat16")
 COMPRESSIONS = ("none", "gzip")  # of the per-parameter rows (lossless)

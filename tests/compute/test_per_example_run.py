@@ -33,7 +33,7 @@ def test_lca_run_rows_split_the_layer_lca_among_all_examples(tmp_path):
     out = run_lca(RunConfig(**SMALL, per_example="all"), tmp_path / "a.h5", progress=False)
     with RunBundle.open(out) as b:
         rows = b.example_lca_rows()  # (R, N, L), float32 in the bundle
-        assert rows.shape == (3, 300, b.n_layers) and b.format_version == 3
+        assert rows.shape == (3, 300, b.n_layers) and b.format_version == 4
         # Σ_n E = lca_layer over each row window (float32 storage: ~1e-7 of each value)
         np.testing.assert_allclose(rows.sum(axis=1), _window_sums(b), rtol=0, atol=1e-6 *
                                    np.abs(rows).sum(axis=1).max())

@@ -62,7 +62,7 @@ def _window_sums(records, windows):
 def test_rows_are_the_exact_window_sums_of_the_per_parameter_rows(tmp_path, storage):
     path, records = _write(tmp_path / f"{storage}.h5", _run(storage=storage))
     with RunBundle.open(path) as b, h5py.File(path, "r", locking=False) as f:
-        assert b.format_version == FORMAT_VERSION == 3 and b.has_examples
+        assert b.format_version == FORMAT_VERSION == 4 and b.has_examples
         windows = b.row_windows
         assert windows.tolist() == [[t, t + 1] for t in range(7)] + [[7, 12], [12, 17],
                                                                      [17, 22], [22, 23]]

@@ -56,7 +56,7 @@ def examples_section() -> html.Section:
     hist_ctl = [labelled("values", radio(ids.EX_HIST_MODE, [("row", "this frame"),
                                                             ("cumulative", "up to t")], "row")),
                 toggle(ids.EX_HIST_LOG, "log count", "log")]
-    return section("Examples: which training examples were helped and hurt", [
+    return section("Examples: which examples were helped and hurt", [
         graph_card(ids.EX_GRID, "Examples helped most / hurt most (click one to follow it)",
                    controls=ctl, loading=False, graph=grid,
                    header=html.Div(id=ids.EX_TITLE, className="heat-title"),
