@@ -55,19 +55,28 @@ def phase_rows(windows: np.ndarray, marks: list[Span]) -> list[Span]:
     return out
 
 
-def example_phases(b) -> list[ExamplePhase]:
+def example_phases(b, split: str = "train", by: str = "layer") -> list[ExamplePhase]:
     """The phases of :func:`lcaviz.analysis.grokking.phases`, per tracked example.
 
+    Args:
+        b: the bundle.
+        split: ``"train"`` or ``"val"`` (the validation examples, with ``--val-lca``).
+        by: ``"layer"`` or ``"group"`` (the split groups: attention heads); per-group phases
+            carry no losses (a loss does not split by group).
+
     Raises:
-        ValueError: the bundle has no per-example LCA or no validation LCA.
+        ValueError: the bundle has no per-example LCA (of that split or by), or no validation
+            LCA.
     """
     if not getattr(b, "has_examples", False):
         raise ValueError(f"{b.path}: no per-example LCA (run it with --per-example)")
-    n = int(b.config.get("per_example_of") or b.n_examples)
+    key = "per_example_val_of" if split == "val" else "per_example_of"
+    n_e = b.n_val_examples if split == "val" else b.n_examples
+    n = int(b.config.get(key) or n_e)
     windows = np.asarray(b.row_windows)
     marks = [(p.name, p.start, p.end) for p in gk.phases(b)]
-    rows = b.example_lca_rows()  # (R, N_e, L)
-    losses = b.example_loss()  # (R, N_e) or None
+    rows = b.example_lca_rows(split=split, by=by)  # (R, N_e, L or G_s)
+    losses = b.example_loss(split=split) if by == "layer" else None  # (R, N_e) or None
     out = []
     for name, r0, r1 in phase_rows(windows[:len(rows)], marks):
         out.append(ExamplePhase(name, r0, r1, int(windows[r0, 0]), int(windows[r1 - 1, 1]),
@@ -110,12 +119,13 @@ def example_residual(p: ExamplePhase, loss_end: np.ndarray | None) -> np.ndarray
     return (loss_end - p.loss_start) - p.x.sum(1)
 
 
-def phase_end_losses(b, ph: list[ExamplePhase]) -> list[np.ndarray | None]:
+def phase_end_losses(b, ph: list[ExamplePhase], split: str = "train"
+                     ) -> list[np.ndarray | None]:
     """ℓ_n at the end of each phase: the next row's start, or after the last iteration."""
-    losses = b.example_loss()
+    losses = b.example_loss(split=split)
     if losses is None:
         return [None] * len(ph)
-    last = b.example_loss_last()
+    last = b.example_loss_last(split=split)
     return [losses[p.r1] if p.r1 < len(losses) else last for p in ph]
 
 

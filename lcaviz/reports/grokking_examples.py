@@ -69,18 +69,12 @@ def share_table(ph, names: list[str], flags: list[bool]) -> list[str]:
     return rows
 
 
-def section(b: RunBundle) -> str:
-    ph = ge.example_phases(b)
-    ends = ge.phase_end_losses(b, ph)
+def _split_lines(b: RunBundle, split: str) -> list[str]:
+    """The phase and share tables of one split's tracked pairs, and the cross-phase lines."""
+    ph = ge.example_phases(b, split)
+    ends = ge.phase_end_losses(b, ph, split)
     names = list(b.layer_names)
-    n = int(b.config.get("per_example_of") or b.n_examples)
-    rows = np.asarray(b.row_windows)
-    lines = [f"Bundle `{b.path.name}`: {_setup(b)}", "", _milestones(b), "",
-             f"Per-example LCA of {b.n_examples:,} of the {n:,} training pairs, per layer, in "
-             f"rows of {int(rows[0, 1] - rows[0, 0])} iterations (`lca_example`). A phase here "
-             "is the whole rows nearest to its accuracy marks; x_n = N · Σ E is the change a "
-             "component made to pair n's own loss.", ""]
-    table, flags = phase_table(ph, ends)
+    lines, (table, flags) = [], phase_table(ph, ends)
     lines += table
     if any(flags):
         lines += ["", "† The per-example residual is at least "
@@ -91,41 +85,67 @@ def section(b: RunBundle) -> str:
               "Σ |x_n|, and the share of Σ |x_n| carried by the 10 % of pairs it changed most; "
               "10 % if it changed every pair alike):", ""]
     lines += share_table(ph, names, flags)
-    by = {p.name: p for p in ph}
+    by = {p.name: (p, f) for p, f in zip(ph, flags, strict=True)}
     if "memorisation" in by and "generalisation" in by:
-        m, g = by["memorisation"].x, by["generalisation"].x
+        m, g = by["memorisation"][0].x, by["generalisation"][0].x
         rho = [ge.rank_correlation(m[:, i], g[:, i]) for i in range(len(names))]
         lines += ["", "The same pairs in memorisation and in generalisation (Spearman's ρ "
                   "across pairs of a component's x_n in the two phases): " + ", ".join(
                       f"`{nm}` {r:+.2f}" for nm, r in zip(names, rho, strict=True)) + "."]
-    for p, f in zip(ph, flags, strict=True):
-        if p.name in ("memorisation", "generalisation") and not f:
-            pairs = ge.anti_correlated(p.x, names)
-            lines += ["", f"Most anti-correlated components across pairs in {p.name} (where "
+    for name in ("memorisation", "generalisation"):
+        if name in by and not by[name][1]:
+            pairs = ge.anti_correlated(by[name][0].x, names)
+            lines += ["", f"Most anti-correlated components across pairs in {name} (where "
                       "one lowered a pair's loss the other raised it; Spearman's ρ): " + ", ".join(
                           f"`{a}` / `{c}` {r:+.2f}" for a, c, r in pairs) + "."]
+    if b.has_example_set(split, "group"):
+        lines += ["", "Per attention head (the split groups; shares as above):", ""]
+        gph = ge.example_phases(b, split, by="group")
+        lines += share_table(gph, list(b.example_group_names), flags[:len(gph)])
+    return lines
+
+
+def section(b: RunBundle) -> str:
+    rows = np.asarray(b.row_windows)
+    n = int(b.config.get("per_example_of") or b.n_examples)
+    lines = [f"Bundle `{b.path.name}`: {_setup(b)}", "", _milestones(b), "",
+             f"Per-example LCA in rows of {int(rows[0, 1] - rows[0, 0])} iterations "
+             "(`lca_example`). A phase here is the whole rows nearest to its accuracy marks; "
+             "x_n = N · Σ E is the change a component made to pair n's own loss.", "",
+             f"**Training pairs** ({b.n_examples:,} of {n:,}):", ""]
+    lines += _split_lines(b, "train")
+    if getattr(b, "has_val_examples", False):
+        nv = int(b.config.get("per_example_val_of") or b.n_val_examples)
+        lines += ["", f"**Validation pairs** ({b.n_val_examples:,} of {nv:,}; their loss is "
+                  "allocated along the same steps, `lca_val_example`):", ""]
+        lines += _split_lines(b, "val")
     return "\n".join(lines) + "\n"
 
 
 def figure(b: RunBundle) -> go.Figure:
-    """Per component (rows) and phase (columns): the share of pairs it lowered, and the share
-    of its per-pair change carried by its top 10 % of pairs."""
-    ph = ge.example_phases(b)
+    """Per component (rows) and phase (columns): the share of training pairs it lowered, and
+    beside it the same for the validation pairs (or, without them, the share of its per-pair
+    change carried by its top 10 % of training pairs)."""
+    panels = [("train", "lowered", "training pairs whose loss the component lowered")]
+    if getattr(b, "has_val_examples", False):
+        panels.append(("val", "lowered", "validation pairs whose loss it lowered"))
+    else:
+        panels.append(("train", "top10", "share of Σ|x_n| in its top 10 % of training pairs"))
     names = list(b.layer_names)
-    stats = [ge.component_stats(p.x) for p in ph]
-    _, flags = phase_table(ph, ge.phase_end_losses(b, ph))
-    cols = [f"{p.name}{'†' if f else ''}<br>{p.start}–{p.end}"
-            for p, f in zip(ph, flags, strict=True)]
-    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.18, subplot_titles=(
-        "pairs whose loss the component lowered", "share of Σ|x_n| in its top 10 % of pairs"))
-    for c, key in ((1, "lowered"), (2, "top10")):
-        z = np.array([s[key] for s in stats]).T * 100  # (L, phases)
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.18,
+                        subplot_titles=[t for _, _, t in panels])
+    for c, (split, key, _) in enumerate(panels, start=1):
+        ph = ge.example_phases(b, split)
+        _, flags = phase_table(ph, ge.phase_end_losses(b, ph, split))
+        cols = [f"{p.name}{'†' if f else ''}<br>{p.start}–{p.end}"
+                for p, f in zip(ph, flags, strict=True)]
+        z = np.array([ge.component_stats(p.x)[key] for p in ph]).T * 100  # (L, phases)
         fig.add_trace(go.Heatmap(z=z, x=cols, y=names, zmin=0, zmax=100, colorscale="Viridis",
                                  text=[[f"{v:.0f} %" for v in r] for r in z],
                                  texttemplate="%{text}", showscale=c == 2,
                                  colorbar={"title": "%"}), row=1, col=c)
         fig.update_yaxes(autorange="reversed", row=1, col=c)
-    style(fig, "Grokking, per training pair (x_n: a component's change of pair n's loss; "
+    style(fig, "Grokking, per pair (x_n: a component's change of pair n's loss; "
           "† = dominated by quadrature error)", height=500)
     fig.update_layout(width=1150, margin={"t": 110})
     return fig

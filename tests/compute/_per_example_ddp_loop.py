@@ -72,6 +72,7 @@ def main(out_dir: Path) -> None:
     for kind, per_example in CASES.items():
         run(out_dir / f"{kind}.h5", kind, per_example, world)
     if world > 1:
+        dist.barrier()  # no rank tears gloo down while the other is still in a collective
         dist.destroy_process_group()
 
 

@@ -67,6 +67,7 @@ def main(out: Path, pids: Path, ckpt: Path | None, crash_at: int | None) -> None
             if t + 1 == crash_at:
                 os._exit(3)
     if world > 1:
+        dist.barrier()  # no rank tears gloo down while the other is still in a collective
         dist.destroy_process_group()
 
 

@@ -24,6 +24,7 @@ from lcaviz.bundle import (
     UnsupportedVersionError,
     scan_runs,
 )
+from lcaviz.bundle.schema import FORMAT_VERSION
 from lcaviz.bundle.synthetic import write_synthetic_bundle
 from tests.lcaviz._bundle_factory import SMALL_LAYERS, matrix_bundle
 
@@ -162,7 +163,8 @@ def test_typed_errors_name_the_file(tmp_path, known):
     cases[NotABundleError].append(_copy_with(
         good, tmp_path / "fmt.h5", lambda f: f.attrs.__setitem__("format", "other")))
     cases[UnsupportedVersionError].append(_copy_with(
-        good, tmp_path / "v4.h5", lambda f: f.attrs.__setitem__("format_version", 4)))
+        good, tmp_path / "v_next.h5",
+        lambda f: f.attrs.__setitem__("format_version", FORMAT_VERSION + 1)))
     cases[CorruptBundleError] += [
         _copy_with(good, tmp_path / "noloss.h5", lambda f: f.__delitem__("loss/train")),
         _copy_with(good, tmp_path / "off.h5",

@@ -37,13 +37,19 @@ class FakeExamplesRun(FakeRun):
         loss[R] += residual_after  # the last row's end: inside the 'after' phase
         self._loss = loss
 
-    def example_lca_rows(self):
+    has_val_examples = False
+
+    def has_example_set(self, split, by):
+        return split == "train" and by == "layer"
+
+    def example_lca_rows(self, *, split="train", by="layer"):
+        assert (split, by) == ("train", "layer")
         return self._rows
 
-    def example_loss(self):
+    def example_loss(self, *, split="train"):
         return self._loss[:-1]
 
-    def example_loss_last(self):
+    def example_loss_last(self, *, split="train"):
         return self._loss[-1]
 
 
