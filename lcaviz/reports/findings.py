@@ -79,8 +79,9 @@ def unresolved_note(ph: list[gk.Phase], method: str) -> list[str]:
                       f"{p.d_train:+.2g})" for p in bad)
     return ["", f"**Not resolved:** the training-loss LCA of {which} is dominated by "
             f"quadrature error (method `{method}`): read those columns of the training table "
-            "(marked †) as unreliable. `--method adaptive` with a `--tol` below the spikes' "
-            "residuals resolves them."]
+            "(marked †) as unreliable; resolving them needs a finer quadrature on the steps "
+            "responsible (`--method adaptive` with a `--tol` well below the phase's |ΔL| per "
+            "iteration)."]
 
 
 def component_table(ph: list[gk.Phase], names: list[str], which: str,
