@@ -37,7 +37,8 @@ def test_bench_engine_prints_the_floor_ratio_and_the_naive_baseline():
 
 
 def test_bench_defaults_prints_the_ratios_of_new_and_old_defaults_to_the_floor():
-    out = _run("bench_defaults.py", "--floor-chunks", "500,250", "--memory", "--sync-copies")
+    out = _run("bench_defaults.py", "--floor-chunks", "500,250", "--memory", "--memory-budgets",
+               "default", "--sync-copies")
     for column in ("new", "old", "sync"):  # sync: the gpu_suite overlap step's comparison
         assert re.search(rf"rk4 iteration, {column}\s+\d+\.\d+ s\s+ratio to floor\s+\d+\.\d+",
                          out), out
