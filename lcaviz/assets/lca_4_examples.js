@@ -14,6 +14,7 @@
   'use strict';
 
   var L = window.lcaviz, fmt = L.fmt, intFmt = L.intFmt;
+  var LEGEND_MAX = 20;  // more classes than this: one line instead of a swatch per class
   // cached blocks, least recently shown dropped first: each holds its frames and the renderings
   // of the examples they name (a few KB to ~0.3 MB), so the page keeps at most ~20 MB
   var MAX_BLOCKS = 64;
@@ -225,6 +226,15 @@
     var mode = this.histMode === 'row' && f.hist.window ? 'window' : this.histMode;
     var parts = this.histParts(host), h = f.hist[mode], names = s.classes || ['all examples'];
     var legendKey = h.counts.length + '|' + names.join('|');
+    if (parts.legendKey !== legendKey && h.counts.length > LEGEND_MAX) {
+      // e.g. modular addition's 97 answers: a legend of them would fill the panel, and the
+      // palette repeats anyway; the bar's tooltip names the classes in it
+      var period = s.colors.indexOf(s.colors[0], 1);
+      parts.legend.textContent = intFmt(h.counts.length) + ' classes (colours repeat every ' +
+        (period > 0 ? period : s.colors.length) + '; hover a bar for its counts per class)';
+      parts.legend.style.display = '';
+      parts.legendKey = legendKey;
+    }
     if (parts.legendKey !== legendKey) {  // class names are the bundle's: text only
       parts.legend.textContent = '';
       h.counts.forEach(function (_, c) {

@@ -53,6 +53,9 @@ def examples_server(tmp_path_factory):
                            n_classes=3, seed=1, per_class=False, examples=40, thumbnail=0,
                            example_text=True)
     _hostile_texts(runs / "text.h5")
+    write_synthetic_bundle(runs / "many.h5", n_iters=10, layers=(("fc1", (6, 8)),),
+                           n_classes=40, seed=3, per_class=False, examples=120, thumbnail=0,
+                           example_text=True)
     write_synthetic_bundle(runs / "vg.h5", n_iters=40, layers=(("fc1", (12, 20)), ("fc2", (3, 12))),
                            n_classes=3, seed=2, per_class=False, examples=120, thumbnail=28,
                            val_lca=True, val_examples=80, heads=2)
@@ -150,6 +153,23 @@ def test_text_examples_stay_text(driver, examples_server):
     assert any("(mod 3)" in t for t in texts) and EVIL in texts  # shown as the text it is
     assert driver.execute_script("return window.__pwned === undefined")
     assert not driver.find_elements("css selector", "#run-ex-grid img[src='x']")
+
+
+def test_many_classes_fold_the_histogram_legend_into_one_line(driver, examples_server):
+    """40 classes (modular addition has 97): one line, not a swatch per class; 3 classes keep
+    their swatches."""
+    def legend(run: str):
+        open_run(driver, examples_server[0], run)
+        wait_for(lambda: driver.execute_script(
+            "var e = window.lcaviz.examples; return e && e.histPaints"))
+        return driver.execute_script(
+            "var l = document.querySelector('#run-ex-hist .ex-legend');"
+            "return [l.querySelectorAll('.ex-legend-item').length, l.textContent]")
+
+    items, text = legend("many.h5")
+    assert items == 0 and text.startswith("40 classes (colours repeat every "), text
+    items, text = legend("text.h5")
+    assert items >= 3 and "class 0" in text and "colours repeat" not in text, text
 
 
 def _top(values, k: int = 8) -> list[str]:
