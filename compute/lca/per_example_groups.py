@@ -248,18 +248,30 @@ def linear_per_feature(module: nn.Linear, a: torch.Tensor, tangents):
     ``kinds``, the per-example products summed over every axis but the example and feature
     axes, (n, F): weight rows δ ⊙ (a Vᵀ) per output feature (the rule's own tangent, from
     ``tangents(vs)``), weight columns a ⊙ (δ V) per input feature, bias δ ⊙ V_b."""
+    def weight(vs: dict, delta: torch.Tensor, kind: str) -> torch.Tensor:
+        if kind == "out":
+            return delta * dict(tangents(vs))[module.weight][0]
+        return a * (delta @ vs[module.weight])
+    return _per_feature(module, weight)
+
+
+def _per_feature(module: nn.Module, weight_product):
+    """``share.per_feature`` from ``weight_product(vs, δ, kind)`` (n, ..., F), the weight's
+    per-example product of a Linear-like layer; its bias (output features) is δ ⊙ V_b."""
     def per_feature(vs: dict, delta: torch.Tensor, kinds: dict) -> list:
         out, n = [], delta.shape[0]
         w, b = module.weight, module.bias
-        rule = dict(tangents(vs)) if kinds.get(w) == "out" else {}
         if w in kinds:
-            prod = delta * rule[w][0] if kinds[w] == "out" else a * (delta @ vs[w])
-            out.append((w, prod.reshape(n, -1, prod.shape[-1]).sum(1)))
+            out.append((w, _feature_sums(weight_product(vs, delta, kinds[w]), n)))
         if b is not None and b in kinds:
-            prod = delta * vs[b]
-            out.append((b, prod.reshape(n, -1, prod.shape[-1]).sum(1)))
+            out.append((b, _feature_sums(delta * vs[b], n)))
         return out
     return per_feature
+
+
+def _feature_sums(prod: torch.Tensor, n: int) -> torch.Tensor:
+    """(n, ..., F) -> (n, F): summed over every axis but the example and feature axes."""
+    return prod.reshape(n, -1, prod.shape[-1]).sum(1)
 
 
 def is_conv1d(module: nn.Module) -> bool:
@@ -283,14 +295,7 @@ def per_feature_for(split, module: nn.Module, rule, a, tangents, n_outputs: int)
 def conv1d_per_feature(module: nn.Module, a: torch.Tensor):
     """``share.per_feature`` of a ``Conv1D`` call (W (in, out)): whole columns of W are output
     features, δ ⊙ (a V); whole rows input features, a ⊙ (δ Vᵀ); bias δ ⊙ V_b."""
-    def per_feature(vs: dict, delta: torch.Tensor, kinds: dict) -> list:
-        out, n = [], delta.shape[0]
-        w, b = module.weight, module.bias
-        if w in kinds:
-            prod = delta * (a @ vs[w]) if kinds[w] == "in" else a * (delta @ vs[w].T)
-            out.append((w, prod.reshape(n, -1, prod.shape[-1]).sum(1)))
-        if b is not None and b in kinds:
-            prod = delta * vs[b]
-            out.append((b, prod.reshape(n, -1, prod.shape[-1]).sum(1)))
-        return out
-    return per_feature
+    def weight(vs: dict, delta: torch.Tensor, kind: str) -> torch.Tensor:
+        w = vs[module.weight]
+        return delta * (a @ w) if kind == "in" else a * (delta @ w.T)
+    return _per_feature(module, weight)

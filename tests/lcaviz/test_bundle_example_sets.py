@@ -16,6 +16,7 @@ from lcaviz.bundle import CorruptBundleError, RunBundle
 from lcaviz.bundle.schema import from_bfloat16, to_bfloat16
 from lcaviz.bundle.synthetic import SyntheticRun, write_synthetic_bundle
 from lcaviz.bundle.writer import BundleWriter, ExampleInfo, IterationRecord, LayoutInfo
+from tests.lcaviz.test_bundle_examples_hostile import _replace
 
 ROOT = Path(__file__).resolve().parents[2]
 LAYERS = (("fc1", (12, 20)), ("fc2", (6, 12)), ("fc3", (3, 6)))
@@ -258,15 +259,6 @@ def test_repack_keeps_every_set(tmp_path):
         assert f["lca_val_example_group"].compression == "gzip"
     with RunBundle.open(packed) as b:
         assert b.example_lca_rows(split="val", by="group").shape == (11, NV, SPLIT)
-
-
-def _replace(name, shape, dtype=np.float32):
-    def edit(f):
-        attrs = dict(f[name].attrs)
-        del f[name]
-        f.create_dataset(name, data=np.zeros(shape, dtype))
-        f[name].attrs.update(attrs)
-    return edit
 
 
 @pytest.mark.parametrize("edit, message", [
